@@ -1,0 +1,146 @@
+"""Service folders: find them (the user's and the bundled ones), read their .sub and .yml, stage them."""
+
+import glob
+import os
+import shutil
+import time
+from typing import NamedTuple, Optional
+
+from . import resources, slurm
+from .errors import ConfigError
+from .settings import SERVICE_NAME_RE
+
+
+class ServiceDef(NamedTuple):
+    """A service as found on disk: the batch script to submit and its optional Traefik template."""
+    name: str
+    folder: str
+    script: str                 # the user's .sub file
+    template: Optional[str]     # the user's .yml file, or None for the generated default
+    script_sets_output: bool    # the .sub has its own #SBATCH --output
+
+
+def bundled_names():
+    names = set()
+    for path in resources.bundled_files():
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == "services":
+            names.add(parts[1])
+    return sorted(names)
+
+
+def available(layout):
+    """Every service a user can choose: folders under services/ plus the bundled ones."""
+    names = set(bundled_names())
+    if os.path.isdir(layout.services):
+        for entry in os.listdir(layout.services):
+            if os.path.isdir(os.path.join(layout.services, entry)) and not entry.startswith("."):
+                names.add(entry)
+    return sorted(names)
+
+
+def unpack_bundled(layout, name):
+    """Copy a bundled service into services/<name>/ so the user can see and edit it.
+
+    Never touches an existing folder: the user's copy wins.
+    """
+    folder = os.path.join(layout.services, name)
+    if os.path.exists(folder):
+        return False
+    prefix = "services/%s/" % name
+    files = [p for p in resources.bundled_files() if p.startswith(prefix)]
+    if not files:
+        return False
+    tmp = folder + ".tmp-%d" % os.getpid()
+    os.makedirs(tmp, exist_ok=True)
+    for path in files:
+        target = os.path.join(tmp, path[len(prefix):])
+        with open(target, "wb") as handle:
+            handle.write(resources.read_bytes(path))
+        if target.endswith((".sub", ".sh")):
+            os.chmod(target, 0o755)
+    os.replace(tmp, folder)
+    return True
+
+
+def ensure_freeport(layout):
+    """${FOREVER_ROOT}/freeport.sh, which service scripts of the original tool call."""
+    target = os.path.join(layout.root, "freeport.sh")
+    if os.path.exists(target):
+        return False
+    data = resources.read_bytes("services/freeport.sh")
+    tmp = target + ".tmp-%d" % os.getpid()
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)
+    return True
+
+
+def load(layout, name):
+    """The ServiceDef of `name`; ConfigError naming the file and line when it is not usable."""
+    if not SERVICE_NAME_RE.match(name):
+        raise ConfigError("%r is not a valid service name (no spaces; letters, digits, . _ -)" % name)
+    folder = os.path.join(layout.services, name)
+    if not os.path.isdir(folder):
+        if name in bundled_names():
+            unpack_bundled(layout, name)
+        else:
+            raise ConfigError("unknown service %r: no folder %s and no bundled service of that name "
+                              "(available: %s)" % (name, folder, ", ".join(available(layout)) or "none"))
+    scripts = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + "*.sub")))
+    if not scripts:
+        raise ConfigError("no Slurm script: expected a file named %s*.sub in this folder" % name, folder)
+    script = scripts[0]
+    text = _read(script)
+    job_name, line = slurm.script_job_name(text)
+    if job_name is None:
+        raise ConfigError("no '#SBATCH --job-name %s' line before the first command; the job name "
+                          "must equal the service name" % name, script, 1)
+    if job_name != name:
+        raise ConfigError("job name %r differs from the service name %r; forever-slurm counts jobs by "
+                          "their name, so set '#SBATCH --job-name %s'" % (job_name, name, name), script, line)
+    sets_output = any(opt in ("--output", "-o") for _, opt, _ in slurm.sbatch_options(text))
+    templates = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + "*.yml")))
+    return ServiceDef(name=name, folder=folder, script=script,
+                      template=templates[0] if templates else None, script_sets_output=sets_output)
+
+
+def stage(layout, service):
+    """Copy a service's files into .work/, as the original tool did, so scripts find
+    ${FOREVER_ROOT}/.work/<file>. Returns the staged script path; a changed staged file is kept as .bak."""
+    os.makedirs(layout.work, exist_ok=True)
+    ensure_freeport(layout)
+    for entry in sorted(os.listdir(service.folder)):
+        source = os.path.join(service.folder, entry)
+        if not os.path.isfile(source) or entry.endswith(".yml"):
+            continue
+        target = os.path.join(layout.work, entry)
+        _copy_if_changed(source, target)
+    return os.path.join(layout.work, os.path.basename(service.script))
+
+
+def _copy_if_changed(source, target):
+    with open(source, "rb") as handle:
+        data = handle.read()
+    try:
+        with open(target, "rb") as handle:
+            if handle.read() == data:
+                return False
+        shutil.copy2(target, "%s.bak-%d" % (target, int(time.time())))
+    except FileNotFoundError:
+        pass
+    tmp = target + ".tmp-%d" % os.getpid()
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    shutil.copymode(source, tmp)
+    os.replace(tmp, target)
+    return True
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except UnicodeDecodeError:
+        raise ConfigError("not a text file", path)
