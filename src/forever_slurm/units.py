@@ -1,0 +1,435 @@
+"""Supervision: render, install and remove the user systemd units, or crontab lines where systemd cannot serve."""
+
+import os
+import re
+import shlex
+import signal
+import time
+from typing import NamedTuple
+
+from .errors import CommandError, ForeverError
+
+UNIT_NAMES = ("forever-traefik", "forever-slurm", "forever-ssh-forward")
+SUBCOMMANDS = {"forever-traefik": "traefik", "forever-slurm": "run", "forever-ssh-forward": "tunnel"}
+DESCRIPTIONS = {
+    "forever-traefik": "forever-slurm: Traefik load balancer",
+    "forever-slurm": "forever-slurm: keeps the Slurm jobs of every service running",
+    "forever-ssh-forward": "forever-slurm: ssh tunnel to Traefik on the login node",
+}
+CRON_MARK = " # forever-slurm:"
+# `StandardOutput=append:` arrived in systemd 240; RHEL 8 ships 239, where it would be ignored.
+APPEND_MIN_SYSTEMD = 240
+
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_./:=@+,-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UnitSpec(NamedTuple):
+    name: str
+    description: str
+    argv: list
+    workdir: str
+    log_path: str
+    environment: tuple = ()  # (key, value) pairs the process needs (PATH: systemd and cron start bare)
+
+
+class Report(NamedTuple):
+    method: str          # "systemd" or "cron"
+    written: list        # files or tables that changed
+    backups: list        # copies kept of files we replaced
+    notes: list          # things the user should know or do
+
+
+# ---------------------------------------------------------------- pure rendering
+
+
+def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm"), path=None):
+    """The units forever-slurm installs, each running `python pyz --root ROOT <subcommand>`."""
+    env = [("PYTHONUNBUFFERED", "1")]  # logs go to a file: without this, lines sit in a buffer
+    if path:
+        env.insert(0, ("PATH", path))
+    specs = []
+    for name in which:
+        if name not in SUBCOMMANDS:
+            raise ForeverError("unknown unit %r; known units: %s" % (name, ", ".join(UNIT_NAMES)))
+        specs.append(UnitSpec(
+            name=name,
+            description=DESCRIPTIONS[name],
+            argv=[python, pyz, "--root", layout.root, SUBCOMMANDS[name]],
+            workdir=layout.root,
+            log_path=os.path.join(layout.log, name + ".log"),
+            environment=tuple(env),
+        ))
+    return specs
+
+
+def _check_text(spec):
+    for value in [spec.name, spec.description, spec.workdir, spec.log_path] + list(spec.argv) + \
+            [k + "=" + v for k, v in spec.environment]:
+        if _CONTROL.search(str(value)):
+            raise ForeverError("%s: %r contains a newline or control character; use a path without one"
+                               % (spec.name, value))
+    if not os.path.isabs(spec.argv[0]):
+        raise ForeverError("%s: the program %r must be an absolute path" % (spec.name, spec.argv[0]))
+
+
+def systemd_word(word):
+    """One ExecStart= word: systemd expands %specifiers and $VARS there, so both are escaped."""
+    word = str(word).replace("%", "%%").replace("$", "$$")
+    if word == ";":
+        return "\\;"
+    if _SAFE_WORD.match(word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _systemd_assignment(key, value):
+    text = ("%s=%s" % (key, value)).replace("%", "%%")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_unit(spec, systemd_version=None):
+    """The text of <name>.service; pass systemd_version (from `systemctl --version`) when known."""
+    _check_text(spec)
+    pct = lambda text: str(text).replace("%", "%%")  # noqa: E731 (unit values expand %specifiers)
+    lines = [
+        "# Written by forever-slurm; `forever_slurm.pyz uninstall` removes it. Edits are replaced on install.",
+        "[Unit]",
+        "Description=" + pct(spec.description),
+        # RestartSec below keeps restarts slow, so the start rate limit would only stop a unit for good.
+        "StartLimitIntervalSec=0",
+        "",
+        "[Service]",
+        "Type=simple",
+        "WorkingDirectory=" + pct(spec.workdir),
+    ]
+    if spec.environment:
+        lines.append("Environment=" + " ".join(_systemd_assignment(k, v) for k, v in spec.environment))
+    if systemd_version is not None and systemd_version < APPEND_MIN_SYSTEMD:
+        # Old systemd has no append:, so a shell appends instead; "$0" is the log, "$@" the command.
+        wrapped = ["/bin/sh", "-c", 'exec "$@" >>"$0" 2>&1', spec.log_path] + list(spec.argv)
+        lines.append("ExecStart=" + " ".join(systemd_word(w) for w in wrapped))
+    else:
+        lines.append("ExecStart=" + " ".join(systemd_word(w) for w in spec.argv))
+    lines += [
+        # always, not on-abnormal: a process that exits non-zero must come back too.
+        "Restart=always",
+        "RestartSec=5",
+        # SIGTERM to the main process first so it can stop its children (Traefik, ssh) itself.
+        "KillMode=mixed",
+        "TimeoutStopSec=30",
+    ]
+    if systemd_version is None or systemd_version >= APPEND_MIN_SYSTEMD:
+        lines += ["StandardOutput=append:" + pct(spec.log_path), "StandardError=append:" + pct(spec.log_path)]
+    lines += ["", "[Install]", "WantedBy=default.target", ""]
+    return "\n".join(lines)
+
+
+def cron_lock(layout, name):
+    """flock(1) and fcntl locks do not see each other on Linux, so cron runs get their own lock file."""
+    return os.path.join(layout.work, "cron-%s.lock" % name)
+
+
+def _cron_escape(text):
+    # cron turns an unescaped % into a newline; \% reaches the shell as %.
+    return text.replace("%", "\\%")
+
+
+def cron_marker(layout, name):
+    return _cron_escape(CRON_MARK + layout.root + " " + name)
+
+
+def cron_command(spec, layout):
+    _check_text(spec)
+    q = shlex.quote
+    env = " ".join("%s=%s" % (k, q(v)) for k, v in spec.environment)
+    command = "cd %s && %s%sflock -n %s %s >>%s 2>&1" % (
+        q(spec.workdir), env, " " if env else "", q(cron_lock(layout, spec.name)),
+        " ".join(q(str(a)) for a in spec.argv), q(spec.log_path))
+    return _cron_escape(command) + cron_marker(layout, spec.name)
+
+
+def cron_lines(specs, layout):
+    """At reboot and every minute per unit; flock -n makes the every-minute run a no-op while one runs."""
+    lines = []
+    for spec in specs:
+        command = cron_command(spec, layout)
+        lines.append("@reboot " + command)
+        lines.append("* * * * * " + command)
+    return lines
+
+
+def cron_owner(line, layout):
+    """The unit name if this crontab line is ours for this root, else None."""
+    head, sep, rest = line.rstrip().rpartition(CRON_MARK)
+    if not sep or not head.strip():
+        return None
+    root, _, name = rest.rpartition(" ")
+    if root != _cron_escape(layout.root) or name not in UNIT_NAMES:
+        return None
+    return name
+
+
+def merge_crontab(old_text, new_lines, layout, names):
+    """The table without our lines for names, plus new_lines; everything else kept as it was."""
+    kept = [line for line in old_text.splitlines() if cron_owner(line, layout) not in names]
+    while kept and not kept[-1].strip():
+        kept.pop()
+    lines = kept + list(new_lines)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+# ---------------------------------------------------------------- the outside world
+
+
+def session_env(environ, uid, run_user_dir="/run/user"):
+    """environ plus XDG_RUNTIME_DIR / DBUS_SESSION_BUS_ADDRESS when missing (as after `su -`) and present on disk."""
+    env = dict(environ)
+    runtime = os.path.join(run_user_dir, str(uid))
+    if not env.get("XDG_RUNTIME_DIR") and os.path.isdir(runtime):
+        env["XDG_RUNTIME_DIR"] = runtime
+    bus = os.path.join(env.get("XDG_RUNTIME_DIR") or runtime, "bus")
+    if not env.get("DBUS_SESSION_BUS_ADDRESS") and os.path.exists(bus):
+        env["DBUS_SESSION_BUS_ADDRESS"] = "unix:path=" + bus
+    return env
+
+
+def systemd_usable(run, environ):
+    """(True, "") when `systemctl --user` reaches a user manager, else (False, why)."""
+    try:
+        done = run(["systemctl", "--user", "show-environment"], timeout=15, env=dict(environ), check=False)
+    except CommandError as exc:
+        return False, str(exc)
+    if done.returncode != 0:
+        detail = (done.stderr or "").strip().splitlines()
+        return False, "systemctl --user: " + (detail[-1] if detail else "exit %s" % done.returncode)
+    return True, ""
+
+
+def systemd_version(run, environ):
+    """The number in `systemctl --version` ("systemd 252 (...)"), or None."""
+    try:
+        done = run(["systemctl", "--version"], timeout=15, env=dict(environ), check=False)
+    except CommandError:
+        return None
+    match = re.match(r"systemd (\d+)", done.stdout or "")
+    return int(match.group(1)) if match else None
+
+
+def user_name(environ):
+    name = environ.get("USER") or environ.get("LOGNAME")
+    if name:
+        return name
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def linger_advice(run, user, environ=None):
+    """None when lingering is on (units outlive logout and start at boot); else what to run or ask."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        done = run(["loginctl", "show-user", user, "-p", "Linger"], timeout=15, env=env, check=False)
+        answer = (done.stdout or "").strip()
+    except CommandError:
+        answer = ""
+    if answer == "Linger=yes":
+        return None
+    return ("Lingering is off for %s, so the units stop when you log out and do not start at boot. "
+            "Run `loginctl enable-linger %s`; if that is refused, ask your cluster admins to run "
+            "`loginctl enable-linger %s` for you." % (user, user, user))
+
+
+def unit_dir(environ):
+    """~/.config/systemd/user, with HOME and XDG_CONFIG_HOME taken from environ."""
+    config = environ.get("XDG_CONFIG_HOME") or os.path.join(_home(environ), ".config")
+    return os.path.join(config, "systemd", "user")
+
+
+def _home(environ):
+    home = environ.get("HOME")
+    if not home:
+        raise ForeverError("HOME is not set; set it to your home directory and run this again")
+    return home
+
+
+def _write_atomic(path, text):
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _backup_name(path, now):
+    return "%s.bak-%s" % (path, time.strftime("%Y%m%d-%H%M%S", time.localtime(now)))
+
+
+def write_unit_files(specs, directory, version=None, now=None):
+    """Write changed unit files; a different file already there is kept as <file>.bak-<time>. -> (written, backups)."""
+    now = time.time() if now is None else now
+    os.makedirs(directory, exist_ok=True)
+    written, backups = [], []
+    for spec in specs:
+        path = os.path.join(directory, spec.name + ".service")
+        text = render_unit(spec, version)
+        old = _read(path)
+        if old == text:
+            continue
+        if old is not None:
+            backup = _backup_name(path, now)
+            _write_atomic(backup, old)
+            backups.append(backup)
+        _write_atomic(path, text)
+        written.append(path)
+    return written, backups
+
+
+def install(specs, layout, run, environ, say, uid=None, run_user_dir="/run/user"):
+    """Install and start specs under systemd --user, else as crontab lines. Re-running is harmless."""
+    layout.make_dirs()
+    env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
+    usable, why = systemd_usable(run, env)
+    if usable:
+        return _install_systemd(specs, run, env, say)
+    say("systemd --user cannot be used here (%s); using crontab instead." % why)
+    return _install_cron(specs, layout, run, env, say)
+
+
+def _install_systemd(specs, run, env, say):
+    names = [s.name for s in specs]
+    directory = unit_dir(env)
+    written, backups = write_unit_files(specs, directory, systemd_version(run, env))
+    for path in backups:
+        say("kept your previous unit file as %s" % path)
+    systemctl = lambda *args: run(["systemctl", "--user"] + list(args), timeout=60, env=env)  # noqa: E731
+    systemctl("daemon-reload")
+    was_active = _active(run, env, names)
+    systemctl("enable", "--now", *names)
+    # enable --now leaves a running unit alone; restart so a new .pyz, unit or .env takes effect.
+    if was_active:
+        systemctl("restart", *was_active)
+    say("systemd user units enabled and running: %s" % ", ".join(names))
+    notes = []
+    advice = linger_advice(run, user_name(env), env)
+    if advice:
+        say(advice)
+        notes.append(advice)
+    return Report("systemd", written, backups, notes)
+
+
+def _active(run, env, names):
+    done = run(["systemctl", "--user", "is-active"] + list(names), timeout=30, env=env, check=False)
+    states = (done.stdout or "").split()
+    return [name for name, state in zip(names, states) if state in ("active", "activating", "reloading")]
+
+
+def read_crontab(run, env):
+    """The user's crontab text, "" when there is none."""
+    done = run(["crontab", "-l"], timeout=30, env=env, check=False)
+    if done.returncode == 0:
+        return done.stdout
+    if "no crontab" in (done.stderr or "").lower():
+        return ""
+    raise CommandError(["crontab", "-l"], done.returncode, done.stderr)
+
+
+def _write_crontab(run, env, layout, old, new):
+    backup = os.path.join(layout.work, "crontab.bak")
+    _write_atomic(backup, old)
+    run(["crontab", "-"], timeout=30, env=env, input=new)
+    return backup
+
+
+def _install_cron(specs, layout, run, env, say):
+    try:
+        old = read_crontab(run, env)
+    except CommandError as exc:
+        raise ForeverError(
+            "neither systemd --user nor crontab can be used here (%s). Keep the programs running some other "
+            "way, e.g. `nohup %s &` in a tmux session, or ask your admins how to run a long-lived user "
+            "process on this node." % (exc, " ".join(shlex.quote(str(a)) for a in specs[0].argv) if specs else ""))
+    new = merge_crontab(old, cron_lines(specs, layout), layout, [s.name for s in specs])
+    written, backups = [], []
+    if new != old:
+        backups.append(_write_crontab(run, env, layout, old, new))
+        written.append("crontab")
+        say("crontab: added lines for %s (they start within a minute); previous table kept in %s"
+            % (", ".join(s.name for s in specs), backups[0]))
+    else:
+        say("crontab already has the lines for %s" % ", ".join(s.name for s in specs))
+    notes = ["cron runs each unit at reboot and every minute; a run that finds the previous one still "
+             "going exits at once (flock)."]
+    return Report("cron", written, backups, notes)
+
+
+def uninstall(names, layout, run, environ, say, uid=None, run_user_dir="/run/user", proc_root="/proc",
+              kill=os.kill):
+    """Stop and remove our units and crontab lines; .env, services and logs stay. -> list of what was removed."""
+    env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
+    removed = []
+    directory = unit_dir(env)
+    files = [os.path.join(directory, n + ".service") for n in names]
+    present = [n for n, f in zip(names, files) if os.path.exists(f)]
+    usable, why = systemd_usable(run, env)
+    if present and usable:
+        run(["systemctl", "--user", "disable", "--now"] + present, timeout=60, env=env, check=False)
+    elif present:
+        say("systemctl --user does not answer (%s); removing the unit files only" % why)
+    for name, path in zip(names, files):
+        if os.path.exists(path):
+            os.remove(path)
+            removed.append(path)
+            say("removed %s" % path)
+    if present and usable:
+        run(["systemctl", "--user", "daemon-reload"], timeout=60, env=env, check=False)
+    removed += _uninstall_cron(names, layout, run, env, say, proc_root, kill)
+    return removed
+
+
+def _uninstall_cron(names, layout, run, env, say, proc_root, kill):
+    try:
+        old = read_crontab(run, env)
+    except CommandError:
+        return []  # no crontab command: nothing of ours can be there
+    removed = []
+    new = merge_crontab(old, [], layout, names)
+    if new != old:
+        backup = _write_crontab(run, env, layout, old, new)
+        removed.append("crontab")
+        say("removed our crontab lines; previous table kept in %s" % backup)
+    for name in names:
+        for pid in lock_holders(cron_lock(layout, name), proc_root):
+            try:
+                kill(pid, signal.SIGTERM)
+                say("stopped %s (pid %d)" % (name, pid))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return removed
+
+
+def lock_holders(lock_path, proc_root="/proc"):
+    """Pids with lock_path open: the cron-started flock and the program under it."""
+    target = os.path.realpath(lock_path)
+    pids = []
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        fd_dir = os.path.join(proc_root, entry, "fd")
+        try:
+            links = [os.readlink(os.path.join(fd_dir, fd)) for fd in os.listdir(fd_dir)]
+        except OSError:
+            continue  # not ours, or gone
+        if target in links:
+            pids.append(int(entry))
+    return sorted(pids)

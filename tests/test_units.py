@@ -1,0 +1,337 @@
+"""Unit files and crontab lines: golden renderings, systemd-analyze verify, install/uninstall against fakes."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from forever_slurm import proc, units
+from forever_slurm.errors import ForeverError
+from forever_slurm.settings import Layout
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKES = os.path.join(HERE, "fakes")
+GOLDEN = os.path.join(HERE, "golden", "units")
+GOLDEN_ROOT = "/srv/forever root"  # a space, to prove the quoting
+GOLDEN_PATH = "/opt/slurm/bin:/usr/bin:/bin"
+
+
+def golden_specs():
+    layout = Layout(GOLDEN_ROOT)
+    return layout, units.standard_specs(layout, "/usr/bin/python3", GOLDEN_ROOT + "/forever_slurm.pyz",
+                                        which=units.UNIT_NAMES, path=GOLDEN_PATH)
+
+
+def check_golden(name, text):
+    path = os.path.join(GOLDEN, name)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        os.makedirs(GOLDEN, exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(text)
+    with open(path) as handle:
+        assert text == handle.read(), "%s differs; review it, then UPDATE_GOLDEN=1 to rewrite" % path
+
+
+@pytest.mark.parametrize("index", range(len(units.UNIT_NAMES)))
+def test_unit_files_match_golden(index):
+    _, specs = golden_specs()
+    spec = specs[index]
+    check_golden(spec.name + ".service", units.render_unit(spec))
+
+
+def test_old_systemd_unit_appends_through_a_shell_golden():
+    _, specs = golden_specs()
+    text = units.render_unit(specs[1], systemd_version=239)
+    assert "append:" not in text
+    check_golden("forever-slurm.systemd239.service", text)
+
+
+def test_cron_lines_match_golden():
+    layout, specs = golden_specs()
+    check_golden("crontab.txt", "\n".join(units.cron_lines(specs, layout)) + "\n")
+
+
+def test_systemd_words_are_escaped():
+    assert units.systemd_word("/usr/bin/python3") == "/usr/bin/python3"
+    assert units.systemd_word("a b") == '"a b"'
+    assert units.systemd_word('say "hi"\\') == '"say \\"hi\\"\\\\"'
+    assert units.systemd_word("100%") == '"100%%"'
+    assert units.systemd_word("$HOME") == '"$$HOME"'
+    assert units.systemd_word(";") == "\\;"
+
+
+def test_newline_in_a_path_is_refused():
+    spec = units.UnitSpec("forever-slurm", "d", ["/usr/bin/python3", "x\ny"], "/tmp", "/tmp/log")
+    with pytest.raises(ForeverError):
+        units.render_unit(spec)
+    with pytest.raises(ForeverError):
+        units.cron_lines([spec], Layout("/tmp"))
+
+
+def test_cron_owner_is_exact_about_root_and_name():
+    layout = Layout("/a/b")
+    other = Layout("/a/b c")
+    line = units.cron_lines(units.standard_specs(layout, "/usr/bin/python3", "/a/b/f.pyz"), layout)[0]
+    assert units.cron_owner(line, layout) == "forever-traefik"
+    assert units.cron_owner(line, other) is None
+    assert units.cron_owner("# forever-slurm:/a/b forever-traefik", layout) is None  # a bare comment is not a job
+    assert units.cron_owner("0 * * * * backup.sh", layout) is None
+
+
+def test_merge_crontab_keeps_other_lines_and_is_idempotent():
+    layout = Layout("/r")
+    specs = units.standard_specs(layout, "/usr/bin/python3", "/r/f.pyz")
+    mine = units.cron_lines(specs, layout)
+    user = "MAILTO=me\n0 3 * * * /home/me/backup.sh\n"
+    once = units.merge_crontab(user, mine, layout, units.UNIT_NAMES)
+    twice = units.merge_crontab(once, mine, layout, units.UNIT_NAMES)
+    assert once == twice
+    assert once.startswith(user)
+    assert len(once.splitlines()) == 2 + 2 * len(specs)
+    assert units.merge_crontab(once, [], layout, units.UNIT_NAMES) == user
+
+
+# ---------------------------------------------------------------- systemd-analyze verify
+
+
+def real_specs(tmp_path):
+    layout = Layout(str(tmp_path / "my root"))
+    layout.make_dirs()
+    pyz = os.path.join(layout.root, "forever_slurm.pyz")
+    open(pyz, "w").close()
+    return units.standard_specs(layout, sys.executable, pyz, which=units.UNIT_NAMES, path=os.environ["PATH"])
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("version", [None, 239])
+def test_rendered_units_pass_systemd_analyze_verify(tmp_path, version):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    paths = []
+    for spec in real_specs(tmp_path):
+        path = unit_dir / (spec.name + ".service")
+        path.write_text(units.render_unit(spec, version))
+        paths.append(str(path))
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), SYSTEMD_LOG_LEVEL="warning")
+    done = subprocess.run(["systemd-analyze", "verify", "--user"] + paths, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    ours = [line for line in done.stderr.splitlines() if "forever-" in line]
+    assert ours == [], done.stderr
+
+
+# ---------------------------------------------------------------- install / uninstall with fakes
+
+
+class World:
+    """A HOME, a root and fake systemctl/loginctl/crontab on PATH, all under tmp_path."""
+
+    def __init__(self, tmp_path, **env):
+        self.state = tmp_path / "fake-state"
+        self.home = tmp_path / "home"
+        self.home.mkdir()
+        self.layout = Layout(str(tmp_path / "root"))
+        self.environ = {"PATH": FAKES + os.pathsep + "/usr/bin:/bin", "HOME": str(self.home), "USER": "alice",
+                        "FAKE_STATE": str(self.state), "LANG": "C"}
+        self.environ.update(env)
+        self.said = []
+        self.specs = units.standard_specs(self.layout, sys.executable, os.path.join(self.layout.root, "f.pyz"))
+        self.run_user = tmp_path / "run-user"  # no /run/user/<uid> here: session_env adds nothing
+
+    def install(self):
+        return units.install(self.specs, self.layout, proc.run, self.environ, self.said.append,
+                             uid=1000, run_user_dir=str(self.run_user))
+
+    def uninstall(self, **kw):
+        return units.uninstall(units.UNIT_NAMES, self.layout, proc.run, self.environ, self.said.append,
+                               uid=1000, run_user_dir=str(self.run_user), **kw)
+
+    def calls(self, tool=None):
+        path = self.state / "calls.log"
+        if not path.exists():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [row[1:] for row in rows if tool is None or row[0] == tool]
+
+    def unit_file(self, name):
+        return self.home / ".config" / "systemd" / "user" / (name + ".service")
+
+    def crontab(self):
+        path = self.state / "crontab"
+        return path.read_text() if path.exists() else None
+
+
+def test_install_systemd_writes_units_enables_and_warns_about_linger(tmp_path):
+    world = World(tmp_path)
+    report = world.install()
+    assert report.method == "systemd"
+    for spec in world.specs:
+        assert world.unit_file(spec.name).read_text() == units.render_unit(spec, 252)
+    calls = world.calls("systemctl")
+    assert ["--user", "daemon-reload"] in calls
+    assert ["--user", "enable", "--now", "forever-traefik", "forever-slurm"] in calls
+    assert not any(c[1] == "restart" for c in calls if len(c) > 1)
+    assert world.calls("loginctl") == [["show-user", "alice", "-p", "Linger"]]
+    assert any("loginctl enable-linger alice" in note for note in report.notes)
+    assert world.calls("crontab") == []
+
+
+def test_install_twice_is_idempotent_and_restarts_running_units(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    world.install()
+    before = {s.name: world.unit_file(s.name).stat().st_mtime_ns for s in world.specs}
+    second = world.install()
+    assert second.written == [] and second.backups == [] and second.notes == []
+    assert {s.name: world.unit_file(s.name).stat().st_mtime_ns for s in world.specs} == before
+    assert ["--user", "restart", "forever-traefik", "forever-slurm"] in world.calls("systemctl")
+    leftovers = [p for p in os.listdir(str(world.unit_file("x").parent)) if not p.endswith(".service")]
+    assert leftovers == []
+
+
+def test_install_keeps_a_backup_of_a_different_unit_file(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    path = world.unit_file("forever-slurm")
+    path.parent.mkdir(parents=True)
+    path.write_text("[Service]\nExecStart=/bin/true  # my own edit\n")
+    report = world.install()
+    assert len(report.backups) == 1
+    with open(report.backups[0]) as handle:
+        assert "my own edit" in handle.read()
+    assert "my own edit" not in path.read_text()
+
+
+def test_session_env_fills_missing_runtime_and_bus(tmp_path):
+    run_user = tmp_path / "run-user"
+    (run_user / "1234").mkdir(parents=True)
+    (run_user / "1234" / "bus").write_text("")
+    env = units.session_env({"HOME": "/h"}, 1234, str(run_user))
+    assert env["XDG_RUNTIME_DIR"] == str(run_user / "1234")
+    assert env["DBUS_SESSION_BUS_ADDRESS"] == "unix:path=" + str(run_user / "1234" / "bus")
+    kept = units.session_env({"XDG_RUNTIME_DIR": "/x", "DBUS_SESSION_BUS_ADDRESS": "unix:path=/x/bus"}, 1234,
+                             str(run_user))
+    assert kept["XDG_RUNTIME_DIR"] == "/x" and kept["DBUS_SESSION_BUS_ADDRESS"] == "unix:path=/x/bus"
+    assert "XDG_RUNTIME_DIR" not in units.session_env({}, 99, str(run_user))
+
+
+def test_systemd_usable_reports_why_not(tmp_path):
+    world = World(tmp_path, FAKE_SYSTEMD_DOWN="1")
+    usable, why = units.systemd_usable(proc.run, world.environ)
+    assert not usable and "No medium found" in why
+    usable, why = units.systemd_usable(proc.run, dict(world.environ, PATH=str(tmp_path)))
+    assert not usable and "systemctl" in why
+
+
+def test_linger_advice(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    assert units.linger_advice(proc.run, "alice", world.environ) is None
+    world.environ["FAKE_LINGER"] = "no"
+    assert "loginctl enable-linger alice" in units.linger_advice(proc.run, "alice", world.environ)
+
+
+def test_cron_fallback_is_idempotent_and_keeps_user_lines(tmp_path):
+    world = World(tmp_path, FAKE_SYSTEMD_DOWN="1")
+    world.state.mkdir()
+    user_line = "0 3 * * * /home/alice/backup.sh\n"
+    (world.state / "crontab").write_text(user_line)
+    report = world.install()
+    assert report.method == "cron"
+    table = world.crontab()
+    assert table.startswith(user_line)
+    assert table.count("@reboot ") == 2 and table.count("* * * * * ") == 2
+    assert "flock -n" in table and "cron-forever-slurm.lock" in table
+    assert not world.unit_file("forever-slurm").exists()
+    again = world.install()
+    assert again.written == [] and world.crontab() == table
+    assert world.calls("crontab").count(["-"]) == 1
+
+    world.uninstall()
+    assert world.crontab() == user_line
+    with open(os.path.join(world.layout.work, "crontab.bak")) as handle:
+        assert handle.read() == table
+
+
+def test_cron_line_really_runs_under_sh_and_flock(tmp_path):
+    """The rendered command, run by /bin/sh as cron would, appends to the log and never runs twice."""
+    if not shutil.which("flock"):
+        pytest.skip("flock(1) is not installed")
+    layout = Layout(str(tmp_path / "a % root"))
+    layout.make_dirs()
+    script = tmp_path / "prog.py"
+    script.write_text("import os, sys, time\nprint('started', os.getcwd(), os.environ['PYTHONUNBUFFERED'])\n"
+                      "time.sleep(float(sys.argv[-1]))\n")
+    spec = units.UnitSpec("forever-slurm", "d", [sys.executable, str(script), "3"], layout.root,
+                          os.path.join(layout.log, "forever-slurm.log"), (("PYTHONUNBUFFERED", "1"),))
+    line = units.cron_lines([spec], layout)[1]
+    command = line[len("* * * * * "):].replace("\\%", "%")  # what cron hands to the shell
+    lock = units.cron_lock(layout, "forever-slurm")
+    first = subprocess.Popen(["/bin/sh", "-c", command], start_new_session=True)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and len(units.lock_holders(lock)) < 2:
+            time.sleep(0.05)
+        assert len(units.lock_holders(lock)) == 2  # flock(1) and the program under it
+        second = subprocess.run(["/bin/sh", "-c", command], timeout=10)
+        assert second.returncode == 1  # flock -n: already running, nothing started
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    with open(spec.log_path) as handle:
+        assert handle.read().count("started") == 1
+
+
+def test_uninstall_systemd_removes_exactly_ours(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    world.install()
+    mine = world.unit_file("forever-slurm").parent / "my-own.service"
+    mine.write_text("[Service]\nExecStart=/bin/true\n")
+    os.makedirs(world.layout.services, exist_ok=True)
+    with open(world.layout.env_file, "w") as handle:
+        handle.write("SERVICE_LIST=x/1\n")
+    removed = world.uninstall()
+    assert sorted(os.path.basename(p) for p in removed) == ["forever-slurm.service", "forever-traefik.service"]
+    assert mine.exists() and os.path.exists(world.layout.env_file) and os.path.isdir(world.layout.services)
+    assert os.path.isdir(world.layout.log)
+    calls = world.calls("systemctl")
+    assert ["--user", "disable", "--now", "forever-traefik", "forever-slurm"] in calls
+    assert calls[-1] == ["--user", "daemon-reload"]
+    assert world.uninstall() == []
+
+
+def test_uninstall_cron_stops_the_running_program(tmp_path):
+    if not shutil.which("flock"):
+        pytest.skip("flock(1) is not installed")
+    world = World(tmp_path, FAKE_SYSTEMD_DOWN="1")
+    world.layout.make_dirs()
+    lock = units.cron_lock(world.layout, "forever-slurm")
+    holder = subprocess.Popen(["flock", "-n", lock, "sleep", "30"])
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and len(units.lock_holders(lock)) < 2:
+            time.sleep(0.05)
+        assert holder.pid in units.lock_holders(lock)
+        killed = []
+        world.uninstall(kill=lambda pid, sig: killed.append(pid) or os.kill(pid, sig))
+        assert holder.pid in killed
+        assert holder.wait(timeout=10) != 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
+
+
+def test_no_systemd_and_no_crontab_says_what_to_do(tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    os.symlink(os.path.join(FAKES, "systemctl"), str(bare / "systemctl"))
+    os.symlink(sys.executable, str(bare / "python3"))  # the fake's `env python3`
+    world = World(tmp_path, FAKE_SYSTEMD_DOWN="1", PATH=str(bare) + os.pathsep + "/nonexistent")
+    with pytest.raises(ForeverError) as info:
+        world.install()
+    assert "nohup" in str(info.value) and "crontab" in str(info.value)
