@@ -339,12 +339,12 @@ class _Flow:
     def skip(self, i):
         while i < len(self.text) and self.text[i] == " ":
             i += 1
+        if i >= len(self.text) or self.text[i:i + 2] == "# ":
+            self.fail("a [ or { is not closed on this line; flow collections must fit on one line")
         return i
 
     def value(self, i):
         i = self.skip(i)
-        if i >= len(self.text):
-            self.fail("a [ or { is not closed on this line; flow collections must fit on one line")
         char = self.text[i]
         if char == "[":
             return self.sequence(i + 1)
