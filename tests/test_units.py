@@ -180,7 +180,18 @@ def test_install_systemd_writes_units_enables_and_warns_about_linger(tmp_path):
     assert not any(c[1] == "restart" for c in calls if len(c) > 1)
     assert world.calls("loginctl") == [["show-user", "alice", "-p", "Linger"]]
     assert any("loginctl enable-linger alice" in note for note in report.notes)
-    assert world.calls("crontab") == []
+    assert world.calls("crontab") == [["-l"]]  # only looks for lines of an earlier cron install
+
+
+def test_install_systemd_after_cron_removes_the_cron_lines(tmp_path):
+    world = World(tmp_path, FAKE_SYSTEMD_DOWN="1", FAKE_LINGER="yes")
+    world.state.mkdir()
+    (world.state / "crontab").write_text("MAILTO=alice\n")
+    assert world.install().method == "cron"
+    world.environ["FAKE_SYSTEMD_DOWN"] = "0"
+    assert world.install().method == "systemd"
+    assert world.crontab() == "MAILTO=alice\n"
+    assert world.unit_file("forever-slurm").exists()
 
 
 def test_install_twice_is_idempotent_and_restarts_running_units(tmp_path):

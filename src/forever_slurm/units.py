@@ -291,12 +291,15 @@ def write_unit_files(specs, directory, version=None, now=None):
     return written, backups
 
 
-def install(specs, layout, run, environ, say, uid=None, run_user_dir="/run/user"):
+def install(specs, layout, run, environ, say, uid=None, run_user_dir="/run/user", proc_root="/proc",
+            kill=os.kill):
     """Install and start specs under systemd --user, else as crontab lines. Re-running is harmless."""
     layout.make_dirs()
     env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
     usable, why = systemd_usable(run, env)
     if usable:
+        # Lines from an earlier cron install would start a second copy next to the units.
+        _uninstall_cron([s.name for s in specs], layout, run, env, say, proc_root, kill)
         return _install_systemd(specs, run, env, say)
     say("systemd --user cannot be used here (%s); using crontab instead." % why)
     return _install_cron(specs, layout, run, env, say)
