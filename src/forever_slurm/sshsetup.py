@@ -1,0 +1,301 @@
+"""Sets up the web server's ssh tunnel: key, restricted authorized_keys line, host key on first contact.
+
+`configure_ssh` is the interactive flow of `config --ssh`; it returns the .env updates and the tunnel
+command and writes nothing but the key and our own known_hosts. `tunnel_from_settings` builds the
+Supervisor that the `tunnel` command runs.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from typing import List, NamedTuple
+
+from . import proc, sshtunnel
+from .errors import ConfigError, ForeverError
+
+PLACEHOLDER_NODE = "my-login-node"
+NODE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+DEFAULT_SSH_PORT = 22
+
+
+def known_hosts_path(layout):
+    """Our own known_hosts: the user's ~/.ssh/known_hosts is neither trusted nor touched."""
+    return os.path.join(layout.work, "ssh", "known_hosts")
+
+
+def _make_private_dir(path):
+    """Create path with mode 0700 if missing; an existing directory keeps its mode."""
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, 0o700)
+
+
+def _write_private(path, text):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def ensure_key(key_path, run=proc.run):
+    """Return the public key text of key_path, generating an ed25519 key without passphrase if missing."""
+    key_path = os.path.expanduser(key_path)
+    _make_private_dir(os.path.dirname(os.path.abspath(key_path)))
+    if not os.path.exists(key_path):
+        comment = "forever-slurm tunnel from %s" % socket.gethostname()
+        run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-C", comment, "-f", key_path])
+    # ssh refuses a private key that others can read; fixing the mode is safe, the key stays the same.
+    os.chmod(key_path, 0o600)
+    try:
+        # -P "" fails on a key with a passphrase, which an unattended tunnel cannot use.
+        derived = run(["ssh-keygen", "-y", "-P", "", "-f", key_path]).stdout.strip()
+    except ForeverError as exc:
+        raise ConfigError("cannot use the key %s without a passphrase (%s). The tunnel runs unattended: "
+                          "choose another key path and a new key is made there." % (key_path, exc), key_path)
+    pub_path = key_path + ".pub"
+    if os.path.exists(pub_path):
+        with open(pub_path) as handle:
+            text = handle.read().strip()
+        if text.split()[:2] == derived.split()[:2]:
+            return text
+    # A missing or mismatched .pub would make us print a line for the wrong key; derive it afresh.
+    if os.path.exists(pub_path):
+        os.replace(pub_path, pub_path + ".bak")
+    _write_private(pub_path, derived + "\n")
+    return derived
+
+
+def authorized_line(pubkey, remote_port):
+    """The authorized_keys line that lets this key do one thing: forward to 127.0.0.1:remote_port."""
+    pubkey = pubkey.strip()
+    if not pubkey or "\n" in pubkey or len(pubkey.split()) < 2:
+        raise ConfigError("not a public key: %r" % pubkey[:60])
+    return 'restrict,port-forwarding,permitopen="127.0.0.1:%d" %s' % (int(remote_port), pubkey)
+
+
+def find_ssh(ssh_bin=None):
+    found = ssh_bin or shutil.which("ssh")
+    if not found:
+        raise ConfigError("ssh was not found on PATH: install the OpenSSH client (Debian: apt-get install "
+                          "openssh-client) or ask your admins.")
+    return found
+
+
+def free_port():
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+class Contact(NamedTuple):
+    """One test connection: ssh logged in and forwarded; answered says whether Traefik answered."""
+    node: str
+    answered: bool
+    stderr: List[str]
+
+
+def ssh_failure(stderr, node, known_hosts, key_path, ssh_port=None, authorized=None):
+    """The ForeverError for an ssh that could not log in, saying what to do next."""
+    found = sshtunnel.diagnose(stderr, node, known_hosts, key_path, ssh_port, authorized)
+    if found is None:
+        return ForeverError("ssh to %s failed: %s" % (node, sshtunnel.summarize(stderr)))
+    message, line = found
+    if line is not None:
+        return ForeverError(message, known_hosts, line)
+    return ForeverError(message)
+
+
+def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=None, accept_new=False,
+            authorized=None, timeout=20.0, popen=subprocess.Popen, probe=sshtunnel.http_probe,
+            clock=time.monotonic, sleep=time.sleep):
+    """Open the real tunnel once on a spare local port; raise ForeverError if ssh cannot log in.
+
+    accept_new records an unknown host key (first contact); a changed key is refused either way.
+    """
+    local = free_port()
+    checking = "accept-new" if accept_new else "yes"
+    argv = sshtunnel.ssh_argv(ssh_bin, node, user, key_path, known_hosts, local, remote_port, ssh_port,
+                              host_key_checking=checking)
+    ssh = sshtunnel.SshProcess(argv, popen)
+    result = None
+    try:
+        deadline = clock() + timeout
+        while clock() < deadline:
+            if ssh.exited():
+                break
+            seen = probe(local)
+            if seen != sshtunnel.PROBE_REFUSED:
+                result = seen
+                break
+            sleep(0.2)
+    finally:
+        lines = ssh.stop()
+    if result is None:
+        if ssh.returncode() in (None, -15):  # still running when the time ran out: we stopped it
+            raise ForeverError("ssh to %s did not set up the tunnel within %gs: %s"
+                               % (node, timeout, sshtunnel.summarize(lines)))
+        raise ssh_failure(lines, node, known_hosts, key_path, ssh_port, authorized)
+    return Contact(node, result == sshtunnel.PROBE_OK, lines)
+
+
+def _ask_valid(ask, say, prompt, default, check, tries=5):
+    """Ask until check(answer) returns a value; check raises ValueError with the reason."""
+    for _ in range(tries):
+        answer = ask(prompt, default)
+        answer = (default if answer is None or str(answer).strip() == "" else str(answer)).strip()
+        try:
+            return check(answer)
+        except ValueError as exc:
+            say("  %s" % exc)
+    raise ConfigError("%s: no valid answer after %d tries" % (prompt, tries))
+
+
+def _nodes(answer):
+    nodes = answer.split()
+    if not nodes:
+        raise ValueError("give at least one login node name")
+    for node in nodes:
+        if not NODE_RE.match(node):
+            raise ValueError("%r is not a host name" % node)
+    return nodes
+
+
+def _user(answer):
+    if answer and not USER_RE.match(answer):
+        raise ValueError("%r is not a user name" % answer)
+    return answer
+
+
+def _port(answer):
+    if not answer.isdigit() or not 1 <= int(answer) <= 65535:
+        raise ValueError("%r is not a port number (1-65535)" % answer)
+    return int(answer)
+
+
+def _high_port(answer):
+    port = _port(answer)
+    if port < 1024:
+        raise ValueError("use a port from 1024 to 65535, got %d" % port)
+    return port
+
+
+def _yes(answer):
+    return answer.strip().lower() in ("y", "yes")
+
+
+def ssh_port_setting(settings):
+    value = (settings.raw.get("FS_SSH_PORT") or "").strip()
+    if not value:
+        return DEFAULT_SSH_PORT
+    try:
+        return _port(value)
+    except ValueError as exc:
+        raise ConfigError("FS_SSH_PORT: %s" % exc)
+
+
+def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, ssh_bin=None,
+                  contact=contact):
+    """The `config --ssh` dialogue; returns (.env updates as {key: str}, argv of the tunnel command).
+
+    ask(prompt, default) -> answer and say(text) do all the talking, so callers and tests drive it.
+    """
+    ssh_bin = find_ssh(ssh_bin)
+    default_nodes = " ".join(n for n in settings.ssh_login_nodes if n != PLACEHOLDER_NODE)
+    nodes = _ask_valid(ask, say, "Login node(s) running forever-slurm (several, separated by spaces, "
+                       "for failover)", default_nodes, _nodes)
+    user = _ask_valid(ask, say, "User on the login node", settings.ssh_user, _user)
+    ssh_port = _ask_valid(ask, say, "ssh port of the login node", str(ssh_port_setting(settings)), _port)
+    remote = _ask_valid(ask, say, "Traefik's port on the login node", str(settings.traefik_port), _high_port)
+    local = _ask_valid(ask, say, "Local port on this web server that forwards to it",
+                       str(settings.ssh_local_port), _high_port)
+    key_answer = _ask_valid(ask, say, "ssh key for the tunnel (made if missing)",
+                            settings.raw.get("FS_SSH_KEY_PATH") or settings.ssh_key_path, lambda a: a)
+    key_path = os.path.abspath(os.path.expanduser(key_answer))
+    known_hosts = known_hosts_path(layout)
+    _make_private_dir(os.path.dirname(known_hosts))
+
+    pubkey = ensure_key(key_path, run=run)
+    line = authorized_line(pubkey, remote)
+    where = user + "@" if user else ""
+    say("Add this line to ~/.ssh/authorized_keys of %s on %s. It lets this key forward to "
+        "127.0.0.1:%d there and nothing else (no shell, no other port):\n\n%s\n"
+        % (user or "your user", " and ".join(nodes), remote, line))
+
+    updates = {
+        "FS_SSH_LOGIN_NODE": " ".join(nodes),
+        "FS_SSH_USER": user,
+        "FS_SSH_PORT": str(ssh_port),
+        "FS_SSH_LOCAL_PORT": str(local),
+        "FS_SSH_KEY_PATH": key_answer,
+        "FS_TRAEFIK_PORT": str(remote),
+    }
+    tunnel_argv = list(tunnel_argv_prefix) + ["tunnel"]
+
+    for node in nodes:
+        for _ in range(5):
+            answer = ask("Added the line on %s? Type yes to test the connection (no: skip the test)"
+                         % node, "yes")
+            if not _yes(answer or "yes"):
+                say("Skipped the test of %s; the tunnel will log what goes wrong." % node)
+                break
+            try:
+                seen = contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port,
+                               accept_new=True, authorized=line)
+            except ForeverError as exc:
+                say("The test failed: %s" % exc)
+                continue
+            if seen.answered:
+                say("%s%s: the tunnel works and Traefik answers through it." % (where, node))
+            else:
+                say("%s%s: ssh logs in and forwards, but nothing answered on 127.0.0.1:%d there yet. "
+                    "Start forever-slurm on the login node; the tunnel will pick it up." % (where, node, remote))
+            break
+    return updates, tunnel_argv
+
+
+def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.monotonic, sleep=time.sleep,
+                         ssh_bin=None, probe=None, **tuning):
+    """The Supervisor for the `tunnel` command; raises ConfigError when `config --ssh` has not been run."""
+    ssh_bin = find_ssh(ssh_bin)
+    nodes = [n for n in settings.ssh_login_nodes if n != PLACEHOLDER_NODE]
+    if not nodes:
+        raise ConfigError("no login node configured (FS_SSH_LOGIN_NODE): run `config --ssh` first.",
+                          layout.env_file)
+    for node in nodes:
+        if not NODE_RE.match(node):
+            raise ConfigError("FS_SSH_LOGIN_NODE: %r is not a host name" % node, layout.env_file)
+    key_path = os.path.expanduser(settings.ssh_key_path)
+    if not os.path.exists(key_path):
+        raise ConfigError("the tunnel key %s does not exist: run `config --ssh` to make it." % key_path)
+    known_hosts = known_hosts_path(layout)
+    if not os.path.exists(known_hosts):
+        raise ConfigError("no recorded host key for the login node in %s: run `config --ssh` once to "
+                          "connect and record it." % known_hosts)
+    ssh_port = ssh_port_setting(settings)
+    local, remote = settings.ssh_local_port, settings.traefik_port
+    path = settings.raw.get("FS_SSH_PROBE_PATH") or "/"
+    if probe is None:
+        def probe():
+            return sshtunnel.http_probe(local, path)
+
+    def argv_for_node(node):
+        return sshtunnel.ssh_argv(ssh_bin, node, settings.ssh_user, key_path, known_hosts, local, remote,
+                                  ssh_port)
+
+    def reachable(node):
+        return sshtunnel.tcp_reachable(node, ssh_port)
+
+    def explain(stderr, node):
+        return sshtunnel.diagnose(stderr, node, known_hosts, key_path, ssh_port)
+
+    return sshtunnel.Supervisor(argv_for_node, nodes, probe, popen=popen, clock=clock, sleep=sleep,
+                                reachable=reachable, explain=explain,
+                                describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote), **tuning)

@@ -1,0 +1,371 @@
+"""Keeps one ssh port forward from the web server to Traefik on a login node alive: start, probe, heal, fail over.
+
+Contract: `Supervisor(argv_for_node, nodes, probe, ...).run(stop_event)` runs until stop_event is set.
+It starts `ssh -N -L ...` for the current login node, probes end to end through the tunnel, restarts
+ssh with exponential backoff when it exits or stops forwarding, and moves to the next login node when
+one stays down. The clock, sleep, popen and probe are passed in so tests simulate time and ssh.
+"""
+
+import collections
+import logging
+import re
+import socket
+import subprocess
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+# What one probe through the tunnel saw.
+PROBE_OK = "ok"               # an HTTP response came back: the whole path works
+PROBE_NO_ANSWER = "noanswer"  # ssh took the connection but nothing answered behind it
+PROBE_REFUSED = "refused"     # nothing listens on the local port: ssh is not forwarding (yet)
+
+# ssh's words for "the TCP connection to the login node failed"; only then is it worth polling the
+# node's ssh port to reconnect the moment it comes back.
+_CONNECT_FAILED = "connect to host"
+
+
+def _ssh_path(path):
+    """A path as an ssh -o value: ssh expands %-tokens and splits file lists on blanks."""
+    path = path.replace("%", "%%")
+    if any(c.isspace() for c in path):
+        path = '"%s"' % path
+    return path
+
+
+def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remote_port, ssh_port=None,
+             alive_interval=15, alive_count=3, host_key_checking="yes", connect_timeout=15):
+    """The argv of one tunnel ssh: forward 127.0.0.1:local here to 127.0.0.1:remote on the login node."""
+    target = "%s@%s" % (user, login_node) if user else login_node
+    argv = [
+        ssh_bin, "-N",
+        "-L", "127.0.0.1:%d:127.0.0.1:%d" % (int(local_port), int(remote_port)),
+        "-i", key_path.replace("%", "%%"),
+        # Only our key: an agent or ~/.ssh/id_* keys could log in without the permitopen restriction.
+        "-o", "IdentitiesOnly=yes",
+        # Never prompt: there is nobody at a terminal under systemd or cron.
+        "-o", "BatchMode=yes",
+        # Without this, ssh stays connected but forwards nothing when the local port is taken.
+        "-o", "ExitOnForwardFailure=yes",
+        # A silently dead network otherwise keeps a useless ssh alive for hours (TCP timeouts).
+        "-o", "ServerAliveInterval=%d" % alive_interval,
+        "-o", "ServerAliveCountMax=%d" % alive_count,
+        "-o", "ConnectTimeout=%d" % connect_timeout,
+        "-o", "UserKnownHostsFile=%s" % _ssh_path(known_hosts),
+        "-o", "StrictHostKeyChecking=%s" % host_key_checking,
+        # A ControlMaster from the user's ~/.ssh/config would carry the forward inside another
+        # connection, where ExitOnForwardFailure and our restarts mean nothing.
+        "-o", "ControlPath=none",
+    ]
+    if ssh_port:
+        argv += ["-p", str(int(ssh_port))]
+    argv.append(target)
+    return argv
+
+
+def host_pattern(login_node, ssh_port=None):
+    """How known_hosts names the node: plain for port 22, [host]:port otherwise."""
+    if ssh_port and int(ssh_port) != 22:
+        return "[%s]:%d" % (login_node, int(ssh_port))
+    return login_node
+
+
+def http_probe(port, path="/", timeout=3.0, host="127.0.0.1"):
+    """One HTTP request through the tunnel: PROBE_OK on any HTTP response, else why not."""
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError:
+        return PROBE_REFUSED
+    try:
+        request = ("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: forever-slurm-tunnel-probe\r\n"
+                   "Connection: close\r\n\r\n" % (path, host))
+        sock.sendall(request.encode("ascii"))
+        head = b""
+        while len(head) < 5:
+            chunk = sock.recv(5 - len(head))
+            if not chunk:
+                break
+            head += chunk
+        return PROBE_OK if head.startswith(b"HTTP/") else PROBE_NO_ANSWER
+    except OSError:
+        return PROBE_NO_ANSWER
+    finally:
+        sock.close()
+
+
+def tcp_reachable(host, port, timeout=1.0):
+    """True when host accepts a TCP connection on port (its sshd is back)."""
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def diagnose(stderr_lines, login_node, known_hosts, key_path, ssh_port=None, authorized=None):
+    """Turn ssh's stderr into (message saying what to do, known_hosts line or None), or None if unknown."""
+    text = "\n".join(stderr_lines)
+    pattern = host_pattern(login_node, ssh_port)
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "has changed and you have requested" in text:
+        offending = re.search(r"Offending \S+ key in (.+):(\d+)", text)
+        line = int(offending.group(2)) if offending else None
+        sent = re.search(r"fingerprint for the (\S+) key sent by the remote host is\s+(\S+?)\.?$", text, re.M)
+        new = " It now presents the %s key %s." % sent.groups() if sent else ""
+        return ("the host key of %s has CHANGED since forever-slurm first connected; the old key is in %s."
+                "%s This can mean someone is intercepting the connection, so the tunnel refuses it. "
+                "If the change is legitimate (the login node was reinstalled or its keys rotated: compare the "
+                "new fingerprint with what its admins publish), remove the old key with: "
+                "ssh-keygen -R '%s' -f '%s' and run `config --ssh` again to record the new one."
+                % (login_node, known_hosts, new, pattern, known_hosts)), line
+    if "Host key verification failed" in text or "host key is known" in text:
+        return ("no host key of %s is recorded in %s, and the tunnel never accepts an unknown one. "
+                "Run `config --ssh` to connect once and record it." % (login_node, known_hosts)), None
+    if "UNPROTECTED PRIVATE KEY FILE" in text or "bad permissions" in text:
+        return ("ssh refuses the key %s because others can read it: run chmod 600 '%s'."
+                % (key_path, key_path)), None
+    if "Permission denied" in text:
+        add = (" Add this line to ~/.ssh/authorized_keys on %s, then try again:\n  %s" % (login_node, authorized)
+               if authorized else " Add the line printed by `config --ssh` to ~/.ssh/authorized_keys there.")
+        return "%s refused the key %s.%s" % (login_node, key_path, add), None
+    if "administratively prohibited" in text:
+        return ("%s accepted the key but refused this forward: the permitopen port in its authorized_keys "
+                "line differs from the remote port (FS_TRAEFIK_PORT). Run `config --ssh` again and replace "
+                "the line." % login_node), None
+    if "Address already in use" in text or "cannot listen to port" in text:
+        return ("the local port is already taken on this machine (another tunnel running?); stop it or "
+                "choose another FS_SSH_LOCAL_PORT."), None
+    if "Could not resolve hostname" in text:
+        return "cannot resolve the login node name %r: check FS_SSH_LOGIN_NODE." % login_node, None
+    if "Connection refused" in text:
+        return ("%s refuses connections on port %s: its sshd is down, or FS_SSH_PORT is wrong."
+                % (login_node, ssh_port or 22)), None
+    return None
+
+
+class SshProcess:
+    """One running ssh, with the last lines of its stderr kept for the log."""
+
+    def __init__(self, argv, popen=subprocess.Popen, tail_lines=40):
+        # 40 lines: the changed-host-key banner alone is 15, with the new fingerprint near its top.
+        # Popen, not proc.run: this ssh is meant to run for days, and proc.run is for short commands.
+        self.proc = popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, universal_newlines=True)
+        self.tail = collections.deque(maxlen=tail_lines)
+        # A thread drains stderr so ssh never blocks on a full pipe and its last words are kept.
+        self._reader = threading.Thread(target=self._read, name="ssh-stderr", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        try:
+            for line in self.proc.stderr:
+                line = line.rstrip()
+                if line:
+                    self.tail.append(line)
+        except (OSError, ValueError):
+            pass
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def returncode(self):
+        return self.proc.poll()
+
+    def exited(self):
+        return self.proc.poll() is not None
+
+    def stop(self, grace=5.0):
+        """Terminate ssh (kill it if it lingers) and return its last stderr lines."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=grace)
+        return self.stderr_lines()
+
+    def stderr_lines(self):
+        if self.proc.poll() is not None:
+            self._reader.join(timeout=1.0)
+        return list(self.tail)
+
+
+def _noise(line):
+    """ssh lines that say nothing about a failure."""
+    return line.startswith("Warning: Permanently added") or line.startswith("@@@@")
+
+
+def summarize(lines, limit=3):
+    useful = [l for l in lines if not _noise(l)]
+    return " | ".join(useful[-limit:]) if useful else "no error output"
+
+
+class Supervisor:
+    """Runs the tunnel ssh forever; see the module docstring for the contract."""
+
+    def __init__(self, argv_for_node, nodes, probe, popen=subprocess.Popen, clock=time.monotonic,
+                 sleep=time.sleep, reachable=None, explain=None, describe="tunnel",
+                 tick=0.5, probe_interval=5.0, probe_failures=3, start_timeout=20.0,
+                 backoff_initial=1.0, backoff_max=60.0, healthy_reset=30.0, failover_after=3,
+                 reach_interval=0.5):
+        """argv_for_node(node) -> ssh argv; probe() -> PROBE_*; reachable(node) -> bool or None to
+        disable early reconnects; explain(stderr_lines, node) -> (message, line) or None."""
+        if not nodes:
+            raise ValueError("Supervisor needs at least one login node")
+        self.argv_for_node = argv_for_node
+        self.nodes = list(nodes)
+        self.probe = probe
+        self.popen = popen
+        self.clock = clock
+        self.sleep = sleep
+        self.reachable = reachable
+        self.explain = explain
+        self.describe = describe
+        self.tick = tick
+        self.probe_interval = probe_interval
+        self.probe_failures = probe_failures
+        self.start_timeout = start_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.healthy_reset = healthy_reset
+        self.failover_after = failover_after
+        self.reach_interval = reach_interval
+        self.index = 0
+        self.delay = backoff_initial
+        self.failed_starts = 0
+        self.state = "stopped"
+        # (clock, state, node) of recent state changes, for tests and a future `status`.
+        self.history = collections.deque(maxlen=100)
+        self.starts = 0
+        self._last_message = None
+        self._down_since = None
+
+    @property
+    def node(self):
+        return self.nodes[self.index]
+
+    def run(self, stop_event=None):
+        """Keep the tunnel up until stop_event is set; never raises for ssh or network trouble."""
+        stop = stop_event if stop_event is not None else threading.Event()
+        while not stop.is_set():
+            outcome, stderr = self._run_once(self.node, stop)
+            if outcome == "stopped":
+                break
+            if outcome == "failed":
+                self.failed_starts += 1
+            else:
+                self.failed_starts = 0
+            if len(self.nodes) > 1 and self.failed_starts >= self.failover_after:
+                old = self.node
+                self.index = (self.index + 1) % len(self.nodes)
+                self.failed_starts = 0
+                self._last_message = None
+                log.warning("%s: %s stayed down after %d tries; switching to %s",
+                            self.describe, old, self.failover_after, self.node)
+                continue
+            wait = self.delay
+            self.delay = min(self.delay * 2, self.backoff_max)
+            watch = self.reachable is not None and any(_CONNECT_FAILED in l for l in stderr)
+            self._wait(wait, stop, watch)
+        self.state = "stopped"
+
+    def _set_state(self, state, message, level=logging.INFO):
+        """Log a state change once; repeats of the same down message stay at debug level."""
+        if state != self.state or message != self._last_message:
+            log.log(level, "%s: %s", self.describe, message)
+        else:
+            log.debug("%s: %s", self.describe, message)
+        if state != self.state:
+            self.history.append((self.clock(), state, self.node))
+        self.state = state
+        self._last_message = message
+
+    def _down(self, node, why, stderr):
+        if self._down_since is None:
+            self._down_since = self.clock()
+        detail = None
+        if self.explain is not None:
+            found = self.explain(stderr, node)
+            detail = found[0] if found else None
+        message = "down (%s): %s; ssh said: %s" % (node, why, summarize(stderr))
+        if detail:
+            message += " -> " + detail
+        self._set_state("down", message, logging.WARNING)
+
+    def _run_once(self, node, stop):
+        """Start ssh for node and watch it; returns (outcome, stderr lines): stopped, failed or lost."""
+        argv = self.argv_for_node(node)
+        log.debug("%s: starting %s", self.describe, " ".join(argv))
+        try:
+            ssh = SshProcess(argv, self.popen)
+        except OSError as exc:
+            self._down(node, "cannot start ssh: %s" % exc, [])
+            return "failed", []
+        self.starts += 1
+        started = self.clock()
+        up_since = None
+        failures = 0
+        next_probe = started
+        outcome = None
+        try:
+            while outcome is None:
+                if stop.is_set():
+                    outcome = "stopped"
+                    break
+                if ssh.exited():
+                    lines = ssh.stderr_lines()
+                    self._down(node, "ssh exited with status %s" % ssh.returncode(), lines)
+                    return ("lost" if up_since is not None else "failed"), lines
+                now = self.clock()
+                if now >= next_probe:
+                    result = self.probe()
+                    if result == PROBE_OK:
+                        failures = 0
+                        if up_since is None:
+                            up_since = now
+                            after = ("" if self._down_since is None
+                                     else " after %.1fs down" % (now - self._down_since))
+                            self._down_since = None
+                            self._set_state("up", "up via %s%s" % (node, after))
+                        elif now - up_since >= self.healthy_reset and self.delay != self.backoff_initial:
+                            self.delay = self.backoff_initial
+                        next_probe = now + self.probe_interval
+                    elif up_since is None:
+                        if now - started >= self.start_timeout:
+                            lines = ssh.stop()
+                            self._down(node, "no answer through the tunnel within %gs" % self.start_timeout,
+                                       lines)
+                            return "failed", lines
+                        if result == PROBE_NO_ANSWER and self.state != "connected":
+                            self._set_state("connected", "ssh to %s is connected, but nothing answers behind "
+                                            "it yet (is forever-slurm's Traefik running there?)" % node)
+                        next_probe = now + self.tick
+                    else:
+                        failures += 1
+                        if failures >= self.probe_failures:
+                            lines = ssh.stop()
+                            self._down(node, "the tunnel stopped forwarding (%d probes without an answer); "
+                                       "restarting ssh" % failures, lines)
+                            return "lost", lines
+                        next_probe = now + self.probe_interval
+                self.sleep(self.tick)
+        finally:
+            ssh.stop()
+        return outcome, []
+
+    def _wait(self, seconds, stop, watch):
+        """Back off for seconds; when the node was unreachable, reconnect as soon as it answers again."""
+        end = self.clock() + seconds
+        next_look = self.clock() + self.reach_interval
+        while not stop.is_set():
+            now = self.clock()
+            if now >= end:
+                return
+            if watch and now >= next_look:
+                if self.reachable(self.node):
+                    log.info("%s: %s accepts connections again; reconnecting now", self.describe, self.node)
+                    return
+                next_look = now + self.reach_interval
+            self.sleep(min(self.tick, end - now))

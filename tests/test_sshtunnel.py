@@ -1,0 +1,451 @@
+"""Fast tests of the ssh tunnel supervisor and setup: fake clock, fake ssh, fake probe."""
+
+import io
+import logging
+import os
+import stat
+import subprocess
+
+import pytest
+
+from forever_slurm import settings as settings_mod
+from forever_slurm import sshsetup, sshtunnel
+from forever_slurm.errors import ConfigError, ForeverError
+
+CHANGED_BANNER = """\
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Someone could be eavesdropping on you right now (man-in-the-middle attack)!
+It is also possible that a host key has just been changed.
+The fingerprint for the ED25519 key sent by the remote host is
+SHA256:A/6CucZDG2UNtNElvhY47bG3qmQxAVJfHB0Zzai/LPU.
+Please contact your system administrator.
+Add correct host key in /r/.work/ssh/known_hosts to get rid of this message.
+Offending ED25519 key in /r/.work/ssh/known_hosts:3
+  remove with:
+  ssh-keygen -f "/r/.work/ssh/known_hosts" -R "[login1]:2222"
+Host key for [login1]:2222 has changed and you have requested strict checking.
+Host key verification failed.
+"""
+
+
+# ---------------------------------------------------------------- a simulated world of login nodes
+
+class World:
+    """Fake time, login nodes that go up and down, and the ssh processes started against them."""
+
+    def __init__(self, down=None, broken=None):
+        self.now = 0.0
+        self.down = down or (lambda node, t: False)          # is node's sshd down at time t?
+        self.broken = broken or (lambda node, t: False)      # does Traefik behind node stop answering?
+        self.procs = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        assert 0 <= seconds <= 60, seconds
+        self.now += max(seconds, 0.001)
+
+    def popen(self, argv, **kwargs):
+        assert kwargs["stderr"] is subprocess.PIPE and kwargs["universal_newlines"]
+        proc = FakeSsh(self, argv[-1].split("@")[-1])
+        self.procs.append(proc)
+        return proc
+
+    def starts(self):
+        return [(p.started, p.node) for p in self.procs]
+
+    def live(self):
+        return [p for p in self.procs if p.poll() is None]
+
+    def probe(self):
+        live = self.live()
+        if not live:
+            return sshtunnel.PROBE_REFUSED
+        return sshtunnel.PROBE_NO_ANSWER if self.broken(live[-1].node, self.now) else sshtunnel.PROBE_OK
+
+    def reachable(self, node):
+        return not self.down(node, self.now)
+
+
+class FakeSsh:
+    """An ssh that fails at once against a down node, else runs until the node goes down or it is stopped."""
+
+    def __init__(self, world, node):
+        self.world = world
+        self.node = node
+        self.started = world.now
+        self.pid = 1000 + len(world.procs)
+        self.returncode = None
+        self.terminated = False
+        if world.down(node, world.now):
+            self.returncode = 255
+            text = "ssh: connect to host %s port 22: Connection refused\n" % node
+        else:
+            text = "Connection to %s closed by remote host.\n" % node
+        self.stderr = io.StringIO(text)
+
+    def poll(self):
+        if self.returncode is None and self.world.down(self.node, self.world.now):
+            self.returncode = 255
+        return self.returncode
+
+    def terminate(self):
+        self.terminated = True
+        if self.returncode is None:
+            self.returncode = -15
+
+    kill = terminate
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+class StopAt:
+    """A stop event that fires when the fake clock reaches t (keeps every run bounded)."""
+
+    def __init__(self, world, t):
+        self.world = world
+        self.t = t
+
+    def is_set(self):
+        return self.world.now >= self.t
+
+
+def supervisor(world, nodes=("login1",), **tuning):
+    return sshtunnel.Supervisor(lambda node: ["ssh", "-N", node], list(nodes), world.probe,
+                                popen=world.popen, clock=world.clock, sleep=world.sleep, **tuning)
+
+
+def last_state(sup):
+    """The state before run() returned (run always ends in "stopped")."""
+    assert sup.state == "stopped"
+    return sup.history[-1][1] if sup.history else None
+
+
+def gaps(times):
+    return [round(b - a, 3) for a, b in zip(times, times[1:])]
+
+
+# ---------------------------------------------------------------- ssh_argv
+
+def test_ssh_argv_forwards_one_port_with_strict_options():
+    argv = sshtunnel.ssh_argv("/usr/bin/ssh", "login1", "alice", "/k/id", "/r/.work/ssh/known_hosts",
+                              13013, 14014, ssh_port=2222, alive_interval=10, alive_count=4)
+    assert argv[0] == "/usr/bin/ssh" and argv[-1] == "alice@login1"
+    assert argv[argv.index("-L") + 1] == "127.0.0.1:13013:127.0.0.1:14014"
+    assert argv[argv.index("-i") + 1] == "/k/id"
+    assert argv[argv.index("-p") + 1] == "2222"
+    assert "-N" in argv
+    options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    for wanted in ("ExitOnForwardFailure=yes", "ServerAliveInterval=10", "ServerAliveCountMax=4",
+                   "BatchMode=yes", "IdentitiesOnly=yes", "StrictHostKeyChecking=yes",
+                   "UserKnownHostsFile=/r/.work/ssh/known_hosts"):
+        assert wanted in options
+
+
+def test_ssh_argv_without_user_or_port_and_with_awkward_paths():
+    argv = sshtunnel.ssh_argv("ssh", "login1", "", "/k/100%/id", "/my root/kh", 1, 2,
+                              host_key_checking="accept-new")
+    assert argv[-1] == "login1" and "-p" not in argv
+    assert '-o' in argv and 'UserKnownHostsFile="/my root/kh"' in argv
+    assert argv[argv.index("-i") + 1] == "/k/100%%/id"
+    assert "StrictHostKeyChecking=accept-new" in argv
+
+
+def test_host_pattern_brackets_non_default_ports():
+    assert sshtunnel.host_pattern("login1") == "login1"
+    assert sshtunnel.host_pattern("login1", 22) == "login1"
+    assert sshtunnel.host_pattern("login1", 2222) == "[login1]:2222"
+
+
+# ---------------------------------------------------------------- backoff, reset, early reconnect
+
+def test_backoff_doubles_from_one_second_up_to_sixty():
+    world = World(down=lambda node, t: True)
+    supervisor(world).run(StopAt(world, 400))
+    times = [t for t, _ in world.starts()]
+    expected = [min(1.0 * 2 ** i, 60.0) for i in range(len(times) - 1)]
+    assert len(times) >= 9
+    assert gaps(times) == expected
+
+
+def test_backoff_resets_after_the_tunnel_stayed_healthy():
+    # Down 0-40 s (delays grow to 16 s), up 40-200 s, down again 200-230 s.
+    world = World(down=lambda node, t: t < 40 or 200 <= t < 230)
+    supervisor(world, healthy_reset=30).run(StopAt(world, 300))
+    times = [t for t, _ in world.starts()]
+    after_second_outage = [t for t in times if t >= 200]
+    # Back to 1 s (not the 32 s the first outage reached), then doubling again.
+    assert after_second_outage[0] - 200 == pytest.approx(1.0, abs=0.01)
+    assert gaps(after_second_outage)[:3] == [2.0, 4.0, 8.0]
+
+
+def test_a_returning_node_is_reconnected_before_the_backoff_ends():
+    world = World(down=lambda node, t: 1 <= t < 40.2)
+    sup = supervisor(world, reachable=world.reachable)
+    sup.run(StopAt(world, 60))
+    back = [t for t, _ in world.starts() if t >= 40.2]
+    # The backoff at that point is 16-32 s; the reachability poll finds the node within reach_interval.
+    assert back and back[0] - 40.2 <= sup.reach_interval + sup.tick
+    assert last_state(sup) == "up"
+
+
+def test_without_reachability_the_backoff_decides():
+    world = World(down=lambda node, t: 1 <= t < 40.2)
+    supervisor(world).run(StopAt(world, 80))
+    back = [t for t, _ in world.starts() if t >= 40.2]
+    assert back[0] - 40.2 > 5
+
+
+# ---------------------------------------------------------------- failover
+
+def test_moves_to_the_next_node_after_three_failed_starts():
+    world = World(down=lambda node, t: node == "login1")
+    sup = supervisor(world, nodes=["login1", "login2"], failover_after=3)
+    sup.run(StopAt(world, 30))
+    order = [node for _, node in world.starts()]
+    assert order == ["login1", "login1", "login1", "login2"]
+    assert sup.node == "login2" and last_state(sup) == "up"
+
+
+def test_cycles_through_all_nodes_when_all_are_down():
+    world = World(down=lambda node, t: True)
+    supervisor(world, nodes=["a", "b", "c"], failover_after=2).run(StopAt(world, 600))
+    order = [node for _, node in world.starts()][:7]
+    assert order == ["a", "a", "b", "b", "c", "c", "a"]
+
+
+def test_a_single_node_is_never_abandoned():
+    world = World(down=lambda node, t: t < 100)
+    sup = supervisor(world, failover_after=2)
+    sup.run(StopAt(world, 200))
+    assert {node for _, node in world.starts()} == {"login1"} and last_state(sup) == "up"
+
+
+# ---------------------------------------------------------------- end-to-end probe
+
+def test_a_tunnel_that_stops_forwarding_is_restarted_after_k_failures(caplog):
+    world = World(broken=lambda node, t: 50 <= t < 70)
+    sup = supervisor(world, probe_interval=5, probe_failures=3)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 120))
+    first = world.procs[0]
+    assert first.terminated, "the ssh that stopped forwarding was not stopped"
+    assert len(world.procs) == 2 and last_state(sup) == "up"
+    assert world.procs[1].started - 50 <= 3 * 5 + 1 + 1
+    assert any("stopped forwarding" in r.getMessage() for r in caplog.records)
+
+
+def test_one_failed_probe_does_not_restart():
+    world = World(broken=lambda node, t: 50 <= t < 50.1)
+    supervisor(world, probe_interval=5, probe_failures=3).run(StopAt(world, 120))
+    assert len(world.procs) == 1
+
+
+def test_a_start_that_never_answers_times_out_and_counts_as_failed():
+    world = World(broken=lambda node, t: node == "login1")
+    sup = supervisor(world, nodes=["login1", "login2"], start_timeout=20, failover_after=2)
+    sup.run(StopAt(world, 120))
+    order = [node for _, node in world.starts()]
+    assert order[:3] == ["login1", "login1", "login2"]
+    assert world.procs[0].terminated and last_state(sup) == "up"
+
+
+def test_stop_event_ends_run_and_stops_ssh():
+    world = World()
+    sup = supervisor(world)
+    sup.run(StopAt(world, 10))
+    assert world.procs and all(p.terminated for p in world.procs)
+    assert sup.state == "stopped"
+
+
+# ---------------------------------------------------------------- logging: state changes, not probes
+
+def test_logs_one_line_per_state_change(caplog):
+    # Up, then down for 200 s (about a dozen failed restarts), then up again for a long time.
+    world = World(down=lambda node, t: 10 <= t < 210)
+    sup = supervisor(world, reachable=None)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 600))
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    ups = [l for l in lines if ": up via" in l]
+    downs = [l for l in lines if ": down (" in l]
+    assert len(world.procs) >= 8
+    assert len(ups) == 2 and "s down" in ups[1]
+    # "closed by remote host", then "connection refused" for every retry: two distinct lines.
+    assert len(downs) == 2
+    assert "closed by remote host" in downs[0] and "Connection refused" in downs[1]
+    assert len(lines) == 4, lines
+
+
+def test_switching_nodes_is_logged(caplog):
+    world = World(down=lambda node, t: node == "login1")
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        supervisor(world, nodes=["login1", "login2"]).run(StopAt(world, 30))
+    assert any("switching to login2" in r.getMessage() for r in caplog.records)
+
+
+def test_down_line_carries_the_diagnosis(caplog):
+    world = World(down=lambda node, t: True)
+    sup = supervisor(world, explain=lambda lines, node: sshtunnel.diagnose(lines, node, "/kh", "/k"))
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 5))
+    assert any("its sshd is down" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- ssh's messages, explained
+
+def test_changed_host_key_names_the_file_line_and_the_fix():
+    err = sshsetup.ssh_failure(CHANGED_BANNER.splitlines(), "login1", "/r/.work/ssh/known_hosts", "/k", 2222)
+    text = str(err)
+    assert err.path == "/r/.work/ssh/known_hosts" and err.line == 3
+    assert text.startswith("/r/.work/ssh/known_hosts:3: ")
+    assert "CHANGED" in text
+    assert "ssh-keygen -R '[login1]:2222' -f '/r/.work/ssh/known_hosts'" in text
+    assert "SHA256:A/6CucZDG2UNtNElvhY47bG3qmQxAVJfHB0Zzai/LPU" in text
+
+
+def test_refused_key_tells_the_user_to_add_the_line():
+    line = sshsetup.authorized_line("ssh-ed25519 AAAAkey me@web", 13013)
+    lines = ["root@login1: Permission denied (publickey)."]
+    text = str(sshsetup.ssh_failure(lines, "login1", "/kh", "/k/id", authorized=line))
+    assert "refused the key /k/id" in text and line in text
+
+
+@pytest.mark.parametrize("stderr, words", [
+    ("No ED25519 host key is known for login1 and you have requested strict checking.\n"
+     "Host key verification failed.", "config --ssh"),
+    ("channel 2: open failed: administratively prohibited: open failed", "permitopen"),
+    ("bind [127.0.0.1]:13013: Address already in use\nCould not request local forwarding.", "FS_SSH_LOCAL_PORT"),
+    ("ssh: Could not resolve hostname nohost: Name or service not known", "FS_SSH_LOGIN_NODE"),
+])
+def test_other_ssh_failures_say_what_to_do(stderr, words):
+    found = sshtunnel.diagnose(stderr.splitlines(), "login1", "/kh", "/k")
+    assert found is not None and words in found[0]
+
+
+def test_unknown_failures_keep_sshs_own_words():
+    err = sshsetup.ssh_failure(["Warning: Permanently added 'x'", "kex_exchange_identification: boom"],
+                               "login1", "/kh", "/k")
+    assert "kex_exchange_identification: boom" in str(err) and "Permanently" not in str(err)
+
+
+# ---------------------------------------------------------------- setup
+
+def test_authorized_line_is_restricted_to_one_forward():
+    line = sshsetup.authorized_line("ssh-ed25519 AAAAC3Nza me@web\n", 14014)
+    assert line == 'restrict,port-forwarding,permitopen="127.0.0.1:14014" ssh-ed25519 AAAAC3Nza me@web'
+    with pytest.raises(ConfigError):
+        sshsetup.authorized_line("", 1)
+
+
+def test_ensure_key_makes_a_private_key_and_keeps_an_existing_one(tmp_path):
+    if sshsetup.shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen is not installed (Debian package openssh-client)")
+    key = str(tmp_path / "keys" / "id")
+    pub = sshsetup.ensure_key(key)
+    assert pub.startswith("ssh-ed25519 ")
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(str(tmp_path / "keys")).st_mode) == 0o700
+    with open(key) as handle:
+        private = handle.read()
+    os.chmod(key, 0o644)
+    assert sshsetup.ensure_key(key) == pub
+    with open(key) as handle:
+        assert handle.read() == private
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+
+
+def test_ensure_key_refuses_a_key_with_a_passphrase(tmp_path):
+    if sshsetup.shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen is not installed (Debian package openssh-client)")
+    key = str(tmp_path / "id")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", key], check=True, timeout=30)
+    with pytest.raises(ConfigError) as caught:
+        sshsetup.ensure_key(key)
+    assert "passphrase" in str(caught.value)
+
+
+def _settings(tmp_path, env_text=""):
+    (tmp_path / ".env").write_text(env_text)
+    layout = settings_mod.Layout(str(tmp_path))
+    return settings_mod.load(layout, environ={"USER": "alice"}), layout
+
+
+def test_configure_ssh_asks_prints_the_line_and_returns_env_updates(tmp_path):
+    settings, layout = _settings(tmp_path)
+    asked, said, contacts = [], [], []
+    answers = {"Login node": "login1 login2", "ssh port": "2222", "ssh key": str(tmp_path / "k" / "id")}
+
+    def ask(prompt, default):
+        asked.append((prompt, default))
+        return next((v for k, v in answers.items() if prompt.startswith(k)), default)
+
+    def fake_contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port, accept_new, authorized):
+        contacts.append((node, user, remote, ssh_port, accept_new, known_hosts))
+        return sshsetup.Contact(node, node == "login1", [])
+
+    updates, argv = sshsetup.configure_ssh(settings, layout, ask, said.append, ["python3", "f.pyz"],
+                                           ssh_bin="/usr/bin/ssh", contact=fake_contact)
+    assert updates == {"FS_SSH_LOGIN_NODE": "login1 login2", "FS_SSH_USER": "alice", "FS_SSH_PORT": "2222",
+                       "FS_SSH_LOCAL_PORT": "13013", "FS_SSH_KEY_PATH": str(tmp_path / "k" / "id"),
+                       "FS_TRAEFIK_PORT": "13013"}
+    assert argv == ["python3", "f.pyz", "tunnel"]
+    assert asked[0][1] == ""  # the placeholder my-login-node is not offered as a default
+    text = "\n".join(said)
+    assert 'restrict,port-forwarding,permitopen="127.0.0.1:13013" ssh-ed25519 ' in text
+    assert stat.S_IMODE(os.stat(str(tmp_path / "k" / "id")).st_mode) == 0o600
+    kh = sshsetup.known_hosts_path(layout)
+    assert [c[:5] for c in contacts] == [("login1", "alice", 13013, 2222, True), ("login2", "alice", 13013, 2222, True)]
+    assert all(c[5] == kh for c in contacts)
+    assert stat.S_IMODE(os.stat(os.path.dirname(kh)).st_mode) == 0o700
+    assert "Traefik answers" in text and "nothing answered" in text
+
+
+def test_configure_ssh_reasks_bad_answers_and_reports_a_failed_test(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\n" % (tmp_path / "id"))
+    replies = iter(["", "", "", "99999", "", "", "", "", "yes", "no"])
+    said = []
+
+    def ask(prompt, default):
+        return next(replies)
+
+    def failing_contact(*args, **kwargs):
+        raise ForeverError("login1 refused the key")
+
+    updates, _ = sshsetup.configure_ssh(settings, layout, ask, said.append, [], ssh_bin="ssh",
+                                        contact=failing_contact)
+    assert updates["FS_SSH_LOGIN_NODE"] == "login1" and updates["FS_TRAEFIK_PORT"] == "13013"
+    assert any("99999" in s for s in said)
+    assert any("The test failed: login1 refused the key" in s for s in said)
+    assert any("Skipped the test" in s for s in said)
+
+
+def test_tunnel_from_settings_requires_config_ssh_first(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\n" % (tmp_path / "id"))
+    with pytest.raises(ConfigError) as caught:
+        sshsetup.tunnel_from_settings(settings, layout, ssh_bin="ssh")
+    assert "config --ssh" in str(caught.value)
+    (tmp_path / "id").write_text("key")
+    with pytest.raises(ConfigError) as caught:
+        sshsetup.tunnel_from_settings(settings, layout, ssh_bin="ssh")
+    assert "known_hosts" in str(caught.value)
+
+
+def test_tunnel_from_settings_builds_the_strict_argv(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=\"login1 login2\"\nFS_SSH_KEY_PATH=%s\n"
+                                 "FS_SSH_PORT=2222\nFS_SSH_LOCAL_PORT=15015\n" % (tmp_path / "id"))
+    (tmp_path / "id").write_text("key")
+    kh = sshsetup.known_hosts_path(layout)
+    os.makedirs(os.path.dirname(kh))
+    open(kh, "w").close()
+    sup = sshsetup.tunnel_from_settings(settings, layout, ssh_bin="/usr/bin/ssh")
+    assert sup.nodes == ["login1", "login2"]
+    argv = sup.argv_for_node("login2")
+    assert argv[-1] == "alice@login2" and argv[argv.index("-p") + 1] == "2222"
+    assert argv[argv.index("-L") + 1] == "127.0.0.1:15015:127.0.0.1:13013"
+    assert "UserKnownHostsFile=%s" % kh in argv and "StrictHostKeyChecking=yes" in argv
