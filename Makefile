@@ -1,0 +1,40 @@
+# forever-slurm: build, test, demo. `make help` lists the targets.
+PYTHON ?= python3
+PYTEST ?= $(PYTHON) -m pytest
+
+.PHONY: help pyz test test-fast test-e2e demo demo-stop bench vermin clean
+
+help:
+	@echo "make demo       build, start a local 3-node Slurm cluster + Traefik, run hello-python/2"
+	@echo "make demo-stop  stop everything the demo started"
+	@echo "make test       all tests (fast ones, then the real Slurm/Traefik/sshd ones)"
+	@echo "make test-fast  tests that need no daemons"
+	@echo "make pyz        build forever_slurm.pyz"
+	@echo "make bench      print the benchmark figures"
+
+pyz:
+	$(PYTHON) build_pyz.py
+
+test: pyz
+	$(PYTEST) -q tests
+
+test-fast: pyz
+	$(PYTEST) -q -m "not e2e" tests
+
+test-e2e: pyz
+	$(PYTEST) -q -m e2e tests
+
+vermin:
+	vermin --no-tips --violations -t=3.6- src
+
+demo: pyz
+	bin/demo start
+
+demo-stop:
+	bin/demo stop
+
+bench: pyz
+	for b in bench/*; do [ -x "$$b" ] && "$$b"; done
+
+clean:
+	rm -rf forever_slurm.pyz .pytest_cache build

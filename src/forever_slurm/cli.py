@@ -1,0 +1,272 @@
+"""Command line: argparse wiring, one function per subcommand; the one place errors become exit codes."""
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import time
+
+from . import __version__, services, settings as settings_mod
+from .errors import ForeverError
+
+log = logging.getLogger("forever_slurm")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="forever_slurm.pyz",
+        description="Keep web services running on Slurm, behind Traefik, around the clock.")
+    parser.add_argument("--version", action="version", version="forever-slurm %s" % __version__)
+    parser.add_argument("--root", help="root directory (default: $FOREVER_ROOT, else the directory of the .pyz)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the reconcile loop (forever; --once for one cycle)")
+    p.add_argument("--once", action="store_true", help="one cycle; exit 1 when Slurm could not be observed")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="services, jobs, routes and traffic at a glance")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS", help="refresh every SECONDS")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check", help="validate .env and every active service")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("traefik", help="write Traefik's static config and run Traefik in the foreground")
+    p.add_argument("--print-config", action="store_true", help="only print the static config")
+    p.set_defaults(func=cmd_traefik)
+
+    p = sub.add_parser("config", help="set up .env, services, Traefik and supervision (interactive)")
+    p.add_argument("--yes", action="store_true", help="ask nothing: keep current values and defaults")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a .env key")
+    p.add_argument("--service", action="append", default=[], metavar="NAME=N", help="run N instances of NAME")
+    p.add_argument("--ssh", action="store_true", help="on a web server: set up the ssh tunnel to the login node")
+    p.add_argument("--no-install", action="store_true", help="write the configuration, install no units")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("uninstall", help="remove the units or cron entries (keeps .env, services, logs)")
+    p.set_defaults(func=cmd_uninstall)
+
+    p = sub.add_parser("tunnel", help="supervise the ssh port forward to the login node (for a unit)")
+    p.set_defaults(func=cmd_tunnel)
+
+    p = sub.add_parser("logs", help="the tail of a job's Slurm output (default: the newest job of each service)")
+    p.add_argument("target", nargs="?", help="a job id or a service name")
+    p.add_argument("-n", "--lines", type=int, default=20)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("port", help="inside a job: print a free TCP port")
+    p.set_defaults(func=cmd_port)
+
+    p = sub.add_parser("publish", help="inside a job: publish this job's URL in its Slurm Comment")
+    p.add_argument("url", nargs="?", help="default: http://<hostname>:<port>")
+    p.add_argument("--port", type=int, help="port of the server (builds the default URL)")
+    p.set_defaults(func=cmd_publish)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _setup_console_logging(args.verbose)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except ForeverError as exc:
+        print("forever-slurm: %s" % exc, file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _layout(args):
+    return settings_mod.Layout(settings_mod.find_root(args.root))
+
+
+def _setup_console_logging(verbose):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _setup_file_logging(layout, name):
+    """A rotated log under .work/log, so a long-running loop cannot fill a home directory quota."""
+    os.makedirs(layout.log, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(os.path.join(layout.log, name), maxBytes=5 * 1024 * 1024,
+                                                   backupCount=3, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    if not sys.stderr.isatty():
+        # Under systemd or cron stderr goes to an unrotated file: keep it to warnings.
+        logging.getLogger().handlers[0].setLevel(logging.WARNING)
+
+
+def _pyz_command(layout):
+    """argv prefix that runs this same program again (for units, cron and jobs)."""
+    pyz = settings_mod.running_pyz()
+    if pyz:
+        return [sys.executable, pyz, "--root", layout.root]
+    return [sys.executable, "-m", "forever_slurm", "--root", layout.root]
+
+
+# -- subcommands ------------------------------------------------------------------------------------
+def cmd_run(args):
+    from . import loop, slurm
+    layout = _layout(args)
+    conf = settings_mod.load(layout)
+    layout.make_dirs()
+    _setup_file_logging(layout, "loop.log")
+    if not conf.service_list:
+        log.warning("SERVICE_LIST is empty in %s: nothing to run (try: config)", layout.env_file)
+    with loop.RootLock(layout.lock_file):
+        controller = loop.Controller(layout, conf, slurm.Slurm(timeout=conf.slurm_timeout),
+                                     pyz=settings_mod.running_pyz())
+        if args.once:
+            return 0 if controller.cycle() else 1
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))
+        log.info("forever-slurm %s: root %s, services %s, a look at Slurm every %ss", __version__, layout.root,
+                 settings_mod.format_service_list(conf.service_list) or "none", conf.sleep_interval)
+        controller.run_forever(lambda: bool(stopping))
+        log.info("stopped")
+    return 0
+
+
+def cmd_status(args):
+    from . import status
+    layout = _layout(args)
+    while True:
+        report = status.collect(layout)
+        if args.json:
+            text = json.dumps(report, indent=1, sort_keys=True)
+        else:
+            text = status.render(report, color=sys.stdout.isatty())
+        if args.watch:
+            sys.stdout.write("\033[H\033[2J" if sys.stdout.isatty() else "\n")
+        print(text)
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
+
+
+def cmd_check(args):
+    from . import traefik
+    layout = _layout(args)
+    problems = []
+    conf = None
+    try:
+        conf = settings_mod.load(layout)
+    except ForeverError as exc:
+        problems.append(str(exc))
+    for name, count in (conf.service_list if conf else []):
+        try:
+            definition = services.load(layout, name)
+            if definition.template:
+                traefik.load_template(definition.template, name)
+            print("ok: %s/%d (%s%s)" % (name, count, os.path.relpath(definition.script, layout.root),
+                                        ", " + os.path.relpath(definition.template, layout.root)
+                                        if definition.template else ", default Traefik route"))
+        except ForeverError as exc:
+            problems.append(str(exc))
+    for problem in problems:
+        print(problem)
+    if problems:
+        print("%d problem(s) found" % len(problems))
+        return 1
+    print("all good" if conf and conf.service_list else "all good (SERVICE_LIST is empty)")
+    return 0
+
+
+def cmd_traefik(args):
+    from . import traefik, traefik_bin
+    layout = _layout(args)
+    conf = settings_mod.load(layout)
+    layout.make_dirs()
+    text = traefik.render_static(conf, layout)
+    if args.print_config:
+        print(text)
+        return 0
+    traefik.write_if_changed(layout.traefik_static, text, layout.staging_tmp)
+    binary = traefik_bin.ensure(conf.traefik_bin, layout, os.environ, say=print)
+    with open(os.path.join(layout.work, "traefik.pid"), "w") as handle:
+        handle.write("%d\n" % os.getpid())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(binary, [binary, "--configFile=%s" % layout.traefik_static])
+
+
+def cmd_config(args):
+    from . import install
+    return install.config_command(args, _layout(args), _pyz_command)
+
+
+def cmd_uninstall(args):
+    from . import install
+    return install.uninstall_command(args, _layout(args))
+
+
+def cmd_tunnel(args):
+    from . import sshtunnel
+    layout = _layout(args)
+    conf = settings_mod.load(layout)
+    layout.make_dirs()
+    _setup_file_logging(layout, "tunnel.log")
+    supervisor = sshtunnel.tunnel_from_settings(conf, layout)
+    supervisor.run()
+    return 0
+
+
+def cmd_logs(args):
+    from . import joblog, state
+    layout = _layout(args)
+    snap = state.load(layout.state_file)
+    targets = []
+    if args.target and args.target.isdigit():
+        service = snap.memory.jobs.get(args.target)
+        targets.append((args.target, service.service if service else None))
+    else:
+        names = [args.target] if args.target else sorted(set(snap.desired) | {m.service for m in snap.memory.jobs.values()})
+        for name in names:
+            ids = sorted((j for j, m in snap.memory.jobs.items() if m.service == name), key=lambda x: int(x) if x.isdigit() else 0)
+            outputs = [p for p in os.listdir(layout.slurm_output)] if os.path.isdir(layout.slurm_output) else []
+            if not ids:
+                mine = sorted((p for p in outputs if p.startswith(name + "-") and p.endswith(".out")),
+                              key=lambda p: os.path.getmtime(os.path.join(layout.slurm_output, p)))
+                ids = [mine[-1][len(name) + 1:-4]] if mine else []
+            if ids:
+                targets.append((ids[-1], name))
+    if not targets:
+        raise ForeverError("no job output found under %s" % layout.slurm_output)
+    for job_id, service in targets:
+        path = joblog.output_file(layout, job_id, service)
+        print("== job %s%s: %s" % (job_id, " (%s)" % service if service else "", path or "no output file"))
+        for line in joblog.tail(path, args.lines) if path else []:
+            print(line)
+    return 0
+
+
+def cmd_port(args):
+    from . import jobside
+    print(jobside.free_port())
+    return 0
+
+
+def cmd_publish(args):
+    from . import jobside
+    url = args.url
+    if not url:
+        if not args.port:
+            raise ForeverError("give the URL, or --port PORT to publish http://<hostname>:PORT")
+        url = jobside.default_url(args.port)
+    print(jobside.publish(url))
+    return 0

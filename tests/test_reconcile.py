@@ -1,0 +1,222 @@
+"""reconcile.py: the plan as tables of situations and expected decisions (no fakes needed)."""
+
+import pytest
+
+from forever_slurm import reconcile as rc
+from forever_slurm.slurm import Job
+
+POLICY = rc.Policy(surge=1, drain_seconds=20, renew_lead=None, renew_margin=60, default_startup=60)
+
+
+def job(job_id, state="R", name="svc", node="node1", left=3600, used=60, comment=None, reason="None"):
+    if comment is None:
+        comment = "traefik,%s,http://%s:%s" % (name, node or "h", 40000 + int(job_id)) if state == "R" else ""
+    return Job(str(job_id), state, name, node if state == "R" else "", left, used, reason, comment)
+
+
+def ready_memory(jobs, owned=True, now=1000.0, ready=True):
+    mem = {}
+    for j in jobs:
+        url, _ = rc.parse_comment(j.comment, j.name)
+        mem[j.job_id] = rc.JobMemory(service=j.name, owned=owned, submitted_at=now - 100, seen_at=now - 90,
+                                     running_since=now - 80 if j.running else None, url=url or "",
+                                     ready_since=now - 70 if (ready and j.running and url) else None)
+    return rc.Memory(jobs=mem, services={})
+
+
+def kinds(actions):
+    return [type(a).__name__ for a in actions]
+
+
+@pytest.mark.parametrize("comment,url,problem", [
+    ("traefik,svc,http://node7:40123", "http://node7:40123", ""),
+    ("traefik,svc,https://n-1.cluster.org:443/", "https://n-1.cluster.org:443", ""),
+    ("", None, ""),
+    ("traefik,other,http://node7:1", None, "names service 'other'"),
+    ("traefik,svc,http://node7", None, "not http(s)://host:port"),
+    ("traefik,svc,http://no de:80", None, "not http(s)://host:port"),
+    ("traefik,svc,http://{{ .Env }}:80", None, "'{{'"),
+    ("traefik,svc,http://node:99999", None, "not http(s)://host:port"),
+    ("traefik,svc,ftp://node:21", None, "not http(s)://host:port"),
+    ("some comment", None, "not traefik,<service>,<url>"),
+])
+def test_parse_comment(comment, url, problem):
+    got_url, got_problem = rc.parse_comment(comment, "svc")
+    assert got_url == url
+    assert problem in got_problem and bool(problem) == bool(got_problem)
+
+
+@pytest.mark.parametrize("situation,desired,jobs,expect", [
+    ("nothing yet: submit N", 2, [], ["Submit", "Submit"]),
+    ("one missing", 2, [job(1)], ["Submit"]),
+    ("pending counts", 2, [job(1), job(2, "PD")], []),
+    ("exactly N", 2, [job(1), job(2, node="node2")], []),
+    ("completing does not count", 1, [job(1, "CG")], ["Submit"]),
+    ("another name never counts", 1, [job(1, name="svc-extra")], ["Submit"]),
+    ("user lowered N: pending cancelled first", 1, [job(1), job(2, "PD")], ["Cancel"]),
+    ("N = 0 cancels ours", 0, [job(1), job(2, node="node2")], ["Cancel", "Cancel"]),
+])
+def test_counting(situation, desired, jobs, expect):
+    memory = ready_memory([j for j in jobs if j.name == "svc"])
+    plan = rc.plan({"svc": desired}, jobs, memory, 1000.0, POLICY)
+    assert sorted(kinds(plan.actions)) == sorted(expect), situation
+
+
+def test_surplus_cancels_pending_first_then_newest():
+    jobs = [job(1), job(2, node="node2"), job(3, "PD")]
+    plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
+    assert [a.job_id for a in plan.actions] == ["3", "2"]
+
+
+def test_never_cancels_a_job_it_did_not_submit():
+    jobs = [job(1), job(2, node="node2")]
+    plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs, owned=False), 1000.0, POLICY)
+    assert plan.actions == []
+
+
+def test_spread_excludes_nodes_already_running_the_service():
+    jobs = [job(1, node="node1"), job(2, node="node2", name="other")]
+    plan = rc.plan({"svc": 2, "other": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
+    assert plan.actions == [rc.Submit("svc", ("node1",), "missing")]
+    plan = rc.plan({"svc": 2, "other": 1}, jobs, ready_memory(jobs), 1000.0, POLICY._replace(spread=False))
+    assert plan.actions == [rc.Submit("svc", (), "missing")]
+
+
+def test_expected_submission_counts_until_seen_or_expired():
+    memory = rc.record_submitted(rc.empty_memory(), "svc", "77", now=1000.0)
+    plan = rc.plan({"svc": 1}, [], memory, 1010.0, POLICY)
+    assert plan.actions == []                       # 77 is expected: no double submission
+    memory, events = rc.absorb(memory, [], {"svc"}, 1000.0 + POLICY.expect_timeout + 1, POLICY)
+    assert "77" not in memory.jobs and "never appeared" in events[0]
+    assert memory.services["svc"].failures == 1
+
+
+def test_stale_observation_submits_and_cancels_nothing():
+    jobs = [job(1), job(2, "PD"), job(3, "PD")]
+    plan = rc.plan({"svc": 5}, jobs, ready_memory(jobs), 1000.0, POLICY, fresh=False)
+    assert plan.actions == []
+    plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY, fresh=False)
+    assert plan.actions == []
+
+
+def test_routes_only_ready_jobs_with_valid_urls():
+    jobs = [job(1), job(2, node="node2"), job(3, "PD"), job(4, node="node3", comment="traefik,svc,junk")]
+    memory = ready_memory(jobs)
+    memory.jobs["2"] = memory.jobs["2"]._replace(ready_since=None)
+    plan = rc.plan({"svc": 4}, jobs, memory, 1000.0, POLICY)
+    assert plan.routes == {"svc": [rc.Server("http://node1:40001", 1)]}
+
+
+def test_no_backends_gives_an_empty_list_not_a_missing_service():
+    plan = rc.plan({"svc": 2}, [], rc.empty_memory(), 1000.0, POLICY)
+    assert plan.routes == {"svc": []}
+
+
+def test_backoff_blocks_submission_until_next_try():
+    memory = rc.record_submit_failed(rc.empty_memory(), "svc", "sbatch failed: QOS", 1000.0, POLICY)
+    assert memory.services["svc"].next_try == 1000.0 + POLICY.backoff_base
+    assert rc.plan({"svc": 1}, [], memory, 1005.0, POLICY).actions == []
+    assert kinds(rc.plan({"svc": 1}, [], memory, 1011.0, POLICY).actions) == ["Submit"]
+
+
+def test_backoff_doubles_to_five_minutes():
+    assert [rc.backoff_delay(n, POLICY) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_crash_soon_after_start_counts_and_healthy_end_does_not():
+    crashed = rc.JobMemory(service="svc", owned=True, submitted_at=900, seen_at=905, running_since=910,
+                           url="http://n:1", ready_since=912)
+    old = rc.JobMemory(service="svc", owned=True, submitted_at=0, seen_at=5, running_since=10,
+                       url="http://n:2", ready_since=12)
+    memory = rc.Memory({"1": crashed, "2": old}, {})
+    memory, events = rc.absorb(memory, [], {"svc"}, 1000.0, POLICY)
+    assert memory.services["svc"].failures == 1
+    assert any("ended 90s after it started" in e for e in events)
+    assert any("job 2 of svc ended after 990s" in e for e in events)
+
+
+def test_crash_count_resets_after_ten_healthy_minutes():
+    jobs = [job(1)]
+    memory = ready_memory(jobs, now=1000.0)
+    memory.jobs["1"] = memory.jobs["1"]._replace(ready_since=1000.0 - POLICY.backoff_reset)
+    memory = memory._replace(services={"svc": rc.ServiceMemory(failures=3, next_try=0, last_error="x")})
+    plan = rc.plan({"svc": 1}, jobs, memory, 1000.0, POLICY)
+    assert plan.memory.services["svc"].failures == 0
+
+
+def test_publish_timeout_counts_as_a_crash_once():
+    j = job(1, comment="")
+    memory = rc.Memory({"1": rc.JobMemory("svc", owned=True, seen_at=0, running_since=0)}, {})
+    later = POLICY.publish_timeout + 1
+    memory, events = rc.absorb(memory, [j], {"svc"}, later, POLICY)
+    memory, events2 = rc.absorb(memory, [j], {"svc"}, later + 10, POLICY)
+    assert memory.services["svc"].failures == 1 and events and not events2
+
+
+def test_probes_make_ready_and_unready():
+    jobs = [job(1)]
+    memory = ready_memory(jobs, ready=False)
+    memory, events = rc.apply_probes(memory, {"1": rc.ProbeResult(True)}, 1000.0, POLICY)
+    assert memory.jobs["1"].ready_since == 1000.0 and "ready" in events[0]
+    assert memory.services["svc"].startup == (100.0,)            # submitted at 900
+    memory, _ = rc.apply_probes(memory, {"1": rc.ProbeResult(False, "HTTP 500")}, 1001.0, POLICY)
+    assert memory.jobs["1"].ready_since == 1000.0                 # one slow answer is tolerated
+    memory, events = rc.apply_probes(memory, {"1": rc.ProbeResult(False, "HTTP 500")}, 1002.0, POLICY)
+    assert memory.jobs["1"].ready_since is None and "removed from Traefik" in events[0]
+
+
+def test_connection_refused_unreadies_at_once():
+    jobs = [job(1)]
+    memory, _ = rc.apply_probes(ready_memory(jobs), {"1": rc.ProbeResult(False, "refused", refused=True)},
+                                1000.0, POLICY)
+    assert memory.jobs["1"].ready_since is None
+
+
+class TestRenewal:
+    """Two jobs that started together approach their time limit: replace them one by one, no gap."""
+
+    def lead(self):
+        return rc.renew_lead(2, rc.ServiceMemory(startup=(5.0,)), POLICY)   # 2*(5+20)+60 = 110
+
+    def test_lead_time_from_measured_startup(self):
+        assert self.lead() == 110
+        assert rc.renew_lead(2, rc.ServiceMemory(), POLICY._replace(renew_lead=42)) == 42
+        assert rc.renew_lead(1, rc.ServiceMemory(), POLICY) == 60 + 20 + 60
+
+    def test_sequence(self):
+        memory = ready_memory([job(1), job(2, node="node2")])
+        memory = memory._replace(services={"svc": rc.ServiceMemory(startup=(5.0,))})
+        now = 1000.0
+        # 100 s left, inside the 110 s lead: one surge replacement, nothing drained yet.
+        jobs = [job(1, left=100), job(2, node="node2", left=100)]
+        plan = rc.plan({"svc": 2}, jobs, memory, now, POLICY)
+        assert plan.actions == [rc.Submit("svc", ("node1", "node2"), "renewal")]
+        assert all(s.weight == 1 for s in plan.routes["svc"])
+        memory = rc.record_submitted(plan.memory, "svc", "3", now)
+        # The replacement runs and is ready: the older job drains (weight 0), still 2 live backends.
+        now += 5
+        jobs = [job(1, left=95), job(2, node="node2", left=95), job(3, node="node3")]
+        memory, _ = rc.absorb(memory, jobs, {"svc"}, now, POLICY)
+        memory, _ = rc.apply_probes(memory, {"3": rc.ProbeResult(True)}, now, POLICY)
+        plan = rc.plan({"svc": 2}, jobs, memory, now, POLICY)
+        assert plan.actions == []
+        weights = {s.url: s.weight for s in plan.routes["svc"]}
+        assert sorted(weights.values()) == [0, 1, 1]
+        memory = plan.memory
+        # After the drain time it is cancelled and the second replacement goes in at once.
+        now += POLICY.drain_seconds
+        jobs = [job(1, left=75), job(2, node="node2", left=75), job(3, node="node3")]
+        plan = rc.plan({"svc": 2}, jobs, memory, now, POLICY)
+        assert kinds(plan.actions) == ["Cancel", "Submit"]
+        assert plan.actions[0].job_id in ("1", "2")
+        assert sum(1 for s in plan.routes["svc"] if s.weight > 0) == 2
+
+    def test_no_surge_waits_for_the_old_job(self):
+        jobs = [job(1, left=30)]
+        plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY._replace(surge=0))
+        assert plan.actions == []
+
+    def test_last_backend_is_not_drained_into_a_503(self):
+        jobs = [job(1, left=10)]
+        plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
+        assert plan.routes["svc"] == [rc.Server("http://node1:40001", 1)]
