@@ -147,6 +147,8 @@ def test_original_retry_name_is_namespaced(tmp_path):
         "hello-python-retry", "hello-python-strip-hello-python-prefix"]
     assert traefik.health_path(template) == "/test"
     assert traefik.health_status(template) is None
+    assert template.line_of(("http", "services", "hello-python", "loadBalancer", "healthCheck", "path")) == \
+        line_of(ORIGINAL, 'path: "/test"')
     # The template itself is untouched, so the next render starts from the same input.
     assert "retry" in template.data["http"]["middlewares"]
 
@@ -224,6 +226,7 @@ def line_of(text, needle):
     (("          - url: \"http://yyyyy:54321\"", "          - url: \"http://yyyyy:54321\"\n            wieght: 0"),
      "wieght", "unknown key 'wieght'"),
     (("      entryPoints:\n        - web", "      entryPoints: web"), "entryPoints", "list of names"),
+    (("        - web\n", "        - web\n        - websecure\n"), "websecure", "entryPoint 'websecure'"),
     (("        - \"/hello-python\"", "        - \"/hello-python\"\n            - bad"), "- bad", "bad indentation"),
 ])
 def test_template_errors_name_the_line(tmp_path, change, needle, words):

@@ -19,6 +19,7 @@ from .settings import SERVICE_NAME_RE
 MARKER = "# written by forever-slurm"
 _URL_RE = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC")
+ENTRY_POINTS = ("web",)
 ACCESS_LOG_FIELDS = ("DownstreamStatus", "Duration", "RequestPath", "RouterName", "ServiceName", "ServiceURL",
                      "StartUTC")
 
@@ -63,6 +64,10 @@ class Template(NamedTuple):
     path: str
     lines: Dict[Tuple, int]
     balancer: str
+
+    def line_of(self, keys):
+        """Line of the deepest known prefix of a key path, for messages about this template (or None)."""
+        return yamlish.Document(self.data, self.lines, self.path).line_of(keys)
 
 
 def dynamic_name(service):
@@ -402,7 +407,11 @@ def _check_router(router, middlewares, services, where, keys):
                           % (keys[-1], target))
     entry_key, entry_points = _get(router, "entryPoints")
     if entry_key is not None:
-        _string_list(entry_points, where, keys + (entry_key,))
+        for index, name in enumerate(_string_list(entry_points, where, keys + (entry_key,))):
+            # Traefik skips a router on an undefined entryPoint, so the service would silently vanish.
+            if name not in ENTRY_POINTS:
+                raise where.error(keys + (entry_key, index), "router %s uses entryPoint %r; forever-slurm's "
+                                  "Traefik serves on %s" % (keys[-1], name, " and ".join(ENTRY_POINTS)))
     used_key, used = _get(router, "middlewares")
     if used_key is not None:
         for index, name in enumerate(_string_list(used, where, keys + (used_key,))):
