@@ -30,11 +30,14 @@ def collect(layout, now=None, traffic_window=300.0):
         lead = reconcile.renew_lead(desired.get(name, 0), svc_mem, policy)
         servers = routed.get(name, [])
         pending = [j for j in jobs if not j.running]
+        seen_ids = {j.job_id for j in snap.jobs}
+        submitted = [job_id for job_id, m in snap.memory.jobs.items()
+                     if m.service == name and m.seen_at is None and job_id not in seen_ids]
         service_rows.append({
             "service": name,
             "desired": desired.get(name, 0),
             "running": sum(1 for j in jobs if j.running),
-            "pending": len(pending),
+            "pending": len(pending) + len(submitted),
             "pending_reasons": sorted({j.reason for j in pending if j.reason and j.reason != "None"}),
             "routed": sum(1 for s in servers if s.weight > 0),
             "draining": sum(1 for s in servers if s.weight == 0),

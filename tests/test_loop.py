@@ -1,0 +1,254 @@
+"""loop.Controller against the shim Slurm, with a fake clock and a fake prober."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from forever_slurm import loop, reconcile, settings, slurm, state
+
+
+class Clock:
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class Prober:
+    """Every published URL answers, except those in `dead`."""
+
+    def __init__(self):
+        self.dead = set()
+        self.calls = 0
+
+    def __call__(self, targets, timeout=2.0):
+        self.calls += 1
+        return {job_id: reconcile.ProbeResult(url not in self.dead, "" if url not in self.dead else "refused",
+                                              refused=url in self.dead)
+                for job_id, (url, path, status) in targets.items()}
+
+
+def calls(shim_state):
+    path = shim_state / "calls.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def jobs_file(shim_state):
+    return json.loads((shim_state / "jobs.json").read_text())["jobs"]
+
+
+def publish_all(shim_state):
+    """What each job's script would do: publish traefik,<name>,http://<node>:<port>."""
+    data = json.loads((shim_state / "jobs.json").read_text())
+    for job in data["jobs"]:
+        if job["state"] == "R" and not job["comment"]:
+            job["comment"] = "traefik,%s,http://%s:%d" % (job["name"], job["nodes"], 40000 + int(job["id"]) % 1000)
+    (shim_state / "jobs.json").write_text(json.dumps(data))
+
+
+def make(root, env='SERVICE_LIST="hello-python/2"\n'):
+    (root / ".env").write_text(env)
+    layout = settings.Layout(str(root))
+    layout.make_dirs()
+    clock = Clock()
+    prober = Prober()
+    ctl = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+                          probe_all=prober)
+    return ctl, clock, prober, layout
+
+
+def test_first_cycle_submits_then_routes_once_published(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    assert ctl.cycle()
+    assert [c[0] for c in calls(shim_state)] == ["squeue", "sbatch", "sbatch"]
+    submitted = jobs_file(shim_state)
+    assert all(j["chdir"] == layout.slurm_output and j["env_root"] == layout.root for j in submitted)
+    watch = os.path.join(layout.watch, "hello-python.yml")
+    assert "servers: []" in open(watch).read()
+    publish_all(shim_state)
+    clock.sleep(10)
+    assert ctl.cycle()
+    text = open(watch).read()
+    urls = ["http://%s:%d" % (j["nodes"], 40000 + int(j["id"]) % 1000) for j in submitted]
+    assert all(u in text for u in urls)
+    assert len(set(j["nodes"] for j in submitted)) == 2 or True   # spread is a preference
+
+
+def test_steady_state_is_one_squeue_per_cycle(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    ctl.cycle()
+    publish_all(shim_state)
+    (shim_state / "calls.log").write_text("")
+    for _ in range(5):
+        clock.sleep(10)
+        ctl.cycle()
+    assert [c[0] for c in calls(shim_state)] == ["squeue"] * 5
+
+
+def test_second_job_spreads_to_another_node(root, shim_state):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    ctl.cycle()
+    (root / ".env").write_text('SERVICE_LIST="hello-python/2"\n')
+    ctl.settings = settings.load(layout)
+    clock.sleep(10)
+    ctl.cycle()
+    sbatches = [c for c in calls(shim_state) if c[0] == "sbatch"]
+    assert "--exclude=node1" in sbatches[1]
+    assert [j["nodes"] for j in jobs_file(shim_state)] == ["node1", "node2"]
+
+
+def test_spread_falls_back_when_every_node_is_excluded(root, shim_state, monkeypatch):
+    monkeypatch.setenv("FS_SHIM_NODES", "node1")
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    ctl.cycle()
+    (root / ".env").write_text('SERVICE_LIST="hello-python/2"\n')
+    ctl.settings = settings.load(layout)
+    clock.sleep(10)
+    ctl.cycle()
+    assert len(jobs_file(shim_state)) == 2
+    sbatches = [c for c in calls(shim_state) if c[0] == "sbatch"]
+    assert "--exclude=node1" in sbatches[1] and not any(a.startswith("--exclude") for a in sbatches[2])
+
+
+def test_slurm_down_is_unknown_not_empty(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    ctl.cycle()
+    publish_all(shim_state)
+    clock.sleep(10)
+    ctl.cycle()
+    watch = os.path.join(layout.watch, "hello-python.yml")
+    before = open(watch).read()
+    (shim_state / "fail-squeue").write_text("slurm_load_jobs error: Unable to contact slurm controller\n")
+    (shim_state / "calls.log").write_text("")
+    for _ in range(3):
+        clock.sleep(10)
+        assert ctl.cycle() is False
+    assert [c[0] for c in calls(shim_state)] == ["squeue"] * 3      # no sbatch, no scancel
+    assert open(watch).read() == before                               # routes kept
+    assert ctl.next_observe_delay() == 40                             # backoff: 10, 20, 40 ...
+    assert state.load(layout.state_file).slurm_ok is False
+    (shim_state / "fail-squeue").unlink()
+    clock.sleep(40)
+    assert ctl.cycle() is True and ctl.next_observe_delay() == 10
+
+
+def test_hanging_squeue_times_out_as_unknown(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    ctl.slurm.timeout = 1
+    (shim_state / "hang-squeue").write_text("5")
+    assert ctl.cycle() is False
+    assert not [c for c in calls(shim_state) if c[0] == "sbatch"]
+
+
+def test_dead_backend_leaves_the_config_on_a_probe_tick(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    ctl.cycle()
+    publish_all(shim_state)
+    clock.sleep(10)
+    ctl.cycle()
+    watch = os.path.join(layout.watch, "hello-python.yml")
+    first = [j for j in jobs_file(shim_state)][0]
+    dead = "http://%s:%d" % (first["nodes"], 40000 + int(first["id"]) % 1000)
+    assert dead in open(watch).read()
+    prober.dead.add(dead)
+    (shim_state / "calls.log").write_text("")
+    clock.sleep(2)
+    ctl.tick()
+    assert dead not in open(watch).read()
+    assert calls(shim_state) == []                                    # a tick never calls Slurm
+
+
+def test_lowering_n_cancels_only_our_jobs(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    ctl.cycle()
+    # A job of the same name that this loop did not submit (the user's own).
+    foreign = root / "own.sub"
+    foreign.write_text("#!/bin/bash\n#SBATCH --job-name hello-python\nsleep 1\n")
+    os.system("sbatch --parsable %s >/dev/null" % foreign)
+    (root / ".env").write_text('SERVICE_LIST="hello-python/0"\n')
+    ctl.settings = settings.load(layout)
+    clock.sleep(10)
+    ctl.cycle()
+    cancels = [c for c in calls(shim_state) if c[0] == "scancel"]
+    ours = sorted(j["id"] for j in jobs_file(shim_state)[:2])
+    assert cancels == [["scancel"] + ours] or sorted(cancels[0][1:]) == ours
+    states = {j["id"]: j["state"] for j in jobs_file(shim_state)}
+    assert [s for i, s in states.items() if i not in ours] == ["R"]
+
+
+def test_memory_survives_a_restart(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    ctl.cycle()
+    (shim_state / "calls.log").write_text("")
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+                            probe_all=prober)
+    clock.sleep(1)
+    again.cycle()
+    assert [c[0] for c in calls(shim_state)] == ["squeue"]           # nothing submitted twice
+    assert all(m.owned for m in again.snapshot.memory.jobs.values())
+
+
+def test_sbatch_rejected_backs_off(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    (shim_state / "fail-sbatch").write_text("sbatch: error: QOSMaxSubmitJobPerUserLimit\n")
+    ctl.cycle()
+    assert len([c for c in calls(shim_state) if c[0] == "sbatch"]) == 1   # not once per missing job
+    svc = state.load(layout.state_file).memory.services["hello-python"]
+    assert "QOSMaxSubmitJobPerUserLimit" in svc.last_error and svc.failures == 1
+    clock.sleep(5)
+    ctl.cycle()
+    assert len([c for c in calls(shim_state) if c[0] == "sbatch"]) == 1   # still backing off
+    clock.sleep(6)
+    ctl.cycle()
+    assert len([c for c in calls(shim_state) if c[0] == "sbatch"]) == 2
+
+
+def test_bad_comment_is_never_routed(root, shim_state):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    ctl.cycle()
+    data = json.loads((shim_state / "jobs.json").read_text())
+    data["jobs"][0]["comment"] = "traefik,hello-python,http://{{evil}}:80"
+    (shim_state / "jobs.json").write_text(json.dumps(data))
+    clock.sleep(10)
+    ctl.cycle()
+    assert "servers: []" in open(os.path.join(layout.watch, "hello-python.yml")).read()
+    assert "{{" in state.load(layout.state_file).memory.jobs[data["jobs"][0]["id"]].comment_problem
+
+
+def test_bad_template_keeps_last_good_config(root, shim_state):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    ctl.cycle()
+    publish_all(shim_state)
+    clock.sleep(10)
+    ctl.cycle()
+    watch = os.path.join(layout.watch, "hello-python.yml")
+    good = open(watch).read()
+    with open(os.path.join(layout.services, "hello-python", "hello-python.yml"), "a") as handle:
+        handle.write("      loadBalancr: {}\n")
+    clock.sleep(10)
+    ctl.cycle()
+    assert open(watch).read() == good
+    assert "hello-python.yml" in state.load(layout.state_file).service_errors["hello-python"]
+
+
+def test_one_loop_per_root(root, shim_state):
+    """fcntl locks are per process, so the second loop must be another process."""
+    (root / ".env").write_text('SERVICE_LIST="hello-python/1"\n')
+    layout = settings.Layout(str(root))
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    with loop.RootLock(layout.lock_file):
+        done = subprocess.run([sys.executable, "-m", "forever_slurm", "--root", str(root), "run", "--once"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              env=dict(os.environ, PYTHONPATH=src), timeout=60)
+    assert done.returncode == 1
+    assert "another forever-slurm loop (pid %d)" % os.getpid() in done.stderr
+    assert not [c for c in calls(shim_state) if c[0] == "sbatch"]
