@@ -152,3 +152,13 @@ def test_bundled_templates_round_trip():
         with open(path, encoding="utf-8") as handle:
             data = yamlish.load(handle.read(), path)
         assert yamlish.load(yamlish.dump(data), path) == data
+
+
+def test_line_numbers_follow_newlines_only():
+    text = "a: \"x\\fy\"\r\nb:\r\n  c: 1\r\n"
+    doc = yamlish.parse(text, "crlf.yml")
+    assert doc.data == {"a": "x\fy", "b": {"c": 1}}
+    assert doc.line_of(("b", "c")) == 3
+    with pytest.raises(ConfigError) as caught:
+        yamlish.load("a: 1\n# form\ffeed in a comment\nb: 1\nb: 2\n", "ff.yml")
+    assert caught.value.line == 4

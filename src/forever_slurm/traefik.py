@@ -94,7 +94,7 @@ def load_template(path, service):
 
 def parse_template(text, path, service):
     """Like load_template, from text already read (bundled templates come from pkgutil)."""
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
         if "{{" in line:
             raise ConfigError("'{{' is not allowed: Traefik treats its files as Go templates; remove it",
                               path, number)

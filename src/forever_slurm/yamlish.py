@@ -69,13 +69,14 @@ def _lines(text, path):
     seen_content = False
     if text.startswith("\ufeff"):
         text = text[1:]
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.lstrip(" ")
-        indent = len(raw) - len(stripped)
-        body = stripped.strip()
-        if stripped.startswith("\t") and body:
-            raise ConfigError("a tab is used for indentation; indent with spaces only", path, number)
+    # split("\n"), not splitlines(): the latter also breaks on \f, \x1c, U+2028..., and line numbers
+    # must match what an editor shows.
+    for number, raw in enumerate(text.split("\n"), 1):
+        stripped = raw.rstrip("\r").lstrip(" ")
+        indent = len(raw) - len(raw.lstrip(" "))
         body = stripped.rstrip()
+        if stripped.startswith("\t") and body.strip():
+            raise ConfigError("a tab is used for indentation; indent with spaces only", path, number)
         if not body or body.startswith("#"):
             continue
         if indent == 0 and (body == "---" or body.startswith("--- ")):
@@ -90,7 +91,7 @@ def _lines(text, path):
         if indent == 0 and (body == "..." or body.startswith("... ")):
             raise ConfigError("'...' (end of document) is not supported; remove it", path, number)
         if indent == 0 and body.startswith("%"):
-            raise ConfigError("YAML directives (%%...) are not supported; remove this line", path, number)
+            raise ConfigError("YAML directives (%...) are not supported; remove this line", path, number)
         seen_content = True
         result.append(_Line(number, indent, body))
     return result
