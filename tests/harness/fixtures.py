@@ -1,0 +1,54 @@
+"""Pytest fixtures that share one throwaway local Slurm cluster across a test session."""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from .slurm_cluster import LocalCluster, missing_packages
+
+
+def _reusable_cluster():
+    """The cluster $FOREVER_CLUSTER_DIR points at when it is up, else None."""
+    base_dir = os.environ.get("FOREVER_CLUSTER_DIR")
+    if not base_dir:
+        return None
+    cluster = LocalCluster(base_dir)
+    return cluster if cluster.is_up() else None
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """A running LocalCluster (3 nodes): reuses $FOREVER_CLUSTER_DIR's, else starts one in a temp dir.
+
+    Only a cluster this fixture started is stopped (and its directory removed) at session end.
+    """
+    cluster = _reusable_cluster()
+    if cluster is not None:
+        yield cluster
+        return
+    missing = missing_packages()
+    if missing:
+        pytest.skip("Slurm is not installed; run bin/install-slurm (Debian packages: %s)" % " ".join(missing))
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root")
+    # mkdtemp in /tmp, not tmp_path: slurmd's step sockets need a short path.
+    base_dir = tempfile.mkdtemp(prefix="fsc-", dir="/tmp")
+    cluster = LocalCluster(base_dir)
+    try:
+        cluster.start(timeout=60)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_cluster(local_cluster):
+    """The shared cluster with no jobs left from earlier tests and every node idle."""
+    if not local_cluster.controller_up():
+        local_cluster.start_controller()
+    assert local_cluster.cancel_all(timeout=40), "jobs from an earlier test would not go away"
+    local_cluster.wait_idle(timeout=40)
+    return local_cluster
