@@ -216,12 +216,12 @@ def cmd_uninstall(args):
 
 
 def cmd_tunnel(args):
-    from . import sshtunnel
+    from . import sshsetup
     layout = _layout(args)
     conf = settings_mod.load(layout)
     layout.make_dirs()
     _setup_file_logging(layout, "tunnel.log")
-    supervisor = sshtunnel.tunnel_from_settings(conf, layout)
+    supervisor = sshsetup.tunnel_from_settings(conf, layout)
     supervisor.run()
     return 0
 
