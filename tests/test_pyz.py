@@ -78,8 +78,13 @@ def test_pyz_alone_submits_and_routes(tmp_path, label, python):
     done = subprocess.run(cmd + ["run", "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, cwd=elsewhere, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    calls = [json.loads(line)[0] for line in (state / "calls.log").read_text().splitlines()]
-    assert calls == ["squeue", "sbatch", "sbatch"]
+    again = subprocess.run(cmd + ["run", "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, cwd=elsewhere, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    calls = [json.loads(line) for line in (state / "calls.log").read_text().splitlines()]
+    # One job per cycle, the second avoiding the first one's node (spread).
+    assert [c[0] for c in calls] == ["squeue", "sbatch", "squeue", "sbatch"]
+    assert "--exclude=node1" in calls[3]
     assert (root / ".work" / "traefik-watch" / "hello-python.yml").exists()
     assert (root / "services" / "hello-python" / "hello-python.sub").exists()   # bundled, unpacked
     assert os.access(str(root / "freeport.sh"), os.X_OK)

@@ -47,7 +47,8 @@ def test_parse_comment(comment, url, problem):
 
 
 @pytest.mark.parametrize("situation,desired,jobs,expect", [
-    ("nothing yet: submit N", 2, [], ["Submit", "Submit"]),
+    ("nothing yet: one per cycle, to spread", 2, [], ["Submit"]),
+    ("a large gap is filled at once", 6, [], ["Submit"] * 6),
     ("one missing", 2, [job(1)], ["Submit"]),
     ("pending counts", 2, [job(1), job(2, "PD")], []),
     ("exactly N", 2, [job(1), job(2, node="node2")], []),
@@ -72,6 +73,11 @@ def test_never_cancels_a_job_it_did_not_submit():
     jobs = [job(1), job(2, node="node2")]
     plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs, owned=False), 1000.0, POLICY)
     assert plan.actions == []
+
+
+def test_without_spread_all_missing_jobs_go_at_once():
+    plan = rc.plan({"svc": 3}, [], rc.empty_memory(), 1000.0, POLICY._replace(spread=False))
+    assert kinds(plan.actions) == ["Submit"] * 3
 
 
 def test_spread_excludes_nodes_already_running_the_service():

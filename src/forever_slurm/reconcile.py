@@ -20,6 +20,7 @@ class Policy(NamedTuple):
     default_startup: float = 60.0   # start-up guess before any job of the service was measured
     spread: bool = True
     spread_patience: float = 60.0   # then a pending job may run on any node after all
+    spread_ramp_max: int = 4        # up to this many missing jobs are submitted one per cycle
     expect_timeout: float = 120.0   # a submitted job not seen by then is considered lost
     crash_window: float = 120.0     # a job ending sooner after its start counts as a crash
     publish_timeout: float = 600.0  # a running job with no URL by then counts as a crash
@@ -318,6 +319,10 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True):
             count = max(0, min(need, room, policy.max_submit_per_cycle - submitted_total))
             if count and now < svc.next_try:
                 count = 0
+            if policy.spread and 1 < count <= policy.spread_ramp_max:
+                # Where Slurm puts a job is known only once it runs: submit one per cycle, so the
+                # next one can avoid its node. Larger gaps are filled at once (capacity first).
+                count = 1
             if count:
                 exclude = ()
                 if policy.spread:

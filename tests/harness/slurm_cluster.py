@@ -220,6 +220,56 @@ def munge_works(sock=None):
         return False
 
 
+def process_table():
+    """{pid: (ppid, comm)} for every process we can read."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    head, rest = f.read().rsplit(")", 1)
+                table[int(name)] = (int(rest.split()[1]), head.split("(", 1)[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return table
+
+
+def pid_environ_has(pid, entry):
+    """True when pid's environment holds entry ('KEY=value')."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return entry.encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def leftover_job_steps(conf):
+    """Pids of slurmstepd processes launched for the cluster using conf, and all their descendants.
+
+    They inherit SLURM_CONF from our slurmd, which is how we know they are ours.
+    """
+    table = process_table()
+    found = [pid for pid, (_, comm) in table.items()
+             if comm == "slurmstepd" and pid_environ_has(pid, "SLURM_CONF=" + conf)]
+    children = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    todo, seen = list(found), []
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.append(pid)
+            todo.extend(children.get(pid, []))
+    return seen
+
+
+def kill_quietly(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
 def tail(path, n):
     """Last n lines of a text file, or a note that it is missing."""
     try:
@@ -498,11 +548,21 @@ class LocalCluster(object):
         pids = self._read_pids()
         if not pids:
             return
+        slurmd_alive = any(pid_is(pid, self.conf) for pid in pids.get("slurmd", {}).values())
+        if slurmd_alive and not pid_is(pids.get("slurmctld"), self.conf):
+            # Mid-outage: only the controller can cancel the jobs still running on the nodes.
+            try:
+                self.start_controller(timeout=20)
+            except ClusterError:
+                pass
+            pids = self._read_pids()
         if pid_is(pids.get("slurmctld"), self.conf):
             self.cancel_all(timeout=10)
         for name in sorted(pids.get("slurmd", {})):
             self._terminate(pids["slurmd"][name], self.conf, timeout)
         self._terminate(pids.get("slurmctld"), self.conf, timeout)
+        for pid in leftover_job_steps(self.conf):
+            kill_quietly(pid, signal.SIGKILL)
         self._terminate(pids.get("munged"), pids.get("munge_socket") or "munged", timeout)
         os.remove(self.pids_file)
 
