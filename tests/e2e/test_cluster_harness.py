@@ -72,6 +72,15 @@ def test_every_node_is_idle(local_cluster):
     assert set(states.values()) == {"idle"}
 
 
+def test_start_from_another_handle_reuses_the_running_cluster(local_cluster):
+    again = type(local_cluster)(local_cluster.base_dir)
+    started = time.monotonic()
+    assert again.start(timeout=30) is False
+    assert time.monotonic() - started < 5
+    assert again.is_up()
+    assert "slurmctld" in again.log_tail(5)
+
+
 def test_sbatch_timelimit_env_sets_a_one_minute_limit(local_cluster, limited_job):
     row = wait_running(local_cluster, limited_job[0])
     assert row["limit"] == "1:00"
