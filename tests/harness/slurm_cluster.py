@@ -2,7 +2,9 @@
 
 Contract: everything the cluster writes (config, state, spool, pid and log files) lives under
 base_dir; base_dir/pids.json records exactly the daemons this harness started, so another
-process (`bin/local-cluster stop`) can stop them, and nothing else. Standard library only,
+process (`bin/local-cluster stop`) can stop them, and nothing else. munge: a serving system
+munged is reused; otherwise a private munged listens on a socket under base_dir (AuthInfo), so
+clusters never share one they might stop under each other. Standard library only,
 because `make demo` runs it outside pytest. Needs root (slurmd must run job steps and munged
 must run as the munge user); `missing_packages()` says what to install when binaries are absent.
 """
