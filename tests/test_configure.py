@@ -8,7 +8,6 @@ import select
 import shutil
 import signal
 import struct
-import sys
 import termios
 import time
 
@@ -238,7 +237,7 @@ def test_menu_keeps_existing_choices_on_done(layout):
 
 def test_menu_asks_again_for_a_bad_number(layout):
     name = services.available(layout)[0]
-    script = Script({"Pick a number": ["99", "zero", menu_number(layout, name), ""],
+    script = Script({"Pick a number": ["99", "zero", name, ""],
                      "Instances of": ["-1", "two", "2"]})
     answers = configure.collect_answers(layout, script.prompter())
     assert answers[configure.SERVICE_LIST] == "%s/2" % name
@@ -391,6 +390,19 @@ def test_ctrl_c_in_the_service_menu_leaves_env_untouched(layout):
     with pytest.raises(configure.ConfigCancelled):
         configure.run_config(layout, script.prompter(), say=script.say)
     assert not os.path.exists(layout.env_file)
+
+
+def test_ctrl_c_while_writing_leaves_env_untouched(layout, monkeypatch):
+    write(layout.env_file, "FS_SURGE=1\n")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt()
+    monkeypatch.setattr(configure, "_backup", interrupted)
+    with pytest.raises(configure.ConfigCancelled, match="nothing was changed"):
+        configure.run_config(layout, configure.Prompter(no_input, no_input), overrides=["FS_SURGE=3"],
+                             assume_yes=True, say=lambda text="": None)
+    assert read(layout.env_file) == "FS_SURGE=1\n"
+    assert leftovers(layout.root) == []
 
 
 # ---------------------------------------------------------------- run_config
