@@ -1,8 +1,8 @@
 """Fast tests of the ssh tunnel supervisor and setup: fake clock, fake ssh, fake probe."""
 
-import io
 import logging
 import os
+import queue
 import stat
 import subprocess
 
@@ -36,10 +36,11 @@ Host key verification failed.
 class World:
     """Fake time, login nodes that go up and down, and the ssh processes started against them."""
 
-    def __init__(self, down=None, broken=None):
+    def __init__(self, down=None, dead_link=None, no_traefik=None):
         self.now = 0.0
-        self.down = down or (lambda node, t: False)          # is node's sshd down at time t?
-        self.broken = broken or (lambda node, t: False)      # does Traefik behind node stop answering?
+        self.down = down or (lambda node, t: False)              # is node's sshd down at time t?
+        self.dead_link = dead_link or (lambda node, t: False)    # ssh alive but nothing gets through?
+        self.no_traefik = no_traefik or (lambda node, t: False)  # link fine, nothing listens behind it?
         self.procs = []
 
     def clock(self):
@@ -65,10 +66,36 @@ class World:
         live = self.live()
         if not live:
             return sshtunnel.PROBE_REFUSED
-        return sshtunnel.PROBE_NO_ANSWER if self.broken(live[-1].node, self.now) else sshtunnel.PROBE_OK
+        ssh = live[-1]
+        if self.dead_link(ssh.node, self.now):
+            return sshtunnel.PROBE_NO_ANSWER
+        if self.no_traefik(ssh.node, self.now):
+            ssh.stderr.put("channel 3: open failed: connect failed: Connection refused")
+            return sshtunnel.PROBE_NO_ANSWER
+        return sshtunnel.PROBE_OK
 
     def reachable(self, node):
         return not self.down(node, self.now)
+
+
+class Pipe:
+    """ssh's stderr: lines arrive while it runs; reading ends when it exits."""
+
+    def __init__(self):
+        self.queue = queue.Queue()
+
+    def put(self, line):
+        self.queue.put(line + "\n")
+
+    def close(self):
+        self.queue.put(None)
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get(timeout=30)
+            if item is None:
+                return
+            yield item
 
 
 class FakeSsh:
@@ -81,22 +108,25 @@ class FakeSsh:
         self.pid = 1000 + len(world.procs)
         self.returncode = None
         self.terminated = False
+        self.stderr = Pipe()
         if world.down(node, world.now):
-            self.returncode = 255
-            text = "ssh: connect to host %s port 22: Connection refused\n" % node
-        else:
-            text = "Connection to %s closed by remote host.\n" % node
-        self.stderr = io.StringIO(text)
+            self._exit(255, "ssh: connect to host %s port 22: Connection refused" % node)
+
+    def _exit(self, code, line=None):
+        if self.returncode is None:
+            self.returncode = code
+            if line:
+                self.stderr.put(line)
+            self.stderr.close()
 
     def poll(self):
         if self.returncode is None and self.world.down(self.node, self.world.now):
-            self.returncode = 255
+            self._exit(255, "Connection to %s closed by remote host." % self.node)
         return self.returncode
 
     def terminate(self):
         self.terminated = True
-        if self.returncode is None:
-            self.returncode = -15
+        self._exit(-15)
 
     kill = terminate
 
@@ -116,6 +146,8 @@ class StopAt:
 
 
 def supervisor(world, nodes=("login1",), **tuning):
+    # A short settle: fake ssh writes its "open failed" line before the probe returns.
+    tuning.setdefault("settle", 0.05)
     return sshtunnel.Supervisor(lambda node: ["ssh", "-N", node], list(nodes), world.probe,
                                 popen=world.popen, clock=world.clock, sleep=world.sleep, **tuning)
 
@@ -229,8 +261,8 @@ def test_a_single_node_is_never_abandoned():
 # ---------------------------------------------------------------- end-to-end probe
 
 def test_a_tunnel_that_stops_forwarding_is_restarted_after_k_failures(caplog):
-    world = World(broken=lambda node, t: 50 <= t < 70)
-    sup = supervisor(world, probe_interval=5, probe_failures=3)
+    world = World(dead_link=lambda node, t: 50 <= t < 70)
+    sup = supervisor(world, probe_interval=5, probe_failures=3, settle=0.002)
     with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
         sup.run(StopAt(world, 120))
     first = world.procs[0]
@@ -241,18 +273,53 @@ def test_a_tunnel_that_stops_forwarding_is_restarted_after_k_failures(caplog):
 
 
 def test_one_failed_probe_does_not_restart():
-    world = World(broken=lambda node, t: 50 <= t < 50.1)
+    world = World(dead_link=lambda node, t: 50 <= t < 50.1)
     supervisor(world, probe_interval=5, probe_failures=3).run(StopAt(world, 120))
     assert len(world.procs) == 1
 
 
 def test_a_start_that_never_answers_times_out_and_counts_as_failed():
-    world = World(broken=lambda node, t: node == "login1")
-    sup = supervisor(world, nodes=["login1", "login2"], start_timeout=20, failover_after=2)
+    world = World(dead_link=lambda node, t: node == "login1")
+    sup = supervisor(world, nodes=["login1", "login2"], start_timeout=20, failover_after=2, settle=0.002)
     sup.run(StopAt(world, 120))
     order = [node for _, node in world.starts()]
     assert order[:3] == ["login1", "login1", "login2"]
     assert world.procs[0].terminated and last_state(sup) == "up"
+
+
+def test_traefik_down_behind_a_working_ssh_keeps_ssh_and_logs_once(caplog):
+    world = World(no_traefik=lambda node, t: 50 <= t < 150)
+    sup = supervisor(world, probe_interval=5, probe_failures=3, settle=2.0)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 200))
+    assert len(world.procs) == 1, "ssh was restarted although the login node answered"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    behind = [l for l in lines if "nothing answers behind it" in l]
+    assert len(behind) == 1 and "Traefik running there?" in behind[0]
+    assert [state for _, state, _ in sup.history] == ["up", "connected", "up"]
+
+
+def test_with_several_nodes_an_empty_login_node_is_left_for_the_next(caplog):
+    world = World(no_traefik=lambda node, t: node == "login1")
+    sup = supervisor(world, nodes=["login1", "login2"], start_timeout=20, settle=2.0)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 100))
+    assert [node for _, node in world.starts()] == ["login1", "login2"]
+    assert world.procs[1].started - world.procs[0].started <= 20 + 5 + 1 + 1
+    assert last_state(sup) == "up" and sup.node == "login2"
+    assert any("switching from login1 to login2: nothing answered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_refused_forward_is_explained(caplog):
+    world = World(no_traefik=lambda node, t: True)
+    explain = lambda lines, node: sshtunnel.diagnose(  # noqa: E731
+        [l.replace("connect failed: Connection refused", "administratively prohibited: open failed")
+         for l in lines], node, "/kh", "/k")
+    sup = supervisor(world, explain=explain, settle=2.0)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 30))
+    assert len(world.procs) == 1
+    assert any("permitopen" in r.getMessage() for r in caplog.records)
 
 
 def test_stop_event_ends_run_and_stops_ssh():
@@ -286,7 +353,7 @@ def test_switching_nodes_is_logged(caplog):
     world = World(down=lambda node, t: node == "login1")
     with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
         supervisor(world, nodes=["login1", "login2"]).run(StopAt(world, 30))
-    assert any("switching to login2" in r.getMessage() for r in caplog.records)
+    assert any("switching from login1 to login2" in r.getMessage() for r in caplog.records)
 
 
 def test_down_line_carries_the_diagnosis(caplog):

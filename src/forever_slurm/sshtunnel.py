@@ -152,6 +152,8 @@ class SshProcess:
         self.proc = popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, universal_newlines=True)
         self.tail = collections.deque(maxlen=tail_lines)
+        self.count = 0
+        self._changed = threading.Condition()
         # A thread drains stderr so ssh never blocks on a full pipe and its last words are kept.
         self._reader = threading.Thread(target=self._read, name="ssh-stderr", daemon=True)
         self._reader.start()
@@ -161,7 +163,10 @@ class SshProcess:
             for line in self.proc.stderr:
                 line = line.rstrip()
                 if line:
-                    self.tail.append(line)
+                    with self._changed:
+                        self.tail.append(line)
+                        self.count += 1
+                        self._changed.notify_all()
         except (OSError, ValueError):
             pass
 
@@ -191,6 +196,14 @@ class SshProcess:
             self._reader.join(timeout=1.0)
         return list(self.tail)
 
+    def lines_since(self, mark, wait=0.0):
+        """The lines ssh wrote after its mark-th line, waiting up to wait seconds for one to arrive."""
+        with self._changed:
+            if wait > 0 and self.count <= mark:
+                self._changed.wait_for(lambda: self.count > mark, timeout=wait)
+            new = min(self.count - mark, len(self.tail))
+            return list(self.tail)[-new:] if new > 0 else []
+
 
 def _noise(line):
     """ssh lines that say nothing about a failure."""
@@ -209,9 +222,10 @@ class Supervisor:
                  sleep=time.sleep, reachable=None, explain=None, describe="tunnel",
                  tick=0.5, probe_interval=5.0, probe_failures=3, start_timeout=20.0,
                  backoff_initial=1.0, backoff_max=60.0, healthy_reset=30.0, failover_after=3,
-                 reach_interval=0.5):
+                 reach_interval=0.5, settle=0.2):
         """argv_for_node(node) -> ssh argv; probe() -> PROBE_*; reachable(node) -> bool or None to
-        disable early reconnects; explain(stderr_lines, node) -> (message, line) or None."""
+        disable early reconnects; explain(stderr_lines, node) -> (message, line) or None; settle: seconds
+        to wait for ssh's "open failed" line after a probe got no answer."""
         if not nodes:
             raise ValueError("Supervisor needs at least one login node")
         self.argv_for_node = argv_for_node
@@ -232,6 +246,7 @@ class Supervisor:
         self.healthy_reset = healthy_reset
         self.failover_after = failover_after
         self.reach_interval = reach_interval
+        self.settle = settle
         self.index = 0
         self.delay = backoff_initial
         self.failed_starts = 0
@@ -253,18 +268,21 @@ class Supervisor:
             outcome, stderr = self._run_once(self.node, stop)
             if outcome == "stopped":
                 break
-            if outcome == "failed":
-                self.failed_starts += 1
-            else:
+            if outcome == "lost":
                 self.failed_starts = 0
-            if len(self.nodes) > 1 and self.failed_starts >= self.failover_after:
+            else:
+                self.failed_starts += 1
+            several = len(self.nodes) > 1
+            if several and (outcome == "empty" or self.failed_starts >= self.failover_after):
                 old = self.node
                 self.index = (self.index + 1) % len(self.nodes)
                 self.failed_starts = 0
                 self._last_message = None
-                log.warning("%s: %s stayed down after %d tries; switching to %s",
-                            self.describe, old, self.failover_after, self.node)
-                continue
+                why = ("nothing answered behind it" if outcome == "empty"
+                       else "it stayed down after %d tries" % self.failover_after)
+                log.warning("%s: switching from %s to %s: %s", self.describe, old, self.node, why)
+                if outcome != "empty":
+                    continue
             wait = self.delay
             self.delay = min(self.delay * 2, self.backoff_max)
             watch = self.reachable is not None and any(_CONNECT_FAILED in l for l in stderr)
@@ -295,7 +313,11 @@ class Supervisor:
         self._set_state("down", message, logging.WARNING)
 
     def _run_once(self, node, stop):
-        """Start ssh for node and watch it; returns (outcome, stderr lines): stopped, failed or lost."""
+        """Start ssh for node and watch it until it fails or stop is set.
+
+        Returns (outcome, stderr lines); outcome is stopped, failed (never came up), lost (was up),
+        or empty (ssh works but nothing answered behind it, and another node may do better).
+        """
         argv = self.argv_for_node(node)
         log.debug("%s: starting %s", self.describe, " ".join(argv))
         try:
@@ -306,23 +328,27 @@ class Supervisor:
         self.starts += 1
         started = self.clock()
         up_since = None
+        empty_since = None
         failures = 0
         next_probe = started
-        outcome = None
         try:
-            while outcome is None:
-                if stop.is_set():
-                    outcome = "stopped"
-                    break
+            while not stop.is_set():
                 if ssh.exited():
                     lines = ssh.stderr_lines()
                     self._down(node, "ssh exited with status %s" % ssh.returncode(), lines)
                     return ("lost" if up_since is not None else "failed"), lines
                 now = self.clock()
                 if now >= next_probe:
+                    mark = ssh.count
                     result = self.probe()
+                    behind = []
+                    if result == PROBE_NO_ANSWER:
+                        # ssh reports "open failed" just before it closes our connection; give its
+                        # stderr reader a moment to catch that line.
+                        behind = [l for l in ssh.lines_since(mark, wait=self.settle) if "open failed" in l]
                     if result == PROBE_OK:
                         failures = 0
+                        empty_since = None
                         if up_since is None:
                             up_since = now
                             after = ("" if self._down_since is None
@@ -331,16 +357,32 @@ class Supervisor:
                             self._set_state("up", "up via %s%s" % (node, after))
                         elif now - up_since >= self.healthy_reset and self.delay != self.backoff_initial:
                             self.delay = self.backoff_initial
+                            self.failed_starts = 0
                         next_probe = now + self.probe_interval
-                    elif up_since is None:
+                    elif behind:
+                        # The login node answered the forward request: ssh is healthy, so restarting it
+                        # would not help. Only another login node might have a Traefik that answers.
+                        failures = 0
+                        up_since = None
+                        if empty_since is None:
+                            empty_since = now
+                        message = ("ssh to %s works, but nothing answers behind it; ssh said: %s"
+                                   % (node, behind[-1]))
+                        found = self.explain(behind, node) if self.explain is not None else None
+                        if found:
+                            message += " -> " + found[0]
+                        elif "connect failed" in behind[-1]:
+                            message += " -> is forever-slurm's Traefik running there?"
+                        self._set_state("connected", message)
+                        if len(self.nodes) > 1 and now - empty_since >= self.start_timeout:
+                            return "empty", ssh.stop()
+                        next_probe = now + self.probe_interval
+                    elif up_since is None and self.state != "connected":
                         if now - started >= self.start_timeout:
                             lines = ssh.stop()
                             self._down(node, "no answer through the tunnel within %gs" % self.start_timeout,
                                        lines)
                             return "failed", lines
-                        if result == PROBE_NO_ANSWER and self.state != "connected":
-                            self._set_state("connected", "ssh to %s is connected, but nothing answers behind "
-                                            "it yet (is forever-slurm's Traefik running there?)" % node)
                         next_probe = now + self.tick
                     else:
                         failures += 1
@@ -348,12 +390,12 @@ class Supervisor:
                             lines = ssh.stop()
                             self._down(node, "the tunnel stopped forwarding (%d probes without an answer); "
                                        "restarting ssh" % failures, lines)
-                            return "lost", lines
+                            return ("lost" if up_since is not None else "failed"), lines
                         next_probe = now + self.probe_interval
                 self.sleep(self.tick)
         finally:
             ssh.stop()
-        return outcome, []
+        return "stopped", []
 
     def _wait(self, seconds, stop, watch):
         """Back off for seconds; when the node was unreachable, reconnect as soon as it answers again."""

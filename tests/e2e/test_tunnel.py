@@ -24,7 +24,7 @@ NODE = "127.0.0.1"
 class Backend:
     """An HTTP server on a free loopback port that counts requests and answers with its own marker."""
 
-    def __init__(self, marker):
+    def __init__(self, marker, port=0):
         self.marker = marker.encode()
         self.hits = 0
         backend = self
@@ -40,7 +40,7 @@ class Backend:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.HTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
                                        daemon=True)
@@ -137,6 +137,24 @@ def test_a_request_through_the_tunnel_reaches_the_backend(root, backend):
         assert wait_for(lambda: sup.state == "up", 10)
     assert backend.hits >= 1
     assert fetch(settings.ssh_local_port, timeout=1) is None, "ssh still forwards after the supervisor stopped"
+
+
+def test_traefik_down_behind_the_tunnel_is_told_apart_from_a_broken_tunnel(root, backend):
+    layout, settings = root
+    sup = sshsetup.tunnel_from_settings(settings, layout, probe_interval=0.5)
+    with Running(sup):
+        assert wait_for(lambda: sup.state == "up", 20)
+        backend.close()
+        assert wait_for(lambda: sup.state == "connected", 15), sup.state
+        starts = sup.starts
+        time.sleep(3)  # several probes get no answer: the healthy ssh must not be restarted
+        assert sup.starts == starts and sup.state == "connected"
+        again = Backend(backend.marker.decode(), port=backend.port)
+        try:
+            assert wait_for(lambda: sup.state == "up", 15)
+            assert fetch(settings.ssh_local_port) == backend.marker.decode()
+        finally:
+            again.close()
 
 
 def test_the_tunnel_comes_back_by_itself_when_sshd_returns(root, backend, server):
