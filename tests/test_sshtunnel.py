@@ -516,3 +516,36 @@ def test_tunnel_from_settings_builds_the_strict_argv(tmp_path):
     assert argv[-1] == "alice@login2" and argv[argv.index("-p") + 1] == "2222"
     assert argv[argv.index("-L") + 1] == "127.0.0.1:15015:127.0.0.1:13013"
     assert "UserKnownHostsFile=%s" % kh in argv and "StrictHostKeyChecking=yes" in argv
+
+
+def test_run_until_signalled_stops_on_sigterm_and_restores_the_handler():
+    import signal
+    world = World()
+    sup = supervisor(world)
+    real_sleep = world.sleep
+    sent = []
+
+    def sleep(seconds):
+        real_sleep(seconds)
+        if world.now >= 5 and not sent:
+            sent.append(world.now)
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert world.now < 60, "SIGTERM did not stop the supervisor"
+
+    sup.sleep = sleep
+    before = signal.getsignal(signal.SIGTERM)
+    assert sshtunnel.run_until_signalled(sup) == 0
+    assert sent and world.procs[0].terminated
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_configure_ssh_explains_a_forward_refused_by_an_old_authorized_line(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\n" % (tmp_path / "id"))
+    said = []
+
+    def old_line_contact(*args, **kwargs):
+        return sshsetup.Contact("login1", False, ["channel 1: open failed: administratively prohibited: open failed"])
+
+    sshsetup.configure_ssh(settings, layout, lambda prompt, default: default, said.append, [], ssh_bin="ssh",
+                           contact=old_line_contact)
+    assert any("ssh logs in, but" in s and "permitopen" in s for s in said), said

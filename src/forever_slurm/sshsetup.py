@@ -120,6 +120,8 @@ def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=No
 
     accept_new records an unknown host key (first contact); a changed key is refused either way.
     """
+    # A spare port, not FS_SSH_LOCAL_PORT: a running tunnel may hold that one. The ssh runs under
+    # SshProcess (Popen) because `ssh -N` never exits by itself, which proc.run cannot wait out.
     local = free_port()
     checking = "accept-new" if accept_new else "yes"
     argv = sshtunnel.ssh_argv(ssh_bin, node, user, key_path, known_hosts, local, remote_port, ssh_port,
@@ -252,8 +254,11 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
             except ForeverError as exc:
                 say("The test failed: %s" % exc)
                 continue
+            found = sshtunnel.diagnose(seen.stderr, node, known_hosts, key_path, ssh_port, line)
             if seen.answered:
                 say("%s%s: the tunnel works and Traefik answers through it." % (where, node))
+            elif found:
+                say("%s%s: ssh logs in, but %s" % (where, node, found[0]))
             else:
                 say("%s%s: ssh logs in and forwards, but nothing answered on 127.0.0.1:%d there yet. "
                     "Start forever-slurm on the login node; the tunnel will pick it up." % (where, node, remote))

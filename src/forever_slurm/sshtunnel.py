@@ -9,6 +9,7 @@ one stays down. The clock, sleep, popen and probe are passed in so tests simulat
 import collections
 import logging
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -411,3 +412,19 @@ class Supervisor:
                     return
                 next_look = now + self.reach_interval
             self.sleep(min(self.tick, end - now))
+
+
+def run_until_signalled(supervisor, signals=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+    """Run supervisor in the main thread until one of signals arrives; ssh is stopped on the way out."""
+    stop = threading.Event()
+
+    def handle(signum, frame):
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in signals}
+    try:
+        supervisor.run(stop)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 0
