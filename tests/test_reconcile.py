@@ -20,7 +20,8 @@ def ready_memory(jobs, owned=True, now=1000.0, ready=True):
         url, _ = rc.parse_comment(j.comment, j.name)
         mem[j.job_id] = rc.JobMemory(service=j.name, owned=owned, submitted_at=now - 100, seen_at=now - 90,
                                      running_since=now - 80 if j.running else None, url=url or "",
-                                     ready_since=now - 70 if (ready and j.running and url) else None)
+                                     ready_since=now - 70 if (ready and j.running and url) else None,
+                                     ever_ready=bool(ready and j.running and url))
     return rc.Memory(jobs=mem, services={})
 
 
@@ -131,14 +132,15 @@ def test_backoff_doubles_to_five_minutes():
 
 def test_crash_soon_after_start_counts_and_healthy_end_does_not():
     crashed = rc.JobMemory(service="svc", owned=True, submitted_at=900, seen_at=905, running_since=910,
-                           url="http://n:1", ready_since=912)
+                           url="http://n:1", ready_since=912, ever_ready=True)
     old = rc.JobMemory(service="svc", owned=True, submitted_at=0, seen_at=5, running_since=10,
-                       url="http://n:2", ready_since=12)
+                       url="http://n:2", ready_since=12, ever_ready=True)
     memory = rc.Memory({"1": crashed, "2": old}, {})
-    memory, events = rc.absorb(memory, [], {"svc"}, 1000.0, POLICY)
+    ended = [Job("1", "F", "svc", "n", None, 90, "None", ""), Job("2", "CD", "svc", "n", None, 990, "None", "")]
+    memory, events = rc.absorb(memory, ended, {"svc"}, 1000.0, POLICY)
     assert memory.services["svc"].failures == 1
-    assert any("ended 90s after it started" in e for e in events)
-    assert any("job 2 of svc ended after 990s" in e for e in events)
+    assert any("ended (F) 90s after it started" in e for e in events)
+    assert any("job 2 of svc ended (CD) after 990s" in e for e in events)
 
 
 def test_crash_count_resets_after_ten_healthy_minutes():
@@ -148,6 +150,25 @@ def test_crash_count_resets_after_ten_healthy_minutes():
     memory = memory._replace(services={"svc": rc.ServiceMemory(failures=3, next_try=0, last_error="x")})
     plan = rc.plan({"svc": 1}, jobs, memory, 1000.0, POLICY)
     assert plan.memory.services["svc"].failures == 0
+
+
+def test_how_a_job_ended_decides_whether_it_was_a_crash():
+    def gone(state, lived=30, ever_ready=True):
+        m = rc.JobMemory(service="svc", owned=True, submitted_at=900, seen_at=905, running_since=1000 - lived,
+                         url="http://n:1", ever_ready=ever_ready)
+        ended = [Job("1", state, "svc", "node1", None, lived, "None", "")] if state else []
+        memory, events = rc.absorb(rc.Memory({"1": m}, {}), ended, {"svc"}, 1000.0, POLICY)
+        return memory.services.get("svc", rc.ServiceMemory()).failures, events[0]
+
+    assert gone("CA")[0] == 0 and "not counted as a crash" in gone("CA")[1]    # scancel by someone
+    assert gone("TO")[0] == 0                                                  # time limit
+    assert gone("NF")[0] == 0                                                  # node failure
+    assert gone("F")[0] == 1 and "(F)" in gone("F")[1]                         # the server failed
+    assert gone("CD")[0] == 1                                                  # exited by itself, soon
+    assert gone("CD", lived=3600)[0] == 0
+    assert gone("")[0] == 0                                                    # purged: it was ready
+    assert gone("", ever_ready=False)[0] == 1                                  # purged, never ready
+    assert gone("F", lived=3600, ever_ready=False)[0] == 1                     # never ready
 
 
 def test_publish_timeout_counts_as_a_crash_once():
@@ -226,3 +247,9 @@ class TestRenewal:
         jobs = [job(1, left=10)]
         plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
         assert plan.routes["svc"] == [rc.Server("http://node1:40001", 1)]
+
+
+def test_signal_warning_widens_the_lead():
+    svc = rc.ServiceMemory(startup=(5.0,))
+    assert rc.renew_lead(2, svc, POLICY, warning_seconds=60) == 110 + 120
+    assert rc.renew_lead(2, svc, POLICY._replace(renew_lead=30), warning_seconds=60) == 150

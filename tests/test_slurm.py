@@ -71,7 +71,7 @@ def test_observe_is_one_squeue_with_a_clean_environment():
     cluster = slurm.Slurm(run=run, environ={"SLURM_TIME_FORMAT": "standard"})
     jobs = cluster.observe()
     assert len(jobs) == 5 and len(run.calls) == 1
-    assert run.calls[0][0] == ["squeue", "--me", "-h", "-o", slurm.SQUEUE_FORMAT]
+    assert run.calls[0][0] == ["squeue", "--me", "-h", "-t", "all", "-o", slurm.SQUEUE_FORMAT]
 
 
 def test_default_environment_drops_squeue_variables(monkeypatch):

@@ -81,6 +81,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `status | head`: the reader left; say nothing more.
+        sys.stderr.close()
+        return 0
     except ForeverError as exc:
         print("forever-slurm: %s" % exc, file=sys.stderr)
         return getattr(exc, "exit_code", 1)

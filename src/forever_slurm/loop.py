@@ -90,8 +90,9 @@ class Controller:
         results = self.probe_all(targets, timeout=self.settings.probe_timeout)
         memory, events = reconcile.apply_probes(snap.memory, results, now, self.policy)
         self._log_events(events, memory)
+        warnings = {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
         result = reconcile.plan(desired, snap.jobs, memory, now, self.policy,
-                                observed_at=snap.observed_at or now, fresh=fresh)
+                                observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings)
         self._log_events(result.events, result.memory)
         memory = self._act(result.actions, result.memory, loaded, now)
         self.snapshot = self.snapshot._replace(memory=memory, routes=result.routes, desired=dict(desired),

@@ -27,7 +27,8 @@ def probe(url, path="/", timeout=2.0, expect_status=None):
     except (OSError, http.client.HTTPException) as exc:
         return ProbeResult(False, "%s: %s" % (type(exc).__name__, exc))
     ok = status == expect_status if expect_status else 200 <= status < 400
-    return ProbeResult(ok, "" if ok else "HTTP %d" % status)
+    # 503 is the server saying it is going away (draining before a stop): believe it at once.
+    return ProbeResult(ok, "" if ok else "HTTP %d" % status, refused=(status == 503 and not ok))
 
 
 def probe_all(targets, timeout=2.0, workers=16, probe_fn=probe):

@@ -9,6 +9,9 @@ and per-service crash-loop backoff.
 import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+# Final states that say something else ended the job (scancel, time limit, preemption, node failure).
+ENDED_BY_OTHERS_STATES = frozenset(["CA", "TO", "PR", "NF", "DL", "RV"])
+
 URL_RE = re.compile(r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:(\d{1,5})/?$")
 
 
@@ -41,6 +44,7 @@ class JobMemory(NamedTuple):
     url: str = ""
     comment_problem: str = ""
     ready_since: Optional[float] = None
+    ever_ready: bool = False
     probe_failures: int = 0
     probe_detail: str = ""
     drain_since: Optional[float] = None
@@ -168,25 +172,35 @@ def absorb(memory, jobs, tracked, now, policy):
                   now, policy)
             events.append("job %s of %s published no URL within %ds" % (job_id, job.name, policy.publish_timeout))
         job_mem[job_id] = new
+    ended_states = {job.job_id: job.state for job in jobs if not job.active}
+    completing = {job.job_id for job in jobs if job.state == "CG"}
     for job_id, old in sorted(memory.jobs.items()):
-        if job_id in seen:
-            continue
+        if job_id in seen or job_id in completing:
+            continue    # CG: ending, but its final state (how it ended) is not known yet
         if old.seen_at is None and old.submitted_at is not None and now - old.submitted_at < policy.expect_timeout:
             continue    # submitted, not visible yet: still expected
         del job_mem[job_id]
+        final = ended_states.get(job_id, "")
+        lived = None if old.running_since is None else now - old.running_since
+        how = " (%s)" % final if final else ""
         if old.cancelled_at is not None:
             events.append("job %s of %s is gone (cancelled by forever-slurm)" % (job_id, old.service))
             continue
-        lived = None if old.running_since is None else now - old.running_since
+        if final in ENDED_BY_OTHERS_STATES and old.seen_at is not None:
+            events.append("job %s of %s ended%s after %s; not counted as a crash" % (
+                job_id, old.service, how, "?" if lived is None else "%ds" % lived))
+            continue
         if old.seen_at is None:
             why = "never appeared in squeue"
-        elif old.ready_since is None:
-            why = "ended without becoming ready" + ("" if lived is None else " after %ds" % lived)
-        elif lived is not None and lived < policy.crash_window:
-            why = "ended %ds after it started" % lived
+        elif not old.ever_ready:
+            why = "ended%s without becoming ready" % how + ("" if lived is None else " after %ds" % lived)
+        elif final and lived is not None and lived < policy.crash_window:
+            # (A job that was ready and left no final state behind gets the benefit of the doubt:
+            # Slurm purges finished jobs after MinJobAge, 300 s by default.)
+            why = "ended%s %ds after it started" % (how, lived)
         else:
-            events.append("job %s of %s ended after %s" % (job_id, old.service,
-                                                          "?" if lived is None else "%ds" % lived))
+            events.append("job %s of %s ended%s after %s" % (job_id, old.service, how,
+                                                            "?" if lived is None else "%ds" % lived))
             continue
         _fail(services, old.service, "job %s %s" % (job_id, why), now, policy)
         events.append("job %s of %s %s; next submission of %s in %ds" % (
@@ -206,8 +220,8 @@ def apply_probes(memory, results, now, policy):
         if result.ok:
             new = old._replace(probe_failures=0, probe_detail="")
             if old.ready_since is None:
-                new = new._replace(ready_since=now)
-                if old.submitted_at is not None:
+                new = new._replace(ready_since=now, ever_ready=True)
+                if old.submitted_at is not None and not old.ever_ready:
                     svc = services.get(old.service, ServiceMemory())
                     startup = (svc.startup + (round(now - old.submitted_at, 1),))[-5:]
                     services[old.service] = svc._replace(startup=startup)
@@ -229,18 +243,23 @@ def probe_targets(memory, jobs):
     return {job_id: m.url for job_id, m in sorted(memory.jobs.items()) if job_id in running and m.url}
 
 
-def renew_lead(desired_count, service_memory, policy):
-    """Seconds before its end a job is replaced: one start-up plus drain per instance, plus a margin,
-    because with a surge of 1 the instances are renewed one after the other."""
+def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
+    """Seconds before its end a job is replaced: one start-up plus drain per instance, plus a margin
+    (with a surge of 1 the instances are renewed one after the other), or FS_RENEW_LEAD; plus the
+    script's own --signal warning time and the 60 s Slurm may send it early, so that the job is
+    drained before its server starts to stop."""
     if policy.renew_lead is not None:
-        return policy.renew_lead
-    startup = max(service_memory.startup) if service_memory.startup else policy.default_startup
-    return max(desired_count, 1) * (startup + policy.drain_seconds) + policy.renew_margin
+        lead = policy.renew_lead
+    else:
+        startup = max(service_memory.startup) if service_memory.startup else policy.default_startup
+        lead = max(desired_count, 1) * (startup + policy.drain_seconds) + policy.renew_margin
+    return lead + (warning_seconds + 60 if warning_seconds else 0)
 
 
-def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True):
+def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None):
     """Decide actions and routes. With fresh=False (a probe-only tick on an older observation)
-    only routing and draining change: nothing is submitted or cancelled."""
+    only routing and draining change: nothing is submitted or cancelled.
+    warnings: {service: seconds of its --signal warning} (see renew_lead)."""
     observed_at = now if observed_at is None else observed_at
     job_mem = dict(memory.jobs)
     services = dict(memory.services)
@@ -262,7 +281,7 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True):
         pending = [job for job in mine if not job.running]
         unseen = [job_id for job_id, m in job_mem.items()
                   if m.service == service and m.seen_at is None and job_id not in observed_ids]
-        lead = renew_lead(n, svc, policy)
+        lead = renew_lead(n, svc, policy, (warnings or {}).get(service, 0))
 
         def left(job):
             return None if job.time_left is None else job.time_left - (now - observed_at)

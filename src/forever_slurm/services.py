@@ -18,6 +18,7 @@ class ServiceDef(NamedTuple):
     script: str                 # the user's .sub file
     template: Optional[str]     # the user's .yml file, or None for the generated default
     script_sets_output: bool    # the .sub has its own #SBATCH --output
+    warning_seconds: int = 0    # '#SBATCH --signal=...@N': the job is warned N s (up to N+60) before its end
 
 
 def bundled_names():
@@ -100,10 +101,17 @@ def load(layout, name):
     if job_name != name:
         raise ConfigError("job name %r differs from the service name %r; forever-slurm counts jobs by "
                           "their name, so set '#SBATCH --job-name %s'" % (job_name, name, name), script, line)
-    sets_output = any(opt in ("--output", "-o") for _, opt, _ in slurm.sbatch_options(text))
+    options = slurm.sbatch_options(text)
+    sets_output = any(opt in ("--output", "-o") for _, opt, _ in options)
+    warning = 0
+    for _, opt, value in options:
+        if opt == "--signal":
+            when = value.rpartition("@")[2] if "@" in value else "60"
+            warning = int(when) if when.isdigit() else 60
     templates = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + "*.yml")))
     return ServiceDef(name=name, folder=folder, script=script,
-                      template=templates[0] if templates else None, script_sets_output=sets_output)
+                      template=templates[0] if templates else None, script_sets_output=sets_output,
+                      warning_seconds=warning)
 
 
 def stage(layout, service):

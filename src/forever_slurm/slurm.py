@@ -129,7 +129,9 @@ class Slurm:
             if environ is None else environ
 
     def squeue_argv(self):
-        return ["squeue", "--me", "-h", "-o", SQUEUE_FORMAT]
+        # -t all: finished jobs stay visible for MinJobAge, so the loop learns how a job ended
+        # (cancelled, timed out, failed) instead of guessing from its disappearance.
+        return ["squeue", "--me", "-h", "-t", "all", "-o", SQUEUE_FORMAT]
 
     def observe(self):
         """All of this user's jobs in one squeue call. Raises CommandError: the state is then unknown."""

@@ -27,7 +27,7 @@ def collect(layout, now=None, traffic_window=300.0):
     for name in names:
         jobs = [j for j in snap.jobs if j.name == name and j.active]
         svc_mem = snap.memory.services.get(name, reconcile.ServiceMemory())
-        lead = reconcile.renew_lead(desired.get(name, 0), svc_mem, policy)
+        lead = reconcile.renew_lead(desired.get(name, 0), svc_mem, policy, _warning(layout, name))
         servers = routed.get(name, [])
         pending = [j for j in jobs if not j.running]
         seen_ids = {j.job_id for j in snap.jobs}
@@ -85,6 +85,14 @@ def collect(layout, now=None, traffic_window=300.0):
         "traefik_port": conf.traefik_port if conf else None,
     }
     return report
+
+
+def _warning(layout, name):
+    from . import services
+    try:
+        return services.load(layout, name).warning_seconds
+    except ForeverError:
+        return 0
 
 
 def _policy(conf):

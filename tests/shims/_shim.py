@@ -92,7 +92,9 @@ def squeue(store, argv):
         i += 1
     out = []
     for job in store.data["jobs"]:
-        if job["state"] not in ("PD", "R", "CG", "CF", "S"):
+        active = job["state"] in ("PD", "R", "CG", "CF", "S")
+        min_job_age = float(os.environ.get("FS_SHIM_MIN_JOB_AGE", "300"))
+        if not active and not (states and "all" in states and time.time() - job.get("ended", 0) < min_job_age):
             continue
         if states and job["state"] not in states and "all" not in states:
             continue
@@ -183,8 +185,9 @@ def scontrol(store, argv):
 def scancel(store, argv):
     ids = [a for a in argv if not a.startswith("-")]
     for job in store.data["jobs"]:
-        if job["id"] in ids:
+        if job["id"] in ids and job["state"] in ("PD", "R"):
             job["state"] = "CA"
+            job["ended"] = time.time()
     store.save()
     return 0
 

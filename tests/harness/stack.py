@@ -1,0 +1,238 @@
+"""A whole forever-slurm stack on the local cluster: a root with the built .pyz, Traefik and the loop.
+
+Shared by the real-cluster e2e tests and bench/turnover. Stdlib only. Traffic goes to 127.0.0.1 only,
+and every load loop is bounded in count and time.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def find_traefik():
+    found = shutil.which("traefik")
+    if found:
+        return found
+    venv = os.path.join(TOP, ".venv", "bin", "traefik")
+    return venv if os.path.exists(venv) else None
+
+
+class Sample(object):
+    __slots__ = ("t", "status", "body", "seconds")
+
+    def __init__(self, t, status, body, seconds):
+        self.t, self.status, self.body, self.seconds = t, status, body, seconds
+
+
+class Stack(object):
+    """Root dir + Traefik + `run` loop against a LocalCluster. Call start(), then stop()."""
+
+    def __init__(self, cluster, base_dir, services="hello-python/2", env_lines=(), service_dirs=None):
+        self.cluster = cluster
+        self.root = os.path.join(base_dir, "root")
+        self.port = free_port()
+        self.ping_port = free_port()
+        self.services = services
+        self.env_lines = list(env_lines)
+        self.service_dirs = service_dirs or {}
+        self.procs = {}
+        self.started_at = None
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def prepare(self):
+        os.makedirs(self.root, exist_ok=True)
+        # Always the current source: a stale forever_slurm.pyz at the top would test old code.
+        subprocess.check_call([sys.executable, os.path.join(TOP, "build_pyz.py"), "-o",
+                               os.path.join(self.root, "forever_slurm.pyz")], stdout=subprocess.DEVNULL)
+        for name, files in self.service_dirs.items():
+            folder = os.path.join(self.root, "services", name)
+            os.makedirs(folder, exist_ok=True)
+            for filename, text in files.items():
+                path = os.path.join(folder, filename)
+                with open(path, "w") as handle:
+                    handle.write(text)
+                if filename.endswith((".sub", ".sh")):
+                    os.chmod(path, 0o755)
+        lines = ['SERVICE_LIST="%s"' % self.services, "FS_TRAEFIK_PORT=%d" % self.port,
+                 "FS_TRAEFIK_PING_PORT=%d" % self.ping_port, "FS_TRAEFIK_BIN=%s" % find_traefik()]
+        with open(os.path.join(self.root, ".env"), "w") as handle:
+            handle.write("\n".join(lines + self.env_lines) + "\n")
+
+    def env(self, extra=None):
+        env = self.cluster.env({"PYTHONUNBUFFERED": "1"})
+        env.pop("FOREVER_ROOT", None)
+        env.update(extra or {})
+        return env
+
+    def command(self, *args):
+        return [sys.executable, os.path.join(self.root, "forever_slurm.pyz"), "--root", self.root] + list(args)
+
+    def _spawn(self, name, args, extra_env=None):
+        log = open(os.path.join(self.root, name + ".out"), "ab")
+        self.procs[name] = subprocess.Popen(self.command(*args), env=self.env(extra_env), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+
+    def start_traefik(self, timeout=20):
+        self._spawn("traefik", ["traefik"])
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self._ping():
+                return
+            time.sleep(0.1)
+        raise RuntimeError("Traefik did not answer its ping within %ss" % timeout)
+
+    def start_loop(self, extra_env=None):
+        self.started_at = time.time()
+        self._spawn("loop", ["run"], extra_env)
+
+    def start(self, extra_env=None):
+        self.prepare()
+        self.start_traefik()
+        self.start_loop(extra_env)
+        return self
+
+    def stop_loop(self):
+        self._stop("loop")
+
+    def _stop(self, name):
+        proc = self.procs.pop(name, None)
+        if proc and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    def stop(self):
+        for name in list(self.procs):
+            self._stop(name)
+        self.cluster.cancel_all(timeout=30)
+
+    # -- looking ---------------------------------------------------------------------------------
+    def _ping(self):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.ping_port, timeout=1)
+            conn.request("GET", "/ping")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
+
+    def get(self, path="/hello-python/tests", timeout=5.0):
+        started = time.time()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read().decode("utf-8", "replace")
+            conn.close()
+            return Sample(started, response.status, body, time.time() - started)
+        except (OSError, http.client.HTTPException) as exc:
+            return Sample(started, None, str(exc), time.time() - started)
+
+    def state(self):
+        try:
+            with open(os.path.join(self.root, ".work", "state.json")) as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return {}
+
+    def routed(self, service="hello-python"):
+        """URLs routed with weight > 0, per the loop's last write."""
+        return [s["url"] for s in self.state().get("routes", {}).get(service, []) if s.get("weight", 1) > 0]
+
+    def squeue(self, name="hello-python"):
+        done = self.cluster.run(["squeue", "--me", "-h", "-n", name, "-o", "%A|%t|%N|%L|%k"], timeout=20)
+        rows = []
+        for line in (done.stdout or "").splitlines():
+            parts = line.split("|", 4)
+            if len(parts) == 5:
+                rows.append({"id": parts[0], "state": parts[1], "node": parts[2], "left": parts[3],
+                             "comment": parts[4]})
+        return rows
+
+    def loop_log(self):
+        try:
+            with open(os.path.join(self.root, ".work", "log", "loop.log")) as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    def wait_for(self, predicate, timeout, interval=0.5, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError("timed out after %ss waiting for %s\n--- loop log tail ---\n%s"
+                             % (timeout, what, self.loop_log()[-3000:]))
+
+    # -- load ------------------------------------------------------------------------------------
+    def load(self, seconds, rate=10.0, path="/hello-python/tests", max_requests=5000, on_tick=None):
+        """Open-loop load: `rate` requests/s for `seconds` (bounded by max_requests), each in its own
+        thread so a slow answer does not delay the next. Returns the samples in start order."""
+        samples = []
+        lock = threading.Lock()
+        threads = []
+
+        def one():
+            sample = self.get(path)
+            with lock:
+                samples.append(sample)
+
+        start = time.time()
+        count = min(int(seconds * rate), max_requests)
+        for i in range(count):
+            target = start + i / rate
+            delay = target - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            thread = threading.Thread(target=one)
+            thread.start()
+            threads.append(thread)
+            if on_tick:
+                on_tick(time.time() - start)
+        for thread in threads:
+            thread.join(30)
+        return sorted(samples, key=lambda s: s.t)
+
+
+def failed(samples):
+    return [s for s in samples if s.status != 200]
+
+
+def capacity_timeline(stack, seconds, wanted, interval=0.5, service="hello-python", stop_when=None):
+    """Sample the routed backend count; returns (total seconds with fewer than `wanted`, samples)."""
+    points = []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        points.append((time.time(), len(stack.routed(service))))
+        if stop_when and stop_when():
+            break
+        time.sleep(interval)
+    short = 0.0
+    for (t0, n0), (t1, _) in zip(points, points[1:]):
+        if n0 < wanted:
+            short += t1 - t0
+    return short, points
