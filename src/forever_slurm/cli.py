@@ -220,14 +220,12 @@ def cmd_uninstall(args):
 
 
 def cmd_tunnel(args):
-    from . import sshsetup
+    from . import sshsetup, sshtunnel
     layout = _layout(args)
     conf = settings_mod.load(layout)
     layout.make_dirs()
     _setup_file_logging(layout, "tunnel.log")
-    supervisor = sshsetup.tunnel_from_settings(conf, layout)
-    supervisor.run()
-    return 0
+    return sshtunnel.run_until_signalled(sshsetup.tunnel_from_settings(conf, layout)) or 0
 
 
 def cmd_logs(args):

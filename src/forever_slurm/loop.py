@@ -7,7 +7,7 @@ import shutil
 import time
 from typing import NamedTuple
 
-from . import joblog, probe, reconcile, services, state, traefik
+from . import accesslog, joblog, probe, reconcile, services, state, traefik
 from .errors import CommandError, ConfigError, ForeverError, LockedError
 from .reconcile import Cancel, ClearExclude, Submit
 
@@ -47,6 +47,7 @@ class Controller:
         self.snapshot = state.load(layout.state_file)
         self.observe_failures = 0
         self._logged_errors = dict(self.snapshot.service_errors)
+        self._next_log_check = 0.0
 
     # -- one cycle -------------------------------------------------------------------------------
     def cycle(self):
@@ -100,6 +101,17 @@ class Controller:
                                                service_errors={k: v.error for k, v in loaded.items() if v.error})
         self._write_routes(result.routes, loaded)
         state.save(self.layout.state_file, self.snapshot)
+        if fresh and now >= self._next_log_check:
+            self._next_log_check = now + 60
+            self._rotate_traefik_access_log()
+
+    def _rotate_traefik_access_log(self):
+        try:
+            for path in accesslog.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
+                                                  os.path.join(self.layout.work, "traefik.pid")):
+                log.info("rotated %s (Traefik reopens it on USR1)", path)
+        except OSError as exc:
+            log.warning("could not rotate Traefik's access log: %s", exc)
 
     # -- acting ----------------------------------------------------------------------------------
     def _act(self, actions, memory, loaded, now):

@@ -184,7 +184,10 @@ def render_static(settings, layout, log_level="INFO"):
         },
         # A dead node sends no RST; without this each request hangs 30s before Traefik gives up on it.
         "serversTransport": {"forwardingTimeouts": {"dialTimeout": "2s"}},
-        "log": {"level": log_level, "filePath": os.path.join(layout.log, "traefik.log")},
+        # Traefik rotates its own log (it does not reopen it on USR1); the access log is rotated by
+        # the loop (accesslog.rotate_if_large), which then sends USR1.
+        "log": {"level": log_level, "filePath": os.path.join(layout.log, "traefik.log"),
+                "maxSize": 20, "maxBackups": 3},
         "accessLog": {
             "filePath": os.path.join(layout.log, "traefik-access.log"),
             "format": "json",
