@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from forever_slurm import loop, reconcile, settings, slurm, state
 
 

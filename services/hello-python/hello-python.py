@@ -15,6 +15,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
 HOST = socket.gethostname()
 PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 22222
@@ -50,24 +51,31 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 def main():
     httpd = Server(("", PORT), Handler)
+    stop_at = []
 
-    stopping = []
-
+    # Signal handlers only set flags: taking a lock there (starting a thread, printing) can deadlock
+    # with the main thread, which may hold that very lock when the signal arrives.
     def drain(signum, frame):
         draining.set()
-        print("hello-python: signal %d, /health answers 503 from now on" % signum, flush=True)
 
     def stop_later(signum, frame):
-        drain(signum, frame)
-        if not stopping:
-            stopping.append(threading.Timer(GRACE, httpd.shutdown))
-            stopping[0].start()
-            print("hello-python: stopping in %.0fs" % GRACE, flush=True)
+        draining.set()
+        if not stop_at:
+            stop_at.append(time.time() + GRACE)
 
     signal.signal(signal.SIGUSR1, drain)
     signal.signal(signal.SIGTERM, stop_later)
+    serving = threading.Thread(target=httpd.serve_forever, daemon=True)
+    serving.start()
     print("hello-python serving on port %d" % PORT, flush=True)
-    httpd.serve_forever()
+    said = False
+    while not stop_at or time.time() < stop_at[0]:
+        if draining.is_set() and not said:
+            print("hello-python: draining, /health answers 503%s"
+                  % (" (stopping in %.0fs)" % GRACE if stop_at else ""), flush=True)
+            said = True
+        time.sleep(0.2)
+    httpd.shutdown()
     httpd.server_close()
 
 

@@ -35,7 +35,7 @@ def publish(url, environ=None, cluster=None, tries=5, sleep=time.sleep):
         try:
             cluster.set_comment(job_id, comment)
             return comment
-        except CommandError as exc:
+        except CommandError:
             if attempt == tries:
                 raise
             sleep(attempt)

@@ -2,7 +2,7 @@
 
 import logging
 import re
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional
 
 from . import proc
 from .errors import CommandError

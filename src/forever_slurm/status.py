@@ -16,7 +16,7 @@ def collect(layout, now=None, traffic_window=300.0):
         conf = settings_mod.load(layout)
         desired = conf.desired
         policy = _policy(conf)
-    except ForeverError as exc:
+    except ForeverError:
         desired = dict(snap.desired)
         conf = None
     observed_age = None if snap.observed_at is None else now - snap.observed_at
