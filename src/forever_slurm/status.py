@@ -183,9 +183,16 @@ def render(report, color=False):
     traffic = report.get("traffic")
     if traffic:
         lines.append("")
-        lines.append("traffic, last %dm:" % (traffic["window_seconds"] // 60))
+        if traffic.get("complete", True):
+            lines.append("traffic, last %dm:" % (traffic["window_seconds"] // 60))
+        else:
+            lines.append("traffic, last %s (the access log reaches no further back):"
+                         % _duration(traffic.get("covered_seconds")))
         rows = [("SERVICE", "REQUESTS", "5XX", "P50", "P95")]
+        shown = set(s["service"] for s in report["services"])
         for name, t in sorted(traffic["services"].items()):
+            if name not in shown and name != "empty":
+                continue    # unrouted paths (scanners, typos) would each get a row
             rows.append((name, t["requests"], "%.1f%%" % (100.0 * t["share_5xx"]),
                          "%.0fms" % t["p50_ms"] if t["p50_ms"] is not None else "-",
                          "%.0fms" % t["p95_ms"] if t["p95_ms"] is not None else "-"))
