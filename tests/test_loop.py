@@ -148,6 +148,19 @@ def test_slurm_down_is_unknown_not_empty(root, shim_state):
     assert ctl.cycle() is True and ctl.next_observe_delay() == 10
 
 
+def test_looks_again_soon_after_submitting(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    assert ctl.next_observe_delay() == 10
+    ctl.cycle()                                   # submits: the jobs are starting
+    assert ctl.next_observe_delay() == 2
+    publish_all(shim_state)
+    clock.sleep(2)
+    ctl.cycle()                                   # both ready
+    assert ctl.next_observe_delay() == 10
+    clock.sleep(40)
+    assert ctl.next_observe_delay() == 10
+
+
 def test_hanging_squeue_times_out_as_unknown(root, shim_state):
     ctl, clock, prober, layout = make(root)
     ctl.slurm.timeout = 1

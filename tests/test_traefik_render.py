@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from original_tool import ORIGINAL_YML
+
 from forever_slurm import settings, traefik, yamlish
 from forever_slurm.errors import ConfigError
 from forever_slurm.traefik import Server
@@ -23,38 +25,7 @@ SERVER_SETS = {
     "draining": [Server("http://node001:41234", 0), Server("http://node002:39811")],
 }
 
-# The original bash tool's template shape: every service calls its retry middleware plain 'retry'.
-ORIGINAL = """http:
-  routers:
-    hello-python-router:
-      entryPoints:
-        - web
-      service: hello-python
-      rule: "PathPrefix(`/hello-python`)"
-      middlewares:
-        - retry
-        - strip-hello-python-prefix
-  middlewares:
-    retry:
-      retry:
-        attempts: 3
-        initialInterval: "500ms"
-    strip-hello-python-prefix:
-      stripPrefix:
-        prefixes:
-          - "/hello-python"
-  services:
-    hello-python:
-      loadBalancer:
-        healthCheck:
-          path: "/test"
-          interval: "900s"
-          timeout: "1s"
-          #status: "401"  # Consider 401 Unauthorized as healthy
-        servers:
-          - url: "http://xxxxx:12345"
-          - url: "http://yyyyy:54321"
-"""
+ORIGINAL = ORIGINAL_YML
 
 
 def check_golden(name, text):

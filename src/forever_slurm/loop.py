@@ -13,6 +13,9 @@ from .reconcile import Cancel, ClearExclude, Submit
 
 log = logging.getLogger("forever_slurm")
 
+FOLLOW_UP_DELAY = 2.0       # seconds between looks at Slurm while a fresh submission starts
+FOLLOW_UP_WINDOW = 30.0     # ... for at most this long after the submission
+
 
 def policy_from(settings):
     return reconcile.Policy(
@@ -264,9 +267,14 @@ class Controller:
 
     # -- forever ---------------------------------------------------------------------------------
     def next_observe_delay(self):
-        """Sleep interval while Slurm answers; doubling up to 2 min while it does not."""
+        """Sleep interval while Slurm answers; doubling up to 2 min while it does not. Right after a
+        submission, look again within 2 s for up to 30 s: a job that starts at once is routed at once
+        (one squeue per 2 s during that short window is still a light load)."""
         if self.observe_failures == 0:
-            return self.settings.sleep_interval
+            now = self.clock()
+            starting = any(m.owned and m.submitted_at is not None and now - m.submitted_at < FOLLOW_UP_WINDOW
+                           and not m.ever_ready for m in self.snapshot.memory.jobs.values())
+            return min(self.settings.sleep_interval, FOLLOW_UP_DELAY) if starting else self.settings.sleep_interval
         return min(self.settings.sleep_interval * (2 ** (self.observe_failures - 1)),
                    max(120.0, self.settings.sleep_interval))
 

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from harness.stack import Stack, capacity_timeline, failed, find_traefik
+from original_tool import ORIGINAL_PY, ORIGINAL_SUB, ORIGINAL_YML, renamed
 
 pytestmark = pytest.mark.e2e
 
@@ -19,79 +20,6 @@ def two_backends(stack):
     return len(stack.routed()) == 2 and len({s["node"] for s in stack.squeue() if s["state"] == "R"}) == 2
 
 
-ORIGINAL_SUB = """#! /bin/bash
-#SBATCH --job-name "legacy-hello"
-#SBATCH --time 0-08:00:00    # 8 hours
-#SBATCH --cpus-per-task 1
-#SBATCH --mem 1
-#SBATCH --output legacy-hello.out
-
-host=$(hostname)
-port=$(${FOREVER_ROOT}/freeport.sh)
-scontrol update JobId=${SLURM_JOB_ID} Comment="traefik,${SLURM_JOB_NAME},http://${host}:${port}"
-
-python3 ${FOREVER_ROOT}/.work/legacy-hello.py ${port}
-"""
-
-ORIGINAL_PY = """#! /usr/bin/env python3
-
-import sys, http.server, socketserver, socket
-
-HOST = socket.gethostname()
-PORT = 22222
-if len(sys.argv) > 1:
-    PORT = int(sys.argv[1])
-
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header('Content-type', 'text/html')
-        self.end_headers()
-        incoming_url = f'http://{self.client_address[0]}:{PORT}{self.path}'
-        self.wfile.write(f'Hello, Python from {HOST}:{PORT} ! '.encode())
-        self.wfile.write(f'You accessed: {incoming_url}\\n'.encode())
-
-class ReusableTCPServer(socketserver.TCPServer):
-    allow_reuse_address = True
-
-with ReusableTCPServer(("", PORT), Handler) as httpd:
-    print(f"hello-python serving on port {PORT}", flush=True)
-    httpd.serve_forever()
-"""
-
-ORIGINAL_YML = """http:
-  routers:
-    legacy-hello-router:
-      entryPoints:
-        - web
-      service: legacy-hello
-      rule: "PathPrefix(`/legacy-hello`)"
-      middlewares:
-        - retry
-        - strip-legacy-hello-prefix
-  middlewares:
-    retry:
-      retry:
-        attempts: 3
-        initialInterval: "500ms"
-    strip-legacy-hello-prefix:
-      stripPrefix:
-        prefixes:
-          - "/legacy-hello"
-  services:
-    legacy-hello:
-      loadBalancer:
-        healthCheck:
-          path: "/test"
-          interval: "900s"
-          timeout: "1s"
-          #status: "401"  # Consider 401 Unauthorized as healthy
-        servers:
-          - url: "http://xxxxx:12345"
-          - url: "http://yyyyy:54321"
-"""
-
-
 def test_original_bash_tool_service_folder_works_unchanged(local_cluster):
     """The original's hello-python folder (renamed), with its freeport.sh call, .work/ staging and
     placeholder servers, next to the bundled hello-python whose retry middleware it must not clash with."""
@@ -100,8 +28,9 @@ def test_original_bash_tool_service_folder_works_unchanged(local_cluster):
     local_cluster.cancel_all(timeout=30)
     base = tempfile.mkdtemp(prefix="fs-legacy-")
     s = Stack(local_cluster, base, "legacy-hello/1 hello-python/1", FAST,
-              service_dirs={"legacy-hello": {"legacy-hello.sub": ORIGINAL_SUB, "legacy-hello.py": ORIGINAL_PY,
-                                             "legacy-hello.yml": ORIGINAL_YML}})
+              service_dirs={"legacy-hello": {"legacy-hello.sub": renamed(ORIGINAL_SUB, "legacy-hello"),
+                                             "legacy-hello.py": ORIGINAL_PY,
+                                             "legacy-hello.yml": renamed(ORIGINAL_YML, "legacy-hello")}})
     try:
         s.start()
         s.wait_for(lambda: s.get("/legacy-hello/x").status == 200 or None, 90, 0.5, "legacy service answering")

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from forever_slurm import settings, traefik
+from original_tool import ORIGINAL_YML
 from forever_slurm.traefik import Server
 
 pytestmark = pytest.mark.e2e
@@ -19,38 +20,7 @@ pytestmark = pytest.mark.e2e
 TRAEFIK = shutil.which("traefik")
 START_TIMEOUT = 20.0
 
-# The original bash tool's template, verbatim: its retry middleware is plain 'retry'.
-ORIGINAL = """http:
-  routers:
-    hello-python-router:
-      entryPoints:
-        - web
-      service: hello-python
-      rule: "PathPrefix(`/hello-python`)"
-      middlewares:
-        - retry
-        - strip-hello-python-prefix
-  middlewares:
-    retry:
-      retry:
-        attempts: 3
-        initialInterval: "500ms"
-    strip-hello-python-prefix:
-      stripPrefix:
-        prefixes:
-          - "/hello-python"
-  services:
-    hello-python:
-      loadBalancer:
-        healthCheck:
-          path: "/test"
-          interval: "900s"
-          timeout: "1s"
-          #status: "401"  # Consider 401 Unauthorized as healthy
-        servers:
-          - url: "http://xxxxx:12345"
-          - url: "http://yyyyy:54321"
-"""
+ORIGINAL = ORIGINAL_YML
 
 # Every key the validator lets through at the levels it checks, so a key Traefik does not know shows up here.
 KITCHEN_SINK = """http:
