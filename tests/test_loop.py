@@ -260,6 +260,22 @@ def test_bad_template_keeps_last_good_config(root, shim_state):
     assert "hello-python.yml" in state.load(layout.state_file).service_errors["hello-python"]
 
 
+def test_an_edited_env_is_picked_up_without_a_restart(root, shim_state):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    ctl.cycle()
+    (root / ".env").write_text('SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n')
+    os.utime(str(root / ".env"), (clock.now + 5, clock.now + 5))
+    clock.sleep(10)
+    ctl.cycle()
+    assert ctl.settings.desired == {"hello-python": 2}
+    assert len(jobs_file(shim_state)) == 2
+    (root / ".env").write_text('SERVICE_LIST="hello-python/two"\n')   # broken: keep what works
+    os.utime(str(root / ".env"), (clock.now + 9, clock.now + 9))
+    clock.sleep(10)
+    ctl.cycle()
+    assert ctl.settings.desired == {"hello-python": 2} and len(jobs_file(shim_state)) == 2
+
+
 def test_one_loop_per_root(root, shim_state):
     """fcntl locks are per process, so the second loop must be another process."""
     (root / ".env").write_text('SERVICE_LIST="hello-python/1"\n')

@@ -8,6 +8,11 @@ from . import configure, proc, services, settings as settings_mod, state, traefi
 from .errors import ForeverError
 
 
+# Variables the Slurm clients read that a site may set in the login shell (modules) but that
+# systemd and cron do not have.
+SLURM_CLIENT_VARIABLES = ("SLURM_CONF", "SLURM_CLUSTERS")
+
+
 def config_command(args, layout, pyz_command, say=None, wait_seconds=90.0):
     """`config` (login node) or `config --ssh` (web server)."""
     prompter = configure.terminal_prompter()
@@ -64,7 +69,9 @@ def _install_units(layout, names, say):
     if not pyz:
         raise ForeverError("units run the .pyz: build it (make pyz) and run config from forever_slurm.pyz, "
                            "or use --no-install")
-    specs = units.standard_specs(layout, sys.executable, pyz, which=names, path=os.environ.get("PATH"))
+    passed_on = tuple((key, os.environ[key]) for key in SLURM_CLIENT_VARIABLES if os.environ.get(key))
+    specs = units.standard_specs(layout, sys.executable, pyz, which=names, path=os.environ.get("PATH"),
+                                 extra_env=passed_on)
     report = units.install(specs, layout, proc.run, os.environ, say)
     for note in report.notes:
         say(note)

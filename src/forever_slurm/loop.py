@@ -8,6 +8,7 @@ import time
 from typing import NamedTuple
 
 from . import accesslog, joblog, probe, reconcile, services, state, traefik
+from . import settings as settings_mod
 from .errors import CommandError, ConfigError, ForeverError, LockedError
 from .reconcile import Cancel, ClearExclude, Submit
 
@@ -51,10 +52,33 @@ class Controller:
         self.observe_failures = 0
         self._logged_errors = dict(self.snapshot.service_errors)
         self._next_log_check = 0.0
+        self._env_stamp = None
 
     # -- one cycle -------------------------------------------------------------------------------
+    def reload_settings_if_changed(self):
+        """Pick up an edited .env (or `config` run again) without a restart, which cron cannot do.
+        A broken .env is reported once and the settings in force are kept."""
+        stamp = _stamp(self.layout.env_file), _stamp(self.layout.env_default)
+        if self._env_stamp is None:
+            self._env_stamp = stamp
+            return False
+        if stamp == self._env_stamp:
+            return False
+        self._env_stamp = stamp
+        try:
+            fresh = settings_mod.load(self.layout)
+        except ConfigError as exc:
+            log.error("%s; keeping the settings in force until it is fixed", exc)
+            return False
+        if fresh != self.settings:
+            log.info(".env changed: services now %s", settings_mod.format_service_list(fresh.service_list) or "none")
+            self.settings = fresh
+            self.policy = policy_from(fresh)
+        return True
+
     def cycle(self):
         """Observe, plan, act, route. Returns True when Slurm answered."""
+        self.reload_settings_if_changed()
         now = self.clock()
         desired = self.settings.desired
         loaded = self._load_services(desired)
@@ -296,6 +320,14 @@ class Controller:
                         self.tick()
                     except ForeverError as exc:
                         log.error("probe pass failed: %s", exc)
+
+
+def _stamp(path):
+    try:
+        info = os.stat(path)
+        return info.st_mtime_ns, info.st_size
+    except OSError:
+        return None
 
 
 def _set_aside_foreign(path, layout):

@@ -186,8 +186,7 @@ def render(report, color=False):
         if traffic.get("complete", True):
             lines.append("traffic, last %dm:" % (traffic["window_seconds"] // 60))
         else:
-            lines.append("traffic, last %s (the access log reaches no further back):"
-                         % _duration(traffic.get("covered_seconds")))
+            lines.append("traffic since the access log begins, %s ago:" % _duration(traffic.get("covered_seconds")))
         rows = [("SERVICE", "REQUESTS", "5XX", "P50", "P95")]
         shown = set(s["service"] for s in report["services"])
         for name, t in sorted(traffic["services"].items()):

@@ -43,11 +43,15 @@ class Report(NamedTuple):
 # ---------------------------------------------------------------- pure rendering
 
 
-def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm"), path=None):
-    """The units forever-slurm installs, each running `python pyz --root ROOT <subcommand>`."""
+def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm"), path=None, extra_env=()):
+    """The units forever-slurm installs, each running `python pyz --root ROOT <subcommand>`.
+
+    extra_env: (key, value) pairs from the session that ran `config` which the Slurm clients need
+    under systemd or cron too (e.g. SLURM_CONF set by a site's module)."""
     env = [("PYTHONUNBUFFERED", "1")]  # logs go to a file: without this, lines sit in a buffer
     if path:
         env.insert(0, ("PATH", path))
+    env += list(extra_env)
     specs = []
     for name in which:
         if name not in SUBCOMMANDS:
