@@ -205,6 +205,22 @@ def test_lowering_n_cancels_only_our_jobs(root, shim_state):
     assert [s for i, s in states.items() if i not in ours] == ["R"]
 
 
+def test_failed_scancel_is_logged_and_retried(root, shim_state, caplog):
+    ctl, clock, prober, layout = make(root)
+    ctl.cycle()
+    (root / ".env").write_text('SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
+    (shim_state / "fail-scancel").write_text("scancel: error: Kill job error on job id: Access/permission denied\n")
+    clock.sleep(10)
+    ctl.cycle()
+    assert "Access/permission denied" in caplog.text
+    assert all(m.cancelled_at is None for m in ctl.snapshot.memory.jobs.values())
+    (shim_state / "fail-scancel").unlink()
+    clock.sleep(10)
+    ctl.cycle()
+    assert len([c for c in calls(shim_state) if c[0] == "scancel"]) == 2
+    assert sorted(j["state"] for j in jobs_file(shim_state)) == ["CA", "R"]
+
+
 def test_memory_survives_a_restart(root, shim_state):
     ctl, clock, prober, layout = make(root)
     ctl.cycle()

@@ -245,3 +245,33 @@ def test_config_ssh_flow_makes_the_key_prints_the_line_and_records_the_host(tmp_
     assert found.returncode == 0 and "ssh-ed25519" in found.stdout
     assert updates["FS_SSH_PORT"] == str(server.port) and argv[-1] == "tunnel"
     assert backend.hits >= 1
+
+
+def test_the_cli_config_ssh_then_tunnel_reach_the_login_node(tmp_path, server, backend):
+    """What a user runs on the web server: `config --ssh` (answers taken from .env with --yes), then
+    the `tunnel` command the unit runs; a request to the local port reaches the login node's port."""
+    import signal
+    import sys
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
+    root = tmp_path / "web"
+    root.mkdir()
+    key = str(tmp_path / "k" / "id")
+    local = sshd_harness.free_port()
+    (root / ".env").write_text("FS_SSH_LOGIN_NODE=%s\nFS_SSH_USER=%s\nFS_SSH_PORT=%d\nFS_SSH_KEY_PATH=%s\n"
+                               "FS_TRAEFIK_PORT=%d\nFS_SSH_LOCAL_PORT=%d\n"
+                               % (NODE, USER, server.port, key, backend.port, local))
+    server.authorize([sshsetup.authorized_line(sshsetup.ensure_key(key), backend.port)])
+    env = dict(os.environ, PYTHONPATH=src)
+    cli = [sys.executable, "-m", "forever_slurm", "--root", str(root)]
+    done = subprocess.run(cli + ["config", "--ssh", "--yes", "--no-install"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stdout
+    assert "Traefik answers through it" in done.stdout
+    assert "FS_SSH_PORT=%d" % server.port in (root / ".env").read_text()
+    tunnel = subprocess.Popen(cli + ["tunnel"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        assert wait_for(lambda: fetch(local) == backend.marker.decode(), 20, 0.2), "no answer through the tunnel"
+    finally:
+        os.killpg(tunnel.pid, signal.SIGTERM)
+        tunnel.wait(15)
