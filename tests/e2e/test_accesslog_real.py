@@ -5,12 +5,13 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 
 import pytest
+
+from harness.net import free_port, http_get, wait_for
 
 from forever_slurm import accesslog, settings, traefik
 from forever_slurm.traefik import Server
@@ -23,37 +24,9 @@ OK_REQUESTS = 20
 EMPTY_REQUESTS = 5
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get(port, path, timeout=5.0):
     """HTTP status of GET http://127.0.0.1:port/path; None when the connection fails."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-def wait_for(predicate, timeout, interval=0.02):
-    """Poll until predicate() is truthy (returned) or timeout passes (None); bounded in time and count."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 1):
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    return None
+    return http_get(port, path, timeout)[0]
 
 
 def read_lines(path):

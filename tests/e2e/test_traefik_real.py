@@ -4,12 +4,13 @@ import http.client
 import http.server
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 
 import pytest
+
+from harness.net import free_port, http_get, wait_for
 
 from forever_slurm import settings, traefik
 from original_tool import ORIGINAL_YML
@@ -71,36 +72,7 @@ KITCHEN_SINK = """http:
 """
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(port, path, timeout=5.0):
-    """(status, body) of GET http://127.0.0.1:port/path; (None, error) when the connection fails."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode("utf-8", "replace")
-    except (OSError, http.client.HTTPException) as err:
-        return None, str(err)
-    finally:
-        conn.close()
-
-
-def wait_for(predicate, timeout, interval=0.01):
-    """Poll until predicate() is truthy (returned) or timeout passes (None); bounded in time and count."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 1):
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    return None
+get = http_get
 
 
 class Backend:
@@ -224,7 +196,7 @@ def test_new_backend_is_served_within_a_second(running, backends):
     for new in (b, a, b, a, b):
         time.sleep(0.3)  # past the 200 ms provider throttle, so each trial measures a lone change
         written = running.publish("lat", template, [Server(new.url)])
-        assert wait_for(served_by(running, "/lat/", new.name), 2.0), "backend %s never served" % new.name
+        assert wait_for(served_by(running, "/lat/", new.name), 2.0, interval=0.01), "backend %s never served" % new.name
         latencies.append(time.monotonic() - written)
     print("\nreload latency after write_if_changed: %s s (max %.3f s)"
           % (", ".join("%.3f" % value for value in latencies), max(latencies)))

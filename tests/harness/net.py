@@ -1,0 +1,37 @@
+"""Small loopback helpers shared by the e2e tests: a free port, one GET, a bounded wait."""
+
+import http.client
+import socket
+import time
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(port, path, timeout=5.0):
+    """(status, body) of GET http://127.0.0.1:port/path; (None, error) when the connection fails."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as err:
+        return None, str(err)
+    finally:
+        conn.close()
+
+
+def wait_for(predicate, timeout, interval=0.02):
+    """Poll until predicate() is truthy (returned) or timeout passes (None); bounded in time and count."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 1):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    return None
