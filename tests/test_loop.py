@@ -53,6 +53,14 @@ def publish_all(shim_state):
     (shim_state / "jobs.json").write_text(json.dumps(data))
 
 
+def routed(ctl, clock, shim_state):
+    """The state most tests start from: jobs submitted, published, probed and routed."""
+    ctl.cycle()
+    publish_all(shim_state)
+    clock.sleep(10)
+    ctl.cycle()
+
+
 def make(root, env='SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n'):
     (root / ".env").write_text(env)
     layout = settings.Layout(str(root))
@@ -128,10 +136,7 @@ def test_spread_falls_back_when_every_node_is_excluded(root, shim_state, monkeyp
 
 def test_slurm_down_is_unknown_not_empty(root, shim_state):
     ctl, clock, prober, layout = make(root)
-    ctl.cycle()
-    publish_all(shim_state)
-    clock.sleep(10)
-    ctl.cycle()
+    routed(ctl, clock, shim_state)
     watch = os.path.join(layout.watch, "hello-python.yml")
     before = open(watch).read()
     (shim_state / "fail-squeue").write_text("slurm_load_jobs error: Unable to contact slurm controller\n")
@@ -171,10 +176,7 @@ def test_hanging_squeue_times_out_as_unknown(root, shim_state):
 
 def test_dead_backend_leaves_the_config_on_a_probe_tick(root, shim_state):
     ctl, clock, prober, layout = make(root)
-    ctl.cycle()
-    publish_all(shim_state)
-    clock.sleep(10)
-    ctl.cycle()
+    routed(ctl, clock, shim_state)
     watch = os.path.join(layout.watch, "hello-python.yml")
     first = [j for j in jobs_file(shim_state)][0]
     dead = "http://%s:%d" % (first["nodes"], 40000 + int(first["id"]) % 1000)
@@ -262,10 +264,7 @@ def test_bad_comment_is_never_routed(root, shim_state):
 
 def test_bad_template_keeps_last_good_config(root, shim_state):
     ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
-    ctl.cycle()
-    publish_all(shim_state)
-    clock.sleep(10)
-    ctl.cycle()
+    routed(ctl, clock, shim_state)
     watch = os.path.join(layout.watch, "hello-python.yml")
     good = open(watch).read()
     with open(os.path.join(layout.services, "hello-python", "hello-python.yml"), "a") as handle:

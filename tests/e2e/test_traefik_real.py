@@ -5,12 +5,11 @@ import http.server
 import os
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
 
-from harness.net import free_port, http_get, wait_for
+from harness.net import LoopbackServer, free_port, http_get, wait_for
 
 from forever_slurm import settings, traefik
 from original_tool import ORIGINAL_YML
@@ -93,17 +92,11 @@ class Backend:
                 pass
 
         self.name = name
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.daemon = True
-        self.thread.start()
+        self.loopback = LoopbackServer(Handler, threaded=True)
+        self.url = self.loopback.url
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.loopback.stop()
 
 
 class RunningTraefik:

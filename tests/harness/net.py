@@ -1,7 +1,9 @@
 """Small loopback helpers shared by the e2e tests: a free port, one GET, a bounded wait."""
 
 import http.client
+import http.server
 import socket
+import threading
 import time
 
 
@@ -35,3 +37,21 @@ def wait_for(predicate, timeout, interval=0.02):
             break
         time.sleep(interval)
     return None
+
+
+class LoopbackServer:
+    """An HTTP server on a free 127.0.0.1 port, served from a thread; stop() ends it for sure."""
+
+    def __init__(self, handler, threaded=False):
+        cls = http.server.ThreadingHTTPServer if threaded else http.server.HTTPServer
+        self.server = cls(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.daemon = True
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 
+from .net import free_port  # noqa: F401  (tests use sshd.free_port too)
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -23,15 +25,6 @@ def missing():
         except OSError as exc:
             return "cannot create /run/sshd: %s" % exc
     return None
-
-
-def free_port():
-    sock = socket.socket()
-    try:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-    finally:
-        sock.close()
 
 
 def _children(pid):
