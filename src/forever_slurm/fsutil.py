@@ -1,0 +1,130 @@
+"""Files written safely: one atomic write, one backup name, one bounded read, private modes.
+
+Everything this tool writes goes through `atomic_write`, so a full disk or a kill never leaves a
+half-written file behind (the old one stays until the new one is complete and synced), and every
+file it reads from users goes through `read_text_file`, which refuses directories, FIFOs, devices
+and absurdly large files instead of blocking on them or reading gigabytes.
+"""
+
+import os
+import stat
+import tempfile
+import time
+
+from .errors import ConfigError
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+MAX_TEXT_BYTES = 1024 * 1024    # a .env, .sub or .yml larger than this is a mistake, not a config
+
+
+def atomic_write(path, data, mode=PRIVATE_FILE, tmp_dir=None, only_if_changed=False):
+    """Replace `path` with `data` (str or bytes) in one step; True when the file was written.
+
+    The temp file is synced before os.replace, so readers see the old or the new file, never a
+    part. tmp_dir (same filesystem) keeps the temp file out of a watched directory. `mode` is set
+    explicitly, so the result does not depend on the caller's umask. OSError (full disk,
+    read-only folder) propagates after the temp file is removed; the old file is untouched.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if only_if_changed and _holds(path, data):
+        return False
+    directory = tmp_dir or os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return True
+
+
+def _holds(path, data):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(data) + 1) == data
+    except OSError:
+        return False
+
+
+def backup_name(path, now=None):
+    """A free name `path.bak-YYYYmmdd-HHMMSS[-N]` beside path; the one naming scheme for backups."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    candidate = "%s.bak-%s" % (path, stamp)
+    number = 2
+    while os.path.lexists(candidate):
+        candidate = "%s.bak-%s-%d" % (path, stamp, number)
+        number += 1
+    return candidate
+
+
+def backup(path, now=None):
+    """Copy path to backup_name(path) (atomically, same mode); the backup's path, or None if path is missing."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
+    target = backup_name(path, now)
+    atomic_write(target, data, mode=mode)
+    return target
+
+
+def read_text_file(path, what="file", limit=MAX_TEXT_BYTES):
+    """The text of a regular file of at most `limit` bytes, decoded leniently (bad bytes become U+FFFD).
+
+    Raises FileNotFoundError when missing (callers decide what absence means) and ConfigError naming
+    the path for anything that is not a readable regular text file of sane size.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ConfigError("cannot read this %s: %s" % (what, exc.strerror or exc), path)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError("this %s is not a regular file (%s); refusing to read it"
+                              % (what, _kind(info.st_mode)), path)
+        if info.st_size > limit:
+            raise ConfigError("this %s is %d bytes, more than the %d a %s may have; refusing to read it"
+                              % (what, info.st_size, limit, what), path)
+        with os.fdopen(fd, "rb") as handle:
+            fd = None
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError("cannot read this %s: %s" % (what, exc.strerror or exc), path)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if len(data) > limit:
+        raise ConfigError("this %s is larger than %d bytes; refusing to read it" % (what, limit), path)
+    return data.decode("utf-8", "replace")
+
+
+def _kind(mode):
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def make_private_dir(path):
+    """Create path (and parents) and make it 0700 whatever the umask; returns path."""
+    os.makedirs(path, exist_ok=True)
+    if stat.S_IMODE(os.stat(path).st_mode) != PRIVATE_DIR:
+        os.chmod(path, PRIVATE_DIR)
+    return path
