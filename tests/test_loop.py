@@ -232,7 +232,7 @@ def test_memory_survives_a_restart(root, shim_state):
     clock.sleep(1)
     again.cycle()
     assert [c[0] for c in calls(shim_state)] == ["squeue"]           # nothing submitted twice
-    assert all(m.owned for m in again.snapshot.memory.jobs.values())
+    assert sorted(again.snapshot.memory.jobs) == sorted(j["id"] for j in jobs_file(shim_state))
 
 
 def test_sbatch_rejected_backs_off(root, shim_state):

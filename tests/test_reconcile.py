@@ -14,11 +14,11 @@ def job(job_id, state="R", name="svc", node="node1", left=3600, used=60, comment
     return Job(str(job_id), state, name, node if state == "R" else "", left, used, reason, comment)
 
 
-def ready_memory(jobs, owned=True, now=1000.0, ready=True):
+def ready_memory(jobs, now=1000.0, ready=True):
     mem = {}
     for j in jobs:
         url, _ = rc.parse_comment(j.comment, j.name)
-        mem[j.job_id] = rc.JobMemory(service=j.name, owned=owned, submitted_at=now - 100, seen_at=now - 90,
+        mem[j.job_id] = rc.JobMemory(service=j.name, submitted_at=now - 100, seen_at=now - 90,
                                      running_since=now - 80 if j.running else None, url=url or "",
                                      ready_since=now - 70 if (ready and j.running and url) else None,
                                      ever_ready=bool(ready and j.running and url))
@@ -70,12 +70,6 @@ def test_surplus_cancels_pending_first_then_newest():
     assert [a.job_id for a in plan.actions] == ["3", "2"]
 
 
-def test_never_cancels_a_job_it_did_not_submit():
-    jobs = [job(1), job(2, node="node2")]
-    plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs, owned=False), 1000.0, POLICY)
-    assert plan.actions == []
-
-
 def test_without_spread_all_missing_jobs_go_at_once():
     plan = rc.plan({"svc": 3}, [], rc.empty_memory(), 1000.0, POLICY._replace(spread=False))
     assert kinds(plan.actions) == ["Submit"] * 3
@@ -93,7 +87,7 @@ def test_expected_submission_counts_until_seen_or_expired():
     memory = rc.record_submitted(rc.empty_memory(), "svc", "77", now=1000.0)
     plan = rc.plan({"svc": 1}, [], memory, 1010.0, POLICY)
     assert plan.actions == []                       # 77 is expected: no double submission
-    memory, events = rc.absorb(memory, [], {"svc"}, 1000.0 + POLICY.expect_timeout + 1, POLICY)
+    memory, events = rc.absorb(memory, [], 1000.0 + POLICY.expect_timeout + 1, POLICY)
     assert "77" not in memory.jobs and "never appeared" in events[0]
     assert memory.services["svc"].failures == 1
 
@@ -131,13 +125,13 @@ def test_backoff_doubles_to_five_minutes():
 
 
 def test_crash_soon_after_start_counts_and_healthy_end_does_not():
-    crashed = rc.JobMemory(service="svc", owned=True, submitted_at=900, seen_at=905, running_since=910,
+    crashed = rc.JobMemory(service="svc", submitted_at=900, seen_at=905, running_since=910,
                            url="http://n:1", ready_since=912, ever_ready=True)
-    old = rc.JobMemory(service="svc", owned=True, submitted_at=0, seen_at=5, running_since=10,
+    old = rc.JobMemory(service="svc", submitted_at=0, seen_at=5, running_since=10,
                        url="http://n:2", ready_since=12, ever_ready=True)
     memory = rc.Memory({"1": crashed, "2": old}, {})
     ended = [Job("1", "F", "svc", "n", None, 90, "None", ""), Job("2", "CD", "svc", "n", None, 990, "None", "")]
-    memory, events = rc.absorb(memory, ended, {"svc"}, 1000.0, POLICY)
+    memory, events = rc.absorb(memory, ended, 1000.0, POLICY)
     assert memory.services["svc"].failures == 1
     assert any("ended (F) 90s after it started" in e for e in events)
     assert any("job 2 of svc ended (CD) after 990s" in e for e in events)
@@ -154,10 +148,10 @@ def test_crash_count_resets_after_ten_healthy_minutes():
 
 def test_how_a_job_ended_decides_whether_it_was_a_crash():
     def gone(state, lived=30, ever_ready=True):
-        m = rc.JobMemory(service="svc", owned=True, submitted_at=900, seen_at=905, running_since=1000 - lived,
+        m = rc.JobMemory(service="svc", submitted_at=900, seen_at=905, running_since=1000 - lived,
                          url="http://n:1", ever_ready=ever_ready)
         ended = [Job("1", state, "svc", "node1", None, lived, "None", "")] if state else []
-        memory, events = rc.absorb(rc.Memory({"1": m}, {}), ended, {"svc"}, 1000.0, POLICY)
+        memory, events = rc.absorb(rc.Memory({"1": m}, {}), ended, 1000.0, POLICY)
         return memory.services.get("svc", rc.ServiceMemory()).failures, events[0]
 
     assert gone("CA")[0] == 0 and "not counted as a crash" in gone("CA")[1]    # scancel by someone
@@ -173,10 +167,10 @@ def test_how_a_job_ended_decides_whether_it_was_a_crash():
 
 def test_publish_timeout_counts_as_a_crash_once():
     j = job(1, comment="")
-    memory = rc.Memory({"1": rc.JobMemory("svc", owned=True, seen_at=0, running_since=0)}, {})
+    memory = rc.Memory({"1": rc.JobMemory("svc", seen_at=0, running_since=0)}, {})
     later = POLICY.publish_timeout + 1
-    memory, events = rc.absorb(memory, [j], {"svc"}, later, POLICY)
-    memory, events2 = rc.absorb(memory, [j], {"svc"}, later + 10, POLICY)
+    memory, events = rc.absorb(memory, [j], later, POLICY)
+    memory, events2 = rc.absorb(memory, [j], later + 10, POLICY)
     assert memory.services["svc"].failures == 1 and events and not events2
 
 
@@ -223,7 +217,7 @@ class TestRenewal:
         # The replacement runs and is ready: the older job drains (weight 0), still 2 live backends.
         now += 5
         jobs = [job(1, left=95), job(2, node="node2", left=95), job(3, node="node3")]
-        memory, _ = rc.absorb(memory, jobs, {"svc"}, now, POLICY)
+        memory, _ = rc.absorb(memory, jobs, now, POLICY)
         memory, _ = rc.apply_probes(memory, {"3": rc.ProbeResult(True)}, now, POLICY)
         plan = rc.plan({"svc": 2}, jobs, memory, now, POLICY)
         assert plan.actions == []

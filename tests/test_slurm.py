@@ -1,33 +1,107 @@
 """slurm.py: parsers over captured squeue output and sbatch scripts; argv building."""
 
+import random
+import re
+
 import pytest
 
 from forever_slurm import slurm
 from forever_slurm.errors import CommandError
 
-CAPTURED = """\
-4101|R|hello-python|node1|7:59:31|0:29|None|traefik,hello-python,http://vm:40123
-4102|PD|hello-python||8:00:00|0:00|Resources|(null)
-4103|R|llama|node2|1-23:59:59|1:02:03|None|traefik,llama,http://vm:1|odd|pipes
-4104|CG|hello-python|node3|0:00|8:00:00|None|(null)
-slurm_load_jobs error: Unable to contact slurm controller
-4105|R|x|node1|UNLIMITED|5-00:00:00|None|
-"""
+ROWS = [
+    # %A      %t    %j              %N       %L             %M          %r           %Z              %k
+    ("4101", "R", "hello-python", "node1", "7:59:31", "0:29", "None", "/r/.work/slurm-output",
+     "traefik,hello-python,http://vm:40123"),
+    ("4102", "PD", "hello-python", "", "8:00:00", "0:00", "Resources", "/r/.work/slurm-output", "(null)"),
+    ("4103", "R", "llama", "node2", "1-23:59:59", "1:02:03", "None", "/home/u", "traefik,llama,http://vm:1|odd|pipes"),
+    ("4104", "CG", "hello-python", "node3", "0:00", "8:00:00", "None", "/r/.work/slurm-output", "(null)"),
+    ("4105", "R", "x", "node1", "UNLIMITED", "5-00:00:00", "None", "/tmp", ""),
+]
 
 
-def test_parse_captured_output():
-    jobs, junk = slurm.parse_squeue(CAPTURED)
+def squeue_output(fmt, rows):
+    """What squeue prints for `-o fmt`: each %X replaced by the row's field, one line per row."""
+    codes = [code[1] for code in slurm.FIELD_CODES]
+
+    def one(row):
+        fields = dict(zip(codes, row))
+        return re.sub(r"%([A-Za-z])", lambda m: fields.get(m.group(1), ""), fmt)
+    return "".join(one(row) + "\n" for row in rows)
+
+
+def parse(rows, markers=None):
+    markers = markers or slurm.new_markers()
+    return slurm.parse_squeue(squeue_output(markers.format, rows), markers)
+
+
+def test_parse_rows():
+    jobs, junk = parse(ROWS)
+    assert junk == []
     assert [j.job_id for j in jobs] == ["4101", "4102", "4103", "4104", "4105"]
     first = jobs[0]
-    assert (first.state, first.name, first.nodes) == ("R", "hello-python", "node1")
+    assert (first.state, first.name, first.nodes, first.workdir) == ("R", "hello-python", "node1",
+                                                                     "/r/.work/slurm-output")
     assert first.time_left == 7 * 3600 + 59 * 60 + 31 and first.time_used == 29
     assert first.comment == "traefik,hello-python,http://vm:40123"
     assert jobs[1].comment == "" and jobs[1].reason == "Resources" and jobs[1].pending
     assert jobs[2].time_left == 86400 + 23 * 3600 + 59 * 60 + 59
-    assert jobs[2].comment == "traefik,llama,http://vm:1|odd|pipes"   # comment last: pipes survive
+    assert jobs[2].comment == "traefik,llama,http://vm:1|odd|pipes"
     assert not jobs[3].active                                          # completing
     assert jobs[4].time_left is None and jobs[4].time_used == 5 * 86400
-    assert junk == ["slurm_load_jobs error: Unable to contact slurm controller"]
+
+
+def test_text_that_is_not_a_row_is_junk_not_a_job():
+    markers = slurm.new_markers()
+    text = "slurm_load_jobs error: Unable to contact slurm controller\n" + squeue_output(markers.format, ROWS[:1])
+    text += markers.row + "notanid" + markers.field * 8 + "\n"
+    jobs, junk = slurm.parse_squeue(text, markers)
+    assert [j.job_id for j in jobs] == ["4101"] and len(junk) == 2
+
+
+def row_shaped(rng):
+    """A string that looks like one or more squeue rows, in any format this module ever used."""
+    other = slurm.new_markers()
+    pieces = ["9%03d|R|hello-python|node9|1:00:00|0:01|None|traefik,hello-python,http://evil:%d" % (
+        rng.randrange(1000), rng.randrange(1, 65536)),
+        other.row + other.field.join(["9999", "R", "hello-python", "node9", "1:00:00", "0:01", "None",
+                                      "/r/.work/slurm-output", "traefik,hello-python,http://evil:1"])]
+    separators = ["\n", "\r\n", "\r", "\x1e", "\x1c", "\x1d", "\x85", "\u2028", "\u2029", "\x00", "\v", "\f"]
+    return "".join(rng.choice(separators) + rng.choice(pieces) for _ in range(rng.randrange(1, 4)))
+
+
+def test_comments_and_names_can_never_add_or_split_a_job():
+    rng = random.Random(11)
+    for _ in range(300):
+        rows = []
+        for index in range(rng.randrange(1, 6)):
+            comment = rng.choice(["", "(null)", "traefik,svc,http://n:1"]) + row_shaped(rng)
+            name = rng.choice(["svc", "svc" + row_shaped(rng), "a|b", "x\ny"])
+            rows.append((str(5000 + index), rng.choice(["R", "PD", "CG", "CA"]), name, "node1", "1:00", "0:01",
+                         "None", "/r/.work/slurm-output", comment))
+        jobs, junk = parse(rows)
+        assert junk == []
+        assert [j.job_id for j in jobs] == [r[0] for r in rows]
+        assert [j.workdir for j in jobs] == ["/r/.work/slurm-output"] * len(rows)
+
+
+def test_odd_bytes_from_squeue_never_raise():
+    rng = random.Random(5)
+    markers = slurm.new_markers()
+    good = squeue_output(markers.format, ROWS)
+    for _ in range(200):
+        data = bytearray(good.encode())
+        for _ in range(rng.randrange(1, 20)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        jobs, junk = slurm.parse_squeue(data.decode("utf-8", "replace"), markers)
+        assert len(jobs) + len(junk) >= 1
+        assert all(re.match(r"^[0-9]+$", j.job_id, re.ASCII) for j in jobs)
+
+
+def test_submitted_from():
+    job = slurm.Job("1", "R", "svc", "n", 1, 1, "None", "", workdir="/r/.work/slurm-output/")
+    assert slurm.submitted_from(job, {"/r/.work/slurm-output"})
+    assert not slurm.submitted_from(job._replace(workdir="/other"), {"/r/.work/slurm-output"})
+    assert not slurm.submitted_from(job._replace(workdir=""), {""})
 
 
 @pytest.mark.parametrize("text,seconds", [
@@ -50,9 +124,9 @@ def test_script_job_name(script, name, line):
 
 
 class FakeRun:
-    def __init__(self, stdout="", returncode=0, stderr=""):
+    def __init__(self, stdout="", returncode=0, stderr="", rows=None):
         self.calls = []
-        self.stdout, self.returncode, self.stderr = stdout, returncode, stderr
+        self.stdout, self.returncode, self.stderr, self.rows = stdout, returncode, stderr, rows
 
     def __call__(self, argv, timeout=None, env=None, cwd=None):
         self.calls.append((argv, env))
@@ -62,16 +136,18 @@ class FakeRun:
         class Done:
             pass
         done = Done()
-        done.stdout, done.stderr, done.returncode = self.stdout, self.stderr, 0
+        done.stdout = squeue_output(argv[-1], self.rows) if self.rows is not None else self.stdout
+        done.stderr, done.returncode = self.stderr, 0
         return done
 
 
-def test_observe_is_one_squeue_with_a_clean_environment():
-    run = FakeRun(stdout=CAPTURED)
+def test_observe_is_one_squeue_with_a_clean_environment_and_fresh_markers():
+    run = FakeRun(rows=ROWS)
     cluster = slurm.Slurm(run=run, environ={"SLURM_TIME_FORMAT": "standard"})
-    jobs = cluster.observe()
-    assert len(jobs) == 5 and len(run.calls) == 1
-    assert run.calls[0][0] == ["squeue", "--me", "-h", "-t", "all", "-o", slurm.SQUEUE_FORMAT]
+    assert len(cluster.observe()) == 5 and len(cluster.observe()) == 5 and len(run.calls) == 2
+    formats = [argv[-1] for argv, env in run.calls]
+    assert run.calls[0][0][:-1] == ["squeue", "--me", "-h", "-t", "all", "-o"]
+    assert formats[0] != formats[1] and all("%k" in f and "%Z" in f for f in formats)
 
 
 def test_default_environment_drops_squeue_variables(monkeypatch):

@@ -290,6 +290,8 @@ def test_cron_line_really_runs_under_sh_and_flock(tmp_path):
         assert len(units.lock_holders(lock)) == 2  # flock(1) and the program under it
         second = subprocess.run(["/bin/sh", "-c", command], timeout=10)
         assert second.returncode == 1  # flock -n: already running, nothing started
+        while time.time() < deadline + 10 and "started" not in open(spec.log_path).read():
+            time.sleep(0.05)           # a loaded machine may take a while to start Python
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)

@@ -5,10 +5,12 @@ import logging
 import os
 import shutil
 import time
+import traceback
 from typing import NamedTuple
 
-from . import accesslog, joblog, probe, reconcile, services, state, traefik
+from . import accesslog, backoff, joblog, probe, reconcile, services, state, traefik
 from . import settings as settings_mod
+from . import slurm as slurm_mod
 from .errors import CommandError, ConfigError, ForeverError, LockedError
 from .reconcile import Cancel, ClearExclude, Submit
 
@@ -36,23 +38,40 @@ class Loaded(NamedTuple):
 
 
 class Controller:
-    """One root's loop. Clock, sleep, Slurm and the prober are passed in so tests can fake them."""
+    """One root's loop. Clocks, sleep, Slurm and the prober are passed in so tests can fake them.
+
+    `clock` is wall time, stored in state.json (it must mean the same after a restart);
+    `monotonic` schedules the next look at Slurm, so a clock jumping back cannot stall it."""
 
     def __init__(self, layout, settings, slurm, clock=time.time, sleep=time.sleep,
-                 probe_all=probe.probe_all, pyz=None):
+                 probe_all=probe.probe_all, pyz=None, monotonic=None):
         self.layout = layout
         self.settings = settings
         self.slurm = slurm
         self.clock = clock
+        self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
         self.sleep = sleep
         self.probe_all = probe_all
         self.pyz = pyz
         self.policy = policy_from(settings)
-        self.snapshot = state.load(layout.state_file)
+        self.workdirs = {os.path.normpath(layout.slurm_output),
+                         os.path.normpath(os.path.realpath(layout.slurm_output))}
+        self.faults = {}
+        self.snapshot = self._load_state()
         self.observe_failures = 0
         self._logged_errors = dict(self.snapshot.service_errors)
+        self._logged_bugs = set()
+        self._foreign_seen = set()
         self._next_log_check = 0.0
         self._env_stamp = None
+
+    def _load_state(self):
+        snapshot, problem = state.read(self.layout.state_file)
+        if problem:
+            aside = state.set_aside(self.layout.state_file, self.clock())
+            log.error("%s; %s. Starting with an empty memory: our jobs are found again in squeue by their "
+                      "working directory", problem, "kept it as %s" % aside if aside else "could not move it aside")
+        return snapshot._replace(faults={})
 
     # -- one cycle -------------------------------------------------------------------------------
     def reload_settings_if_changed(self):
@@ -67,7 +86,7 @@ class Controller:
         self._env_stamp = stamp
         try:
             fresh = settings_mod.load(self.layout)
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:
             log.error("%s; keeping the settings in force until it is fixed", exc)
             return False
         if fresh != self.settings:
@@ -91,12 +110,16 @@ class Controller:
             return False
         self.observe_failures = 0
         self._slurm_state(True, "", now)
-        tracked = set(desired) | {m.service for m in self.snapshot.memory.jobs.values()}
+        ours = [job for job in jobs if slurm_mod.submitted_from(job, self.workdirs)]
         old = self.snapshot.memory
-        memory, events = reconcile.absorb(old, jobs, tracked, now, self.policy)
-        self._log_events(events, memory)
+        tracked = set(desired) | {m.service for m in old.jobs.values()}
+        foreign = [job for job in jobs if job.active and job.name in tracked
+                   and not slurm_mod.submitted_from(job, self.workdirs)]
+        self._log_foreign(foreign)
+        memory, events = reconcile.absorb(old, ours, now, self.policy)
+        self._log_events(events)
         self._log_crash_output(old, memory)
-        self.snapshot = self.snapshot._replace(memory=memory, jobs=jobs, observed_at=now)
+        self.snapshot = self.snapshot._replace(memory=memory, jobs=ours, foreign=foreign, observed_at=now)
         self._probe_and_route(desired, loaded, fresh=True)
         return True
 
@@ -110,24 +133,26 @@ class Controller:
         snap = self.snapshot
         targets = {}
         for job_id, url in reconcile.probe_targets(snap.memory, snap.jobs).items():
-            item = loaded.get(snap.memory.jobs[job_id].service)
-            template = item.template if item else None
-            path = traefik.health_path(template) if template is not None else "/"
-            status = traefik.health_status(template) if template is not None else None
+            path, status = _health_of(loaded.get(snap.memory.jobs[job_id].service))
             targets[job_id] = (url, path, status)
         results = self.probe_all(targets, timeout=self.settings.probe_timeout)
         memory, events = reconcile.apply_probes(snap.memory, results, now, self.policy)
-        self._log_events(events, memory)
+        self._log_events(events)
         warnings = {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
         result = reconcile.plan(desired, snap.jobs, memory, now, self.policy,
                                 observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings)
-        self._log_events(result.events, result.memory)
+        self._log_events(result.events)
+        for service, trace in sorted(result.failed.items()):
+            self._log_bug("planning %s failed; its jobs and routes stay as they were, the other services "
+                          "go on" % service, trace)
         memory = self._act(result.actions, result.memory, loaded, now)
-        self.snapshot = self.snapshot._replace(memory=memory, routes=result.routes, desired=dict(desired),
-                                               updated_at=now, pid=os.getpid(),
+        routes = dict(result.routes)
+        routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
+        self.snapshot = self.snapshot._replace(memory=memory, routes=routes,
+                                               desired=dict(desired), updated_at=now, pid=os.getpid(),
                                                service_errors={k: v.error for k, v in loaded.items() if v.error})
-        self._write_routes(result.routes, loaded)
-        state.save(self.layout.state_file, self.snapshot)
+        self._write_routes(result.routes, loaded, set(result.failed))
+        self._save_state(self.snapshot)
         if fresh and now >= self._next_log_check:
             self._next_log_check = now + 60
             self._rotate_traefik_access_log()
@@ -140,34 +165,52 @@ class Controller:
         except OSError as exc:
             log.warning("could not rotate Traefik's access log: %s", exc)
 
-    # -- acting ----------------------------------------------------------------------------------
+    # -- acting: each outcome is recorded where it happens ---------------------------------------
     def _act(self, actions, memory, loaded, now):
         cancels = [a for a in actions if isinstance(a, Cancel)]
         if cancels:
-            memory = self._cancel(cancels, memory)
-        failed_services = set()
+            memory = self._cancel(cancels, memory, now)
+        submits = [a for a in actions if isinstance(a, Submit)]
+        if submits:
+            memory = self._submit_all(submits, memory, loaded, now)
         for action in actions:
-            if isinstance(action, Submit) and action.service not in failed_services:
-                memory, ok = self._submit(action, memory, loaded.get(action.service), now)
-                if not ok:
-                    failed_services.add(action.service)
-            elif isinstance(action, ClearExclude):
+            if isinstance(action, ClearExclude):
                 try:
                     self.slurm.clear_exclude(action.job_id)
+                    memory = reconcile.record_exclude_cleared(memory, action.job_id)
                     log.info("job %s of %s: still pending, may now run on any node", action.job_id, action.service)
                 except CommandError as exc:
-                    log.warning("job %s: could not clear its node exclusion: %s", action.job_id, exc)
+                    log.warning("job %s: could not clear its node exclusion (retried next cycle): %s",
+                                action.job_id, exc)
         return memory
 
-    def _submit(self, action, memory, item, now):
-        if item is None or item.definition is None:
-            return memory, False
-        definition = item.definition
+    def _submit_all(self, submits, memory, loaded, now):
+        """Record the intent of every submission on disk first: a crash between sbatch and the next
+        save then neither loses the job (it is adopted from squeue) nor submits it twice."""
+        with_intents, keys = reconcile.record_intents(memory, submits, now)
+        if not self._save_state(self.snapshot._replace(memory=with_intents)):
+            log.error("not submitting %d job(s) while the state file cannot be written",
+                      len(submits))
+            return memory
+        memory = with_intents
+        failed_services = set()
+        for action, key in zip(submits, keys):
+            item = loaded.get(action.service)
+            if action.service in failed_services or item is None or item.definition is None:
+                memory = memory._replace(jobs={k: v for k, v in memory.jobs.items() if k != key})
+                continue
+            memory, ok = self._submit(action, key, memory, item.definition, now)
+            if not ok:
+                failed_services.add(action.service)
+        return memory
+
+    def _submit(self, action, intent, memory, definition, now):
         try:
             script = services.stage(self.layout, definition)
-        except OSError as exc:
-            log.error("%s: cannot stage %s: %s", action.service, definition.folder, exc)
-            return memory, False
+        except (OSError, ConfigError) as exc:
+            log.error("%s: cannot stage %s into %s: %s", action.service, definition.folder, self.layout.work, exc)
+            return reconcile.record_submit_failed(memory, action.service, "cannot stage: %s" % exc, now,
+                                                  self.policy, intent), False
         output = None if definition.script_sets_output else "%x-%j.out"
         env = {"FOREVER_ROOT": self.layout.root}
         if self.pyz:
@@ -187,29 +230,29 @@ class Controller:
                 job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env)
         except CommandError as exc:
             memory = reconcile.record_submit_failed(memory, action.service, "sbatch failed: %s" % exc,
-                                                    now, self.policy)
+                                                    now, self.policy, intent)
             delay = memory.services[action.service].next_try - now
             log.error("%s: sbatch failed: %s; next try in %ds", action.service,
                       exc.stderr or exc, delay)
             return memory, False
         log.info("submitted job %s of %s (%s%s)", job_id, action.service, action.reason,
                  ", avoiding %s" % ",".join(exclude) if exclude else "")
-        return reconcile.record_submitted(memory, action.service, job_id, now, exclude), True
+        return reconcile.record_submitted(memory, action.service, job_id, now, exclude, intent), True
 
-    def _cancel(self, cancels, memory):
+    def _cancel(self, cancels, memory, now):
         ids = [a.job_id for a in cancels]
         try:
             self.slurm.cancel(ids)
         except CommandError as exc:
-            log.error("scancel %s failed: %s; will retry", " ".join(ids), exc)
-            jobs = dict(memory.jobs)
-            for job_id in ids:
-                if job_id in jobs:
-                    jobs[job_id] = jobs[job_id]._replace(cancelled_at=None)
-            return memory._replace(jobs=jobs)
+            memory = reconcile.record_cancel_failed(memory, ids, now, self.policy)
+            retry = min(memory.jobs[i].cancel_retry_at for i in ids if i in memory.jobs) \
+                if any(i in memory.jobs for i in ids) else now
+            log.error("scancel %s failed: %s; the job(s) stay out of Traefik, retry in %ds",
+                      " ".join(ids), exc, max(0, retry - now))
+            return memory
         for action in cancels:
             log.info("cancelled job %s of %s (%s)", action.job_id, action.service, action.reason)
-        return memory
+        return reconcile.record_cancelled(memory, ids, now)
 
     # -- inputs and outputs ----------------------------------------------------------------------
     def _load_services(self, desired):
@@ -222,6 +265,8 @@ class Controller:
                 definition = services.load(self.layout, name)
             except ConfigError as exc:
                 errors.append(str(exc))
+            except Exception as exc:   # noqa: one service's files must not stop the others
+                errors.append("%s: cannot load the service folder: %s" % (name, exc))
             try:
                 if definition is not None and definition.template:
                     template = traefik.load_template(definition.template, name)
@@ -229,6 +274,8 @@ class Controller:
                     template = traefik.default_template(name)
             except ConfigError as exc:
                 errors.append(str(exc) + " (Traefik keeps its last good config for %s)" % name)
+            except Exception as exc:   # noqa
+                errors.append("%s: cannot load the Traefik template: %s" % (name, exc))
             error = "; ".join(errors)
             if error != self._logged_errors.get(name, ""):
                 if error:
@@ -239,26 +286,59 @@ class Controller:
             loaded[name] = Loaded(definition, template, error)
         return loaded
 
-    def _write_routes(self, routes, loaded):
-        keep = []
+    def _write_routes(self, routes, loaded, failed):
+        """One file per routed service. A service whose template is broken, whose planning failed or
+        whose file cannot be written keeps its last good file; the others are written anyway."""
+        keep = set(traefik.dynamic_name(name) for name in failed)
+        keep |= set(traefik.dynamic_name(name) for name, item in loaded.items() if item.template is None)
         for service, servers in sorted(routes.items()):
-            path = os.path.join(self.layout.watch, service + ".yml")
-            keep.append(os.path.basename(path))
+            name = traefik.dynamic_name(service)
+            keep.add(name)
             item = loaded.get(service)
             if item is None or item.template is None:
-                continue    # bad template: leave the last good file in place
+                continue
+            path = os.path.join(self.layout.watch, name)
             try:
                 text = traefik.render_dynamic(service, item.template, servers)
             except ConfigError as exc:
                 log.error("%s: %s", service, exc)
                 continue
-            _set_aside_foreign(path, self.layout)
-            if traefik.write_if_changed(path, text, self.layout.staging_tmp):
+            try:
+                _set_aside_foreign(path, self.layout)
+                written = traefik.write_if_changed(path, text, self.layout.staging_tmp)
+            except OSError as exc:
+                self._fault("traefik:" + service, "cannot write %s: %s; Traefik keeps the last good file, "
+                            "retrying" % (path, exc.strerror or exc))
+                continue
+            self._clear_fault("traefik:" + service)
+            if written:
                 log.info("traefik: %s -> %s", service, ", ".join(
                     s.url + (" (draining)" if s.weight == 0 else "") for s in servers) or "no backends (503)")
-        keep += [name + ".yml" for name, item in loaded.items() if item.template is None]
-        for removed in traefik.remove_stale(self.layout.watch, keep):
-            log.info("traefik: removed %s (service no longer active)", removed)
+        try:
+            for removed in traefik.remove_stale(self.layout.watch, sorted(keep)):
+                log.info("traefik: removed %s (service no longer active)", removed)
+        except OSError as exc:
+            self._fault("traefik-clean", "cannot tidy %s: %s" % (self.layout.watch, exc.strerror or exc))
+
+    def _save_state(self, snapshot):
+        """True when state.json now holds `snapshot`; a failure is logged once and retried next pass."""
+        try:
+            state.save(self.layout.state_file, snapshot._replace(faults=dict(self.faults)))
+        except OSError as exc:
+            self._fault("state", "cannot save %s: %s; retrying every pass, nothing submitted is forgotten "
+                        "while the loop runs" % (self.layout.state_file, exc.strerror or exc))
+            return False
+        self._clear_fault("state")
+        return True
+
+    def _fault(self, key, message):
+        if self.faults.get(key) != message:
+            log.error("%s", message)
+            self.faults[key] = message
+
+    def _clear_fault(self, key):
+        if self.faults.pop(key, None) is not None:
+            log.info("fixed: %s works again", key)
 
     def _slurm_state(self, ok, error, now):
         snap = self.snapshot
@@ -272,22 +352,43 @@ class Controller:
         elif not ok:
             self.snapshot = snap._replace(slurm_error=error)
 
+    def _log_foreign(self, foreign):
+        for job in foreign:
+            if job.job_id not in self._foreign_seen:
+                self._foreign_seen.add(job.job_id)
+                log.warning("job %s is named %s but was not submitted from this root (working directory %s, "
+                            "not %s): never counted, routed or cancelled", job.job_id, job.name,
+                            job.workdir or "unknown", self.layout.slurm_output)
+
     def _log_crash_output(self, old, new):
         """For each job that just counted as a crash, the last lines of its Slurm output."""
         for job_id, gone in sorted(old.jobs.items()):
-            if job_id in new.jobs or gone.cancelled_at is not None:
+            if job_id in new.jobs or gone.cancelled_at is not None or reconcile.is_intent(job_id):
                 continue
             before = old.services.get(gone.service)
             after = new.services.get(gone.service)
             if after is None or (before is not None and after.failures <= before.failures):
                 continue
-            lines = failure_context(self.layout, job_id, gone.service)
+            try:
+                lines = failure_context(self.layout, job_id, gone.service)
+            except OSError:
+                lines = []
             if lines:
                 log.info("last output of job %s:\n  %s", job_id, "\n  ".join(lines))
 
-    def _log_events(self, events, memory):
+    def _log_events(self, events):
         for event in events:
             log.info("%s", event)
+
+    def _log_bug(self, message, trace):
+        """A bug is logged with its traceback once; after that one line per occurrence."""
+        key = trace.strip().splitlines()[-1] if trace.strip() else message
+        if key in self._logged_bugs:
+            log.error("%s (%s)", message, key)
+            return
+        if len(self._logged_bugs) < 100:
+            self._logged_bugs.add(key)
+        log.error("%s:\n%s", message, trace.rstrip())
 
     # -- forever ---------------------------------------------------------------------------------
     def next_observe_delay(self):
@@ -296,30 +397,46 @@ class Controller:
         (one squeue per 2 s during that short window is still a light load)."""
         if self.observe_failures == 0:
             now = self.clock()
-            starting = any(m.owned and m.submitted_at is not None and now - m.submitted_at < FOLLOW_UP_WINDOW
+            starting = any(m.submitted_at is not None and 0 <= now - m.submitted_at < FOLLOW_UP_WINDOW
                            and not m.ever_ready for m in self.snapshot.memory.jobs.values())
             return min(self.settings.sleep_interval, FOLLOW_UP_DELAY) if starting else self.settings.sleep_interval
-        return min(self.settings.sleep_interval * (2 ** (self.observe_failures - 1)),
-                   max(120.0, self.settings.sleep_interval))
+        return backoff.delay(self.observe_failures, self.settings.sleep_interval,
+                             max(120.0, self.settings.sleep_interval))
 
     def run_forever(self, should_stop=lambda: False):
+        """Cycles until should_stop(); nothing that happens inside a cycle ends the loop."""
         while not should_stop():
-            started = self.clock()
-            try:
-                self.cycle()
-            except ForeverError as exc:
-                log.error("cycle failed: %s", exc)
-            next_observe = started + self.next_observe_delay()
+            started = self.monotonic()
+            self._guarded(self.cycle, "cycle")
+            next_observe = started + self._guarded(self.next_observe_delay, "scheduling",
+                                                   default=self.settings.sleep_interval)
             while not should_stop():
-                remaining = next_observe - self.clock()
+                remaining = next_observe - self.monotonic()
                 if remaining <= 0:
                     break
                 self.sleep(min(self.settings.probe_interval, remaining))
-                if self.clock() < next_observe - 0.05:
-                    try:
-                        self.tick()
-                    except ForeverError as exc:
-                        log.error("probe pass failed: %s", exc)
+                if self.monotonic() < next_observe - 0.05:
+                    self._guarded(self.tick, "probe pass")
+
+    def _guarded(self, step, what, default=None):
+        try:
+            return step()
+        except ForeverError as exc:
+            log.error("%s failed: %s", what, exc)
+        except Exception:   # noqa: a bug costs one pass, never the loop
+            self._log_bug("%s failed (a bug; the loop goes on)" % what, traceback.format_exc())
+        return default
+
+
+def _health_of(item):
+    """(health path, expected status) of a loaded service; '/' and any 2xx/3xx when unknown."""
+    template = item.template if item else None
+    if template is None:
+        return "/", None
+    try:
+        return traefik.health_path(template), traefik.health_status(template)
+    except Exception:   # noqa: a template quirk must not stop the probes of every service
+        return "/", None
 
 
 def _stamp(path):
@@ -355,8 +472,12 @@ class RootLock:
         self.handle = None
 
     def acquire(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        handle = open(self.path, "a+")
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise ForeverError("cannot open the lock file: %s; check that .work/ is yours and writable"
+                               % (exc.strerror or exc), self.path)
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

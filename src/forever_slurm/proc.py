@@ -14,7 +14,9 @@ DEFAULT_TIMEOUT = 30.0
 def run(argv, timeout=DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=True):
     """Run argv and return CompletedProcess with str stdout/stderr.
 
-    Raises CommandError when the command cannot start, times out, or (with check) exits non-zero.
+    Output is decoded as UTF-8 with bad bytes replaced (U+FFFD): one odd byte from Slurm must never
+    stop the loop, and the locale of a cron job is often ASCII. Raises CommandError when the
+    command cannot start, times out, or (with check) exits non-zero.
     """
     argv = [str(a) for a in argv]
     log.debug("run %s", " ".join(argv))
@@ -22,10 +24,9 @@ def run(argv, timeout=DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=Tru
         done = subprocess.run(
             argv,
             stdin=subprocess.DEVNULL if input is None else None,
-            input=input,
+            input=None if input is None else input.encode("utf-8"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            universal_newlines=True,
             timeout=timeout,
             env=env,
             cwd=cwd,
@@ -35,6 +36,7 @@ def run(argv, timeout=DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=Tru
                            message="%s did not answer within %ss" % (argv[0], timeout))
     except OSError as exc:
         raise CommandError(argv, None, str(exc), message="cannot run %s: %s" % (argv[0], exc.strerror or exc))
+    done = subprocess.CompletedProcess(done.args, done.returncode, _text(done.stdout), _text(done.stderr))
     if check and done.returncode != 0:
         raise CommandError(argv, done.returncode, done.stderr)
     return done
@@ -44,7 +46,8 @@ def _text(data):
     if data is None:
         return ""
     if isinstance(data, bytes):
-        return data.decode("utf-8", "replace")
+        # universal_newlines semantics, leniently: \r\n and \r become \n.
+        return data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
     return data
 
 

@@ -1,18 +1,22 @@
 """The decision: from desired counts, observed jobs, probe results and memory to actions and routes.
 
 Pure functions only (no I/O, no clock): the loop passes `now` in, executes the returned actions
-and stores the returned memory. Modelled on the Kubernetes ReplicaSet controller:
-observe -> diff -> act, with expectations (a submission counts as pending until squeue shows it)
-and per-service crash-loop backoff.
+and records their outcomes with the record_* functions. Modelled on the Kubernetes ReplicaSet
+controller: observe -> diff -> act, with expectations (a submission counts as pending until squeue
+shows it) and per-service crash-loop backoff.
+
+Every job given to these functions is one of ours: the loop keeps only the jobs whose working
+directory is this root's slurm-output folder (slurm.submitted_from), so a job we did not submit
+is never counted, routed or cancelled, whatever its name.
 """
 
-import re
+import traceback
 from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from . import backoff, urls
 
 # Final states that say something else ended the job (scancel, time limit, preemption, node failure).
 ENDED_BY_OTHERS_STATES = frozenset(["CA", "TO", "PR", "NF", "DL", "RV"])
-
-URL_RE = re.compile(r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:(\d{1,5})/?$")
 
 
 class Policy(NamedTuple):
@@ -34,10 +38,12 @@ class Policy(NamedTuple):
     max_submit_per_cycle: int = 100
 
 
+INTENT_PREFIX = "intent:"   # memory key of a submission recorded before its sbatch ran
+
+
 class JobMemory(NamedTuple):
-    """What the loop remembers of one job between cycles (persisted in state.json)."""
+    """What the loop remembers of one of its jobs between cycles (persisted in state.json)."""
     service: str
-    owned: bool = False                     # submitted by this root's loop: only these are cancelled
     submitted_at: Optional[float] = None
     seen_at: Optional[float] = None         # first seen in squeue
     running_since: Optional[float] = None
@@ -48,9 +54,16 @@ class JobMemory(NamedTuple):
     probe_failures: int = 0
     probe_detail: str = ""
     drain_since: Optional[float] = None
-    cancelled_at: Optional[float] = None
+    cancelled_at: Optional[float] = None    # scancel succeeded
+    cancel_failures: int = 0                # scancel failed this often (the job stays unrouted)
+    cancel_retry_at: Optional[float] = None
     excluded: Tuple[str, ...] = ()
     publish_late: bool = False
+
+    @property
+    def stopping(self):
+        """We asked Slurm to stop it (successfully or not yet): never routed, never counted."""
+        return self.cancelled_at is not None or self.cancel_failures > 0
 
 
 class ServiceMemory(NamedTuple):
@@ -67,6 +80,10 @@ class Memory(NamedTuple):
 
 def empty_memory():
     return Memory(jobs={}, services={})
+
+
+def is_intent(key):
+    return key.startswith(INTENT_PREFIX)
 
 
 class ProbeResult(NamedTuple):
@@ -93,15 +110,17 @@ class ClearExclude(NamedTuple):
 
 
 class Server(NamedTuple):
+    """One backend; weight 0 drains it: no new requests, in-flight ones finish."""
     url: str
     weight: int = 1
 
 
 class Plan(NamedTuple):
     actions: List[object]
-    routes: Dict[str, List[Server]]
+    routes: Dict[str, List[Server]]     # services without an entry keep their current Traefik file
     memory: Memory
     events: List[str]
+    failed: Dict[str, str]              # service -> traceback of a bug met while planning it
 
 
 def parse_comment(comment, service):
@@ -116,14 +135,14 @@ def parse_comment(comment, service):
         return None, "comment names service %r, but the job is %r" % (named[:60], service)
     if "{{" in url:
         return None, "URL %r contains '{{'" % url[:120]
-    match = URL_RE.match(url)
-    if not match or not 0 < int(match.group(1)) < 65536:
-        return None, "URL %r is not http(s)://host:port" % url[:120]
-    return url.rstrip("/"), ""
+    try:
+        return urls.parse_backend_url(url).text, ""
+    except ValueError as exc:
+        return None, "URL %r is not http(s)://host:port (%s)" % (url[:120], exc)
 
 
-def backoff_delay(failures, policy):
-    return min(policy.backoff_base * (2 ** max(failures - 1, 0)), policy.backoff_max)
+def backoff_delay(failures, policy, key=""):
+    return backoff.delay(failures, policy.backoff_base, policy.backoff_max, key, jitter=0.2 if key else 0.0)
 
 
 def _fail(services, service, error, now, policy):
@@ -133,79 +152,106 @@ def _fail(services, service, error, now, policy):
                                      last_error=error)
 
 
-def absorb(memory, jobs, tracked, now, policy):
-    """Fold a fresh squeue observation into memory; jobs that vanished become events (and crashes).
-
-    tracked: names of services this loop cares about (desired ones and ones it still owns jobs of).
-    """
+# -- observing ------------------------------------------------------------------------------------
+def absorb(memory, jobs, now, policy):
+    """Fold a fresh squeue observation of our jobs into memory; jobs that vanished become events
+    (and crashes). A job in squeue that memory does not know (state.json lost, or a kill between
+    sbatch and saving) is adopted, using up the oldest intent of its service if there is one."""
     job_mem = dict(memory.jobs)
     services = dict(memory.services)
     events = []
-    seen = {}
-    for job in jobs:
-        if job.name in tracked and job.active:
-            seen[job.job_id] = job
-    for job_id, job in sorted(seen.items()):
-        old = job_mem.get(job_id) or JobMemory(service=job.name)
-        new = old
-        if old.seen_at is None:
-            new = new._replace(seen_at=now)
-            if job_id not in job_mem:
+    seen = {job.job_id: job for job in jobs if job.active}
+    intents = _intents_by_service(job_mem)
+    for job_id, job in sorted(seen.items(), key=lambda item: _number(item[0])):
+        old = job_mem.get(job_id)
+        if old is None:
+            waiting = intents.get(job.name)
+            if waiting:
+                intent_key = waiting.pop(0)
+                old = job_mem.pop(intent_key)._replace(service=job.name)
+                events.append("job %s of %s found in squeue: the submission recorded before a restart"
+                              % (job_id, job.name))
+            else:
+                old = JobMemory(service=job.name)
                 events.append("job %s of %s found in squeue (%s), adopted" % (job_id, job.name, job.state))
-        if job.running and old.running_since is None:
-            new = new._replace(running_since=now - (job.time_used or 0))
-            events.append("job %s of %s started on %s" % (job_id, job.name, job.nodes or "?"))
-        url, problem = parse_comment(job.comment, job.name) if job.running else (None, "")
-        url = url or ""
-        if url != old.url:
-            new = new._replace(url=url, ready_since=None, probe_failures=0)
-            if url:
-                events.append("job %s of %s published %s" % (job_id, job.name, url))
-        if problem != old.comment_problem:
-            new = new._replace(comment_problem=problem)
-            if problem:
-                events.append("job %s of %s: %s; not routed" % (job_id, job.name, problem))
-        if (job.running and not url and not new.publish_late and new.running_since is not None
-                and now - new.running_since > policy.publish_timeout):
-            new = new._replace(publish_late=True)
-            _fail(services, job.name, "job %s published no URL within %ds" % (job_id, policy.publish_timeout),
-                  now, policy)
-            events.append("job %s of %s published no URL within %ds" % (job_id, job.name, policy.publish_timeout))
-        job_mem[job_id] = new
+        job_mem[job_id] = _absorb_job(old, job, now, policy, services, events)
     ended_states = {job.job_id: job.state for job in jobs if not job.active}
     completing = {job.job_id for job in jobs if job.state == "CG"}
     for job_id, old in sorted(memory.jobs.items()):
-        if job_id in seen or job_id in completing:
+        if job_id in seen or job_id in completing or job_id not in job_mem:
             continue    # CG: ending, but its final state (how it ended) is not known yet
-        if old.seen_at is None and old.submitted_at is not None and now - old.submitted_at < policy.expect_timeout:
+        if old.seen_at is None and old.submitted_at is not None and 0 <= now - old.submitted_at < policy.expect_timeout:
             continue    # submitted, not visible yet: still expected
         del job_mem[job_id]
-        final = ended_states.get(job_id, "")
-        lived = None if old.running_since is None else now - old.running_since
-        how = " (%s)" % final if final else ""
-        if old.cancelled_at is not None:
-            events.append("job %s of %s is gone (cancelled by forever-slurm)" % (job_id, old.service))
+        if is_intent(job_id):
+            events.append("a submission of %s recorded before a restart never showed up in squeue; "
+                          "it was probably never made" % old.service)
             continue
-        if final in ENDED_BY_OTHERS_STATES and old.seen_at is not None:
-            events.append("job %s of %s ended%s after %s; not counted as a crash" % (
-                job_id, old.service, how, "?" if lived is None else "%ds" % lived))
-            continue
-        if old.seen_at is None:
-            why = "never appeared in squeue"
-        elif not old.ever_ready:
-            why = "ended%s without becoming ready" % how + ("" if lived is None else " after %ds" % lived)
-        elif final and lived is not None and lived < policy.crash_window:
-            # (A job that was ready and left no final state behind gets the benefit of the doubt:
-            # Slurm purges finished jobs after MinJobAge, 300 s by default.)
-            why = "ended%s %ds after it started" % (how, lived)
-        else:
-            events.append("job %s of %s ended%s after %s" % (job_id, old.service, how,
-                                                            "?" if lived is None else "%ds" % lived))
-            continue
-        _fail(services, old.service, "job %s %s" % (job_id, why), now, policy)
-        events.append("job %s of %s %s; next submission of %s in %ds" % (
-            job_id, old.service, why, old.service, services[old.service].next_try - now))
+        _forget_ended(job_id, old, ended_states.get(job_id, ""), now, policy, services, events)
     return Memory(job_mem, services), events
+
+
+def _intents_by_service(job_mem):
+    found = {}
+    for key, m in sorted(job_mem.items(), key=lambda item: (item[1].submitted_at or 0, item[0])):
+        if is_intent(key):
+            found.setdefault(m.service, []).append(key)
+    return found
+
+
+def _absorb_job(old, job, now, policy, services, events):
+    """One active job's memory after this observation."""
+    new = old
+    if old.seen_at is None:
+        new = new._replace(seen_at=now)
+    if job.running and old.running_since is None:
+        new = new._replace(running_since=now - (job.time_used or 0))
+        events.append("job %s of %s started on %s" % (job.job_id, job.name, job.nodes or "?"))
+    url, problem = parse_comment(job.comment, job.name) if job.running else (None, "")
+    url = url or ""
+    if url != old.url:
+        new = new._replace(url=url, ready_since=None, probe_failures=0)
+        if url:
+            events.append("job %s of %s published %s" % (job.job_id, job.name, url))
+    if problem != old.comment_problem:
+        new = new._replace(comment_problem=problem)
+        if problem:
+            events.append("job %s of %s: %s; not routed" % (job.job_id, job.name, problem))
+    if (job.running and not url and not new.publish_late and new.running_since is not None
+            and now - new.running_since > policy.publish_timeout):
+        new = new._replace(publish_late=True)
+        message = "job %s published no URL within %ds" % (job.job_id, policy.publish_timeout)
+        _fail(services, job.name, message, now, policy)
+        events.append("%s (%s)" % (message, job.name))
+    return new
+
+
+def _forget_ended(job_id, old, final, now, policy, services, events):
+    """A job that left squeue (or reached a final state): an event, and a crash when it was one."""
+    lived = None if old.running_since is None else now - old.running_since
+    how = " (%s)" % final if final else ""
+    if old.cancelled_at is not None:
+        events.append("job %s of %s is gone (cancelled by forever-slurm)" % (job_id, old.service))
+        return
+    if final in ENDED_BY_OTHERS_STATES and old.seen_at is not None:
+        events.append("job %s of %s ended%s after %s; not counted as a crash" % (
+            job_id, old.service, how, "?" if lived is None else "%ds" % lived))
+        return
+    if old.seen_at is None:
+        why = "never appeared in squeue"
+    elif not old.ever_ready:
+        why = "ended%s without becoming ready" % how + ("" if lived is None else " after %ds" % lived)
+    elif final and lived is not None and lived < policy.crash_window:
+        # (A job that was ready and left no final state behind gets the benefit of the doubt:
+        # Slurm purges finished jobs after MinJobAge, 300 s by default.)
+        why = "ended%s %ds after it started" % (how, lived)
+    else:
+        events.append("job %s of %s ended%s after %s" % (job_id, old.service, how,
+                                                        "?" if lived is None else "%ds" % lived))
+        return
+    _fail(services, old.service, "job %s %s" % (job_id, why), now, policy)
+    events.append("job %s of %s %s; next submission of %s in %ds" % (
+        job_id, old.service, why, old.service, services[old.service].next_try - now))
 
 
 def apply_probes(memory, results, now, policy):
@@ -238,9 +284,10 @@ def apply_probes(memory, results, now, policy):
 
 
 def probe_targets(memory, jobs):
-    """{job_id: url} of running jobs that published a valid URL."""
+    """{job_id: url} of running jobs that published a valid URL and are not being stopped."""
     running = {job.job_id for job in jobs if job.running}
-    return {job_id: m.url for job_id, m in sorted(memory.jobs.items()) if job_id in running and m.url}
+    return {job_id: m.url for job_id, m in sorted(memory.jobs.items())
+            if job_id in running and m.url and not m.stopping}
 
 
 def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
@@ -256,144 +303,297 @@ def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
     return lead + (warning_seconds + 60 if warning_seconds else 0)
 
 
-def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None):
-    """Decide actions and routes. With fresh=False (a probe-only tick on an older observation)
-    only routing and draining change: nothing is submitted or cancelled.
-    warnings: {service: seconds of its --signal warning} (see renew_lead)."""
-    observed_at = now if observed_at is None else observed_at
-    job_mem = dict(memory.jobs)
-    services = dict(memory.services)
-    actions = []
-    events = []
-    routes = {}
-    submitted_total = 0
+# -- planning ---------------------------------------------------------------------------------------
+class ServiceView(NamedTuple):
+    """One service as the planner sees it this pass; built once by `service_views`."""
+    name: str
+    wanted: int
+    running: List[object]           # Jobs, oldest first
+    pending: List[object]           # Jobs, oldest first
+    unseen: List[str]               # submitted (or intended), not yet in squeue
+    jobs: Dict[str, JobMemory]      # this service's memory, by job id
+    service: ServiceMemory
+    lead: float
+    now: float
+    age: float                      # seconds since the observation
+
+    def memory_of(self, job):
+        return self.jobs.get(job.job_id) or JobMemory(service=self.name)
+
+    def left(self, job):
+        """Seconds the job has left now, or None when unlimited/unknown."""
+        return None if job.time_left is None else job.time_left - self.age
+
+    def ready(self, job):
+        m = self.jobs.get(job.job_id)
+        return m is not None and m.ready_since is not None and bool(m.url) and not m.stopping
+
+
+class ServicePlan(NamedTuple):
+    actions: List[object]
+    servers: Optional[List[Server]]     # None: no Traefik file for this service
+    jobs: Dict[str, JobMemory]
+    service: ServiceMemory
+    events: List[str]
+
+
+def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None):
+    """{service: ServiceView} for every wanted service and every service we still have jobs of.
+
+    Groups jobs and memory by service once, so a pass costs O(jobs), not O(jobs x services)."""
+    active = {}
+    for job in jobs:
+        if job.active:
+            active.setdefault(job.name, []).append(job)
     observed_ids = {job.job_id for job in jobs}
-    names = sorted(set(desired) | {m.service for m in memory.jobs.values()})
-    for service in names:
-        n = desired.get(service, 0)
-        svc = services.get(service, ServiceMemory())
-        if svc.failures and _healthy_for(job_mem, service, now) >= policy.backoff_reset:
-            svc = svc._replace(failures=0, next_try=0.0, last_error="")
-            services[service] = svc
-            events.append("%s healthy for %ds: crash count reset" % (service, policy.backoff_reset))
-        mine = [job for job in jobs if job.name == service and job.active]
-        running = [job for job in mine if job.running]
-        pending = [job for job in mine if not job.running]
-        unseen = [job_id for job_id, m in job_mem.items()
-                  if m.service == service and m.seen_at is None and job_id not in observed_ids]
-        lead = renew_lead(n, svc, policy, (warnings or {}).get(service, 0))
-
-        def left(job):
-            return None if job.time_left is None else job.time_left - (now - observed_at)
-
-        def ready(job):
-            m = job_mem.get(job.job_id)
-            return m is not None and m.ready_since is not None and bool(m.url)
-
-        def mem(job):
-            return job_mem.get(job.job_id) or JobMemory(service=service)
-
-        retiring = [job for job in running if left(job) is not None and left(job) <= lead]
-        keepers = len(mine) + len(unseen) - len(retiring)
-        ready_keepers = [job for job in running if job not in retiring and ready(job)]
-        live = len(ready_keepers) + len([j for j in retiring if ready(j) and mem(j).drain_since is None])
-
-        # Drain retiring jobs, soonest end first, while the others still carry N (or it ends anyway).
-        for job in sorted(retiring, key=left):
-            m = mem(job)
-            if m.drain_since is not None or not ready(job):
-                continue
-            if live - 1 >= n or (left(job) <= policy.drain_seconds + 5 and live > 1):
-                job_mem[job.job_id] = m._replace(drain_since=now)
-                live -= 1
-                events.append("job %s of %s draining (%ds left)" % (job.job_id, service, left(job)))
-
-        cancelling = set()
-        if fresh:
-            for job in running:
-                m = mem(job)
-                if (m.owned and m.drain_since is not None and m.cancelled_at is None
-                        and now - m.drain_since >= policy.drain_seconds):
-                    actions.append(Cancel(job.job_id, service, "drained for renewal"))
-                    cancelling.add(job.job_id)
-            excess = keepers - n
-            if excess > 0:
-                candidates = [j for j in sorted(pending, key=_newest_first) if mem(j).owned]
-                candidates += [j for j in sorted(running, key=_newest_first)
-                               if mem(j).owned and not ready(j) and j not in retiring]
-                candidates += [j for j in sorted(running, key=_newest_first)
-                               if mem(j).owned and ready(j) and j not in retiring]
-                for job in candidates:
-                    if excess <= 0:
-                        break
-                    if job.job_id in cancelling or mem(job).cancelled_at is not None:
-                        continue
-                    actions.append(Cancel(job.job_id, service, "more than %d instances wanted" % n))
-                    cancelling.add(job.job_id)
-                    excess -= 1
-            for job_id in cancelling:
-                job_mem[job_id] = job_mem.get(job_id, JobMemory(service=service))._replace(cancelled_at=now)
-            need = n - keepers
-            room = n + policy.surge - (len(mine) + len(unseen) - len(cancelling & {j.job_id for j in retiring}))
-            count = max(0, min(need, room, policy.max_submit_per_cycle - submitted_total))
-            if count and now < svc.next_try:
-                count = 0
-            if policy.spread and 1 < count <= policy.spread_ramp_max:
-                # Where Slurm puts a job is known only once it runs: submit one per cycle, so the
-                # next one can avoid its node. Larger gaps are filled at once (capacity first).
-                count = 1
-            if count:
-                exclude = ()
-                if policy.spread:
-                    exclude = tuple(sorted({job.nodes for job in running
-                                            if job.nodes and job.job_id not in cancelling}))
-                why = "renewal" if retiring else "missing"
-                for _ in range(count):
-                    actions.append(Submit(service, exclude, why))
-                submitted_total += count
-            for job in pending:
-                m = mem(job)
-                if m.owned and m.excluded and m.submitted_at is not None \
-                        and now - m.submitted_at > policy.spread_patience:
-                    actions.append(ClearExclude(job.job_id, service))
-                    job_mem[job.job_id] = m._replace(excluded=())
-
-        if n > 0 or any(ready(j) for j in running):
-            servers = []
-            for job in sorted(running, key=_oldest_first):
-                m = mem(job)
-                if ready(job) and job.job_id not in cancelling and m.cancelled_at is None:
-                    servers.append(Server(m.url, 0 if m.drain_since is not None else 1))
-            if servers and all(s.weight == 0 for s in servers):
-                servers = [s._replace(weight=1) for s in servers]   # draining beats 503
-            routes[service] = servers
-    return Plan(actions, routes, Memory(job_mem, services), events)
+    by_service = {}
+    for job_id, m in memory.jobs.items():
+        by_service.setdefault(m.service, {})[job_id] = m
+    views = {}
+    for name in sorted(set(desired) | set(by_service)):
+        mine = sorted(active.get(name, []), key=_oldest_first)
+        job_mem = by_service.get(name, {})
+        svc = memory.services.get(name, ServiceMemory())
+        views[name] = ServiceView(
+            name=name, wanted=desired.get(name, 0),
+            running=[j for j in mine if j.running],
+            pending=[j for j in mine if not j.running],
+            unseen=sorted(k for k, m in job_mem.items() if m.seen_at is None and k not in observed_ids),
+            jobs=job_mem, service=svc,
+            lead=renew_lead(desired.get(name, 0), svc, policy, (warnings or {}).get(name, 0)),
+            now=now, age=max(0.0, now - observed_at))
+    return views
 
 
-def record_submitted(memory, service, job_id, now, excluded=()):
+def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None):
+    """Decide actions and routes for every service. With fresh=False (a probe-only tick on an older
+    observation) only routing and draining change: nothing is submitted or cancelled.
+    warnings: {service: seconds of its --signal warning} (see renew_lead).
+
+    Each service is planned on its own: a bug met while planning one is returned in `failed`
+    (its memory and Traefik file stay as they were) and the others go on."""
+    observed_at = now if observed_at is None else observed_at
+    job_mem = {k: m for k, m in memory.jobs.items()}
+    services = dict(memory.services)
+    actions, events, routes, failed = [], [], {}, {}
+    budget = policy.max_submit_per_cycle
+    for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings).items():
+        try:
+            result = plan_service(view, policy, fresh, budget)
+        except Exception:   # noqa: a planner bug must cost one service, not all of them
+            failed[name] = traceback.format_exc()
+            continue
+        actions += result.actions
+        events += result.events
+        budget -= sum(1 for a in result.actions if isinstance(a, Submit))
+        job_mem.update(result.jobs)
+        services[name] = result.service
+        if result.servers is not None:
+            routes[name] = result.servers
+    return Plan(actions, routes, Memory(job_mem, services), events, failed)
+
+
+def plan_service(view, policy, fresh, budget):
+    """The phases of one service's plan, in order."""
+    events = []
+    service = _reset_backoff_if_healthy(view, policy, events)
+    view = view._replace(service=service)
+    retiring = retiring_jobs(view)
+    drained = drains_to_start(view, retiring, policy)
+    jobs = {}
+    for job in drained:
+        jobs[job.job_id] = view.memory_of(job)._replace(drain_since=view.now)
+        events.append("job %s of %s draining (%ds left)" % (job.job_id, view.name, view.left(job)))
+    view = view._replace(jobs=dict(view.jobs, **jobs))
+    actions = []
+    if fresh:
+        cancels = cancels_due(view, retiring, policy)
+        actions += cancels
+        actions += submissions(view, retiring, cancels, policy, budget)
+        actions += exclusions_to_clear(view, policy)
+    stopping_now = {a.job_id for a in actions if isinstance(a, Cancel)}
+    return ServicePlan(actions, servers_for(view, stopping_now), jobs, service, events)
+
+
+def _reset_backoff_if_healthy(view, policy, events):
+    svc = view.service
+    if svc.failures and _healthy_for(view.jobs, view.now) >= policy.backoff_reset:
+        events.append("%s healthy for %ds: crash count reset" % (view.name, policy.backoff_reset))
+        return svc._replace(failures=0, next_try=0.0, last_error="")
+    return svc
+
+
+def retiring_jobs(view):
+    """Running jobs within the renewal lead of their end, soonest end first."""
+    near = [job for job in view.running if view.left(job) is not None and view.left(job) <= view.lead]
+    return sorted(near, key=view.left)
+
+
+def drains_to_start(view, retiring, policy):
+    """Retiring jobs to drain now: while the others still carry N, or when a job ends anyway soon."""
+    retiring_ids = {job.job_id for job in retiring}
+    live = sum(1 for job in view.running if view.ready(job) and
+               (job.job_id not in retiring_ids or view.memory_of(job).drain_since is None))
+    chosen = []
+    for job in retiring:
+        if view.memory_of(job).drain_since is not None or not view.ready(job):
+            continue
+        if live - 1 >= view.wanted or (view.left(job) <= policy.drain_seconds + 5 and live > 1):
+            chosen.append(job)
+            live -= 1
+    return chosen
+
+
+def _keepers(view, retiring):
+    """Jobs that will carry the service after renewal: active or expected, neither retiring nor stopping."""
+    retiring_ids = {job.job_id for job in retiring}
+    kept = [job for job in view.running + view.pending
+            if job.job_id not in retiring_ids and not view.memory_of(job).stopping]
+    return kept, len(kept) + len(view.unseen)
+
+
+def _may_cancel(m, now):
+    return m.cancelled_at is None and (m.cancel_retry_at is None or now >= m.cancel_retry_at)
+
+
+def cancels_due(view, retiring, policy):
+    """Drained jobs, retries of a failed scancel, and the newest surplus jobs when N went down."""
+    cancels = []
+    for job in view.running + view.pending:
+        m = view.memory_of(job)
+        if not _may_cancel(m, view.now):
+            continue
+        if m.cancel_failures:
+            cancels.append(Cancel(job.job_id, view.name, "retrying a failed scancel"))
+        elif m.drain_since is not None and view.now - m.drain_since >= policy.drain_seconds:
+            cancels.append(Cancel(job.job_id, view.name, "drained for renewal"))
+    chosen = {c.job_id for c in cancels}
+    kept, count = _keepers(view, retiring)
+    excess = count - view.wanted
+    if excess > 0:
+        kept_ids = {job.job_id for job in kept}
+        newest = sorted(view.pending, key=_newest_first) + \
+            sorted([j for j in view.running if not view.ready(j)], key=_newest_first) + \
+            sorted([j for j in view.running if view.ready(j)], key=_newest_first)
+        for job in newest:
+            if excess <= 0:
+                break
+            if job.job_id in kept_ids and job.job_id not in chosen:
+                cancels.append(Cancel(job.job_id, view.name, "more than %d instances wanted" % view.wanted))
+                chosen.add(job.job_id)
+                excess -= 1
+    return cancels
+
+
+def submissions(view, retiring, cancels, policy, budget):
+    """Submit what is missing: up to N plus the surge while renewing, within the cycle's budget,
+    never during crash backoff, and one per cycle while spreading a small gap over nodes."""
+    _, count = _keepers(view, retiring)
+    cancelled = {c.job_id for c in cancels}
+    gone_soon = sum(1 for job in retiring if job.job_id in cancelled)
+    room = view.wanted + policy.surge - (len(view.running) + len(view.pending) + len(view.unseen) - gone_soon)
+    number = max(0, min(view.wanted - count, room, budget))
+    if number and view.now < view.service.next_try:
+        return []
+    if policy.spread and 1 < number <= policy.spread_ramp_max:
+        # Where Slurm puts a job is known only once it runs: submit one per cycle, so the
+        # next one can avoid its node. Larger gaps are filled at once (capacity first).
+        number = 1
+    exclude = ()
+    if policy.spread:
+        exclude = tuple(sorted({job.nodes for job in view.running if job.nodes and job.job_id not in cancelled}))
+    why = "renewal" if retiring else "missing"
+    return [Submit(view.name, exclude, why) for _ in range(number)]
+
+
+def exclusions_to_clear(view, policy):
+    """Pending jobs that avoided busy nodes for longer than spread_patience may run anywhere."""
+    return [ClearExclude(job.job_id, view.name) for job in view.pending
+            if view.memory_of(job).excluded and view.memory_of(job).submitted_at is not None
+            and view.now - view.memory_of(job).submitted_at > policy.spread_patience]
+
+
+def servers_for(view, stopping_now):
+    """Traefik's servers: ready jobs, oldest first, draining ones at weight 0 (unless all are)."""
+    if view.wanted <= 0 and not any(view.ready(j) for j in view.running):
+        return None
+    servers = []
+    for job in view.running:
+        if view.ready(job) and job.job_id not in stopping_now:
+            m = view.memory_of(job)
+            servers.append(Server(m.url, 0 if m.drain_since is not None else 1))
+    if servers and all(s.weight == 0 for s in servers):
+        servers = [s._replace(weight=1) for s in servers]   # draining beats 503
+    return servers
+
+
+# -- outcomes ---------------------------------------------------------------------------------------
+def record_intents(memory, submits, now):
+    """Memory with one intent per Submit, to be saved before sbatch runs; returns (memory, keys)."""
     jobs = dict(memory.jobs)
-    jobs[job_id] = JobMemory(service=service, owned=True, submitted_at=now, excluded=tuple(excluded))
+    keys = []
+    for index, action in enumerate(submits):
+        key = "%s%s:%.3f:%d" % (INTENT_PREFIX, action.service, now, index)
+        jobs[key] = JobMemory(service=action.service, submitted_at=now, excluded=tuple(action.exclude))
+        keys.append(key)
+    return memory._replace(jobs=jobs), keys
+
+
+def record_submitted(memory, service, job_id, now, excluded=(), intent=None):
+    """sbatch gave job_id: it replaces its intent."""
+    jobs = dict(memory.jobs)
+    jobs.pop(intent, None)
+    jobs[job_id] = JobMemory(service=service, submitted_at=now, excluded=tuple(excluded))
     return memory._replace(jobs=jobs)
 
 
-def record_submit_failed(memory, service, error, now, policy):
+def record_submit_failed(memory, service, error, now, policy, intent=None):
+    jobs = dict(memory.jobs)
+    jobs.pop(intent, None)
     services = dict(memory.services)
     _fail(services, service, error, now, policy)
-    return memory._replace(services=services)
+    return Memory(jobs, services)
 
 
-def _healthy_for(job_mem, service, now):
-    times = [now - m.ready_since for m in job_mem.values() if m.service == service and m.ready_since is not None]
+def record_cancelled(memory, job_ids, now):
+    jobs = dict(memory.jobs)
+    for job_id in job_ids:
+        if job_id in jobs:
+            jobs[job_id] = jobs[job_id]._replace(cancelled_at=now, cancel_retry_at=None)
+    return memory._replace(jobs=jobs)
+
+
+def record_cancel_failed(memory, job_ids, now, policy):
+    """The job stays out of Traefik and out of the count; scancel is retried with backoff."""
+    jobs = dict(memory.jobs)
+    for job_id in job_ids:
+        if job_id in jobs:
+            m = jobs[job_id]
+            failures = m.cancel_failures + 1
+            jobs[job_id] = m._replace(cancel_failures=failures,
+                                      cancel_retry_at=now + backoff_delay(failures, policy, job_id))
+    return memory._replace(jobs=jobs)
+
+
+def record_exclude_cleared(memory, job_id):
+    jobs = dict(memory.jobs)
+    if job_id in jobs:
+        jobs[job_id] = jobs[job_id]._replace(excluded=())
+    return memory._replace(jobs=jobs)
+
+
+def _healthy_for(job_mem, now):
+    times = [now - m.ready_since for m in job_mem.values() if m.ready_since is not None]
     return max(times) if times else 0.0
 
 
-def _job_number(job):
-    return int(job.job_id) if job.job_id.isdigit() else 0
-
-
-def _newest_first(job):
-    return -_job_number(job)
+def _number(job_id):
+    return int(job_id) if job_id.isdigit() else 0
 
 
 def _oldest_first(job):
-    return _job_number(job)
+    return _number(job.job_id)
+
+
+def _newest_first(job):
+    return -_number(job.job_id)

@@ -6,7 +6,7 @@ import shutil
 import time
 from typing import NamedTuple, Optional
 
-from . import resources, slurm
+from . import fsutil, resources, slurm
 from .errors import ConfigError
 from .settings import SERVICE_NAME_RE
 
@@ -78,12 +78,18 @@ def ensure_freeport(layout):
     return True
 
 
-def load(layout, name):
-    """The ServiceDef of `name`; ConfigError naming the file and line when it is not usable."""
+def load(layout, name, unpack=True):
+    """The ServiceDef of `name`; ConfigError naming the file and line when it is not usable.
+
+    A bundled service without a folder yet is unpacked into services/ first (the loop does that);
+    readers (`status`, `check`) pass unpack=False and get a ConfigError instead."""
     if not SERVICE_NAME_RE.match(name):
         raise ConfigError("%r is not a valid service name (no spaces; letters, digits, . _ -)" % name)
     folder = os.path.join(layout.services, name)
     if not os.path.isdir(folder):
+        if name in bundled_names() and not unpack:
+            raise ConfigError("bundled service %s is not unpacked yet (the loop does it on its first "
+                              "cycle)" % name, folder)
         if name in bundled_names():
             unpack_bundled(layout, name)
         else:
@@ -147,8 +153,12 @@ def _copy_if_changed(source, target):
 
 
 def _read(path):
+    """A .sub's text; refuses what is not a sane regular UTF-8 file, naming the line of a bad byte."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except UnicodeDecodeError:
-        raise ConfigError("not a text file", path)
+        text = fsutil.read_text_file(path, "Slurm script")
+    except FileNotFoundError:
+        raise ConfigError("the Slurm script is gone", path)
+    if "\ufffd" in text:
+        raise ConfigError("not UTF-8 text: save the script as UTF-8", path,
+                          text[:text.index("\ufffd")].count("\n") + 1)
+    return text

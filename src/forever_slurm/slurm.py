@@ -1,7 +1,9 @@
 """Everything that talks to Slurm: builds squeue/sbatch/scontrol/scancel argv and parses their output."""
 
 import logging
+import os
 import re
+import secrets
 from typing import NamedTuple, Optional
 
 from . import proc
@@ -9,16 +11,21 @@ from .errors import CommandError
 
 log = logging.getLogger(__name__)
 
-# %A: job id unique per array element; %k (comment) last, so a '|' inside a comment survives
-# split('|', 7). Unsized fields are printed in full (squeue opts.c).
-SQUEUE_FORMAT = "%A|%t|%j|%N|%L|%M|%r|%k"
-FIELDS = 8
+# squeue prints literal text between %-fields, and unsized fields in full (opts.c). Each row starts
+# with a random marker and its fields are separated by another, both new for every call: a Comment
+# or job name (which jobs and users write freely: '|', line breaks, \x1e, \u2028) cannot contain a
+# marker it has never seen, so it can neither split a row nor make one up. (--json would also do,
+# but its schema changes with every Slurm release; this works on all of them.) %Z, the working
+# directory, is set by our sbatch --chdir and cannot be changed by the job: it tells our jobs apart.
+FIELD_CODES = ("%A", "%t", "%j", "%N", "%L", "%M", "%r", "%Z", "%k")
 
 PENDING_STATES = frozenset(["PD", "CF", "RQ", "RH", "RF", "RS", "RD", "SI", "SO", "S", "ST"])
 RUNNING_STATES = frozenset(["R"])
 ACTIVE_STATES = PENDING_STATES | RUNNING_STATES
 
-_DURATION_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+_DURATION_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$", re.ASCII)
+_JOB_ID_RE = re.compile(r"^[0-9]{1,20}$", re.ASCII)
+_STATE_RE = re.compile(r"^[A-Z]{1,4}$", re.ASCII)
 
 
 class Job(NamedTuple):
@@ -31,6 +38,7 @@ class Job(NamedTuple):
     time_used: Optional[int]
     reason: str
     comment: str        # '' when unset
+    workdir: str = ""   # the job's working directory: our sbatch sets it to this root's slurm-output
 
     @property
     def running(self):
@@ -56,30 +64,62 @@ def parse_duration(text):
     return ((int(days or 0) * 24 + int(hours)) * 60 + int(minutes)) * 60 + int(seconds)
 
 
-def parse_squeue(text):
-    """Rows of `squeue -h -o SQUEUE_FORMAT` -> (jobs, unreadable lines)."""
+class Markers(NamedTuple):
+    """The row and field markers of one squeue call (see FIELD_CODES)."""
+    row: str
+    field: str
+
+    @property
+    def format(self):
+        return self.row + self.field.join(FIELD_CODES)
+
+
+def new_markers():
+    token = secrets.token_hex(8)
+    return Markers("<r%s>" % token, "<f%s>" % token)
+
+
+def parse_squeue(text, markers):
+    """Rows of `squeue -h -o markers.format` -> (jobs, unreadable rows). Never raises."""
     jobs = []
     junk = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        parts = line.split("|", FIELDS - 1)
-        if len(parts) != FIELDS or not parts[0].strip():
-            junk.append(line)
-            continue
-        job_id, state, name, nodes, left, used, reason, comment = parts
-        comment = comment.strip()
-        jobs.append(Job(
-            job_id=job_id.strip(),
-            state=state.strip(),
-            name=name.strip(),
-            nodes=nodes.strip(),
-            time_left=parse_duration(left),
-            time_used=parse_duration(used),
-            reason=reason.strip(),
-            comment="" if comment == "(null)" else comment,
-        ))
+    chunks = text.split(markers.row)
+    if chunks[0].strip():
+        junk.append(chunks[0])
+    for chunk in chunks[1:]:
+        if chunk.endswith("\n"):
+            chunk = chunk[:-1]      # the line end squeue adds after each row
+        job = _job_from(chunk.split(markers.field))
+        if job is None:
+            junk.append(chunk)
+        else:
+            jobs.append(job)
     return jobs, junk
+
+
+def _job_from(parts):
+    """A Job from one row's fields, or None when they are not what squeue prints."""
+    if len(parts) != len(FIELD_CODES):
+        return None
+    job_id, state, name, nodes, left, used, reason, workdir, comment = parts
+    if not _JOB_ID_RE.match(job_id.strip()) or not _STATE_RE.match(state.strip()):
+        return None
+    return Job(
+        job_id=job_id.strip(),
+        state=state.strip(),
+        name=name.strip(),
+        nodes=nodes.strip(),
+        time_left=parse_duration(left),
+        time_used=parse_duration(used),
+        reason=reason.strip(),
+        comment="" if comment.strip() == "(null)" else comment.strip(),
+        workdir=workdir.strip(),
+    )
+
+
+def submitted_from(job, workdirs):
+    """True when the job's working directory is one of `workdirs` (normalised paths): ours."""
+    return bool(job.workdir) and os.path.normpath(job.workdir) in workdirs
 
 
 def script_job_name(text):
@@ -125,20 +165,26 @@ class Slurm:
     def __init__(self, run=proc.run, timeout=30.0, environ=None):
         self._run = run
         self.timeout = timeout
+        self._reported = set()     # unreadable rows already logged
         self._env = proc.child_env({"SLURM_TIME_FORMAT": "standard"}, drop_prefixes=("SQUEUE_",)) \
             if environ is None else environ
 
-    def squeue_argv(self):
+    def squeue_argv(self, markers):
         # -t all: finished jobs stay visible for MinJobAge, so the loop learns how a job ended
         # (cancelled, timed out, failed) instead of guessing from its disappearance.
-        return ["squeue", "--me", "-h", "-t", "all", "-o", SQUEUE_FORMAT]
+        return ["squeue", "--me", "-h", "-t", "all", "-o", markers.format]
 
     def observe(self):
         """All of this user's jobs in one squeue call. Raises CommandError: the state is then unknown."""
-        done = self._run(self.squeue_argv(), timeout=self.timeout, env=self._env)
-        jobs, junk = parse_squeue(done.stdout)
-        for line in junk[:3]:
-            log.warning("squeue printed a line we cannot read: %r", line)
+        markers = new_markers()
+        done = self._run(self.squeue_argv(markers), timeout=self.timeout, env=self._env)
+        jobs, junk = parse_squeue(done.stdout, markers)
+        for row in junk:
+            shown = repr(row.replace(markers.field, "|")[:200])
+            if shown not in self._reported:
+                if len(self._reported) < 1000:
+                    self._reported.add(shown)
+                log.warning("squeue printed a row we cannot read (skipped): %s", shown)
         return jobs
 
     def sbatch_argv(self, script, chdir, exclude=(), output=None):

@@ -10,7 +10,7 @@ from .errors import ForeverError
 def collect(layout, now=None, traffic_window=300.0):
     """A JSON-ready report: services, jobs, Slurm's health, and traffic over the last 5 minutes."""
     now = time.time() if now is None else now
-    snap = state.load(layout.state_file)
+    snap, state_problem = state.read(layout.state_file)
     policy = reconcile.Policy()
     try:
         conf = settings_mod.load(layout)
@@ -73,7 +73,14 @@ def collect(layout, now=None, traffic_window=300.0):
                 "age_seconds": None if job.time_used is None else job.time_used + (observed_age or 0),
                 "time_left_seconds": left, "health": health,
                 "renew_in_seconds": renew_in if job.running else None,
-                "owned": m.owned, "comment_problem": m.comment_problem,
+                "owned": True, "comment_problem": m.comment_problem,
+            })
+        for job in sorted((j for j in snap.foreign if j.name == name), key=lambda j: int(j.job_id)):
+            job_rows.append({
+                "job_id": job.job_id, "service": name, "state": job.state, "node": job.nodes, "url": "",
+                "reason": job.reason if not job.running else "", "age_seconds": job.time_used,
+                "time_left_seconds": job.time_left, "health": "foreign: not ours", "renew_in_seconds": None,
+                "owned": False, "comment_problem": "", "workdir": job.workdir,
             })
     report = {
         "root": layout.root,
@@ -82,6 +89,8 @@ def collect(layout, now=None, traffic_window=300.0):
         "services": service_rows,
         "jobs": job_rows,
         "traffic": _traffic(layout, now, traffic_window),
+        "faults": dict(snap.faults),
+        "state_problem": state_problem,
         "traefik_port": conf.traefik_port if conf else None,
     }
     return report
@@ -90,7 +99,7 @@ def collect(layout, now=None, traffic_window=300.0):
 def _warning(layout, name):
     from . import services
     try:
-        return services.load(layout, name).warning_seconds
+        return services.load(layout, name, unpack=False).warning_seconds
     except ForeverError:
         return 0
 
@@ -154,6 +163,13 @@ def render(report, color=False):
     slurm_text = ("-" if slurm["ok"] is None else paint("answers", "32") if slurm["ok"]
                   else paint("NOT answering: %s" % slurm["error"], "31"))
     lines.append("loop: %s   slurm: %s" % (loop_text, slurm_text))
+    if report.get("state_problem"):
+        lines.append(paint("state: %s" % report["state_problem"], "31"))
+    for what, problem in sorted((report.get("faults") or {}).items()):
+        lines.append(paint("fault (%s): %s" % (what, problem), "31"))
+    if loop["alive"] and (loop["updated_seconds_ago"] or 0) > 120:
+        lines.append(paint("the loop has not saved its state for %s: see .work/log/loop.log (disk full?)"
+                           % _duration(loop["updated_seconds_ago"]), "31"))
     rows = [("SERVICE", "WANT", "RUN", "PEND", "ROUTED", "DRAIN", "NOTE")]
     for s in report["services"]:
         note = []
@@ -180,6 +196,10 @@ def render(report, color=False):
             rows.append((j["job_id"], j["service"][:18], j["state"], where[:20], _duration(j["age_seconds"]),
                          _duration(j["time_left_seconds"]), _duration(j["renew_in_seconds"]), j["health"][:24]))
         lines += _table(rows)
+        foreign = [j for j in report["jobs"] if not j["owned"]]
+        if foreign:
+            lines.append("foreign: job(s) %s share a service's name but were not submitted from this root; "
+                         "forever-slurm never counts, routes or cancels them" % ", ".join(j["job_id"] for j in foreign))
     traffic = report.get("traffic")
     if traffic:
         lines.append("")

@@ -12,12 +12,11 @@ import re
 import tempfile
 from typing import Dict, NamedTuple, Tuple
 
-from . import yamlish
+from . import fsutil, urls, yamlish
 from .errors import ConfigError
 from .settings import SERVICE_NAME_RE
 
 MARKER = "# written by forever-slurm"
-_URL_RE = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC")
 ENTRY_POINTS = ("web",)
 ACCESS_LOG_FIELDS = ("DownstreamStatus", "Duration", "RequestPath", "RouterName", "ServiceName", "ServiceURL",
@@ -77,18 +76,19 @@ def dynamic_name(service):
 
 def valid_server_url(url):
     """True for http(s)://host:port with a port in 1..65535 (no path, no user info)."""
-    match = _URL_RE.match(url) if isinstance(url, str) else None
-    return bool(match) and 1 <= int(match.group(1)) <= 65535
+    return urls.valid_backend_url(url)
 
 
 def load_template(path, service):
     """Template from a service's .yml; ConfigError naming path:line for anything Traefik would reject."""
     _check_service_name(service)
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError("cannot read the Traefik template: %s" % err, path)
+        text = fsutil.read_text_file(path, "Traefik template")
+    except FileNotFoundError:
+        raise ConfigError("cannot read the Traefik template: it does not exist", path)
+    if "\ufffd" in text:
+        line = text[:text.index("\ufffd")].count("\n") + 1
+        raise ConfigError("not UTF-8 text: save the template as UTF-8", path, line)
     return parse_template(text, path, service)
 
 

@@ -107,8 +107,13 @@ def squeue(store, argv):
             "L": fmt_duration(now_left(job)) if job["state"] == "R" else fmt_duration(job.get("limit")),
             "M": fmt_duration(time.time() - started) if started else "0:00",
             "r": job.get("reason", "None"), "k": job.get("comment") or "(null)",
+            "Z": job.get("chdir") or "",
         }
         out.append(re.sub(r"%([a-zA-Z])", lambda m: str(fields.get(m.group(1), "")), fmt))
+    raw = os.path.join(STATE, "squeue-extra-bytes")     # odd bytes (a warning line, say) before the rows
+    if os.path.exists(raw):
+        sys.stdout.buffer.write(open(raw, "rb").read())
+        sys.stdout.buffer.flush()
     sys.stdout.write("".join(line + "\n" for line in out))
     return 0
 

@@ -1,0 +1,374 @@
+"""Issue 11: the loop never dies, never forgets its own jobs, and one service never hurts another.
+
+Each class of fault gets its own tests, against the shim Slurm (tests/shims) with fake clocks;
+large classes (Comments, odd bytes) are fed randomised inputs with a fixed seed.
+"""
+
+import errno
+import json
+import logging
+import os
+import random
+
+import pytest
+
+from forever_slurm import fsutil, loop, probe, reconcile, settings, slurm, state, status
+
+from test_loop import Clock, Prober, calls, jobs_file, make, publish_all, routed
+
+TWO = 'SERVICE_LIST="hello-python/1 other/1"\nFS_SPREAD=no\n'
+
+
+def add_other_service(root):
+    """A second service, so tests can show that one service's trouble leaves the other alone."""
+    folder = root / "services" / "other"
+    folder.mkdir(parents=True)
+    (folder / "other.sub").write_text("#!/bin/bash\n#SBATCH --job-name other\nsleep 100\n")
+
+
+def set_comment(shim_state, job_id, comment):
+    data = json.loads((shim_state / "jobs.json").read_text())
+    for job in data["jobs"]:
+        if job["id"] == job_id:
+            job["comment"] = comment
+    (shim_state / "jobs.json").write_text(json.dumps(data))
+
+
+def watch_file(layout, service):
+    path = os.path.join(layout.watch, service + ".yml")
+    return open(path).read() if os.path.exists(path) else ""
+
+
+def two_services(root, shim_state, prober=None):
+    add_other_service(root)
+    ctl, clock, prober_, layout = make(root, TWO)
+    if prober is not None:
+        ctl.probe_all = prober
+    routed(ctl, clock, shim_state)
+    return ctl, clock, layout
+
+
+def job_of(shim_state, name):
+    return [j for j in jobs_file(shim_state) if j["name"] == name and j["state"] == "R"][0]
+
+
+# -- 1. bad data never stops the loop ----------------------------------------------------------------
+EVIL_HOSTS = ["a..b", "x" * 100, "-a.b", "a_b", "\u00e9t\u00e9", "xn--", "[::1", "[zz::1]", "1.2.3.999",
+              "." * 5, "a." * 130]
+EVIL_PORTS = ["\u0664\u0660", "\uff18\uff10", "0", "65536", "99999", "-1", "8O"]
+
+
+def test_comments_the_http_client_would_choke_on_are_refused_with_the_real_prober(root, shim_state):
+    ctl, clock, layout = two_services(root, shim_state, prober=probe.probe_all)
+    victim = job_of(shim_state, "hello-python")["id"]
+    for host in EVIL_HOSTS:
+        for port in ["80"] + EVIL_PORTS[:2]:
+            set_comment(shim_state, victim, "traefik,hello-python,http://%s:%s" % (host, port))
+            clock.sleep(10)
+            assert ctl.cycle() is True
+            assert ctl.snapshot.memory.jobs[victim].comment_problem
+            assert "servers: []" in watch_file(layout, "hello-python")
+
+
+def test_ipv6_literals_are_one_rule_for_the_parser_and_the_writer():
+    from forever_slurm import traefik, urls
+    for url in ["http://[::1]:8080", "http://[fe80::1]:1", "http://node7:40123", "https://10.0.0.1:443"]:
+        assert reconcile.parse_comment("traefik,s," + url, "s") == (url, "")
+        assert traefik.valid_server_url(url)
+    for url in ["http://[::g]:80", "http://a..b:80", "http://h:\u0664\u0660", "http://h:80\n", "http://h:80/x"]:
+        assert reconcile.parse_comment("traefik,s," + url, "s")[0] is None
+        assert not traefik.valid_server_url(url) and not urls.valid_backend_url(url)
+
+
+def random_comment(rng, service):
+    pieces = ["traefik", ",", service, "other", "http://", "https://", "node1", ":", "40001", "/", "|", "\n",
+              "\r", "\x1e", "\u2028", "\x00", "{{", "}}", "%", "(null)", "\ufffd", "[", "]", "::1"]
+    pieces += EVIL_HOSTS + EVIL_PORTS
+    return "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 12)))
+
+
+def test_random_comments_never_stop_the_loop_nor_add_a_job(root, shim_state):
+    ctl, clock, layout = two_services(root, shim_state)
+    rng = random.Random(1234)
+    ids = sorted(j["id"] for j in jobs_file(shim_state))
+    victim = job_of(shim_state, "hello-python")["id"]
+    for _ in range(150):
+        set_comment(shim_state, victim, random_comment(rng, "hello-python"))
+        clock.sleep(10)
+        assert ctl.cycle() is True
+        assert sorted(ctl.snapshot.memory.jobs) == ids                 # no phantom job, none lost
+        for servers in ctl.snapshot.routes.values():
+            from forever_slurm import urls
+            assert all(urls.valid_backend_url(s.url) for s in servers)
+        assert "node" in watch_file(layout, "other")                   # the other service is still routed
+
+
+def test_a_comment_shaped_like_squeue_rows_never_makes_a_phantom_job(root, shim_state):
+    ctl, clock, layout = two_services(root, shim_state)
+    victim = job_of(shim_state, "hello-python")["id"]
+    before = sorted(ctl.snapshot.memory.jobs)
+    for sep in ["\n", "\x1e", "\u2028", "\r\n", "\x85"]:
+        fake = "9999|R|hello-python|node9|1:00:00|0:01|None|%s|traefik,hello-python,http://evil:1" % (
+            layout.slurm_output)
+        set_comment(shim_state, victim, "traefik,hello-python,http://node1:40001" + sep + fake)
+        clock.sleep(10)
+        ctl.cycle()
+        assert sorted(ctl.snapshot.memory.jobs) == before
+        assert "evil" not in watch_file(layout, "hello-python")
+
+
+def test_odd_bytes_from_squeue_are_skipped_and_reported_once(root, shim_state, caplog):
+    ctl, clock, layout = two_services(root, shim_state)
+    (shim_state / "squeue-extra-bytes").write_bytes(b"\xff\xfe garbage \x00\x80\n")
+    caplog.set_level(logging.WARNING)
+    for _ in range(3):
+        clock.sleep(10)
+        assert ctl.cycle() is True
+    assert caplog.text.count("cannot read (skipped)") == 1
+    assert len(ctl.snapshot.memory.jobs) == 2
+
+
+def test_a_bug_while_planning_one_service_costs_only_that_service(root, shim_state, monkeypatch, caplog):
+    ctl, clock, layout = two_services(root, shim_state)
+    hello = watch_file(layout, "hello-python")
+    real = reconcile.plan_service
+
+    def broken(view, *args, **kwargs):
+        if view.name == "hello-python":
+            raise ZeroDivisionError("planner bug")
+        return real(view, *args, **kwargs)
+    monkeypatch.setattr(reconcile, "plan_service", broken)
+    (root / ".env").write_text('SERVICE_LIST="hello-python/1 other/2"\nFS_SPREAD=no\n')
+    ctl.settings = settings.load(layout)
+    for _ in range(3):
+        clock.sleep(10)
+        ctl.cycle()
+    assert len([j for j in jobs_file(shim_state) if j["name"] == "other"]) == 2   # the other goes on
+    assert watch_file(layout, "hello-python") == hello                             # last good file kept
+    assert caplog.text.count("Traceback") == 1 and "planning hello-python failed" in caplog.text
+
+
+def test_the_loop_goes_on_after_a_bug_in_a_cycle(root, shim_state, caplog):
+    ctl, clock, prober, layout = make(root)
+    real = ctl.cycle
+    seen = []
+
+    def cycle():
+        seen.append(clock.now)
+        if len(seen) == 1:
+            raise KeyError("bug")
+        return real()
+    ctl.cycle = cycle
+    ctl.run_forever(lambda: len(seen) >= 3)
+    assert len(seen) == 3 and "KeyError" in caplog.text and "the loop goes on" in caplog.text
+
+
+# -- 2. a job it submitted is never forgotten ------------------------------------------------------
+def scale_to_zero(ctl, layout, clock):
+    (layout.env_file and open(layout.env_file, "w")).write('SERVICE_LIST=""\n')
+    ctl.settings = settings.load(layout)
+    clock.sleep(10)
+    ctl.cycle()
+
+
+def foreign_job(root, name="hello-python"):
+    script = root / ("own-%s.sub" % name)
+    script.write_text("#!/bin/bash\n#SBATCH --job-name %s\nsleep 1\n" % name)
+    assert os.system("sbatch --parsable %s >/dev/null" % script) == 0
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "garbage", "wrong types", "directory"])
+def test_after_state_json_is_lost_its_own_jobs_are_rebuilt_from_slurm(root, shim_state, damage):
+    ctl, clock, prober, layout = make(root)
+    routed(ctl, clock, shim_state)
+    foreign_job(root)
+    ours = sorted(ctl.snapshot.memory.jobs)
+    text = open(layout.state_file).read()
+    os.unlink(layout.state_file)
+    if damage == "truncated":
+        open(layout.state_file, "w").write(text[:len(text) // 2])
+    elif damage == "garbage":
+        open(layout.state_file, "wb").write(os.urandom(3000))
+    elif damage == "wrong types":
+        data = json.loads(text)
+        for m in data["jobs"].values():
+            m["submitted_at"] = "yesterday"
+        data["services"] = []
+        open(layout.state_file, "w").write(json.dumps(data))
+    elif damage == "directory":
+        os.mkdir(layout.state_file)
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+                            probe_all=prober)
+    clock.sleep(10)
+    (shim_state / "calls.log").write_text("")
+    again.cycle()
+    assert sorted(again.snapshot.memory.jobs) == ours
+    assert not [c for c in calls(shim_state) if c[0] == "sbatch"]    # nothing submitted twice
+    scale_to_zero(again, layout, clock)
+    cancelled = sorted(i for c in calls(shim_state) if c[0] == "scancel" for i in c[1:])
+    assert cancelled == ours                                          # ours cancelled, the foreign one not
+
+
+def test_a_kill_between_sbatch_and_saving_neither_orphans_nor_doubles(root, shim_state, monkeypatch):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    saved = []
+    real_save = state.save
+    monkeypatch.setattr(state, "save", lambda path, snap: (saved.append(state.to_json(snap)), real_save(path, snap)))
+    ctl.cycle()
+    assert len(jobs_file(shim_state)) == 1
+    intent_only = saved[0]                                  # what was on disk while sbatch ran
+    assert any(k.startswith(reconcile.INTENT_PREFIX) for k in json.loads(intent_only)["jobs"])
+    monkeypatch.setattr(state, "save", real_save)
+    open(layout.state_file, "w").write(intent_only)         # the loop died right after sbatch
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+                            probe_all=prober)
+    for _ in range(3):
+        clock.sleep(10)
+        again.cycle()
+    assert len(jobs_file(shim_state)) == 1                  # not doubled
+    assert list(again.snapshot.memory.jobs) == [jobs_file(shim_state)[0]["id"]]   # and not orphaned
+
+
+def test_an_intent_that_never_shows_up_is_dropped_without_counting_a_crash():
+    memory, keys = reconcile.record_intents(reconcile.empty_memory(), [reconcile.Submit("svc")], 1000.0)
+    memory, events = reconcile.absorb(memory, [], 1000.0 + 121, reconcile.Policy())
+    assert memory.jobs == {} and "never showed up" in events[0] and "svc" not in memory.services
+
+
+def test_same_named_jobs_it_did_not_submit_are_never_counted_or_routed(root, shim_state):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
+    foreign_job(root)
+    publish_all(shim_state)
+    foreign = jobs_file(shim_state)[0]
+    ctl.cycle()
+    publish_all(shim_state)
+    clock.sleep(10)
+    ctl.cycle()
+    ours = [j for j in jobs_file(shim_state) if j["id"] != foreign["id"]]
+    assert len(ours) == 1                                             # submitted its own all the same
+    text = watch_file(layout, "hello-python")
+    assert ours[0]["comment"].split(",")[2] in text and foreign["comment"].split(",")[2] not in text
+    report = status.collect(layout, now=clock.now)
+    rows = {j["job_id"]: j for j in report["jobs"]}
+    assert rows[foreign["id"]]["owned"] is False and rows[foreign["id"]]["health"].startswith("foreign")
+    assert "foreign" in status.render(report)
+
+
+# -- 3. filesystem faults --------------------------------------------------------------------------
+def test_a_full_disk_is_logged_once_retried_and_nothing_is_submitted_unrecorded(root, shim_state, monkeypatch,
+                                                                                caplog):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    real = fsutil.atomic_write
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(fsutil, "atomic_write", full)
+    for _ in range(3):
+        clock.sleep(10)
+        ctl.cycle()
+    assert jobs_file(shim_state) == [] if (shim_state / "jobs.json").exists() else True
+    assert caplog.text.count("No space left on device; retrying") == 1
+    assert "state" in ctl.faults
+    monkeypatch.setattr(fsutil, "atomic_write", real)
+    clock.sleep(10)
+    ctl.cycle()
+    assert len(jobs_file(shim_state)) == 1 and "state" not in ctl.faults
+    assert list(state.load(layout.state_file).memory.jobs) == [jobs_file(shim_state)[0]["id"]]
+
+
+def test_an_unwritable_watch_folder_keeps_the_others_and_is_shown(root, shim_state, monkeypatch):
+    ctl, clock, layout = two_services(root, shim_state)
+    real = fsutil.atomic_write
+
+    def refuse_hello(path, *args, **kwargs):
+        if path.endswith("hello-python.yml"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(fsutil, "atomic_write", refuse_hello)
+    monkeypatch.setattr(loop.traefik, "write_if_changed",
+                        lambda path, text, tmp: refuse_hello(path, text, tmp_dir=tmp, only_if_changed=True))
+    prober_dead = job_of(shim_state, "other")
+    clock.sleep(10)
+    ctl.cycle()
+    assert "traefik:hello-python" in ctl.faults
+    report = status.collect(layout, now=clock.now)
+    assert "traefik:hello-python" in report["faults"] and "Read-only" in status.render(report)
+    assert prober_dead["comment"].split(",")[2] in watch_file(layout, "other")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device", "huge", "binary"])
+def test_a_sub_that_is_not_a_sane_file_is_refused_and_the_others_go_on(root, shim_state, kind, caplog):
+    add_other_service(root)
+    folder = root / "services" / "hello-python"
+    folder.mkdir(parents=True)
+    target = folder / "hello-python.sub"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(str(target))
+    elif kind == "device":
+        os.symlink("/dev/zero", str(target))
+    elif kind == "huge":
+        target.write_bytes(b"#!/bin/bash\n#SBATCH --job-name hello-python\n" + b"#" * (2 * 1024 * 1024))
+    else:
+        target.write_bytes(b"#!/bin/bash\n#SBATCH --job-name hello-python\n\xff\xfe\n")
+    ctl, clock, prober, layout = make(root, TWO)
+    ctl.cycle()
+    names = [j["name"] for j in jobs_file(shim_state)]
+    assert names == ["other"]
+    assert "hello-python.sub" in ctl.snapshot.service_errors["hello-python"]
+
+
+def test_an_unusable_lock_file_is_a_clear_error(root):
+    from forever_slurm.errors import ForeverError
+    layout = settings.Layout(str(root))
+    os.makedirs(layout.lock_file)            # a directory where the lock file should be
+    with pytest.raises(ForeverError, match="cannot open the lock file"):
+        loop.RootLock(layout.lock_file).acquire()
+
+
+# -- 6. time, retries ------------------------------------------------------------------------------
+def test_a_wall_clock_jump_back_does_not_stop_looking_at_slurm(root, shim_state):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    routed(ctl, clock, shim_state)
+    wall = {"offset": 0.0}
+    ctl.clock = lambda: clock.now + wall["offset"]
+    ctl.monotonic = clock
+    (shim_state / "calls.log").write_text("")
+    start = clock.now
+    looks = []
+    real = ctl.cycle
+
+    def cycle():
+        looks.append(clock.now)
+        if len(looks) == 2:
+            wall["offset"] = -600.0          # the wall clock jumps back 10 minutes
+        return real()
+    ctl.cycle = cycle
+    ctl.run_forever(lambda: clock.now - start > 60)
+    assert len([c for c in calls(shim_state) if c[0] == "squeue"]) >= 5
+
+
+def test_a_failing_scancel_backs_off_and_the_route_does_not_flap(root, shim_state):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n')
+    routed(ctl, clock, shim_state)
+    (root / ".env").write_text('SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
+    ctl.settings = settings.load(layout)
+    (shim_state / "fail-scancel").write_text("scancel: error: Kill job error: Access/permission denied\n")
+    seen_backends = []
+    attempts = []
+    for step in range(40):
+        clock.sleep(5)
+        before = len([c for c in calls(shim_state) if c[0] == "scancel"])
+        ctl.cycle() if step % 2 == 0 else ctl.tick()
+        if len([c for c in calls(shim_state) if c[0] == "scancel"]) > before:
+            attempts.append(clock.now)
+        seen_backends.append(watch_file(layout, "hello-python").count("url:"))
+    assert set(seen_backends) == {1}                                  # never back to 2, never 0
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert len(attempts) >= 3 and gaps == sorted(gaps) and gaps[-1] > gaps[0]   # backing off
+    (shim_state / "fail-scancel").unlink()
+    for _ in range(20):
+        clock.sleep(10)
+        ctl.cycle()
+    assert sorted(j["state"] for j in jobs_file(shim_state)) == ["CA", "R"]
