@@ -1,8 +1,10 @@
 # forever-slurm: build, test, demo. `make help` lists the targets.
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
+# Console scripts pip installs for this Python (traefik, vermin) come first on PATH.
+export PATH := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$(PATH)
 
-.PHONY: help pyz test test-fast test-e2e demo demo-stop bench vermin clean
+.PHONY: help pyz provision test test-fast test-e2e demo demo-stop bench vermin clean
 
 help:
 	@echo "make demo       build, start a local 3-node Slurm cluster + Traefik, run hello-python/2"
@@ -15,14 +17,18 @@ help:
 pyz:
 	$(PYTHON) build_pyz.py
 
-test: pyz
-	$(PYTEST) -q tests
+provision:
+	bin/provision-tests
+
+# Every test, nothing skipped: a skipped real-component test fails the run (tests/conftest.py).
+test: pyz provision
+	$(PYTEST) -q -rs tests
 
 test-fast: pyz
 	$(PYTEST) -q -m "not e2e" tests
 
-test-e2e: pyz
-	$(PYTEST) -q -m e2e tests
+test-e2e: pyz provision
+	$(PYTEST) -q -rs -m e2e tests
 
 vermin:
 	vermin --no-tips --violations -t=3.6- src

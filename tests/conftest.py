@@ -35,3 +35,29 @@ def root(tmp_path):
 
 def write_env(root, text):
     (root / ".env").write_text(text)
+
+
+# A skipped test proves nothing. `make test` must run every test, so a skip fails the run unless
+# the test is marked `optional` (it checks something a machine may lack for good, such as Python 2.7
+# for the polite refusal) or FS_ALLOW_SKIPS=1 is set on a developer's machine.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "optional: may be skipped without failing the run")
+
+
+def _required_skips(session):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    return [report for report in skipped if "optional" not in report.keywords]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0 and _required_skips(session) and os.environ.get("FS_ALLOW_SKIPS") != "1":
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    required = _required_skips(terminalreporter._session) if hasattr(terminalreporter, "_session") else []
+    if required and os.environ.get("FS_ALLOW_SKIPS") != "1":
+        terminalreporter.write_line("FAILING: %d required test(s) were skipped (see the SKIPPED lines above); "
+                                    "install what they name (make provision) or set FS_ALLOW_SKIPS=1"
+                                    % len(required), red=True)

@@ -47,6 +47,7 @@ def test_build_is_reproducible(tmp_path):
     assert "forever_slurm/data/env.default" in names
 
 
+@pytest.mark.optional
 def test_old_python_gets_one_clear_line(tmp_path):
     old = os.path.join(PYENV, "2.7.18", "bin", "python")
     if not os.path.exists(old):
