@@ -276,6 +276,31 @@ def test_a_full_disk_is_logged_once_retried_and_nothing_is_submitted_unrecorded(
     assert list(state.load(layout.state_file).memory.jobs) == [jobs_file(shim_state)[0]["id"]]
 
 
+def test_the_disk_reserve_lets_the_loop_record_a_submission_and_drop_a_gone_job(root, shim_state, monkeypatch):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    routed(ctl, clock, shim_state)
+    assert os.path.getsize(ctl.reserve.path) == ctl.reserve.size
+    real = fsutil.atomic_write
+
+    def full_while_reserved(*args, **kwargs):
+        if os.path.exists(ctl.reserve.path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(fsutil, "atomic_write", full_while_reserved)
+    monkeypatch.setattr(fsutil.Reserve, "ensure", lambda self: False)       # the disk stays full
+    gone = jobs_file(shim_state)[0]
+    data = json.loads((shim_state / "jobs.json").read_text())
+    data["jobs"][0]["state"] = "F"                                          # the job died
+    (shim_state / "jobs.json").write_text(json.dumps(data))
+    clock.sleep(10)
+    ctl.cycle()
+    assert gone["comment"].split(",")[2] not in watch_file(layout, "hello-python")   # out of Traefik
+    saved = state.load(layout.state_file)
+    new = [j["id"] for j in jobs_file(shim_state) if j["id"] != gone["id"]]
+    assert gone["id"] not in saved.memory.jobs and sorted(saved.memory.jobs) == new   # the replacement recorded
+    assert not os.path.exists(ctl.reserve.path) and "state" not in ctl.faults
+
+
 def test_an_unwritable_watch_folder_keeps_the_others_and_is_shown(root, shim_state, monkeypatch):
     ctl, clock, layout = two_services(root, shim_state)
     real = fsutil.atomic_write

@@ -15,6 +15,7 @@ one rotates itself with `log.maxSize`/`log.maxBackups`, so do not pass it here.
 import calendar
 import json
 import os
+import stat
 import re
 import signal
 
@@ -132,8 +133,10 @@ def summary(path, now, window=WINDOW, max_bytes=READ_MAX):
     counts unparsable lines.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None     # never block on a FIFO or read a device someone put there
         handle = open(path, "rb")
-    except FileNotFoundError:
+    except OSError:
         return None
     entries = []
     skipped = 0

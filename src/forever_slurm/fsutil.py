@@ -6,6 +6,7 @@ file it reads from users goes through `read_text_file`, which refuses directorie
 and absurdly large files instead of blocking on them or reading gigabytes.
 """
 
+import errno
 import os
 import stat
 import tempfile
@@ -128,3 +129,49 @@ def make_private_dir(path):
     if stat.S_IMODE(os.stat(path).st_mode) != PRIVATE_DIR:
         os.chmod(path, PRIVATE_DIR)
     return path
+
+
+class Reserve:
+    """A file of `size` bytes kept beside our state so that a full disk (or quota) can be survived:
+    when a write fails with ENOSPC/EDQUOT the reserve is deleted and the write tried once more, so
+    the loop can still record what it submitted and take a gone job out of Traefik. It is made
+    again only once the disk has room to spare."""
+
+    FULL = frozenset([errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)])
+
+    def __init__(self, path, size=4 * 1024 * 1024):
+        self.path = path
+        self.size = size
+
+    def ensure(self):
+        """Create the reserve when missing and at least 16 times its size is free; True when present."""
+        try:
+            if os.path.getsize(self.path) >= self.size:
+                return True
+        except OSError:
+            pass
+        try:
+            info = os.statvfs(os.path.dirname(self.path) or ".")
+            if info.f_bavail * info.f_frsize < 16 * self.size:
+                return False
+            atomic_write(self.path, b"\0" * self.size)
+            return True
+        except OSError:
+            return False
+
+    def release(self):
+        """Delete the reserve; True when there was one to free."""
+        try:
+            os.unlink(self.path)
+            return True
+        except OSError:
+            return False
+
+    def write(self, write):
+        """Call write(); on a full disk release the reserve and call it once more."""
+        try:
+            return write()
+        except OSError as exc:
+            if exc.errno not in self.FULL or not self.release():
+                raise
+        return write()

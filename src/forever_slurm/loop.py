@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import NamedTuple
 
-from . import accesslog, backoff, joblog, probe, reconcile, services, state, traefik
+from . import accesslog, backoff, fsutil, joblog, probe, reconcile, services, state, traefik
 from . import settings as settings_mod
 from . import slurm as slurm_mod
 from .errors import CommandError, ConfigError, ForeverError, LockedError
@@ -57,6 +57,7 @@ class Controller:
         self.workdirs = {os.path.normpath(layout.slurm_output),
                          os.path.normpath(os.path.realpath(layout.slurm_output))}
         self.faults = {}
+        self.reserve = fsutil.Reserve(os.path.join(layout.work, "disk-reserve"))
         self.snapshot = self._load_state()
         self.observe_failures = 0
         self._logged_errors = dict(self.snapshot.service_errors)
@@ -110,6 +111,7 @@ class Controller:
             return False
         self.observe_failures = 0
         self._slurm_state(True, "", now)
+        self.reserve.ensure()
         ours = [job for job in jobs if slurm_mod.submitted_from(job, self.workdirs)]
         old = self.snapshot.memory
         tracked = set(desired) | {m.service for m in old.jobs.values()}
@@ -305,7 +307,7 @@ class Controller:
                 continue
             try:
                 _set_aside_foreign(path, self.layout)
-                written = traefik.write_if_changed(path, text, self.layout.staging_tmp)
+                written = self.reserve.write(lambda: traefik.write_if_changed(path, text, self.layout.staging_tmp))
             except OSError as exc:
                 self._fault("traefik:" + service, "cannot write %s: %s; Traefik keeps the last good file, "
                             "retrying" % (path, exc.strerror or exc))
@@ -323,7 +325,7 @@ class Controller:
     def _save_state(self, snapshot):
         """True when state.json now holds `snapshot`; a failure is logged once and retried next pass."""
         try:
-            state.save(self.layout.state_file, snapshot._replace(faults=dict(self.faults)))
+            self.reserve.write(lambda: state.save(self.layout.state_file, snapshot._replace(faults=dict(self.faults))))
         except OSError as exc:
             self._fault("state", "cannot save %s: %s; retrying every pass, nothing submitted is forgotten "
                         "while the loop runs" % (self.layout.state_file, exc.strerror or exc))
