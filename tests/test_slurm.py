@@ -2,20 +2,30 @@
 
 import random
 import re
+import time
 
 import pytest
 
 from forever_slurm import slurm
 from forever_slurm.errors import CommandError
 
+NOW = 1_800_000_000.0
+
+
+def at(offset):
+    """A SLURM_TIME_FORMAT=standard time `offset` seconds from NOW."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(NOW + offset))
+
+
 ROWS = [
-    # %A      %t    %j              %N       %L             %M          %r           %Z              %k
-    ("4101", "R", "hello-python", "node1", "7:59:31", "0:29", "None", "/r/.work/slurm-output",
+    # %A      %t    %j              %N       %S        %e                        %r           %Z   %k
+    ("4101", "R", "hello-python", "node1", at(-29), at(7 * 3600 + 59 * 60 + 31), "None", "/r/.work/slurm-output",
      "traefik,hello-python,http://vm:40123"),
-    ("4102", "PD", "hello-python", "", "8:00:00", "0:00", "Resources", "/r/.work/slurm-output", "(null)"),
-    ("4103", "R", "llama", "node2", "1-23:59:59", "1:02:03", "None", "/home/u", "traefik,llama,http://vm:1|odd|pipes"),
-    ("4104", "CG", "hello-python", "node3", "0:00", "8:00:00", "None", "/r/.work/slurm-output", "(null)"),
-    ("4105", "R", "x", "node1", "UNLIMITED", "5-00:00:00", "None", "/tmp", ""),
+    ("4102", "PD", "hello-python", "", "N/A", "N/A", "Resources", "/r/.work/slurm-output", "(null)"),
+    ("4103", "R", "llama", "node2", at(-3723), at(86400 + 23 * 3600 + 59 * 60 + 59), "None", "/home/u",
+     "traefik,llama,http://vm:1|odd|pipes"),
+    ("4104", "CG", "hello-python", "node3", at(-8 * 3600), at(0), "None", "/r/.work/slurm-output", "(null)"),
+    ("4105", "R", "x", "node1", at(-5 * 86400), "NONE", "None", "/tmp", ""),
 ]
 
 
@@ -29,9 +39,9 @@ def squeue_output(fmt, rows):
     return "".join(one(row) + "\n" for row in rows)
 
 
-def parse(rows, markers=None):
+def parse(rows, markers=None, cache=None):
     markers = markers or slurm.new_markers()
-    return slurm.parse_squeue(squeue_output(markers.format, rows), markers)
+    return slurm.parse_squeue(squeue_output(markers.format, rows), markers, NOW, cache)
 
 
 def test_parse_rows():
@@ -54,7 +64,7 @@ def test_text_that_is_not_a_row_is_junk_not_a_job():
     markers = slurm.new_markers()
     text = "slurm_load_jobs error: Unable to contact slurm controller\n" + squeue_output(markers.format, ROWS[:1])
     text += markers.row + "notanid" + markers.field * 8 + "\n"
-    jobs, junk = slurm.parse_squeue(text, markers)
+    jobs, junk = slurm.parse_squeue(text, markers, NOW)
     assert [j.job_id for j in jobs] == ["4101"] and len(junk) == 2
 
 
@@ -92,7 +102,7 @@ def test_odd_bytes_from_squeue_never_raise():
         data = bytearray(good.encode())
         for _ in range(rng.randrange(1, 20)):
             data[rng.randrange(len(data))] = rng.randrange(256)
-        jobs, junk = slurm.parse_squeue(data.decode("utf-8", "replace"), markers)
+        jobs, junk = slurm.parse_squeue(data.decode("utf-8", "replace"), markers, NOW)
         assert len(jobs) + len(junk) >= 1
         assert all(re.match(r"^[0-9]+$", j.job_id, re.ASCII) for j in jobs)
 
@@ -102,6 +112,22 @@ def test_submitted_from():
     assert slurm.submitted_from(job, {"/r/.work/slurm-output"})
     assert not slurm.submitted_from(job._replace(workdir="/other"), {"/r/.work/slurm-output"})
     assert not slurm.submitted_from(job._replace(workdir=""), {""})
+
+
+def test_rows_seen_before_come_from_the_cache_and_the_cache_holds_only_the_last_observation():
+    cache = {}
+    first, _ = parse(ROWS, cache=cache)
+    assert len(cache) == 5
+    second, _ = parse(ROWS[:2], cache=cache)
+    assert second == first[:2] and len(cache) == 2
+
+
+@pytest.mark.parametrize("text,epoch", [
+    (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(NOW)), NOW), ("N/A", None), ("NONE", None),
+    ("Unknown", None), ("2026-13-45T99:99:99", None), ("\u0662026-01-01T00:00:00", None), ("", None),
+])
+def test_parse_time(text, epoch):
+    assert slurm.parse_time(text) == epoch
 
 
 @pytest.mark.parametrize("text,seconds", [

@@ -10,6 +10,7 @@ directory is this root's slurm-output folder (slurm.submitted_from), so a job we
 is never counted, routed or cancelled, whatever its name.
 """
 
+import functools
 import traceback
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -123,6 +124,7 @@ class Plan(NamedTuple):
     failed: Dict[str, str]              # service -> traceback of a bug met while planning it
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_comment(comment, service):
     """(url, problem) from a job's Comment 'traefik,<service>,<url>'; (None, '') when unpublished."""
     if not comment:
@@ -264,6 +266,8 @@ def apply_probes(memory, results, now, policy):
         if old is None or not old.url:
             continue
         if result.ok:
+            if old.ready_since is not None and not old.probe_failures and not old.probe_detail:
+                continue    # ready and still fine: the common case at 10,000 jobs costs nothing
             new = old._replace(probe_failures=0, probe_detail="")
             if old.ready_since is None:
                 new = new._replace(ready_since=now, ever_ready=True)
@@ -316,6 +320,7 @@ class ServiceView(NamedTuple):
     lead: float
     now: float
     age: float                      # seconds since the observation
+    ready_ids: frozenset = frozenset()  # jobs that are ready, published and not being stopped
 
     def memory_of(self, job):
         return self.jobs.get(job.job_id) or JobMemory(service=self.name)
@@ -325,8 +330,7 @@ class ServiceView(NamedTuple):
         return None if job.time_left is None else job.time_left - self.age
 
     def ready(self, job):
-        m = self.jobs.get(job.job_id)
-        return m is not None and m.ready_since is not None and bool(m.url) and not m.stopping
+        return job.job_id in self.ready_ids
 
 
 class ServicePlan(NamedTuple):
@@ -361,7 +365,9 @@ def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None
             unseen=sorted(k for k, m in job_mem.items() if m.seen_at is None and k not in observed_ids),
             jobs=job_mem, service=svc,
             lead=renew_lead(desired.get(name, 0), svc, policy, (warnings or {}).get(name, 0)),
-            now=now, age=max(0.0, now - observed_at))
+            now=now, age=max(0.0, now - observed_at),
+            ready_ids=frozenset(k for k, m in job_mem.items()
+                                if m.ready_since is not None and m.url and not m.stopping))
     return views
 
 

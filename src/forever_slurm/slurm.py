@@ -4,6 +4,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from typing import NamedTuple, Optional
 
 from . import proc
@@ -17,7 +18,10 @@ log = logging.getLogger(__name__)
 # marker it has never seen, so it can neither split a row nor make one up. (--json would also do,
 # but its schema changes with every Slurm release; this works on all of them.) %Z, the working
 # directory, is set by our sbatch --chdir and cannot be changed by the job: it tells our jobs apart.
-FIELD_CODES = ("%A", "%t", "%j", "%N", "%L", "%M", "%r", "%Z", "%k")
+# Start and end are absolute times (%S, %e) rather than time used/left (%M, %L): a row then reads the
+# same from one cycle to the next, so a steady cycle parses each row once and looks it up after that.
+FIELD_CODES = ("%A", "%t", "%j", "%N", "%S", "%e", "%r", "%Z", "%k")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"     # SLURM_TIME_FORMAT=standard, local time
 
 PENDING_STATES = frozenset(["PD", "CF", "RQ", "RH", "RF", "RS", "RD", "SI", "SO", "S", "ST"])
 RUNNING_STATES = frozenset(["R"])
@@ -26,6 +30,7 @@ ACTIVE_STATES = PENDING_STATES | RUNNING_STATES
 _DURATION_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$", re.ASCII)
 _JOB_ID_RE = re.compile(r"^[0-9]{1,20}$", re.ASCII)
 _STATE_RE = re.compile(r"^[A-Z]{1,4}$", re.ASCII)
+_TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.ASCII)
 
 
 class Job(NamedTuple):
@@ -34,8 +39,8 @@ class Job(NamedTuple):
     state: str          # compact state: PD, R, CG, ...
     name: str
     nodes: str          # '' while pending
-    time_left: Optional[int]   # seconds; None when unlimited or unknown
-    time_used: Optional[int]
+    time_left: Optional[int]   # seconds at the observation; None when unlimited or unknown
+    time_used: Optional[int]   # seconds since it started (0 when not started)
     reason: str
     comment: str        # '' when unset
     workdir: str = ""   # the job's working directory: our sbatch sets it to this root's slurm-output
@@ -79,8 +84,14 @@ def new_markers():
     return Markers("<r%s>" % token, "<f%s>" % token)
 
 
-def parse_squeue(text, markers):
-    """Rows of `squeue -h -o markers.format` -> (jobs, unreadable rows). Never raises."""
+def parse_squeue(text, markers, now=None, cache=None):
+    """Rows of `squeue -h -o markers.format` -> (jobs, unreadable rows). Never raises.
+
+    now: the time of the observation (time left and used are counted from it). cache: a dict kept
+    between calls; rows already seen are not parsed again (at 10,000 jobs that is most of a cycle)."""
+    now = time.time() if now is None else now
+    cache = {} if cache is None else cache
+    fresh = {}
     jobs = []
     junk = []
     chunks = text.split(markers.row)
@@ -89,32 +100,64 @@ def parse_squeue(text, markers):
     for chunk in chunks[1:]:
         if chunk.endswith("\n"):
             chunk = chunk[:-1]      # the line end squeue adds after each row
-        job = _job_from(chunk.split(markers.field))
-        if job is None:
+        parts = tuple(chunk.split(markers.field))   # the key leaves the per-call markers out
+        row = cache[parts] if parts in cache else _row_from(parts)
+        fresh[parts] = row
+        if row is None:
             junk.append(chunk)
         else:
-            jobs.append(job)
+            jobs.append(_job_at(row, now))
+    cache.clear()
+    cache.update(fresh)             # only this observation's rows: the cache cannot grow without bound
     return jobs, junk
 
 
-def _job_from(parts):
-    """A Job from one row's fields, or None when they are not what squeue prints."""
+class _Row(NamedTuple):
+    """One row's fields with absolute times: what does not change between two observations."""
+    job_id: str
+    state: str
+    name: str
+    nodes: str
+    started: Optional[float]
+    ends: Optional[float]
+    reason: str
+    comment: str
+    workdir: str
+
+
+def _row_from(parts):
+    """A _Row from one row's fields, or None when they are not what squeue prints."""
     if len(parts) != len(FIELD_CODES):
         return None
-    job_id, state, name, nodes, left, used, reason, workdir, comment = parts
+    job_id, state, name, nodes, started, ends, reason, workdir, comment = parts
     if not _JOB_ID_RE.match(job_id.strip()) or not _STATE_RE.match(state.strip()):
         return None
-    return Job(
-        job_id=job_id.strip(),
-        state=state.strip(),
-        name=name.strip(),
-        nodes=nodes.strip(),
-        time_left=parse_duration(left),
-        time_used=parse_duration(used),
-        reason=reason.strip(),
-        comment="" if comment.strip() == "(null)" else comment.strip(),
-        workdir=workdir.strip(),
-    )
+    return _Row(job_id.strip(), state.strip(), name.strip(), nodes.strip(), parse_time(started), parse_time(ends),
+                reason.strip(), "" if comment.strip() == "(null)" else comment.strip(), workdir.strip())
+
+
+def _job_at(row, now):
+    running = row.state in RUNNING_STATES
+    left = None if row.ends is None else max(0, int(row.ends - now))
+    used = 0 if row.started is None or row.started > now else int(now - row.started)
+    return Job(row.job_id, row.state, row.name, row.nodes if running or row.state not in PENDING_STATES else "",
+               left, used if running or row.state not in PENDING_STATES else 0, row.reason, row.comment, row.workdir)
+
+
+def parse_time(text):
+    """Epoch seconds of a SLURM_TIME_FORMAT=standard time; None for N/A, NONE, Unknown, garbage."""
+    text = text.strip()
+    if len(text) != 19 or not _TIME_RE.match(text):
+        return None
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 61):
+        return None
+    try:
+        # strptime would cost ten times more; mktime with isdst=-1 reads local time like it.
+        return time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
+    except (ValueError, OverflowError):
+        return None
 
 
 def submitted_from(job, workdirs):
@@ -166,6 +209,7 @@ class Slurm:
         self._run = run
         self.timeout = timeout
         self._reported = set()     # unreadable rows already logged
+        self._rows = {}            # row text -> parsed row, from the last observation
         self._env = proc.child_env({"SLURM_TIME_FORMAT": "standard"}, drop_prefixes=("SQUEUE_",)) \
             if environ is None else environ
 
@@ -178,7 +222,7 @@ class Slurm:
         """All of this user's jobs in one squeue call. Raises CommandError: the state is then unknown."""
         markers = new_markers()
         done = self._run(self.squeue_argv(markers), timeout=self.timeout, env=self._env)
-        jobs, junk = parse_squeue(done.stdout, markers)
+        jobs, junk = parse_squeue(done.stdout, markers, time.time(), self._rows)
         for row in junk:
             shown = repr(row.replace(markers.field, "|")[:200])
             if shown not in self._reported:

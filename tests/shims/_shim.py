@@ -31,6 +31,11 @@ def fmt_duration(seconds):
     return "%d:%02d" % (minutes, secs)
 
 
+def fmt_time(epoch):
+    """SLURM_TIME_FORMAT=standard: local time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+
+
 def parse_time_limit(text):
     text = text.strip()
     m = re.match(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$", text)
@@ -108,6 +113,9 @@ def squeue(store, argv):
             "M": fmt_duration(time.time() - started) if started else "0:00",
             "r": job.get("reason", "None"), "k": job.get("comment") or "(null)",
             "Z": job.get("chdir") or "",
+            "S": fmt_time(started) if started else "N/A",
+            "e": fmt_time(job.get("end")) if job.get("end") and job["state"] == "R" else (
+                fmt_time(job.get("ended")) if job.get("ended") else ("NONE" if job.get("limit") is None else "N/A")),
         }
         out.append(re.sub(r"%([a-zA-Z])", lambda m: str(fields.get(m.group(1), "")), fmt))
     raw = os.path.join(STATE, "squeue-extra-bytes")     # odd bytes (a warning line, say) before the rows
