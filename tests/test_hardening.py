@@ -397,3 +397,28 @@ def test_a_failing_scancel_backs_off_and_the_route_does_not_flap(root, shim_stat
         clock.sleep(10)
         ctl.cycle()
     assert sorted(j["state"] for j in jobs_file(shim_state)) == ["CA", "R"]
+
+
+# -- 5. readers read ---------------------------------------------------------------------------------
+def tree(root):
+    found = {}
+    for folder, dirs, files in os.walk(str(root)):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            found[path] = (info.st_mode, info.st_size, info.st_mtime_ns)
+    return found
+
+
+def test_status_and_check_change_nothing_even_with_a_corrupt_state_and_bundled_services(root, shim_state, capsys):
+    from forever_slurm import cli
+    (root / ".env").write_text('SERVICE_LIST="hello-python/2 llama-cpp-server/1"\n')
+    os.makedirs(str(root / ".work"))
+    (root / ".work" / "state.json").write_text('{"jobs": {"1": {"service": ')      # truncated
+    before = tree(root)
+    assert cli.main(["--root", str(root), "status"]) == 0
+    assert cli.main(["--root", str(root), "status", "--json"]) == 0
+    assert cli.main(["--root", str(root), "check"]) == 0
+    assert tree(root) == before
+    out = capsys.readouterr().out
+    assert "state.json: cannot be read" in out and "bundled" in out

@@ -173,8 +173,12 @@ def cmd_check(args):
     except ForeverError as exc:
         problems.append(str(exc))
     for name, count in (conf.service_list if conf else []):
+        if name in services.bundled_names() and not os.path.isdir(os.path.join(layout.services, name)):
+            print("ok: %s/%d (bundled; the loop unpacks it into services/%s/ on its first cycle)"
+                  % (name, count, name))
+            continue
         try:
-            definition = services.load(layout, name)
+            definition = services.load(layout, name, unpack=False)
             if definition.template:
                 traefik.load_template(definition.template, name)
             print("ok: %s/%d (%s%s)" % (name, count, os.path.relpath(definition.script, layout.root),
