@@ -21,23 +21,26 @@ def collect(layout, now=None, traffic_window=300.0):
         conf = None
     observed_age = None if snap.observed_at is None else now - snap.observed_at
     routed = {svc: servers for svc, servers in snap.routes.items()}
-    names = sorted(set(desired) | {m.service for m in snap.memory.jobs.values()} | set(routed))
+    warnings = {name: _warning(layout, name) for name in set(desired) | {m.service for m in snap.memory.jobs.values()}}
+    # The planner's own view of each service: the same counts, lead and readiness the loop acts on.
+    views = reconcile.service_views(desired, snap.jobs, snap.memory, now, policy,
+                                    snap.observed_at if snap.observed_at is not None else now, warnings)
+    names = sorted(set(views) | set(routed))
     service_rows = []
     job_rows = []
     for name in names:
-        jobs = [j for j in snap.jobs if j.name == name and j.active]
-        svc_mem = snap.memory.services.get(name, reconcile.ServiceMemory())
-        lead = reconcile.renew_lead(desired.get(name, 0), svc_mem, policy, _warning(layout, name))
+        view = views.get(name) or reconcile.service_views({name: 0}, [], reconcile.empty_memory(), now, policy,
+                                                          now)[name]
+        svc_mem = view.service
+        lead = view.lead
         servers = routed.get(name, [])
-        pending = [j for j in jobs if not j.running]
-        seen_ids = {j.job_id for j in snap.jobs}
-        submitted = [job_id for job_id, m in snap.memory.jobs.items()
-                     if m.service == name and m.seen_at is None and job_id not in seen_ids]
+        pending = view.pending
+        jobs = view.running + view.pending
         service_rows.append({
             "service": name,
             "desired": desired.get(name, 0),
-            "running": sum(1 for j in jobs if j.running),
-            "pending": len(pending) + len(submitted),
+            "running": len(view.running),
+            "pending": len(pending) + len(view.unseen),
             "pending_reasons": sorted({j.reason for j in pending if j.reason and j.reason != "None"}),
             "routed": sum(1 for s in servers if s.weight > 0),
             "draining": sum(1 for s in servers if s.weight == 0),
@@ -51,13 +54,12 @@ def collect(layout, now=None, traffic_window=300.0):
         routed_urls = {s.url: s.weight for s in servers}
         for job in sorted(jobs, key=lambda j: int(j.job_id) if j.job_id.isdigit() else 0):
             m = snap.memory.jobs.get(job.job_id, reconcile.JobMemory(service=name))
-            left = None
-            if job.time_left is not None and snap.observed_at is not None:
-                left = max(0.0, job.time_left - (now - snap.observed_at))
+            left = view.left(job)
+            left = None if left is None else max(0.0, left)
             if not job.running:
                 health = "pending"
-            elif m.cancelled_at is not None:
-                health = "stopping"
+            elif m.stopping:
+                health = "stopping" if m.cancelled_at is not None else "stopping (scancel failed, retrying)"
             elif m.url in routed_urls:
                 health = "draining" if routed_urls[m.url] == 0 else "ready"
             elif m.comment_problem:
