@@ -62,6 +62,8 @@ def routed(ctl, clock, shim_state):
 
 
 def make(root, env='SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n'):
+    if "FS_SLEEP_INTERVAL" not in env:
+        env += "FS_SLEEP_INTERVAL=10\n"     # most tests here count looks at a 10 s interval
     (root / ".env").write_text(env)
     layout = settings.Layout(str(root))
     layout.make_dirs()
@@ -303,3 +305,28 @@ def test_one_loop_per_root(root, shim_state):
     assert done.returncode == 1
     assert "another forever-slurm loop (pid %d)" % os.getpid() in done.stderr
     assert not [c for c in calls(shim_state) if c[0] == "sbatch"]
+
+
+def squeues(shim_state):
+    return len([c for c in calls(shim_state) if c[0] == "squeue"])
+
+
+def test_steady_state_looks_at_slurm_once_a_minute_and_at_once_when_a_backend_dies(root, shim_state):
+    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\nFS_SLEEP_INTERVAL=60\n')
+    routed(ctl, clock, shim_state)
+    clock.sleep(60)
+    ctl.cycle()
+    (shim_state / "calls.log").write_text("")
+    start = clock.now
+    ctl.run_forever(lambda: clock.now - start >= 600)
+    assert squeues(shim_state) <= 11                                   # 10 minutes of nothing happening
+    # A job is scancelled by someone else: its server dies, the probe notices, the loop asks Slurm.
+    data = json.loads((shim_state / "jobs.json").read_text())
+    victim = [j for j in data["jobs"] if j["state"] == "R"][0]
+    victim["state"], victim["ended"] = "CA", 0
+    (shim_state / "jobs.json").write_text(json.dumps(data))
+    prober.dead.add(victim["comment"].split(",")[2])
+    (shim_state / "calls.log").write_text("")
+    start = clock.now
+    ctl.run_forever(lambda: any(c[0] == "sbatch" for c in calls(shim_state)) or clock.now - start > 60)
+    assert any(c[0] == "sbatch" for c in calls(shim_state)) and clock.now - start <= 10

@@ -247,3 +247,29 @@ def test_signal_warning_widens_the_lead():
     svc = rc.ServiceMemory(startup=(5.0,))
     assert rc.renew_lead(2, svc, POLICY, warning_seconds=60) == 110 + 120
     assert rc.renew_lead(2, svc, POLICY._replace(renew_lead=30), warning_seconds=60) == 150
+
+
+def views_for(jobs, memory, desired=None, now=1000.0, policy=POLICY):
+    return rc.service_views(desired or {"svc": 1}, jobs, memory, now, policy, now)
+
+
+@pytest.mark.parametrize("situation,jobs,change,expect_seconds,why", [
+    ("nothing due: the steady interval", [job(1, left=36000)], {}, 60, "steady"),
+    ("a renewal comes first", [job(1, left=200)], {}, 200 - 140, "renewal"),
+    ("already renewing: no busy looking", [job(1, left=100)], {}, 60, "steady"),
+    ("a drain ends", [job(1, left=36000)], {"drain_since": 990.0}, 10, "drain"),
+    ("a scancel retry", [job(1, left=36000)], {"cancel_failures": 1, "cancel_retry_at": 1007.0}, 7, "scancel"),
+])
+def test_next_look(situation, jobs, change, expect_seconds, why):
+    memory = ready_memory(jobs)
+    memory.jobs["1"] = memory.jobs["1"]._replace(**change)
+    seconds, reason = rc.next_look(views_for(jobs, memory), POLICY, 60)
+    assert (round(seconds), reason.split()[0]) == (expect_seconds, why), situation
+
+
+def test_next_look_waits_for_a_backoff_only_when_something_is_missing():
+    memory = rc.record_submit_failed(rc.empty_memory(), "svc", "QOS", 1000.0, POLICY)
+    assert rc.next_look(views_for([], memory), POLICY, 60) == (10.0, "backoff of svc ends")
+    jobs = [job(1, left=36000)]
+    memory = ready_memory(jobs)._replace(services=memory.services)
+    assert rc.next_look(views_for(jobs, memory), POLICY, 60)[1] == "steady"

@@ -18,6 +18,7 @@ log = logging.getLogger("forever_slurm")
 
 FOLLOW_UP_DELAY = 2.0       # seconds between looks at Slurm while a fresh submission starts
 FOLLOW_UP_WINDOW = 30.0     # ... for at most this long after the submission
+MIN_LOOK_GAP = 1.0          # never two looks at Slurm closer than this
 
 
 def policy_from(settings):
@@ -83,6 +84,7 @@ class Controller:
         self._foreign_seen = set()
         self._next_log_check = 0.0
         self._env_stamp = None
+        self.look_now = False       # set when something happened that only Slurm can explain
 
     def _load_state(self):
         snapshot, problem = state.read(self.layout.state_file)
@@ -145,6 +147,8 @@ class Controller:
 
     def tick(self):
         """Probe-only pass between squeue calls: routes follow readiness within seconds."""
+        if self.reload_settings_if_changed():
+            self.look_now = True
         desired = self.settings.desired
         self._probe_and_route(desired, self._load_services(desired), fresh=False)
 
@@ -158,6 +162,9 @@ class Controller:
         results = self.probe_all(targets, timeout=self.settings.probe_timeout)
         memory, events = reconcile.apply_probes(snap.memory, results, now, self.policy)
         self._log_events(events)
+        if not fresh and any(old.ready_since is not None and memory.jobs[k].ready_since is None
+                             for k, old in snap.memory.jobs.items() if k in memory.jobs):
+            self.look_now = True    # a backend went away: find out from Slurm whether its job did
         warnings = {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
         result = reconcile.plan(desired, snap.jobs, memory, now, self.policy,
                                 observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings)
@@ -412,21 +419,29 @@ class Controller:
 
     # -- forever ---------------------------------------------------------------------------------
     def next_observe_delay(self):
-        """Sleep interval while Slurm answers; doubling up to 2 min while it does not. Right after a
-        submission, look again within 2 s for up to 30 s: a job that starts at once is routed at once
-        (one squeue per 2 s during that short window is still a light load)."""
-        if self.observe_failures == 0:
-            now = self.clock()
-            starting = any(m.submitted_at is not None and 0 <= now - m.submitted_at < FOLLOW_UP_WINDOW
-                           and not m.ever_ready for m in self.snapshot.memory.jobs.values())
-            return min(self.settings.sleep_interval, FOLLOW_UP_DELAY) if starting else self.settings.sleep_interval
-        return backoff.delay(self.observe_failures, self.settings.sleep_interval,
-                             max(120.0, self.settings.sleep_interval))
+        """Seconds until the next look at Slurm: the steady FS_SLEEP_INTERVAL, or sooner when the plan
+        needs it (reconcile.next_look); within 2 s for 30 s after a submission, so a job that starts
+        at once is routed at once; doubling up to 2 min while Slurm does not answer."""
+        if self.observe_failures:
+            return backoff.delay(self.observe_failures, self.settings.sleep_interval,
+                                 max(120.0, self.settings.sleep_interval))
+        now = self.clock()
+        snap = self.snapshot
+        if any(m.submitted_at is not None and 0 <= now - m.submitted_at < FOLLOW_UP_WINDOW and not m.ever_ready
+               for m in snap.memory.jobs.values()):
+            return min(self.settings.sleep_interval, FOLLOW_UP_DELAY)
+        views = reconcile.service_views(self.settings.desired, snap.jobs, snap.memory, now, self.policy,
+                                        snap.observed_at or now)
+        seconds, why = reconcile.next_look(views, self.policy, self.settings.sleep_interval)
+        if why != "steady":
+            log.debug("next look at Slurm in %.0fs (%s)", seconds, why)
+        return max(seconds, FOLLOW_UP_DELAY / 2) if why != "steady" else seconds
 
     def run_forever(self, should_stop=lambda: False):
         """Cycles until should_stop(); nothing that happens inside a cycle ends the loop."""
         while not should_stop():
             started = self.monotonic()
+            self.look_now = False
             self._guarded(self.cycle, "cycle")
             next_observe = started + self._guarded(self.next_observe_delay, "scheduling",
                                                    default=self.settings.sleep_interval)
@@ -437,6 +452,8 @@ class Controller:
                 self.sleep(min(self.settings.probe_interval, remaining))
                 if self.monotonic() < next_observe - 0.05:
                     self._guarded(self.tick, "probe pass")
+                if self.look_now and self.monotonic() - started >= MIN_LOOK_GAP:
+                    break       # a backend stopped answering, or .env changed: ask Slurm now
 
     def _guarded(self, step, what, default=None):
         try:

@@ -533,6 +533,30 @@ def servers_for(view, stopping_now):
     return servers
 
 
+def next_look(views, policy, steady):
+    """(seconds, why) until the planner next needs a fresh look at Slurm.
+
+    The steady interval can be long (sites limit squeue calls) because everything that needs Slurm
+    sooner has a known time: a job entering its renewal lead, a drain that has lasted long enough,
+    a scancel to retry, a crash backoff that expires. (Backends that stop answering are noticed by
+    the probes between looks, and make the loop look at once.)"""
+    best = (float(steady), "steady")
+    for view in views.values():
+        for job in view.running:
+            m = view.memory_of(job)
+            left = view.left(job)
+            if left is not None and left > view.lead:
+                best = min(best, (left - view.lead, "renewal of job %s" % job.job_id))
+            if m.drain_since is not None and m.cancelled_at is None:
+                best = min(best, (m.drain_since + policy.drain_seconds - view.now, "drain of job %s" % job.job_id))
+            if m.cancel_retry_at is not None and m.cancelled_at is None:
+                best = min(best, (m.cancel_retry_at - view.now, "scancel retry of job %s" % job.job_id))
+        missing = view.wanted - (len(view.running) + len(view.pending) + len(view.unseen))
+        if missing > 0 and view.service.next_try > view.now:
+            best = min(best, (view.service.next_try - view.now, "backoff of %s ends" % view.name))
+    return max(0.0, best[0]), best[1]
+
+
 # -- outcomes ---------------------------------------------------------------------------------------
 def record_intents(memory, submits, now):
     """Memory with one intent per Submit, to be saved before sbatch runs; returns (memory, keys)."""
