@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import List, NamedTuple
 
-from . import proc, sshtunnel
+from . import fsutil, proc, sshtunnel, validate
 from .errors import ConfigError, ForeverError
 
 PLACEHOLDER_NODE = "my-login-node"
@@ -176,21 +176,16 @@ def _user(answer):
     return answer
 
 
-def _port(answer):
-    if not answer.isdigit() or not 1 <= int(answer) <= 65535:
-        raise ValueError("%r is not a port number (1-65535)" % answer)
-    return int(answer)
-
-
-def _high_port(answer):
-    port = _port(answer)
-    if port < 1024:
-        raise ValueError("use a port from 1024 to 65535, got %d" % port)
-    return port
+_port = validate.any_port          # the same checks as settings.load and the `config` prompts
+_high_port = validate.port
 
 
 def _yes(answer):
-    return answer.strip().lower() in ("y", "yes")
+    """Only a yes runs the test; anything else skips it."""
+    try:
+        return validate.yes_no(answer)
+    except validate.Invalid:
+        return False
 
 
 def ssh_port_setting(settings):
@@ -222,7 +217,7 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
                             settings.raw.get("FS_SSH_KEY_PATH") or settings.ssh_key_path, lambda a: a)
     key_path = os.path.abspath(os.path.expanduser(key_answer))
     known_hosts = known_hosts_path(layout)
-    _make_private_dir(os.path.dirname(known_hosts))
+    fsutil.make_private_dir(os.path.dirname(known_hosts))
 
     pubkey = ensure_key(key_path, run=run)
     line = authorized_line(pubkey, remote)

@@ -12,11 +12,14 @@ def collect(layout, now=None, traffic_window=300.0):
     now = time.time() if now is None else now
     snap = state.load(layout.state_file)
     policy = reconcile.Policy()
+    settings_error = None
     try:
         conf = settings_mod.load(layout)
         desired = conf.desired
         policy = _policy(conf)
-    except ForeverError:
+    except ForeverError as exc:
+        # Shown, not hidden: a running loop keeps its last good settings, a new one refuses to start.
+        settings_error = str(exc)
         desired = dict(snap.desired)
         conf = None
     observed_age = None if snap.observed_at is None else now - snap.observed_at
@@ -83,6 +86,7 @@ def collect(layout, now=None, traffic_window=300.0):
         "jobs": job_rows,
         "traffic": _traffic(layout, now, traffic_window),
         "traefik_port": conf.traefik_port if conf else None,
+        "settings_error": settings_error,
     }
     return report
 
@@ -154,6 +158,10 @@ def render(report, color=False):
     slurm_text = ("-" if slurm["ok"] is None else paint("answers", "32") if slurm["ok"]
                   else paint("NOT answering: %s" % slurm["error"], "31"))
     lines.append("loop: %s   slurm: %s" % (loop_text, slurm_text))
+    if report.get("settings_error"):
+        lines.append(paint("settings: BROKEN: %s" % report["settings_error"], "31"))
+        lines.append("  a running loop keeps its last good settings and a new one will not start: "
+                     "fix it, then run check")
     rows = [("SERVICE", "WANT", "RUN", "PEND", "ROUTED", "DRAIN", "NOTE")]
     for s in report["services"]:
         note = []
