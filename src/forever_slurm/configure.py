@@ -61,7 +61,15 @@ yes_no = as_answer(validate.yes_no)
 
 
 def instances(maximum):
-    return as_answer(validate.whole_number(0, maximum))
+    """An instance count, bounded by FS_MAX_INSTANCES as settings.load bounds SERVICE_LIST."""
+    check = as_answer(validate.whole_number(0, maximum))
+
+    def count(value):
+        try:
+            return check(value)
+        except Invalid as exc:
+            raise Invalid("%s (FS_MAX_INSTANCES=%d is the most; raise it for more)" % (exc, maximum))
+    return count
 
 
 service_name = settings.service_name
