@@ -24,6 +24,8 @@ BAD_VALUES = [
     ("FS_SURGE", "\uff11"), ("FS_PROBE_TIMEOUT", "-1"), ("FS_DRAIN_SECONDS", "1_0"), ("FS_TRAEFIK_BIND", ""),
     ("FS_TRAEFIK_BIND", "-oops"), ("FS_SPREAD", "maybe"), ("FS_SLEEP_INTERVAL", ""), ("FS_SSH_PORT", "0"),
     ("FS_MAX_INSTANCES", "0"), ("FS_RENEW_LEAD", "nan"), ("FS_SLURM_TIMEOUT", "9" * 5000),
+    # ssh reads a leading '-' in user@node as an option: -oProxyCommand would run a command.
+    ("FS_SSH_USER", "-oProxyCommand=touch x"), ("FS_SSH_LOGIN_NODE", "login1 -oProxyCommand=x"),
 ]
 
 
@@ -196,6 +198,12 @@ def test_the_two_traefik_ports_must_differ_and_the_error_points_at_the_edited_li
     with pytest.raises(ConfigError, match="must differ") as caught:
         settings.load(layout, environ={})
     assert (caught.value.path, caught.value.line) == (layout.env_file, 2)
+
+
+def test_login_nodes_load_as_a_list_of_host_names(layout):
+    write_env(layout, 'FS_SSH_LOGIN_NODE="login1  10.0.0.2 ::1"\nFS_SSH_USER=me.x\n')
+    conf = settings.load(layout, environ={})
+    assert (conf.ssh_login_nodes, conf.ssh_user) == (["login1", "10.0.0.2", "::1"], "me.x")
 
 
 def test_defaults_load_to_their_typed_values(layout):

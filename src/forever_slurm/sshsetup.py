@@ -6,7 +6,6 @@ Supervisor that the `tunnel` command runs.
 """
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -17,8 +16,6 @@ from . import fsutil, proc, sshtunnel, validate
 from .errors import ConfigError, ForeverError
 
 PLACEHOLDER_NODE = "my-login-node"
-NODE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
-USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 DEFAULT_SSH_PORT = 22
 
 
@@ -161,19 +158,13 @@ def _ask_valid(ask, say, prompt, default, check, tries=5):
 
 
 def _nodes(answer):
-    nodes = answer.split()
+    nodes = validate.host_list(answer)
     if not nodes:
         raise ValueError("give at least one login node name")
-    for node in nodes:
-        if not NODE_RE.match(node):
-            raise ValueError("%r is not a host name" % node)
     return nodes
 
 
-def _user(answer):
-    if answer and not USER_RE.match(answer):
-        raise ValueError("%r is not a user name" % answer)
-    return answer
+_user = validate.user_name
 
 
 _port = validate.any_port          # the same checks as settings.load and the `config` prompts
@@ -269,9 +260,6 @@ def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.mo
     if not nodes:
         raise ConfigError("no login node configured (FS_SSH_LOGIN_NODE): run `config --ssh` first.",
                           layout.env_file)
-    for node in nodes:
-        if not NODE_RE.match(node):
-            raise ConfigError("FS_SSH_LOGIN_NODE: %r is not a host name" % node, layout.env_file)
     key_path = os.path.expanduser(settings.ssh_key_path)
     if not os.path.exists(key_path):
         raise ConfigError("the tunnel key %s does not exist: run `config --ssh` to make it." % key_path)

@@ -12,6 +12,7 @@ import re
 _WHOLE_RE = re.compile(r"[0-9]{1,18}")                  # [0-9], not \d: ASCII digits only
 _DECIMAL_RE = re.compile(r"[0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15}")
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")      # never a leading '-': ssh would read an option
 YES_WORDS = ("y", "yes", "true", "1", "on")
 NO_WORDS = ("n", "no", "false", "0", "off")
 
@@ -83,6 +84,19 @@ def host(text):
     return text
 
 
+def host_list(text):
+    """Host names separated by spaces (login nodes, for failover); may be empty."""
+    return [host(word) for word in text.split()]
+
+
+def user_name(text):
+    """A login name, or empty for ssh's default."""
+    text = text.strip()
+    if text and not _USER_RE.fullmatch(text):
+        raise Invalid("%r is not a user name (letters, digits, . _ -, not starting with -)" % text)
+    return text
+
+
 def any_text(text):
     return text
 
@@ -102,4 +116,6 @@ def as_text(value):
         return "yes" if value else "no"
     if isinstance(value, float):
         return "%d" % value if value.is_integer() else repr(value)
+    if isinstance(value, list):
+        return " ".join(value)
     return str(value)
