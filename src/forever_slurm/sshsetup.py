@@ -16,7 +16,6 @@ from . import fsutil, proc, sshtunnel, validate
 from .errors import ConfigError, ForeverError
 
 PLACEHOLDER_NODE = "my-login-node"
-DEFAULT_SSH_PORT = 22
 
 
 def known_hosts_path(layout):
@@ -179,16 +178,6 @@ def _yes(answer):
         return False
 
 
-def ssh_port_setting(settings):
-    value = (settings.raw.get("FS_SSH_PORT") or "").strip()
-    if not value:
-        return DEFAULT_SSH_PORT
-    try:
-        return _port(value)
-    except ValueError as exc:
-        raise ConfigError("FS_SSH_PORT: %s" % exc)
-
-
 def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, ssh_bin=None,
                   contact=contact):
     """The `config --ssh` dialogue; returns (.env updates as {key: str}, argv of the tunnel command).
@@ -200,7 +189,7 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     nodes = _ask_valid(ask, say, "Login node(s) running forever-slurm (several, separated by spaces, "
                        "for failover)", default_nodes, _nodes)
     user = _ask_valid(ask, say, "User on the login node", settings.ssh_user, _user)
-    ssh_port = _ask_valid(ask, say, "ssh port of the login node", str(ssh_port_setting(settings)), _port)
+    ssh_port = _ask_valid(ask, say, "ssh port of the login node", str(settings.ssh_port), _port)
     remote = _ask_valid(ask, say, "Traefik's port on the login node", str(settings.traefik_port), _high_port)
     local = _ask_valid(ask, say, "Local port on this web server that forwards to it",
                        str(settings.ssh_local_port), _high_port)
@@ -267,7 +256,7 @@ def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.mo
     if not os.path.exists(known_hosts):
         raise ConfigError("no recorded host key for the login node in %s: run `config --ssh` once to "
                           "connect and record it." % known_hosts)
-    ssh_port = ssh_port_setting(settings)
+    ssh_port = settings.ssh_port
     local, remote = settings.ssh_local_port, settings.traefik_port
     path = settings.raw.get("FS_SSH_PROBE_PATH") or "/"
     if probe is None:
