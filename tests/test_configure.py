@@ -311,10 +311,6 @@ def test_yes_refuses_a_bad_current_value_naming_file_and_line(layout):
 
 # ---------------------------------------------------------------- writing .env
 
-def stamp(seconds):
-    return lambda: time.localtime(seconds)
-
-
 def test_first_write_starts_from_the_template_with_its_comments(layout):
     answers = configure.collect_answers(layout, configure.Prompter(no_input, no_input),
                                         overrides=["FS_SURGE=2"], assume_yes=True)
@@ -333,14 +329,14 @@ def test_a_change_keeps_the_previous_env_as_a_dated_backup(layout):
     answers = configure.collect_answers(layout, configure.Prompter(no_input, no_input),
                                         overrides=["FS_SURGE=4"], assume_yes=True)
     when = time.mktime((2026, 1, 2, 3, 4, 5, 0, 0, -1))
-    backup = configure.write_env(layout, answers, now=stamp(when))
+    backup = configure.write_env(layout, answers, now=when)
     assert os.path.basename(backup) == ".env.bak-%s" % time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
     assert read(backup) == old
     new = read(layout.env_file)
     assert "# my notes" in new
     assert envfile.parse(new, "x")["MY_OWN"].value == "keep me"
     assert envfile.parse(new, "x")["FS_SURGE"].value == "4"
-    again = configure.write_env(layout, dict(answers, FS_SURGE="5"), now=stamp(when))
+    again = configure.write_env(layout, dict(answers, FS_SURGE="5"), now=when)
     assert again != backup and read(again) == new
 
 
@@ -364,11 +360,21 @@ def test_an_env_that_settings_refuse_is_never_installed(layout):
     assert leftovers(layout.root) == []
 
 
-def test_the_file_mode_of_env_is_kept(layout):
-    write(layout.env_file, "FS_SURGE=1\n")
-    os.chmod(layout.env_file, 0o600)
-    configure.write_env(layout, {"FS_SURGE": "2"})
+@pytest.mark.parametrize("umask", [0, 0o022])
+@pytest.mark.parametrize("before", [None, 0o644, 0o666])
+def test_env_written_by_config_is_private_whatever_the_umask(layout, umask, before):
+    if before is not None:
+        write(layout.env_file, "FS_SURGE=1\n")
+        os.chmod(layout.env_file, before)
+    old = os.umask(umask)
+    try:
+        backup = configure.write_env(layout, {"FS_SURGE": "2"})
+    finally:
+        os.umask(old)
     assert os.stat(layout.env_file).st_mode & 0o777 == 0o600
+    assert settings.load(layout).surge == 2
+    if before is not None:
+        assert read(backup) == "FS_SURGE=1\n"
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, EOFError])
@@ -397,7 +403,7 @@ def test_ctrl_c_while_writing_leaves_env_untouched(layout, monkeypatch):
 
     def interrupted(*args):
         raise KeyboardInterrupt()
-    monkeypatch.setattr(configure, "_backup", interrupted)
+    monkeypatch.setattr(configure.fsutil, "backup", interrupted)
     with pytest.raises(configure.ConfigCancelled, match="nothing was changed"):
         configure.run_config(layout, configure.Prompter(no_input, no_input), overrides=["FS_SURGE=3"],
                              assume_yes=True, say=lambda text="": None)

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from . import __version__, services, settings as settings_mod
+from . import __version__, fsutil, services, settings as settings_mod
 from .errors import ForeverError
 
 log = logging.getLogger("forever_slurm")
@@ -103,11 +103,20 @@ def _setup_console_logging(verbose):
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Opens every log file (the first and each one after a rotation) 0600, whatever the umask."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, fsutil.PRIVATE_FILE)
+        os.fchmod(fd, fsutil.PRIVATE_FILE)      # a log left by an older version may be 0644
+        return os.fdopen(fd, "a", encoding=self.encoding)
+
+
 def _setup_file_logging(layout, name):
     """A rotated log under .work/log, so a long-running loop cannot fill a home directory quota."""
-    os.makedirs(layout.log, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(os.path.join(layout.log, name), maxBytes=5 * 1024 * 1024,
-                                                   backupCount=3, encoding="utf-8")
+    fsutil.make_private_dir(layout.log)
+    handler = _PrivateRotatingFileHandler(os.path.join(layout.log, name), maxBytes=5 * 1024 * 1024,
+                                          backupCount=3, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logging.getLogger().addHandler(handler)
     if not sys.stderr.isatty():
@@ -166,12 +175,11 @@ def cmd_status(args):
 def cmd_check(args):
     from . import traefik
     layout = _layout(args)
-    problems = []
-    conf = None
     try:
-        conf = settings_mod.load(layout)
+        conf, errors = settings_mod.check(layout)
     except ForeverError as exc:
-        problems.append(str(exc))
+        conf, errors = None, [exc]
+    problems = [str(exc) for exc in errors]
     for name, count in (conf.service_list if conf else []):
         if name in services.bundled_names() and not os.path.isdir(os.path.join(layout.services, name)):
             print("ok: %s/%d (bundled; the loop unpacks it into services/%s/ on its first cycle)"

@@ -7,17 +7,14 @@ services. Ctrl-C or Ctrl-D at any question raises ConfigCancelled before anythin
 """
 
 import difflib
-import math
 import os
 import re
 import shlex
-import shutil
 import sys
-import time
 from collections import OrderedDict
 from typing import List, NamedTuple, Optional
 
-from . import envfile, resources, services, settings
+from . import envfile, fsutil, resources, services, settings, validate
 from .errors import ConfigError, ForeverError
 
 SERVICE_LIST = "SERVICE_LIST"
@@ -37,8 +34,7 @@ class ConfigCancelled(ForeverError):
         super().__init__(message)
 
 
-class Invalid(ValueError):
-    """An answer a validator refuses; str() is the one-line reason shown before asking again."""
+Invalid = validate.Invalid     # an answer a validator refuses; str() is the reason shown before asking again
 
 
 class ConfigResult(NamedTuple):
@@ -49,63 +45,34 @@ class ConfigResult(NamedTuple):
 
 
 # ---------------------------------------------------------------- validators
-# Each takes the unquoted answer and returns the value to store, or raises Invalid.
-# Minimums mirror settings.load so an accepted answer never fails there later.
+# Each takes the unquoted answer and returns the text to store, or raises Invalid. They are
+# settings.KEYS' own checks, so an accepted answer never fails settings.load later.
 
-def any_text(value):
-    return value
-
-
-def port(value):
-    value = value.strip()
-    if not re.match(r"^[0-9]+$", value) or not 1024 <= int(value) <= 65535:
-        raise Invalid("a port is a whole number from 1024 to 65535, got %r" % value)
-    return str(int(value))
+def as_answer(check):
+    """A prompt validator from a settings check: the answer's .env spelling."""
+    def answer(value):
+        return validate.as_text(check(value))
+    return answer
 
 
-def seconds(minimum, empty_ok=False):
-    def check(value):
-        value = value.strip()
-        if value == "" and empty_ok:
-            return ""
+any_text = validate.any_text
+port = as_answer(validate.port)
+yes_no = as_answer(validate.yes_no)
+
+
+def instances(maximum):
+    """An instance count, bounded by FS_MAX_INSTANCES as settings.load bounds SERVICE_LIST."""
+    check = as_answer(validate.whole_number(0, maximum))
+
+    def count(value):
         try:
-            number = float(value)
-        except ValueError:
-            raise Invalid("a number of seconds is needed, like 10 or 2.5, got %r" % value)
-        if not math.isfinite(number) or number < minimum:
-            raise Invalid("must be a number of seconds of at least %s, got %r" % (minimum, value))
-        return value
-    return check
+            return check(value)
+        except Invalid as exc:
+            raise Invalid("%s (FS_MAX_INSTANCES=%d is the most; raise it for more)" % (exc, maximum))
+    return count
 
 
-def whole_number(minimum=0):
-    def check(value):
-        value = value.strip()
-        if not re.match(r"^[0-9]+$", value) or int(value) < minimum:
-            raise Invalid("a whole number of at least %d is needed, got %r" % (minimum, value))
-        return str(int(value))
-    return check
-
-
-def yes_no(value):
-    word = value.strip().lower()
-    if word in ("y", "yes", "true", "1", "on"):
-        return "yes"
-    if word in ("n", "no", "false", "0", "off"):
-        return "no"
-    raise Invalid("answer yes or no, got %r" % value)
-
-
-def service_name(value):
-    if not settings.SERVICE_NAME_RE.match(value):
-        raise Invalid("%r is not a service name: letters, digits, . _ - and no spaces" % value)
-    return value
-
-
-def host(value):
-    if not re.match(r"^[A-Za-z0-9.:\[\]_-]+$", value):
-        raise Invalid("an address like 127.0.0.1 or 0.0.0.0 is needed, got %r" % value)
-    return value
+service_name = settings.service_name
 
 
 def executable_or_empty(value):
@@ -120,22 +87,16 @@ def executable_or_empty(value):
     return value if value.startswith("~") else path
 
 
-VALIDATORS = {
-    "FS_TRAEFIK_PORT": port,
-    "FS_TRAEFIK_BIND": host,
-    "FS_TRAEFIK_PING_PORT": port,
-    "FS_TRAEFIK_BIN": executable_or_empty,
-    "FS_SLEEP_INTERVAL": seconds(1),
-    "FS_PROBE_INTERVAL": seconds(0.2),
-    "FS_PROBE_TIMEOUT": seconds(0.1),
-    "FS_SLURM_TIMEOUT": seconds(1),
-    "FS_RENEW_LEAD": seconds(0, empty_ok=True),
-    "FS_RENEW_MARGIN": seconds(0),
-    "FS_SURGE": whole_number(0),
-    "FS_DRAIN_SECONDS": seconds(0),
-    "FS_SPREAD": yes_no,
-    "FS_SSH_LOCAL_PORT": port,
-}
+VALIDATORS = dict((key, as_answer(spec.check)) for key, spec in settings.KEYS.items())
+VALIDATORS["FS_TRAEFIK_BIN"] = executable_or_empty      # config also checks that the file is there
+
+
+def max_instances(answers):
+    """FS_MAX_INSTANCES as answered so far (else its default), the bound of every instance count."""
+    try:
+        return settings.KEYS["FS_MAX_INSTANCES"].check(answers.get("FS_MAX_INSTANCES", ""))
+    except Invalid:
+        return settings.DEFAULT_MAX_INSTANCES
 
 
 def validator_for(key, answers):
@@ -248,11 +209,7 @@ class Template(NamedTuple):
 
 def template(layout):
     bundled = resources.read_text("env.default") or ""
-    try:
-        with open(layout.env_default, encoding="utf-8") as handle:
-            own = handle.read()
-    except FileNotFoundError:
-        own = ""
+    own = envfile.read_text(layout.env_default) or ""
     keys = _keys(bundled)
     keys += [key for key in _keys(own) if key not in keys]
     comments = envfile.comments_by_key(bundled)
@@ -294,7 +251,7 @@ def parse_overrides(overrides, keys):
     return result
 
 
-def parse_service_overrides(service_overrides, available, current):
+def parse_service_overrides(service_overrides, available, current, maximum=settings.DEFAULT_MAX_INSTANCES):
     """['NAME=N', ...] from --service -> [(name, count)]; unknown names list the available ones."""
     result = []
     for item in service_overrides:
@@ -306,7 +263,7 @@ def parse_service_overrides(service_overrides, available, current):
         if name not in available and name not in current:
             raise ConfigError("%s: unknown service %r; available: %s" % (
                 option, name, ", ".join(available) or "none (add a folder under services/)"))
-        result.append((_checked(option, service_name, name), int(_checked(option, whole_number(0), count))))
+        result.append((_checked(option, service_name, name), int(_checked(option, instances(maximum), count))))
     return result
 
 
@@ -335,7 +292,9 @@ def collect_answers(layout, prompter, overrides=(), service_overrides=(), assume
     chosen = settings.parse_service_list(current.get(SERVICE_LIST))
     available = services.available(layout)
     forced = parse_overrides(overrides, tmpl.keys)
-    for name, count in parse_service_overrides(service_overrides, available, dict(chosen)):
+    known = OrderedDict((key, entry.value) for key, entry in current.items())
+    known.update(forced)
+    for name, count in parse_service_overrides(service_overrides, available, dict(chosen), max_instances(known)):
         chosen = with_count(chosen, name, count)
 
     answers = OrderedDict()
@@ -361,7 +320,7 @@ def collect_answers(layout, prompter, overrides=(), service_overrides=(), assume
             answers[key] = prompter.ask(key, entry.value if entry else "", check)
 
     if not assume_yes:
-        chosen = service_menu(prompter, available, chosen)
+        chosen = service_menu(prompter, available, chosen, max_instances(answers))
     answers[SERVICE_LIST] = settings.format_service_list(chosen)
     return answers
 
@@ -376,7 +335,7 @@ def _current_or_fail(key, entry, check):
                           where, entry.line if entry else None)
 
 
-def service_menu(prompter, available, chosen):
+def service_menu(prompter, available, chosen, maximum=settings.DEFAULT_MAX_INSTANCES):
     """The numbered service menu, repeated until Done; returns the new SERVICE_LIST pairs."""
     prompter.say("")
     prompter.say("Which services should run? Pick one by number to add it or change its "
@@ -392,7 +351,7 @@ def service_menu(prompter, available, chosen):
         name = names[index]
         # A short prompt: readline scrolls a line wider than the terminal sideways.
         prompter.say("How many instances of %s should run as Slurm jobs? 0 removes it." % name)
-        count = int(prompter.ask("Instances of %s" % name, str(counts.get(name, 1)), whole_number(0)))
+        count = int(prompter.ask("Instances of %s" % name, str(counts.get(name, 1)), instances(maximum)))
         chosen = with_count(chosen, name, count)
         prompter.say("%s: %s." % (name, "removed" if count == 0 else "%d instance%s" % (
             count, "" if count == 1 else "s")))
@@ -410,44 +369,31 @@ def _label(name, counts, available):
 
 # ---------------------------------------------------------------- writing .env
 
-class _Candidate(NamedTuple):
-    """Just enough of a Layout for settings.load to read a not-yet-installed .env."""
-    env_default: str
-    env_file: str
-
-
 def env_texts(layout, answers):
     """(old .env text or None, the text write_env would install)."""
     tmpl = template(layout)
-    old = _read(os.path.realpath(layout.env_file))
+    old = envfile.read_text(os.path.realpath(layout.env_file))
     base = old if old is not None else ENV_HEADER + _without_header(tmpl.text)
     return old, envfile.updated_text(base, answers, tmpl.comments)
 
 
-def write_env(layout, answers, now=time.localtime):
-    """Install answers into .env atomically; returns the backup of the previous .env, or None.
+def write_env(layout, answers, now=None):
+    """Install answers into .env atomically, mode 0600; returns the backup of the previous .env, or None.
 
     Nothing is written when nothing changes. A result settings.load refuses is never installed.
+    The file is ours to write and may hold ssh details, so it is private whatever it was before.
     """
     target = os.path.realpath(layout.env_file)
     old, new = env_texts(layout, answers)
     if old == new:
         return None
-    tmp = "%s.tmp-%d" % (target, os.getpid())
     try:
-        _write_synced(tmp, new, target if old is not None else None)
-        try:
-            settings.load(_Candidate(layout.env_default, tmp))
-        except ConfigError as exc:
-            where = layout.env_file if exc.path == tmp else exc.path
-            raise ConfigError("the new .env was not installed: %s" % exc.message, where, exc.line)
-        backup = _backup(target, now) if old is not None else None
-        os.replace(tmp, target)
-        _sync_dir(os.path.dirname(target))
-        return backup
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        settings.load(layout, env_text=new)
+    except ConfigError as exc:
+        raise ConfigError("the new .env was not installed: %s" % exc.message, exc.path, exc.line)
+    backup = fsutil.backup(target, now) if old is not None else None
+    fsutil.atomic_write(target, new, mode=fsutil.PRIVATE_FILE)
+    return backup
 
 
 def _without_header(text):
@@ -457,54 +403,6 @@ def _without_header(text):
     if end == 0 or end == len(lines) or lines[end].strip():
         return text     # no separate opening paragraph: the first comment belongs to a key
     return "\n".join(lines[end:]) + "\n"
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError:
-        raise ConfigError("not a text file", path)
-
-
-def _write_synced(path, text, mode_from):
-    if os.path.exists(path):
-        os.unlink(path)            # a leftover from a killed run with our pid
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if mode_from is not None:
-        shutil.copymode(mode_from, path)
-
-
-def _backup(target, now):
-    stamp = time.strftime("%Y%m%d-%H%M%S", now())
-    backup = "%s.bak-%s" % (target, stamp)
-    for number in range(2, 100):
-        if not os.path.exists(backup):
-            break
-        backup = "%s.bak-%s-%d" % (target, stamp, number)
-    tmp = "%s.tmp-%d" % (backup, os.getpid())
-    shutil.copy2(target, tmp)
-    os.replace(tmp, backup)
-    return backup
-
-
-def _sync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass        # some filesystems (NFS, some containers) refuse fsync on a directory
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- the whole step
@@ -517,7 +415,7 @@ def run_config(layout, prompter, overrides=(), service_overrides=(), assume_yes=
         old, planned = env_texts(layout, answers)
         backup = write_env(layout, answers)
     except KeyboardInterrupt:
-        if planned is not None and _read(os.path.realpath(layout.env_file)) == planned:
+        if planned is not None and envfile.read_text(os.path.realpath(layout.env_file)) == planned:
             raise ConfigCancelled("config cancelled after .env was saved; run config again to finish")
         raise ConfigCancelled()
     changed = old != planned

@@ -1,10 +1,17 @@
-"""Reads and updates .env files: KEY=VALUE lines with shell-style quotes, comments and ${VAR}."""
+"""Reads and updates .env files: KEY=VALUE lines with shell-style quotes, comments and ${VAR}.
+
+Trust nothing: the file is read through fsutil.read_text_file (no directory, FIFO, device or
+huge file), and a line with bytes that are not UTF-8, a NUL or a control character is refused
+with its line number, so what comes out is text that every later step can use.
+"""
 
 import os
 import re
 import shlex
+import unicodedata
 from typing import NamedTuple
 
+from . import fsutil
 from .errors import ConfigError
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -17,13 +24,6 @@ class EnvValue(NamedTuple):
     line: int
 
 
-class EnvLine(NamedTuple):
-    """One line of a .env file: key is None for comments and blank lines."""
-    text: str
-    key: object
-    comment: str
-
-
 def parse(text, path, environ=None, known=None):
     """Return {key: EnvValue}; ${VAR} expands from keys above, then known, then environ."""
     environ = os.environ if environ is None else environ
@@ -31,8 +31,9 @@ def parse(text, path, environ=None, known=None):
     scope = dict(environ)
     for key, val in (known or {}).items():
         scope[key] = val.value if isinstance(val, EnvValue) else val
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(lines(text), 1):
         line = raw.strip()
+        _check_characters(raw, line.startswith("#"), path, number)
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
@@ -45,6 +46,27 @@ def parse(text, path, environ=None, known=None):
         values[key] = EnvValue(value, path, number)
         scope[key] = value
     return values
+
+
+def lines(text):
+    """The lines as an editor numbers them: split at \\n only (str.splitlines also splits at
+    \\x1e, \\u2028 and others, which would shift line numbers and turn a comment's tail into a line)."""
+    text = text[1:] if text.startswith("\ufeff") else text      # a byte-order mark some editors add
+    result = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    return result[:-1] if result and result[-1] == "" else result
+
+
+def _check_characters(line, is_comment, path, number):
+    """Comments may hold any text; a setting's line only printable characters (and tabs)."""
+    if "\ufffd" in line:
+        raise ConfigError("this line is not UTF-8 text; save the file as UTF-8", path, number)
+    if "\x00" in line:
+        raise ConfigError("this line holds a NUL byte; is this a text file?", path, number)
+    if is_comment:
+        return
+    for char in line:
+        if char != "\t" and unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            raise ConfigError("this line holds the control character U+%04X; remove it" % ord(char), path, number)
 
 
 def _value(rest, scope, path, number):
@@ -61,14 +83,16 @@ def _value(rest, scope, path, number):
 
 def read(path, environ=None, known=None):
     """parse() a file; a missing file reads as empty."""
+    text = read_text(path)
+    return {} if text is None else parse(text, path, environ, known)
+
+
+def read_text(path):
+    """The text of a .env-like file, or None when it is missing; ConfigError for anything not a sane text file."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        return fsutil.read_text_file(path, "settings file")
     except FileNotFoundError:
-        return {}
-    except UnicodeDecodeError:
-        raise ConfigError("not a text file", path)
-    return parse(text, path, environ, known)
+        return None
 
 
 def quote(value):
@@ -82,7 +106,7 @@ def updated_text(old_text, updates, comments=None):
     """old_text with KEY= lines replaced by updates; new keys are appended (with comments)."""
     done = set()
     out = []
-    for raw in old_text.splitlines():
+    for raw in lines(old_text):
         line = raw.strip()
         body = line[len("export "):] if line.startswith("export ") else line
         key = body.partition("=")[0].strip()
@@ -104,7 +128,7 @@ def comments_by_key(text):
     """{key: [comment lines just above it]} for prompting with the help text of .env.default."""
     result = {}
     pending = []
-    for raw in text.splitlines():
+    for raw in lines(text):
         line = raw.strip()
         if line.startswith("#"):
             pending.append(raw)

@@ -4,9 +4,10 @@ import os
 import re
 import sys
 import zipfile
-from typing import List, NamedTuple, Optional, Tuple
+from collections import OrderedDict
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
-from . import envfile, resources
+from . import envfile, fsutil, resources, validate
 from .errors import ConfigError
 
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -66,8 +67,9 @@ class Layout(NamedTuple):
         return os.path.join(self.work, "traefik-static.yml")
 
     def make_dirs(self):
+        """Every folder under .work, private to the user (0700) whatever the umask."""
         for path in (self.work, self.watch, self.staging_tmp, self.slurm_output, self.log, self.bin):
-            os.makedirs(path, exist_ok=True)
+            fsutil.make_private_dir(path)
 
 
 def running_pyz():
@@ -93,6 +95,40 @@ def find_root(cli_root=None, environ=None):
     return os.getcwd()
 
 
+class Key(NamedTuple):
+    """How one .env key is read: check turns its text into a typed value (raising validate.Invalid)."""
+    check: Callable[[str], object]
+    default: object         # only when no file names the key (the bundled .env.default names them all)
+
+
+DEFAULT_MAX_INSTANCES = 16
+BUNDLED = "<bundled .env.default>"
+
+# The one table of what each key accepts: settings.load (run, status, check) and the `config`
+# prompts both read it. Upper bounds catch typos (an extra zero), not real needs.
+KEYS = OrderedDict([
+    ("FS_TRAEFIK_PORT", Key(validate.port, 13013)),
+    ("FS_TRAEFIK_BIND", Key(validate.host, "127.0.0.1")),
+    ("FS_TRAEFIK_PING_PORT", Key(validate.port, 13014)),
+    ("FS_TRAEFIK_BIN", Key(validate.any_text, "")),
+    ("FS_SLEEP_INTERVAL", Key(validate.seconds(1, 86400), 60.0)),
+    ("FS_PROBE_INTERVAL", Key(validate.seconds(0.2, 3600), 2.0)),
+    ("FS_PROBE_TIMEOUT", Key(validate.seconds(0.1, 600), 2.0)),
+    ("FS_SLURM_TIMEOUT", Key(validate.seconds(1, 3600), 30.0)),
+    ("FS_RENEW_LEAD", Key(validate.optional(validate.seconds(0, 7 * 86400)), None)),
+    ("FS_RENEW_MARGIN", Key(validate.seconds(0, 86400), 60.0)),
+    ("FS_SURGE", Key(validate.whole_number(0, 100), 1)),
+    ("FS_DRAIN_SECONDS", Key(validate.seconds(0, 3600), 20.0)),
+    ("FS_SPREAD", Key(validate.yes_no, True)),
+    ("FS_MAX_INSTANCES", Key(validate.whole_number(1, 1000), DEFAULT_MAX_INSTANCES)),
+    ("FS_SSH_LOGIN_NODE", Key(validate.host_list, [])),
+    ("FS_SSH_KEY_PATH", Key(validate.any_text, "~/.ssh/forever-slurm")),
+    ("FS_SSH_USER", Key(validate.user_name, "")),
+    ("FS_SSH_PORT", Key(validate.any_port, 22)),
+    ("FS_SSH_LOCAL_PORT", Key(validate.port, 13013)),
+])
+
+
 class Settings(NamedTuple):
     service_list: List[Tuple[str, int]]
     traefik_port: int
@@ -108,9 +144,11 @@ class Settings(NamedTuple):
     surge: int
     drain_seconds: float
     spread: bool
+    max_instances: int
     ssh_login_nodes: List[str]
     ssh_key_path: str
     ssh_user: str
+    ssh_port: int
     ssh_local_port: int
     raw: dict
 
@@ -119,105 +157,146 @@ class Settings(NamedTuple):
         return dict(self.service_list)
 
 
-def load_values(layout, environ=None):
-    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env."""
+def load_values(layout, environ=None, env_text=None):
+    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place)."""
     bundled_text = resources.read_text("env.default") or ""
-    values = envfile.parse(bundled_text, "<bundled .env.default>", environ)
+    values = envfile.parse(bundled_text, BUNDLED, environ)
     values.update(envfile.read(layout.env_default, environ, values))
-    values.update(envfile.read(layout.env_file, environ, values))
+    if env_text is None:
+        values.update(envfile.read(layout.env_file, environ, values))
+    else:
+        values.update(envfile.parse(env_text, layout.env_file, environ, values))
     return values
 
 
-def load(layout, environ=None):
-    """Typed Settings; a bad value raises ConfigError naming its file and line."""
-    values = load_values(layout, environ)
-    get = _Getter(values)
+def load(layout, environ=None, env_text=None):
+    """Typed Settings; the first bad value raises ConfigError naming its file and line.
+
+    env_text: check a .env not yet written (config validates before it installs one).
+    """
+    conf, problems = check(layout, environ, env_text)
+    if problems:
+        raise problems[0]
+    return conf
+
+
+def check(layout, environ=None, env_text=None):
+    """(Settings or None, [ConfigError for every bad value]); an unreadable file is raised at once."""
+    values = load_values(layout, environ, env_text)
+    typed, problems = {}, []
+    for key, spec in KEYS.items():
+        try:
+            typed[key] = checked(values, key)
+        except ConfigError as exc:
+            problems.append(exc)
+            typed[key] = spec.default
+    if typed["FS_TRAEFIK_PING_PORT"] == typed["FS_TRAEFIK_PORT"]:
+        where = _edited(values, "FS_TRAEFIK_PING_PORT", "FS_TRAEFIK_PORT")
+        problems.append(ConfigError("FS_TRAEFIK_PING_PORT must differ from FS_TRAEFIK_PORT (%d)"
+                                    % typed["FS_TRAEFIK_PORT"], where.path, where.line))
+    try:
+        service_list = parse_service_list(values.get("SERVICE_LIST"), typed["FS_MAX_INSTANCES"])
+    except ConfigError as exc:
+        problems.append(exc)
+        service_list = []
+    if problems:
+        return None, problems
+    return _settings(typed, service_list, values), []
+
+
+def _edited(values, *keys):
+    """The entry among keys that a user's file set (not the bundled defaults), for an error's file:line."""
+    entries = [values[key] for key in keys if key in values]
+    mine = [entry for entry in entries if entry.path != BUNDLED]
+    return (mine or entries or [envfile.EnvValue("", None, None)])[0]
+
+
+def checked(values, key):
+    """The typed value of `key`: its check applied to its text, or its default when no file names it."""
+    spec = KEYS[key]
+    entry = values.get(key)
+    if entry is None:
+        return spec.default
+    try:
+        return spec.check(entry.value)
+    except validate.Invalid as exc:
+        raise ConfigError("%s: %s" % (key, exc), entry.path, entry.line)
+
+
+def _settings(typed, service_list, values):
     return Settings(
-        service_list=parse_service_list(values.get("SERVICE_LIST")),
-        traefik_port=get.port("FS_TRAEFIK_PORT", 13013),
-        traefik_bind=get.text("FS_TRAEFIK_BIND", "127.0.0.1"),
-        traefik_ping_port=get.port("FS_TRAEFIK_PING_PORT", 13014),
-        traefik_bin=os.path.expanduser(get.text("FS_TRAEFIK_BIN", "")),
-        sleep_interval=get.number("FS_SLEEP_INTERVAL", 10, minimum=1),
-        probe_interval=get.number("FS_PROBE_INTERVAL", 2, minimum=0.2),
-        probe_timeout=get.number("FS_PROBE_TIMEOUT", 2, minimum=0.1),
-        slurm_timeout=get.number("FS_SLURM_TIMEOUT", 30, minimum=1),
-        renew_lead=get.number("FS_RENEW_LEAD", None, minimum=0),
-        renew_margin=get.number("FS_RENEW_MARGIN", 60, minimum=0),
-        surge=int(get.number("FS_SURGE", 1, minimum=0)),
-        drain_seconds=get.number("FS_DRAIN_SECONDS", 20, minimum=0),
-        spread=get.flag("FS_SPREAD", True),
-        ssh_login_nodes=get.text("FS_SSH_LOGIN_NODE", "").split(),
-        ssh_key_path=os.path.expanduser(get.text("FS_SSH_KEY_PATH", "~/.ssh/forever-slurm")),
-        ssh_user=get.text("FS_SSH_USER", ""),
-        ssh_local_port=get.port("FS_SSH_LOCAL_PORT", 13013),
+        service_list=service_list,
+        traefik_port=typed["FS_TRAEFIK_PORT"],
+        traefik_bind=typed["FS_TRAEFIK_BIND"],
+        traefik_ping_port=typed["FS_TRAEFIK_PING_PORT"],
+        traefik_bin=os.path.expanduser(typed["FS_TRAEFIK_BIN"]),
+        sleep_interval=typed["FS_SLEEP_INTERVAL"],
+        probe_interval=typed["FS_PROBE_INTERVAL"],
+        probe_timeout=typed["FS_PROBE_TIMEOUT"],
+        slurm_timeout=typed["FS_SLURM_TIMEOUT"],
+        renew_lead=typed["FS_RENEW_LEAD"],
+        renew_margin=typed["FS_RENEW_MARGIN"],
+        surge=typed["FS_SURGE"],
+        drain_seconds=typed["FS_DRAIN_SECONDS"],
+        spread=typed["FS_SPREAD"],
+        max_instances=typed["FS_MAX_INSTANCES"],
+        ssh_login_nodes=typed["FS_SSH_LOGIN_NODE"],
+        ssh_key_path=os.path.expanduser(typed["FS_SSH_KEY_PATH"]),
+        ssh_user=typed["FS_SSH_USER"],
+        ssh_port=typed["FS_SSH_PORT"],
+        ssh_local_port=typed["FS_SSH_LOCAL_PORT"],
         raw={k: v.value for k, v in values.items()},
     )
 
 
-def parse_service_list(entry):
-    """'a/2 b/1' -> [('a', 2), ('b', 1)]; entry is an EnvValue (for file:line) or None."""
+def service_name(name):
+    if not SERVICE_NAME_RE.fullmatch(name):
+        raise validate.Invalid("%r is not a service name: letters, digits, . _ - and no spaces" % name)
+    return name
+
+
+def parse_service_word(word):
+    """'name/N' (or 'name', meaning 1) -> (name, N); raises validate.Invalid.
+
+    One word at a time, so another form (such as name/MIN-MAX) is a change here only.
+    """
+    name, sep, count = word.partition("/")
+    service_name(name)
+    if not sep:
+        return name, 1
+    try:
+        return name, _INSTANCES(count)
+    except validate.Invalid:
+        raise validate.Invalid("%r: the instance count must be a whole number, as in %s/2" % (word, name))
+
+
+_INSTANCES = validate.whole_number(0, 10 ** 9)      # the per-root FS_MAX_INSTANCES is checked after
+
+
+def parse_service_list(entry, max_instances=None):
+    """'a/2 b/1' -> [('a', 2), ('b', 1)]; entry is an EnvValue (for file:line) or None.
+
+    max_instances None skips the bound (config reads a list it is about to let you fix).
+    """
     if entry is None:
         return []
     result = []
     seen = set()
     for word in entry.value.split():
-        name, sep, count = word.partition("/")
-        if not sep:
-            count = "1"
-        if not SERVICE_NAME_RE.match(name):
-            raise ConfigError("SERVICE_LIST: %r is not a service name (letters, digits, . _ -, no spaces)" % name,
-                              entry.path, entry.line)
-        if not count.isdigit():
-            raise ConfigError("SERVICE_LIST: %r: the instance count must be a whole number, as in %s/2"
-                              % (word, name), entry.path, entry.line)
+        try:
+            name, count = parse_service_word(word)
+        except validate.Invalid as exc:
+            raise ConfigError("SERVICE_LIST: %s" % exc, entry.path, entry.line)
         if name in seen:
             raise ConfigError("SERVICE_LIST: %s is listed twice" % name, entry.path, entry.line)
+        if max_instances is not None and count > max_instances:
+            raise ConfigError("SERVICE_LIST: %s asks for more than FS_MAX_INSTANCES=%d instances; lower it, "
+                              "or raise FS_MAX_INSTANCES if you mean it" % (word, max_instances),
+                              entry.path, entry.line)
         seen.add(name)
-        result.append((name, int(count)))
+        result.append((name, count))
     return result
 
 
 def format_service_list(pairs):
     return " ".join("%s/%d" % (name, count) for name, count in pairs)
-
-
-class _Getter:
-    def __init__(self, values):
-        self.values = values
-
-    def text(self, key, default):
-        entry = self.values.get(key)
-        return default if entry is None else entry.value
-
-    def number(self, key, default, minimum=None):
-        entry = self.values.get(key)
-        if entry is None or entry.value.strip() == "":
-            return default
-        try:
-            value = float(entry.value)
-        except ValueError:
-            raise ConfigError("%s must be a number of seconds, got %r" % (key, entry.value), entry.path, entry.line)
-        if minimum is not None and value < minimum:
-            raise ConfigError("%s must be at least %s, got %s" % (key, minimum, entry.value), entry.path, entry.line)
-        return value
-
-    def port(self, key, default):
-        entry = self.values.get(key)
-        if entry is None or entry.value.strip() == "":
-            return default
-        if not entry.value.isdigit() or not 1024 <= int(entry.value) <= 65535:
-            raise ConfigError("%s must be a port from 1024 to 65535, got %r" % (key, entry.value),
-                              entry.path, entry.line)
-        return int(entry.value)
-
-    def flag(self, key, default):
-        entry = self.values.get(key)
-        if entry is None or entry.value.strip() == "":
-            return default
-        word = entry.value.strip().lower()
-        if word in ("yes", "true", "1", "on"):
-            return True
-        if word in ("no", "false", "0", "off"):
-            return False
-        raise ConfigError("%s must be yes or no, got %r" % (key, entry.value), entry.path, entry.line)

@@ -6,20 +6,16 @@ Supervisor that the `tunnel` command runs.
 """
 
 import os
-import re
 import shutil
 import socket
 import subprocess
 import time
 from typing import List, NamedTuple
 
-from . import proc, sshtunnel
+from . import fsutil, proc, sshtunnel, validate
 from .errors import ConfigError, ForeverError
 
 PLACEHOLDER_NODE = "my-login-node"
-NODE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
-USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-DEFAULT_SSH_PORT = 22
 
 
 def known_hosts_path(layout):
@@ -161,46 +157,25 @@ def _ask_valid(ask, say, prompt, default, check, tries=5):
 
 
 def _nodes(answer):
-    nodes = answer.split()
+    nodes = validate.host_list(answer)
     if not nodes:
         raise ValueError("give at least one login node name")
-    for node in nodes:
-        if not NODE_RE.match(node):
-            raise ValueError("%r is not a host name" % node)
     return nodes
 
 
-def _user(answer):
-    if answer and not USER_RE.match(answer):
-        raise ValueError("%r is not a user name" % answer)
-    return answer
+_user = validate.user_name
 
 
-def _port(answer):
-    if not answer.isdigit() or not 1 <= int(answer) <= 65535:
-        raise ValueError("%r is not a port number (1-65535)" % answer)
-    return int(answer)
-
-
-def _high_port(answer):
-    port = _port(answer)
-    if port < 1024:
-        raise ValueError("use a port from 1024 to 65535, got %d" % port)
-    return port
+_port = validate.any_port          # the same checks as settings.load and the `config` prompts
+_high_port = validate.port
 
 
 def _yes(answer):
-    return answer.strip().lower() in ("y", "yes")
-
-
-def ssh_port_setting(settings):
-    value = (settings.raw.get("FS_SSH_PORT") or "").strip()
-    if not value:
-        return DEFAULT_SSH_PORT
+    """Only a yes runs the test; anything else skips it."""
     try:
-        return _port(value)
-    except ValueError as exc:
-        raise ConfigError("FS_SSH_PORT: %s" % exc)
+        return validate.yes_no(answer)
+    except validate.Invalid:
+        return False
 
 
 def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, ssh_bin=None,
@@ -214,7 +189,7 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     nodes = _ask_valid(ask, say, "Login node(s) running forever-slurm (several, separated by spaces, "
                        "for failover)", default_nodes, _nodes)
     user = _ask_valid(ask, say, "User on the login node", settings.ssh_user, _user)
-    ssh_port = _ask_valid(ask, say, "ssh port of the login node", str(ssh_port_setting(settings)), _port)
+    ssh_port = _ask_valid(ask, say, "ssh port of the login node", str(settings.ssh_port), _port)
     remote = _ask_valid(ask, say, "Traefik's port on the login node", str(settings.traefik_port), _high_port)
     local = _ask_valid(ask, say, "Local port on this web server that forwards to it",
                        str(settings.ssh_local_port), _high_port)
@@ -222,7 +197,7 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
                             settings.raw.get("FS_SSH_KEY_PATH") or settings.ssh_key_path, lambda a: a)
     key_path = os.path.abspath(os.path.expanduser(key_answer))
     known_hosts = known_hosts_path(layout)
-    _make_private_dir(os.path.dirname(known_hosts))
+    fsutil.make_private_dir(os.path.dirname(known_hosts))
 
     pubkey = ensure_key(key_path, run=run)
     line = authorized_line(pubkey, remote)
@@ -274,9 +249,6 @@ def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.mo
     if not nodes:
         raise ConfigError("no login node configured (FS_SSH_LOGIN_NODE): run `config --ssh` first.",
                           layout.env_file)
-    for node in nodes:
-        if not NODE_RE.match(node):
-            raise ConfigError("FS_SSH_LOGIN_NODE: %r is not a host name" % node, layout.env_file)
     key_path = os.path.expanduser(settings.ssh_key_path)
     if not os.path.exists(key_path):
         raise ConfigError("the tunnel key %s does not exist: run `config --ssh` to make it." % key_path)
@@ -284,7 +256,7 @@ def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.mo
     if not os.path.exists(known_hosts):
         raise ConfigError("no recorded host key for the login node in %s: run `config --ssh` once to "
                           "connect and record it." % known_hosts)
-    ssh_port = ssh_port_setting(settings)
+    ssh_port = settings.ssh_port
     local, remote = settings.ssh_local_port, settings.traefik_port
     path = settings.raw.get("FS_SSH_PROBE_PATH") or "/"
     if probe is None:

@@ -12,11 +12,14 @@ def collect(layout, now=None, traffic_window=300.0):
     now = time.time() if now is None else now
     snap, state_problem = state.read(layout.state_file)
     policy = reconcile.Policy()
+    settings_error = None
     try:
         conf = settings_mod.load(layout)
         desired = conf.desired
         policy = _policy(conf)
-    except ForeverError:
+    except ForeverError as exc:
+        # Shown, not hidden: a running loop keeps its last good settings, a new one refuses to start.
+        settings_error = str(exc)
         desired = dict(snap.desired)
         conf = None
     observed_age = None if snap.observed_at is None else now - snap.observed_at
@@ -94,6 +97,7 @@ def collect(layout, now=None, traffic_window=300.0):
         "faults": dict(snap.faults),
         "state_problem": state_problem,
         "traefik_port": conf.traefik_port if conf else None,
+        "settings_error": settings_error,
     }
     return report
 
@@ -172,6 +176,10 @@ def render(report, color=False):
     if loop["alive"] and (loop["updated_seconds_ago"] or 0) > 120:
         lines.append(paint("the loop has not saved its state for %s: see .work/log/loop.log (disk full?)"
                            % _duration(loop["updated_seconds_ago"]), "31"))
+    if report.get("settings_error"):
+        lines.append(paint("settings: BROKEN: %s" % report["settings_error"], "31"))
+        lines.append("  a running loop keeps its last good settings and a new one will not start: "
+                     "fix it, then run check")
     rows = [("SERVICE", "WANT", "RUN", "PEND", "ROUTED", "DRAIN", "NOTE")]
     for s in report["services"]:
         note = []
