@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from . import __version__, fsutil, services, settings as settings_mod
+from . import __version__, fsutil, services, settings as settings_mod, validate
 from .errors import ForeverError
 
 log = logging.getLogger("forever_slurm")
@@ -245,13 +245,13 @@ def cmd_logs(args):
     layout = _layout(args)
     snap = state.load(layout.state_file)
     targets = []
-    if args.target and args.target.isdigit():
+    if args.target and validate.ascii_digits(args.target):
         service = snap.memory.jobs.get(args.target)
         targets.append((args.target, service.service if service else None))
     else:
         names = [args.target] if args.target else sorted(set(snap.desired) | {m.service for m in snap.memory.jobs.values()})
         for name in names:
-            ids = sorted((j for j, m in snap.memory.jobs.items() if m.service == name), key=lambda x: int(x) if x.isdigit() else 0)
+            ids = sorted((j for j, m in snap.memory.jobs.items() if m.service == name), key=lambda x: int(x) if validate.ascii_digits(x) else 0)
             outputs = [p for p in os.listdir(layout.slurm_output)] if os.path.isdir(layout.slurm_output) else []
             if not ids:
                 mine = sorted((p for p in outputs if p.startswith(name + "-") and p.endswith(".out")),

@@ -2,11 +2,9 @@
 
 import glob
 import os
-import shutil
-import time
 from typing import NamedTuple, Optional
 
-from . import fsutil, resources, slurm
+from . import fsutil, resources, slurm, validate
 from .errors import ConfigError
 from .settings import SERVICE_NAME_RE
 
@@ -54,12 +52,11 @@ def unpack_bundled(layout, name):
         return False
     tmp = folder + ".tmp-%d" % os.getpid()
     os.makedirs(tmp, exist_ok=True)
+    os.chmod(tmp, 0o755)            # explicit modes: a umask of 0 must not make scripts world-writable
     for path in files:
         target = os.path.join(tmp, path[len(prefix):])
-        with open(target, "wb") as handle:
-            handle.write(resources.read_bytes(path))
-        if target.endswith((".sub", ".sh")):
-            os.chmod(target, 0o755)
+        fsutil.atomic_write(target, resources.read_bytes(path),
+                            mode=0o755 if target.endswith((".sub", ".sh")) else 0o644)
     os.replace(tmp, folder)
     return True
 
@@ -69,12 +66,7 @@ def ensure_freeport(layout):
     target = os.path.join(layout.root, "freeport.sh")
     if os.path.exists(target):
         return False
-    data = resources.read_bytes("services/freeport.sh")
-    tmp = target + ".tmp-%d" % os.getpid()
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
+    fsutil.atomic_write(target, resources.read_bytes("services/freeport.sh"), mode=0o755)
     return True
 
 
@@ -113,7 +105,7 @@ def load(layout, name, unpack=True):
     for _, opt, value in options:
         if opt == "--signal":
             when = value.rpartition("@")[2] if "@" in value else "60"
-            warning = int(when) if when.isdigit() else 60
+            warning = int(when) if validate.ascii_digits(when) else 60
     templates = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + "*.yml")))
     return ServiceDef(name=name, folder=folder, script=script,
                       template=templates[0] if templates else None, script_sets_output=sets_output,
@@ -135,20 +127,19 @@ def stage(layout, service):
 
 
 def _copy_if_changed(source, target):
+    """Copy with the source's exec bits but never group/other write; an older staged copy is kept
+    as a backup (fsutil.backup_name) before it is replaced."""
     with open(source, "rb") as handle:
-        data = handle.read()
+        data = handle.read(fsutil.MAX_TEXT_BYTES * 64 + 1)
+    mode = 0o755 if os.stat(source).st_mode & 0o111 else 0o644
     try:
         with open(target, "rb") as handle:
             if handle.read() == data:
                 return False
-        shutil.copy2(target, "%s.bak-%d" % (target, int(time.time())))
+        fsutil.backup(target)
     except FileNotFoundError:
         pass
-    tmp = target + ".tmp-%d" % os.getpid()
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    shutil.copymode(source, tmp)
-    os.replace(tmp, target)
+    fsutil.atomic_write(target, data, mode=mode)
     return True
 
 

@@ -247,7 +247,7 @@ class Slurm:
         argv = self.sbatch_argv(script, chdir, exclude, output)
         done = self._run(argv, timeout=self.timeout, env=env, cwd=chdir)
         job_id = done.stdout.strip().split(";")[0].strip()
-        if not job_id.isdigit():
+        if not _JOB_ID_RE.match(job_id):
             raise CommandError(argv, done.returncode, done.stderr,
                                message="sbatch printed no job id: %r" % done.stdout.strip()[:200])
         return job_id

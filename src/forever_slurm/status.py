@@ -3,7 +3,7 @@
 import os
 import time
 
-from . import reconcile, settings as settings_mod, state
+from . import reconcile, settings as settings_mod, state, validate
 from .errors import ForeverError
 
 
@@ -55,7 +55,7 @@ def collect(layout, now=None, traffic_window=300.0):
             "renew_lead_seconds": lead,
         })
         routed_urls = {s.url: s.weight for s in servers}
-        for job in sorted(jobs, key=lambda j: int(j.job_id) if j.job_id.isdigit() else 0):
+        for job in sorted(jobs, key=lambda j: int(j.job_id) if validate.ascii_digits(j.job_id) else 0):
             m = snap.memory.jobs.get(job.job_id, reconcile.JobMemory(service=name))
             left = view.left(job)
             left = None if left is None else max(0.0, left)

@@ -17,6 +17,11 @@ YES_WORDS = ("y", "yes", "true", "1", "on")
 NO_WORDS = ("n", "no", "false", "0", "off")
 
 
+def ascii_digits(text):
+    """True for a non-empty run of ASCII digits (str.isdigit also says yes to '²' and '١', which int refuses or reads)."""
+    return isinstance(text, str) and bool(_WHOLE_RE.fullmatch(text))
+
+
 class Invalid(ValueError):
     """A value a check refuses; str() is the one-line reason, to show before asking again."""
 
