@@ -44,6 +44,9 @@ class Script:
                 if isinstance(answer, type) and issubclass(answer, BaseException):
                     raise answer()
                 return answer
+        if prompt == "Pick a number: ":
+            # The menu has no default while nothing is chosen: a script that picks no service says Done.
+            return "Done"
         return ""
 
     def say(self, text=""):
@@ -252,6 +255,24 @@ def test_menu_lists_a_chosen_service_that_no_longer_exists_so_it_can_be_removed(
     answers = configure.collect_answers(layout, script.prompter())
     assert answers[configure.SERVICE_LIST] == ""
     assert any("gone-away" in line and "not found" in line for line in script.lines)
+
+
+def test_enter_in_the_menu_is_not_done_while_nothing_is_chosen(layout):
+    script = Script({"Pick a number": ["", "Done", "Done"]})
+    answers = configure.collect_answers(layout, script.prompter())
+    assert answers[configure.SERVICE_LIST] == ""
+    assert script.asked("Pick a number") == ["Pick a number: "] * 3
+    assert "type a number from 1 to" in script.output
+    assert "No service is chosen, so no job would run" in script.output
+
+
+def test_enter_in_the_menu_is_done_once_a_service_is_chosen(layout):
+    name = services.available(layout)[0]
+    script = Script({"Pick a number": [menu_number(layout, name), ""], "Instances of": ["2"]})
+    answers = configure.collect_answers(layout, script.prompter())
+    assert answers[configure.SERVICE_LIST] == "%s/2" % name
+    assert script.asked("Pick a number")[-1] == "Pick a number [%s]: " % done_number(layout)
+    assert "No service is chosen" not in script.output
 
 
 # ---------------------------------------------------------------- --yes, --set, --service
@@ -548,7 +569,10 @@ def test_a_person_configures_on_a_real_terminal(layout, terminal, python):
             term.type("no\r")
         else:
             term.type("\r")
-    term.expect("Pick a number [%s]: " % done_number(layout))
+    term.expect("Pick a number: ")      # nothing chosen yet: Enter is not Done
+    term.type("\r")
+    term.expect("type a number from 1 to")
+    term.expect("Pick a number: ")
     term.type("42\r")
     term.expect("type a number from 1 to")
     term.expect("Pick a number")
