@@ -544,8 +544,8 @@ class Terminal:
 def terminal(request):
     sessions = []
 
-    def start(python, root):
-        session = Terminal([python, "-c", DRIVER, SRC, root], cwd=root)
+    def start(python, root, cwd=None):
+        session = Terminal([python, "-c", DRIVER, SRC, root], cwd=cwd or root)
         sessions.append(session)
         return session
     yield start
@@ -608,3 +608,48 @@ def test_ctrl_c_on_a_real_terminal_changes_nothing(layout, terminal, python):
     assert term.finish() == 130
     assert read(layout.env_file) == "FS_SURGE=2\n"
     assert leftovers(layout.root) == []
+
+
+@pytest.mark.parametrize("python", pythons()[:1])
+def test_enter_through_config_on_a_real_terminal_warns_about_zero_services(layout, terminal, python):
+    term = terminal(python, layout.root)
+    for key in asked_keys(layout):
+        term.expect(key + " [")
+        term.type("\r")
+    term.expect("Pick a number: ")
+    term.type("\r")
+    term.expect("type a number from 1 to %s" % done_number(layout))
+    term.expect("Pick a number: ")
+    term.type("Done\r")
+    term.expect("No service is chosen, so no job would run")
+    term.expect("Pick a number: ")
+    term.type("Done\r")
+    term.expect("No service is chosen, so no job will run")
+    assert term.finish() == 0, term.transcript()
+    assert settings.load(layout).service_list == []
+
+
+@pytest.mark.parametrize("python", pythons()[:1])
+def test_a_mistyped_root_on_a_real_terminal_is_not_created_by_enter(tmp_path, terminal, python):
+    root = tmp_path / "tpyo"
+    term = terminal(python, str(root), cwd=str(tmp_path))
+    term.expect("%s does not exist. Create it and set up forever-slurm there? [no]: " % root)
+    term.type("\r")
+    term.expect("nothing was done; pass --root")
+    assert term.finish() == 1
+    assert "Traceback" not in term.transcript()
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("python", pythons()[:1])
+def test_a_new_root_on_a_real_terminal_is_created_when_asked(tmp_path, terminal, python):
+    root = tmp_path / "new"
+    term = terminal(python, str(root), cwd=str(tmp_path))
+    term.expect("Create it and set up forever-slurm there? [no]: ")
+    term.type("yes\r")
+    term.expect("Created %s (it did not exist)." % root)
+    term.expect("FS_TRAEFIK_PORT [")
+    time.sleep(0.3)
+    term.type("\x03")
+    assert term.finish() == 130
+    assert root.is_dir() and not (root / ".env").exists()

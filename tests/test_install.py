@@ -314,3 +314,43 @@ def test_every_subcommand_help_has_a_description():
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, subparser in sub.choices.items():
         assert subparser.description and len(subparser.description) > 40, name
+
+
+# ---------------------------------------------------------------- through the fakes of systemctl and loginctl
+
+@pytest.fixture
+def fake_session(tmp_path, monkeypatch):
+    """os.environ with the fake systemctl/loginctl/crontab first on a long PATH, and a .pyz to run."""
+    fakes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
+    noise = os.pathsep.join(str(tmp_path / ("junk%d" % i)) for i in range(30))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PATH", os.pathsep.join([fakes, noise, os.environ["PATH"]]))
+    monkeypatch.setenv("FAKE_STATE", str(tmp_path / "fake-state"))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    pyz = tmp_path / "forever_slurm.pyz"
+    pyz.write_text("")
+    monkeypatch.setattr(settings, "running_pyz", lambda: str(pyz))
+    return home
+
+
+def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fake_session):
+    said = []
+    install._install_units(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
+    assert sum("enable-linger" in line for line in said) == 1
+    unit = (fake_session / ".config" / "systemd" / "user" / "forever-slurm.service").read_text()
+    path = unit.split('"PATH=')[1].split('"')[0]
+    assert "junk" not in path and "fakes" not in path
+    assert path.split(os.pathsep)[0] == os.path.dirname(sys.executable)
+
+
+def test_a_loop_unit_that_failed_is_named_with_systemds_word(layout, fake_session, monkeypatch, taken):
+    monkeypatch.setenv("FAKE_FAILED_UNITS", "forever-slurm")
+    conf = conf_for(layout, taken, free_port())
+    report = install._install_units(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
+    clock = FakeClock()
+    problems = install.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
+    assert "the loop (forever-slurm) is not running (systemd says: failed)" in problems[1]
