@@ -354,3 +354,23 @@ def test_a_loop_unit_that_failed_is_named_with_systemds_word(layout, fake_sessio
     clock = FakeClock()
     problems = install.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
     assert "the loop (forever-slurm) is not running (systemd says: failed)" in problems[1]
+
+
+def test_each_unit_is_restarted_only_for_what_it_reads(layout):
+    def inputs(env_text, static):
+        with open(layout.env_file, "w") as handle:
+            handle.write(env_text)
+        with open(layout.traefik_static, "w") as handle:
+            handle.write(static)
+        return install.unit_inputs(layout, settings.load(layout), "/opt/traefik")
+
+    base = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=1\n', "web: 13013\n")
+    two_nodes = inputs('FS_SSH_LOGIN_NODE="login1 login2"\nFS_SURGE=1\n', "web: 13013\n")
+    assert two_nodes["forever-ssh-forward"] != base["forever-ssh-forward"]     # the tunnel's node list
+    assert two_nodes["forever-traefik"] == base["forever-traefik"]
+    assert two_nodes["forever-slurm"] == base["forever-slurm"]                 # the loop rereads .env itself
+    new_port = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=1\nFS_TRAEFIK_PORT=14000\n', "web: 14000\n")
+    assert new_port["forever-traefik"] != base["forever-traefik"]
+    assert new_port["forever-ssh-forward"] != base["forever-ssh-forward"]      # it forwards to that port
+    surge = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=3\n', "web: 13013\n")
+    assert surge == base
