@@ -7,6 +7,7 @@ import pty
 import select
 import shutil
 import signal
+import socket
 import struct
 import termios
 import time
@@ -465,6 +466,18 @@ sys.exit(cli.main(["--root", sys.argv[2], "config", "--no-install"]))
 """
 
 
+def free_ports(count):
+    """Ports free now and different from each other (config checks them before it writes .env)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def pythons():
     found = [shutil.which("python3")]
     # The .pyz must run on 3.6; drive the same session with it when one is installed.
@@ -556,7 +569,8 @@ def terminal(request):
 @pytest.mark.parametrize("python", pythons())
 def test_a_person_configures_on_a_real_terminal(layout, terminal, python):
     name = services.available(layout)[0]
-    write(layout.env_file, "# my own note\nFS_SURGE=2\n")
+    # A free ping port: config refuses a taken one, and 13014 may be taken on a shared machine.
+    write(layout.env_file, "# my own note\nFS_SURGE=2\nFS_TRAEFIK_PING_PORT=%d\n" % free_ports(1)[0])
     term = terminal(python, layout.root)
     for key in asked_keys(layout):
         term.expect(key + " [")
@@ -612,6 +626,7 @@ def test_ctrl_c_on_a_real_terminal_changes_nothing(layout, terminal, python):
 
 @pytest.mark.parametrize("python", pythons()[:1])
 def test_enter_through_config_on_a_real_terminal_warns_about_zero_services(layout, terminal, python):
+    write(layout.env_file, "FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\n" % tuple(free_ports(2)))
     term = terminal(python, layout.root)
     for key in asked_keys(layout):
         term.expect(key + " [")

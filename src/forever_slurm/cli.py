@@ -122,7 +122,8 @@ def _layout(args, must_exist=True):
                            % (where, layout.root))
     if must_exist and not os.path.isdir(layout.root):
         raise ForeverError("%s %s does not exist; pass --root with your forever-slurm directory, or run "
-                           "`forever_slurm.pyz --root %s config` to set one up there" % (where, layout.root, layout.root))
+                           "`forever_slurm.pyz --root %s config` to set one up there"
+                           % (where, layout.root, layout.root))
     return layout
 
 
