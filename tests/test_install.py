@@ -374,3 +374,21 @@ def test_each_unit_is_restarted_only_for_what_it_reads(layout):
     assert new_port["forever-ssh-forward"] != base["forever-ssh-forward"]      # it forwards to that port
     surge = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=3\n', "web: 13013\n")
     assert surge == base
+
+
+def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
+    conf = conf_for(layout, free_port(), free_port() + 1)
+    assert install._loop_pid(layout, conf, 1000.0) is None
+    script = tmp_path / "loop.py"
+    script.write_text("import sys, time\ntime.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, str(script), "--root", layout.root, "run"])
+    try:
+        with open(layout.lock_file, "w") as handle:
+            handle.write("%d\n" % holder.pid)
+        assert install._loop_pid(layout, conf, 1000.0) == holder.pid
+        with open(layout.lock_file, "w") as handle:
+            handle.write("%d\n" % os.getpid())     # alive, but not a loop of this root
+        assert install._loop_pid(layout, conf, 1000.0) is None
+    finally:
+        holder.kill()
+        holder.wait()

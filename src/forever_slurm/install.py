@@ -194,16 +194,31 @@ def wait_until_up(layout, conf, report, say, seconds, clock=time.time, sleep=tim
     return problems
 
 
-def _loop_pid(layout, conf, now):
-    """The loop's pid when it is alive and wrote state.json recently, else None."""
+def _loop_pid(layout, conf, now, proc_root="/proc"):
+    """The loop's pid when it is alive and wrote state.json recently, or holds the root's lock, else None.
+
+    The lock counts too: the first state.json comes after the first squeue, which may take FS_SLURM_TIMEOUT."""
     snap = state.load(layout.state_file)
-    if not snap.pid or snap.updated_at is None or now - snap.updated_at > max(60.0, 3 * conf.sleep_interval):
-        return None
+    if snap.pid and snap.updated_at is not None and now - snap.updated_at <= max(60.0, 3 * conf.sleep_interval) \
+            and _runs_for_root(snap.pid, layout, proc_root):
+        return snap.pid
     try:
-        os.kill(snap.pid, 0)
-    except OSError:
+        with open(layout.lock_file) as handle:
+            text = handle.read(32).strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    return snap.pid
+    if text.isdigit() and _runs_for_root(int(text), layout, proc_root):
+        return int(text)
+    return None
+
+
+def _runs_for_root(pid, layout, proc_root):
+    """pid is alive and names this root on its command line (units run `... --root ROOT run`), not a reused pid."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
+            return os.fsencode(layout.root) in handle.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def _loop_problem(layout, report, run):
