@@ -153,7 +153,7 @@ def test_no_traefik_says_so_with_the_last_error_of_its_log(layout, taken):
     health = traefik_health.check(layout, conf)
     assert not health.running and health.pid is None
     assert health.problem.startswith("Traefik is not running: port %d is taken by another program of yours" % taken)
-    assert health.problem.endswith(".work/log/traefik.log says: command traefik error: listen tcp 127.0.0.1:%d: "
+    assert health.problem.endswith(".work/log/traefik.log says (2026-12-02T16:47:19Z): command traefik error: listen tcp 127.0.0.1:%d: "
                                    "bind: address already in use" % taken)
 
 

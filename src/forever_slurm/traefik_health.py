@@ -15,6 +15,7 @@ from . import joblog
 
 _LISTEN = "0A"          # TCP state LISTEN in /proc/net/tcp
 _ERROR_LINE = re.compile(r"\s(ERR|FTL|PNC)\s|level=(error|fatal|panic)")
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-][0-9:]+)?")
 _ERROR_TEXT = re.compile(r'error="((?:[^"\\]|\\.)*)"')
 
 
@@ -161,7 +162,9 @@ def last_error(layout, lines=200):
         if _ERROR_LINE.search(line):
             found = _ERROR_TEXT.search(line)
             message = found.group(1).replace('\\"', '"') if found else line.strip()
-            return "%s says: %s" % (os.path.relpath(path, layout.root), message)
+            stamp = _STAMP.match(line)    # an old error reads differently from one a second ago
+            return "%s says%s: %s" % (os.path.relpath(path, layout.root),
+                                      " (%s)" % stamp.group(0) if stamp else "", message)
     return ""
 
 

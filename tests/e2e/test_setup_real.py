@@ -73,7 +73,7 @@ def test_traefik_on_a_taken_port_is_reported_by_status_and_refused_by_config(roo
         code, out = pyz(root, env, "status")
         assert code == 0, out
         assert ("Traefik is not running: port %d is taken by another program of yours" % taken) in out
-        assert "traefik.log says:" in out and "bind: address already in use" in out
+        assert "traefik.log says (" in out and "bind: address already in use" in out
         assert "curl" not in out
 
         code, out = pyz(root, env, "config", "--yes")
