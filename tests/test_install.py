@@ -11,6 +11,7 @@ from forever_slurm import cli, configure, install, settings, state, traefik_heal
 from forever_slurm.errors import ConfigError, ForeverError
 from forever_slurm.slurm import Job
 
+from harness.net import wait_for
 from test_configure import Script
 
 
@@ -385,7 +386,8 @@ def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
     try:
         with open(layout.lock_file, "w") as handle:
             handle.write("%d\n" % holder.pid)
-        assert install._loop_pid(layout, conf, 1000.0) == holder.pid
+        # Until the child has exec'd, /proc shows the parent's command line.
+        assert wait_for(lambda: install._loop_pid(layout, conf, 1000.0) == holder.pid, 10)
         with open(layout.lock_file, "w") as handle:
             handle.write("%d\n" % os.getpid())     # alive, but not a loop of this root
         assert install._loop_pid(layout, conf, 1000.0) is None
