@@ -7,6 +7,7 @@ import pty
 import select
 import shutil
 import signal
+import socket
 import struct
 import termios
 import time
@@ -44,6 +45,9 @@ class Script:
                 if isinstance(answer, type) and issubclass(answer, BaseException):
                     raise answer()
                 return answer
+        if prompt == "Pick a number: ":
+            # The menu has no default while nothing is chosen: a script that picks no service says Done.
+            return "Done"
         return ""
 
     def say(self, text=""):
@@ -254,6 +258,24 @@ def test_menu_lists_a_chosen_service_that_no_longer_exists_so_it_can_be_removed(
     assert any("gone-away" in line and "not found" in line for line in script.lines)
 
 
+def test_enter_in_the_menu_is_not_done_while_nothing_is_chosen(layout):
+    script = Script({"Pick a number": ["", "Done", "Done"]})
+    answers = configure.collect_answers(layout, script.prompter())
+    assert answers[configure.SERVICE_LIST] == ""
+    assert script.asked("Pick a number") == ["Pick a number: "] * 3
+    assert "type a number from 1 to" in script.output
+    assert "No service is chosen, so no job would run" in script.output
+
+
+def test_enter_in_the_menu_is_done_once_a_service_is_chosen(layout):
+    name = services.available(layout)[0]
+    script = Script({"Pick a number": [menu_number(layout, name), ""], "Instances of": ["2"]})
+    answers = configure.collect_answers(layout, script.prompter())
+    assert answers[configure.SERVICE_LIST] == "%s/2" % name
+    assert script.asked("Pick a number")[-1] == "Pick a number [%s]: " % done_number(layout)
+    assert "No service is chosen" not in script.output
+
+
 # ---------------------------------------------------------------- --yes, --set, --service
 
 def test_yes_asks_nothing_and_applies_set_and_service(layout):
@@ -450,6 +472,18 @@ sys.exit(cli.main(["--root", sys.argv[2], "config", "--no-install"]))
 """
 
 
+def free_ports(count):
+    """Ports free now and different from each other (config checks them before it writes .env)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def pythons():
     found = [shutil.which("python3")]
     # The .pyz must run on 3.6; drive the same session with it when one is installed.
@@ -529,8 +563,8 @@ class Terminal:
 def terminal(request):
     sessions = []
 
-    def start(python, root):
-        session = Terminal([python, "-c", DRIVER, SRC, root], cwd=root)
+    def start(python, root, cwd=None):
+        session = Terminal([python, "-c", DRIVER, SRC, root], cwd=cwd or root)
         sessions.append(session)
         return session
     yield start
@@ -541,7 +575,8 @@ def terminal(request):
 @pytest.mark.parametrize("python", pythons())
 def test_a_person_configures_on_a_real_terminal(layout, terminal, python):
     name = services.available(layout)[0]
-    write(layout.env_file, "# my own note\nFS_SURGE=2\n")
+    # A free ping port: config refuses a taken one, and 13014 may be taken on a shared machine.
+    write(layout.env_file, "# my own note\nFS_SURGE=2\nFS_TRAEFIK_PING_PORT=%d\n" % free_ports(1)[0])
     term = terminal(python, layout.root)
     for key in asked_keys(layout):
         term.expect(key + " [")
@@ -554,7 +589,10 @@ def test_a_person_configures_on_a_real_terminal(layout, terminal, python):
             term.type("no\r")
         else:
             term.type("\r")
-    term.expect("Pick a number [%s]: " % done_number(layout))
+    term.expect("Pick a number: ")      # nothing chosen yet: Enter is not Done
+    term.type("\r")
+    term.expect("type a number from 1 to")
+    term.expect("Pick a number: ")
     term.type("42\r")
     term.expect("type a number from 1 to")
     term.expect("Pick a number")
@@ -590,3 +628,49 @@ def test_ctrl_c_on_a_real_terminal_changes_nothing(layout, terminal, python):
     assert term.finish() == 130
     assert read(layout.env_file) == "FS_SURGE=2\n"
     assert leftovers(layout.root) == []
+
+
+@pytest.mark.parametrize("python", pythons()[:1])
+def test_enter_through_config_on_a_real_terminal_warns_about_zero_services(layout, terminal, python):
+    write(layout.env_file, "FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\n" % tuple(free_ports(2)))
+    term = terminal(python, layout.root)
+    for key in asked_keys(layout):
+        term.expect(key + " [")
+        term.type("\r")
+    term.expect("Pick a number: ")
+    term.type("\r")
+    term.expect("type a number from 1 to %s" % done_number(layout))
+    term.expect("Pick a number: ")
+    term.type("Done\r")
+    term.expect("No service is chosen, so no job would run")
+    term.expect("Pick a number: ")
+    term.type("Done\r")
+    term.expect("No service is chosen, so no job will run")
+    assert term.finish() == 0, term.transcript()
+    assert settings.load(layout).service_list == []
+
+
+@pytest.mark.parametrize("python", pythons()[:1])
+def test_a_mistyped_root_on_a_real_terminal_is_not_created_by_enter(tmp_path, terminal, python):
+    root = tmp_path / "tpyo"
+    term = terminal(python, str(root), cwd=str(tmp_path))
+    term.expect("%s does not exist. Create it and set up forever-slurm there? [no]: " % root)
+    term.type("\r")
+    term.expect("nothing was done; pass --root")
+    assert term.finish() == 1
+    assert "Traceback" not in term.transcript()
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("python", pythons()[:1])
+def test_a_new_root_on_a_real_terminal_is_created_when_asked(tmp_path, terminal, python):
+    root = tmp_path / "new"
+    term = terminal(python, str(root), cwd=str(tmp_path))
+    term.expect("Create it and set up forever-slurm there? [no]: ")
+    term.type("yes\r")
+    term.expect("Created %s (it did not exist)." % root)
+    term.expect("FS_TRAEFIK_PORT [")
+    time.sleep(0.3)
+    term.type("\x03")
+    assert term.finish() == 130
+    assert root.is_dir() and not (root / ".env").exists()

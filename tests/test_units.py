@@ -145,9 +145,9 @@ class World:
         self.specs = units.standard_specs(self.layout, sys.executable, os.path.join(self.layout.root, "f.pyz"))
         self.run_user = tmp_path / "run-user"  # no /run/user/<uid> here: session_env adds nothing
 
-    def install(self):
+    def install(self, inputs=None):
         return units.install(self.specs, self.layout, proc.run, self.environ, self.said.append,
-                             uid=1000, run_user_dir=str(self.run_user))
+                             uid=1000, run_user_dir=str(self.run_user), inputs=inputs)
 
     def uninstall(self, **kw):
         return units.uninstall(units.UNIT_NAMES, self.layout, proc.run, self.environ, self.said.append,
@@ -194,16 +194,32 @@ def test_install_systemd_after_cron_removes_the_cron_lines(tmp_path):
     assert world.unit_file("forever-slurm").exists()
 
 
-def test_install_twice_is_idempotent_and_restarts_running_units(tmp_path):
+def test_install_twice_changes_nothing_and_restarts_only_what_changed(tmp_path):
     world = World(tmp_path, FAKE_LINGER="yes")
     world.install()
     before = {s.name: world.unit_file(s.name).stat().st_mtime_ns for s in world.specs}
     second = world.install()
     assert second.written == [] and second.backups == [] and second.notes == []
+    assert second.started == [] and second.restarted == []
     assert {s.name: world.unit_file(s.name).stat().st_mtime_ns for s in world.specs} == before
-    assert ["--user", "restart", "forever-traefik", "forever-slurm"] in world.calls("systemctl")
+    assert not any(c[1] == "restart" for c in world.calls("systemctl") if len(c) > 1)
+    assert "systemd: forever-traefik, forever-slurm already running with these settings" in world.said
     leftovers = [p for p in os.listdir(str(world.unit_file("x").parent)) if not p.endswith(".service")]
     assert leftovers == []
+
+    third = world.install(inputs={"forever-traefik": "entryPoints: web 127.0.0.1:14000"})
+    assert third.restarted == ["forever-traefik"]
+    assert world.calls("systemctl")[-1] == ["--user", "restart", "forever-traefik"]
+    assert "systemd: restarted forever-traefik, as its settings changed" in world.said
+    assert world.install(inputs={"forever-traefik": "entryPoints: web 127.0.0.1:14000"}).restarted == []
+
+
+def test_a_unit_running_from_before_the_record_existed_is_restarted_once(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    world.install()
+    os.remove(units.started_record(world.layout, "forever-slurm"))  # as after an upgrade from an older version
+    assert world.install().restarted == ["forever-slurm"]
+    assert world.install().restarted == []
 
 
 def test_install_keeps_a_backup_of_a_different_unit_file(tmp_path):
@@ -296,6 +312,9 @@ def test_cron_line_really_runs_under_sh_and_flock(tmp_path):
         while time.time() < deadline and len(units.lock_holders(lock)) < 2:
             time.sleep(0.05)
         assert len(units.lock_holders(lock)) == 2  # flock(1) and the program under it
+        # The child holds the lock from its fork on, before Python has printed anything.
+        while time.time() < deadline and "started" not in open(spec.log_path).read():
+            time.sleep(0.05)
         second = subprocess.run(["/bin/sh", "-c", command], timeout=10)
         assert second.returncode == 1  # flock -n: already running, nothing started
         # Holding the lock is not having printed yet: on a busy machine Python starts slowly.
@@ -357,3 +376,98 @@ def test_no_systemd_and_no_crontab_says_what_to_do(tmp_path):
     with pytest.raises(ForeverError) as info:
         world.install()
     assert "nohup" in str(info.value) and "crontab" in str(info.value)
+
+
+SLEEPER = """import os, sys, time
+print('up', os.getpid(), open(sys.argv[1]).read().strip(), flush=True)
+if open(sys.argv[1]).read().strip() == 'crash':
+    print('listen tcp 127.0.0.1:13013: bind: address already in use', flush=True)
+    sys.exit(3)
+time.sleep(60)
+"""
+
+
+def sleeper_world(tmp_path):
+    """A cron World whose unit is a real program: it reads its setting at start, as Traefik does."""
+    world = World(tmp_path, FAKE_SYSTEMD_DOWN="1")
+    world.layout.make_dirs()
+    script = tmp_path / "prog.py"
+    script.write_text(SLEEPER)
+    setting = tmp_path / "setting"
+    setting.write_text("port 13013")
+    world.specs = [units.UnitSpec("forever-traefik", "d", [sys.executable, str(script), str(setting)],
+                                  world.layout.root, os.path.join(world.layout.log, "forever-traefik.log"),
+                                  (("PATH", "/usr/bin:/bin"),))]
+    return world, setting
+
+
+def running_pid(world):
+    lock = units.cron_lock(world.layout, "forever-traefik")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        holders = units.lock_holders(lock)
+        if len(holders) == 2:
+            return max(holders)  # the program is flock's child, so it has the later pid
+        time.sleep(0.05)
+    raise AssertionError("the program did not start")
+
+
+@pytest.mark.skipif(not shutil.which("flock"), reason="flock(1) is not installed")
+def test_cron_starts_now_and_restarts_a_running_program_when_its_settings_change(tmp_path):
+    world, setting = sleeper_world(tmp_path)
+    try:
+        first = world.install(inputs={"forever-traefik": setting.read_text()})
+        assert first.method == "cron" and first.started == ["forever-traefik"]
+        pid = running_pid(world)
+        assert world.install(inputs={"forever-traefik": setting.read_text()}).restarted == []
+        assert running_pid(world) == pid
+        assert "cron: forever-traefik already running with these settings" in world.said
+
+        setting.write_text("port 14000")
+        again = world.install(inputs={"forever-traefik": setting.read_text()})
+        assert again.restarted == ["forever-traefik"]
+        assert "cron: restarted forever-traefik, as its settings changed" in world.said
+        new_pid = running_pid(world)
+        assert new_pid != pid
+        with pytest.raises(OSError):
+            os.kill(pid, 0)
+        deadline = time.time() + 10
+        while time.time() < deadline and "port 14000" not in open(world.specs[0].log_path).read():
+            time.sleep(0.05)
+        assert "up %d port 14000" % new_pid in open(world.specs[0].log_path).read()
+    finally:
+        world.uninstall()
+    assert units.lock_holders(units.cron_lock(world.layout, "forever-traefik")) == []
+
+
+@pytest.mark.skipif(not shutil.which("flock"), reason="flock(1) is not installed")
+def test_cron_says_why_a_program_stopped_at_once(tmp_path):
+    world, setting = sleeper_world(tmp_path)
+    setting.write_text("crash")
+    try:
+        world.install(inputs={"forever-traefik": "crash"})
+    finally:
+        world.uninstall()
+    said = "\n".join(world.said)
+    assert "forever-traefik stopped at once (exit 3)" in said
+    assert "bind: address already in use" in said
+
+
+def test_minimal_path_holds_only_the_tools_dirs_whatever_the_callers_order(tmp_path):
+    for tool, where in (("sbatch", "slurm/bin"), ("squeue", "slurm/bin"), ("ssh", "ssh/bin"),
+                        ("traefik", "tr/bin")):
+        directory = tmp_path / where
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / tool).write_text("#!/bin/sh\n")
+        (directory / tool).chmod(0o755)
+    noise = [str(tmp_path / ("noise%d" % i)) for i in range(40)]
+    dirs = [str(tmp_path / d) for d in ("ssh/bin", "tr/bin", "slurm/bin")]
+    one = units.minimal_path("/opt/py/bin/python3", os.pathsep.join(noise + dirs))
+    other = units.minimal_path("/opt/py/bin/python3", os.pathsep.join(list(reversed(dirs)) + noise))
+    assert one == other
+    parts = one.split(os.pathsep)
+    assert parts[:4] == ["/opt/py/bin", str(tmp_path / "slurm/bin"), str(tmp_path / "tr/bin"),
+                         str(tmp_path / "ssh/bin")]
+    assert parts[-2:] == ["/usr/bin", "/bin"]
+    assert not any("noise" in p for p in parts)
+    assert len(parts) == len(set(parts)) == 4 + len(units.BASE_PATH)  # flock lives in /usr/bin here

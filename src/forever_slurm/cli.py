@@ -24,23 +24,38 @@ def build_parser():
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="the reconcile loop (forever; --once for one cycle)")
+    def add(name, summary, description):
+        return sub.add_parser(name, help=summary, description=description)
+
+    p = add("run", "the reconcile loop (forever; --once for one cycle)",
+            "Keep SERVICE_LIST's jobs running: one squeue per cycle, submit, renew before the time limit, "
+            "probe readiness and write Traefik's routes. Usually run by a unit or cron (see config).")
     p.add_argument("--once", action="store_true", help="one cycle; exit 1 when Slurm could not be observed")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="services, jobs, routes and traffic at a glance")
+    p = add("status", "services, jobs, routes and traffic at a glance",
+            "What the loop last saw (.work/state.json), whether our Traefik answers, and the traffic of "
+            "the last minutes. Asks Slurm nothing and changes nothing.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("check", help="validate .env and every active service")
+    p = add("check", "validate .env and every active service",
+            "Read .env and each service in SERVICE_LIST (its .sub and Traefik template) and report every "
+            "problem with its file and line.")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("traefik", help="write Traefik's static config and run Traefik in the foreground")
+    p = add("traefik", "write Traefik's static config and run Traefik in the foreground",
+            "Write .work/traefik-static.yml from .env, find (or download) Traefik and run it in its place "
+            "(its pid goes to .work/traefik.pid). Usually run by a unit or cron.")
     p.add_argument("--print-config", action="store_true", help="only print the static config")
     p.set_defaults(func=cmd_traefik)
 
-    p = sub.add_parser("config", help="set up .env, services, Traefik and supervision (interactive)")
+    p = add("config", "set up .env, services, Traefik and supervision (interactive)",
+            "Ask for each setting and the services, write .env (keeping a backup), then install and start "
+            "the units (systemd --user, else cron) and check that Traefik and the loop came up. Run it "
+            "again to change anything: what changed is restarted. With --ssh, on a web server: set up "
+            "the ssh tunnel to the login node.")
     p.add_argument("--yes", action="store_true", help="ask nothing: keep current values and defaults")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a .env key")
     p.add_argument("--service", action="append", default=[], metavar="NAME=N", help="run N instances of NAME")
@@ -48,21 +63,28 @@ def build_parser():
     p.add_argument("--no-install", action="store_true", help="write the configuration, install no units")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("uninstall", help="remove the units or cron entries (keeps .env, services, logs)")
+    p = add("uninstall", "remove the units or cron entries (keeps .env, services, logs)",
+            "Stop and remove the systemd user units or crontab lines of this root. .env, services/ and the "
+            "logs stay; queued or running jobs end at their time limit.")
     p.set_defaults(func=cmd_uninstall)
 
-    p = sub.add_parser("tunnel", help="supervise the ssh port forward to the login node (for a unit)")
+    p = add("tunnel", "supervise the ssh port forward to the login node (for a unit)",
+            "On a web server: keep `ssh -N -L` to Traefik on the login node(s) in FS_SSH_LOGIN_NODE up, "
+            "failing over between them. Usually run by a unit or cron (see config --ssh).")
     p.set_defaults(func=cmd_tunnel)
 
-    p = sub.add_parser("logs", help="the tail of a job's Slurm output (default: the newest job of each service)")
+    p = add("logs", "the tail of a job's Slurm output (default: the newest job of each service)",
+            "Print the end of a job's Slurm output file under .work/slurm-output, by job id or service name.")
     p.add_argument("target", nargs="?", help="a job id or a service name")
     p.add_argument("-n", "--lines", type=int, default=20)
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("port", help="inside a job: print a free TCP port")
+    p = add("port", "inside a job: print a free TCP port",
+            "Print a TCP port that is free on this node now, for a job's server to listen on.")
     p.set_defaults(func=cmd_port)
 
-    p = sub.add_parser("publish", help="inside a job: publish this job's URL in its Slurm Comment")
+    p = add("publish", "inside a job: publish this job's URL in its Slurm Comment",
+            "Set this job's Comment to traefik,<service>,<url>, which is how the loop learns where to route.")
     p.add_argument("url", nargs="?", help="default: http://<hostname>:<port>")
     p.add_argument("--port", type=int, help="port of the server (builds the default URL)")
     p.set_defaults(func=cmd_publish)
@@ -91,8 +113,27 @@ def main(argv=None):
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def _layout(args):
-    return settings_mod.Layout(settings_mod.find_root(args.root))
+def _layout(args, must_exist=True):
+    """The root's Layout; a root that is missing (or a file) is refused before anything reads or creates it."""
+    layout = settings_mod.Layout(settings_mod.find_root(args.root))
+    where = "--root" if args.root else "$FOREVER_ROOT" if os.environ.get("FOREVER_ROOT") else "the default root"
+    if os.path.lexists(layout.root) and not os.path.isdir(layout.root):
+        raise ForeverError("%s %s is not a directory; pass --root with your forever-slurm directory"
+                           % (where, layout.root))
+    if must_exist and not os.path.isdir(layout.root):
+        raise ForeverError("%s %s does not exist; pass --root with your forever-slurm directory, or run "
+                           "`forever_slurm.pyz --root %s config` to set one up there"
+                           % (where, layout.root, layout.root))
+    return layout
+
+
+def _set_up_layout(args):
+    """A root that holds a forever-slurm setup (.env or .work), for commands that only read one."""
+    layout = _layout(args)
+    if not os.path.exists(layout.env_file) and not os.path.isdir(layout.work):
+        raise ForeverError("%s has no forever-slurm setup (no .env, no .work); run `config` there, or pass "
+                           "--root with the directory you set up" % layout.root)
+    return layout
 
 
 def _setup_console_logging(verbose):
@@ -157,7 +198,7 @@ def cmd_run(args):
 
 def cmd_status(args):
     from . import status
-    layout = _layout(args)
+    layout = _set_up_layout(args)
     while True:
         report = status.collect(layout)
         if args.json:
@@ -223,7 +264,7 @@ def cmd_traefik(args):
 
 def cmd_config(args):
     from . import install
-    return install.config_command(args, _layout(args), _pyz_command)
+    return install.config_command(args, _layout(args, must_exist=False), _pyz_command)
 
 
 def cmd_uninstall(args):

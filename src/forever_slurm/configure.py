@@ -142,10 +142,10 @@ class Prompter:
     def say(self, text=""):
         self.output_fn(text)
 
-    def ask(self, prompt, default="", validate=None):
+    def ask(self, prompt, default="", validate=None, show_default=True):
         """The answer to `prompt`; Enter keeps `default`, '-' empties it; re-asks with the reason."""
         for _ in range(self.max_attempts):
-            typed = self._read("%s [%s]: " % (prompt, default))
+            typed = self._read("%s [%s]: " % (prompt, default) if show_default else "%s: " % prompt)
             try:
                 value = default if typed.strip() == "" else (
                     "" if typed.strip() == CLEAR else unquote(typed))
@@ -170,7 +170,7 @@ class Prompter:
             if value in names:
                 return names.index(value)
             raise Invalid("type a number from 1 to %d" % len(options))
-        return self.ask(prompt, "" if default is None else str(default + 1), pick)
+        return self.ask(prompt, "" if default is None else str(default + 1), pick, show_default=default is not None)
 
     def _read(self, prompt_text):
         try:
@@ -340,14 +340,22 @@ def service_menu(prompter, available, chosen, maximum=settings.DEFAULT_MAX_INSTA
     prompter.say("")
     prompter.say("Which services should run? Pick one by number to add it or change its "
                  "instances (0 removes it); pick Done when finished.")
+    warned = False
     for _ in range(MAX_MENU_ROUNDS):
         counts = dict(chosen)
         names = list(available) + [name for name, _ in chosen if name not in available]
         labels = [_label(name, counts, available) for name in names] + ["Done"]
+        running = any(count for _, count in chosen)
         prompter.say("")
-        index = prompter.choose(labels, default=len(names))
+        # Enter means Done only once something is chosen: pressing Enter through config must not end with nothing.
+        index = prompter.choose(labels, default=len(names) if running else None)
         if index == len(names):
-            return chosen
+            if running or warned:
+                return chosen
+            warned = True
+            prompter.say("  ! No service is chosen, so no job would run. Pick a service, or Done again "
+                         "to go on without any.")
+            continue
         name = names[index]
         # A short prompt: readline scrolls a line wider than the terminal sideways.
         prompter.say("How many instances of %s should run as Slurm jobs? 0 removes it." % name)
@@ -407,11 +415,16 @@ def _without_header(text):
 
 # ---------------------------------------------------------------- the whole step
 
-def run_config(layout, prompter, overrides=(), service_overrides=(), assume_yes=False, say=print):
-    """Ask, write .env, unpack and check the chosen services. Later steps are the caller's."""
+def run_config(layout, prompter, overrides=(), service_overrides=(), assume_yes=False, say=print, review=None):
+    """Ask, write .env, unpack and check the chosen services. Later steps are the caller's.
+
+    review(answers) -> answers, when given, checks them against the machine (free ports) before
+    anything is written, and may ask again."""
     planned = None
     try:
         answers = collect_answers(layout, prompter, overrides, service_overrides, assume_yes)
+        if review:
+            answers = review(answers)
         old, planned = env_texts(layout, answers)
         backup = write_env(layout, answers)
     except KeyboardInterrupt:

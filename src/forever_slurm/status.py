@@ -98,8 +98,17 @@ def collect(layout, now=None, traffic_window=300.0):
         "state_problem": state_problem,
         "traefik_port": conf.traefik_port if conf else None,
         "settings_error": settings_error,
+        "traefik": _traefik(layout, conf),
     }
     return report
+
+
+def _traefik(layout, conf):
+    """Whether the Traefik answering on our port is ours and up (None: the settings cannot be read)."""
+    from . import traefik_health
+    if conf is None:
+        return None
+    return dict(traefik_health.check(layout, conf).as_dict(), port=conf.traefik_port)
 
 
 def _warning(layout, name):
@@ -180,6 +189,10 @@ def render(report, color=False):
         lines.append(paint("settings: BROKEN: %s" % report["settings_error"], "31"))
         lines.append("  a running loop keeps its last good settings and a new one will not start: "
                      "fix it, then run check")
+    traefik = report.get("traefik")
+    if traefik:
+        lines.append("traefik: " + paint("running", "32") + " (pid %s, port %s)" % (traefik["pid"], traefik["port"])
+                     if traefik["running"] else paint(traefik["problem"], "31"))  # the problem starts "Traefik ..."
     rows = [("SERVICE", "WANT", "RUN", "PEND", "ROUTED", "DRAIN", "NOTE")]
     for s in report["services"]:
         note = []
@@ -226,7 +239,13 @@ def render(report, color=False):
                          "%.0fms" % t["p50_ms"] if t["p50_ms"] is not None else "-",
                          "%.0fms" % t["p95_ms"] if t["p95_ms"] is not None else "-"))
         lines += _table(rows) if len(rows) > 1 else ["  no requests"]
-    if report.get("traefik_port"):
-        lines.append("")
-        lines.append("try: curl http://127.0.0.1:%d/<service>/" % report["traefik_port"])
-    return "\n".join(lines)
+    return "\n".join(lines + try_lines(report))
+
+
+def try_lines(report):
+    """A curl line per wanted service, only while our Traefik answers (else it could reach someone else's)."""
+    traefik = report.get("traefik")
+    if not traefik or not traefik["running"]:
+        return []
+    names = [s["service"] for s in report["services"] if s["desired"]]
+    return [""] + ["try: curl http://127.0.0.1:%d/%s/" % (traefik["port"], name) for name in names]

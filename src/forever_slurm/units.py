@@ -1,12 +1,16 @@
 """Supervision: render, install and remove the user systemd units, or crontab lines where systemd cannot serve."""
 
+import hashlib
 import os
 import re
 import shlex
+import shutil
 import signal
+import subprocess
 import time
 from typing import NamedTuple
 
+from . import fsutil
 from .errors import CommandError, ForeverError
 
 UNIT_NAMES = ("forever-traefik", "forever-slurm", "forever-ssh-forward")
@@ -19,6 +23,11 @@ DESCRIPTIONS = {
 CRON_MARK = " # forever-slurm:"
 # `StandardOutput=append:` arrived in systemd 240; RHEL 8 ships 239, where it would be ignored.
 APPEND_MIN_SYSTEMD = 240
+# The programs the units run or call, in the order their directories go on the units' PATH.
+PATH_TOOLS = ("sbatch", "squeue", "scontrol", "scancel", "traefik", "ssh", "flock")
+BASE_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
+STOP_SECONDS = 30.0         # as TimeoutStopSec below: then SIGKILL
+START_CHECK_SECONDS = 3.0   # how long a cron-started program is watched for an exit at once
 
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_./:=@+,-]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -37,10 +46,28 @@ class Report(NamedTuple):
     method: str          # "systemd" or "cron"
     written: list        # files or tables that changed
     backups: list        # copies kept of files we replaced
-    notes: list          # things the user should know or do
+    notes: list          # things the user should know or do (already said)
+    started: list = []   # units that were not running and were started
+    restarted: list = []  # running units restarted because what they run with changed
 
 
 # ---------------------------------------------------------------- pure rendering
+
+
+def minimal_path(python, search_path, extra=()):
+    """A short PATH for the units: the directories of python, extra and PATH_TOOLS found on search_path.
+
+    Not the caller's whole PATH: that is long, differs between shells, and would rewrite the units
+    and the crontab each time `config` is run from another one."""
+    dirs = []
+    found = [python] + list(extra) + [shutil.which(tool, path=search_path or "") for tool in PATH_TOOLS]
+    for program in found:
+        if program and os.path.isabs(program):
+            directory = os.path.dirname(program)
+            if directory not in dirs:
+                dirs.append(directory)
+    dirs += [d for d in BASE_PATH if d not in dirs]
+    return os.pathsep.join(dirs)
 
 
 def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm"), path=None, extra_env=()):
@@ -143,14 +170,18 @@ def cron_marker(layout, name):
     return _cron_escape(CRON_MARK + layout.root + " " + name)
 
 
-def cron_command(spec, layout):
+def shell_command(spec, layout):
+    """The /bin/sh command a cron line runs (before cron's % escaping)."""
     _check_text(spec)
     q = shlex.quote
     env = " ".join("%s=%s" % (k, q(v)) for k, v in spec.environment)
-    command = "cd %s && %s%sflock -n %s %s >>%s 2>&1" % (
+    return "cd %s && %s%sflock -n %s %s >>%s 2>&1" % (
         q(spec.workdir), env, " " if env else "", q(cron_lock(layout, spec.name)),
         " ".join(q(str(a)) for a in spec.argv), q(spec.log_path))
-    return _cron_escape(command) + cron_marker(layout, spec.name)
+
+
+def cron_command(spec, layout):
+    return _cron_escape(shell_command(spec, layout)) + cron_marker(layout, spec.name)
 
 
 def cron_lines(specs, layout):
@@ -256,23 +287,12 @@ def _home(environ):
     return home
 
 
-def _write_atomic(path, text):
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _read(path):
     try:
         with open(path) as handle:
             return handle.read()
     except FileNotFoundError:
         return None
-
-
-def _backup_name(path, now):
-    return "%s.bak-%s" % (path, time.strftime("%Y%m%d-%H%M%S", time.localtime(now)))
 
 
 def write_unit_files(specs, directory, version=None, now=None):
@@ -287,54 +307,104 @@ def write_unit_files(specs, directory, version=None, now=None):
         if old == text:
             continue
         if old is not None:
-            backup = _backup_name(path, now)
-            _write_atomic(backup, old)
-            backups.append(backup)
-        _write_atomic(path, text)
+            backups.append(fsutil.backup(path, now))
+        fsutil.atomic_write(path, text)
         written.append(path)
     return written, backups
 
 
 def install(specs, layout, run, environ, say, uid=None, run_user_dir="/run/user", proc_root="/proc",
-            kill=os.kill):
-    """Install and start specs under systemd --user, else as crontab lines. Re-running is harmless."""
+            kill=os.kill, inputs=None):
+    """Install and start specs under systemd --user, else as crontab lines. Re-running is harmless.
+
+    inputs: {unit name: text} of what each unit reads when it starts (its config, the .pyz); a running
+    unit whose inputs or unit text differ from the ones it was last started with is restarted, so a
+    changed setting takes effect whatever the supervisor."""
     layout.make_dirs()
+    inputs = inputs or {}
     env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
     usable, why = systemd_usable(run, env)
     if usable:
         # Lines from an earlier cron install would start a second copy next to the units.
         _uninstall_cron([s.name for s in specs], layout, run, env, say, proc_root, kill)
-        return _install_systemd(specs, run, env, say)
+        return _install_systemd(specs, layout, run, env, say, inputs)
     say("systemd --user cannot be used here (%s); using crontab instead." % why)
-    return _install_cron(specs, layout, run, env, say)
+    return _install_cron(specs, layout, run, env, say, inputs, proc_root, kill)
 
 
-def _install_systemd(specs, run, env, say):
+def started_record(layout, name):
+    """Where install notes what a unit was last (re)started with."""
+    return os.path.join(layout.work, "started-%s.sha256" % name)
+
+
+def fingerprint(unit_text, inputs):
+    return hashlib.sha256((unit_text + "\0" + (inputs or "")).encode("utf-8", "replace")).hexdigest()
+
+
+def _recorded(layout, name):
+    try:
+        with open(started_record(layout, name)) as handle:
+            return handle.read(200).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _record(layout, name, value):
+    fsutil.atomic_write(started_record(layout, name), value + "\n", only_if_changed=True)
+
+
+def _say_actions(say, method, started, restarted, unchanged):
+    if started:
+        say("%s: started %s" % (method, ", ".join(started)))
+    if restarted:
+        say("%s: restarted %s, as %s settings changed" % (
+            method, ", ".join(restarted), "its" if len(restarted) == 1 else "their"))
+    if unchanged:
+        say("%s: %s already running with these settings" % (method, ", ".join(unchanged)))
+
+
+def _install_systemd(specs, layout, run, env, say, inputs):
     names = [s.name for s in specs]
     directory = unit_dir(env)
-    written, backups = write_unit_files(specs, directory, systemd_version(run, env))
+    version = systemd_version(run, env)
+    written, backups = write_unit_files(specs, directory, version)
     for path in backups:
         say("kept your previous unit file as %s" % path)
     systemctl = lambda *args: run(["systemctl", "--user"] + list(args), timeout=60, env=env)  # noqa: E731
     systemctl("daemon-reload")
     was_active = _active(run, env, names)
+    prints = {s.name: fingerprint(render_unit(s, version), inputs.get(s.name)) for s in specs}
+    restarted = [n for n in was_active if _recorded(layout, n) != prints[n]]
     systemctl("enable", "--now", *names)
-    # enable --now leaves a running unit alone; restart so a new .pyz, unit or .env takes effect.
-    if was_active:
-        systemctl("restart", *was_active)
-    say("systemd user units enabled and running: %s" % ", ".join(names))
+    # enable --now leaves a running unit alone; restart so a new .pyz, unit or setting takes effect.
+    if restarted:
+        systemctl("restart", *restarted)
+    for name in names:
+        _record(layout, name, prints[name])
+    _say_actions(say, "systemd", [n for n in names if n not in was_active], restarted,
+                 [n for n in was_active if n not in restarted])
     notes = []
     advice = linger_advice(run, user_name(env), env)
     if advice:
         say(advice)
         notes.append(advice)
-    return Report("systemd", written, backups, notes)
+    return Report("systemd", written, backups, notes, [n for n in names if n not in was_active], restarted)
 
 
 def _active(run, env, names):
     done = run(["systemctl", "--user", "is-active"] + list(names), timeout=30, env=env, check=False)
     states = (done.stdout or "").split()
     return [name for name, state in zip(names, states) if state in ("active", "activating", "reloading")]
+
+
+def unit_states(names, run, environ, uid=None, run_user_dir="/run/user"):
+    """{name: `systemctl --user is-active` word} (active, activating, failed, inactive...), {} without systemd."""
+    env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
+    try:
+        done = run(["systemctl", "--user", "is-active"] + list(names), timeout=30, env=env, check=False)
+    except CommandError:
+        return {}
+    return dict(zip(names, (done.stdout or "").split()))
 
 
 def read_crontab(run, env):
@@ -349,12 +419,12 @@ def read_crontab(run, env):
 
 def _write_crontab(run, env, layout, old, new):
     backup = os.path.join(layout.work, "crontab.bak")
-    _write_atomic(backup, old)
+    fsutil.atomic_write(backup, old)
     run(["crontab", "-"], timeout=30, env=env, input=new)
     return backup
 
 
-def _install_cron(specs, layout, run, env, say):
+def _install_cron(specs, layout, run, env, say, inputs, proc_root, kill):
     try:
         old = read_crontab(run, env)
     except CommandError as exc:
@@ -367,13 +437,100 @@ def _install_cron(specs, layout, run, env, say):
     if new != old:
         backups.append(_write_crontab(run, env, layout, old, new))
         written.append("crontab")
-        say("crontab: added lines for %s (they start within a minute); previous table kept in %s"
-            % (", ".join(s.name for s in specs), backups[0]))
+        say("crontab: added lines for %s; previous table kept in %s" % (", ".join(s.name for s in specs), backups[0]))
     else:
         say("crontab already has the lines for %s" % ", ".join(s.name for s in specs))
-    notes = ["cron runs each unit at reboot and every minute; a run that finds the previous one still "
-             "going exits at once (flock)."]
-    return Report("cron", written, backups, notes)
+    note = ("cron runs each unit at reboot and every minute; a run that finds the previous one still "
+            "going exits at once (flock).")
+    say(note)
+    started, restarted, unchanged, children = [], [], [], []
+    for spec in specs:
+        value = fingerprint(shell_command(spec, layout), inputs.get(spec.name))
+        running = lock_holders(cron_lock(layout, spec.name), proc_root)
+        if running and _recorded(layout, spec.name) == value:
+            unchanged.append(spec.name)
+            continue
+        if running:
+            stop_cron_run(layout, spec.name, proc_root, kill, say)
+            restarted.append(spec.name)
+        else:
+            started.append(spec.name)
+        # Started now rather than by cron within a minute, so `config` can check it came up.
+        children.append((spec, start_now(spec, layout, env)))
+        _record(layout, spec.name, value)
+    _say_actions(say, "cron", started, restarted, unchanged)
+    for problem in watch_start(children, layout):
+        say(problem)
+    return Report("cron", written, backups, [note], started, restarted)
+
+
+def cron_env(environ):
+    """The bare environment cron gives a job: what a program started by hand must live with too."""
+    env = {k: environ[k] for k in ("HOME", "LOGNAME", "USER") if environ.get(k)}
+    env.update(SHELL="/bin/sh", PATH="/usr/bin:/bin")
+    return env
+
+
+def start_now(spec, layout, environ):
+    """Run a cron line's command now, detached and in cron's environment; returns the Popen."""
+    return subprocess.Popen(["/bin/sh", "-c", shell_command(spec, layout)], cwd="/", env=cron_env(environ),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)
+
+
+def watch_start(children, layout, seconds=START_CHECK_SECONDS, clock=time.monotonic, sleep=time.sleep):
+    """One line per started program that exited within `seconds`, with the end of its log."""
+    deadline = clock() + seconds
+    waiting = list(children)
+    problems = []
+    while waiting:
+        for spec, child in list(waiting):
+            code = child.poll()
+            if code is not None:
+                waiting.remove((spec, child))
+                if code == 1 and lock_holders(cron_lock(layout, spec.name)):
+                    continue    # flock -n: a copy that cron started a moment ago holds the lock
+                tail = _log_tail(spec.log_path)
+                problems.append("%s stopped at once (exit %d)%s" % (
+                    spec.name, code, "; %s ends with:\n    %s" % (spec.log_path, "\n    ".join(tail)) if tail else ""))
+        if not waiting or clock() >= deadline:
+            break
+        sleep(0.1)
+    return problems
+
+
+def _log_tail(path, lines=3, max_bytes=16384):
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def stop_cron_run(layout, name, proc_root="/proc", kill=os.kill, say=None, seconds=STOP_SECONDS,
+                  clock=time.monotonic, sleep=time.sleep):
+    """SIGTERM the cron-started program and its flock, SIGKILL what is left after `seconds`."""
+    lock = cron_lock(layout, name)
+    pids = lock_holders(lock, proc_root)
+    for pid in pids:
+        try:
+            kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if pids and say:
+        say("stopped %s (pid %s)" % (name, ", ".join(str(p) for p in pids)))
+    deadline = clock() + seconds
+    while lock_holders(lock, proc_root) and clock() < deadline:
+        sleep(0.1)
+    for pid in lock_holders(lock, proc_root):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return pids
 
 
 def uninstall(names, layout, run, environ, say, uid=None, run_user_dir="/run/user", proc_root="/proc",
@@ -397,6 +554,11 @@ def uninstall(names, layout, run, environ, say, uid=None, run_user_dir="/run/use
     if present and usable:
         run(["systemctl", "--user", "daemon-reload"], timeout=60, env=env, check=False)
     removed += _uninstall_cron(names, layout, run, env, say, proc_root, kill)
+    for name in names:
+        try:
+            os.remove(started_record(layout, name))
+        except OSError:
+            pass
     return removed
 
 
@@ -412,12 +574,7 @@ def _uninstall_cron(names, layout, run, env, say, proc_root, kill):
         removed.append("crontab")
         say("removed our crontab lines; previous table kept in %s" % backup)
     for name in names:
-        for pid in lock_holders(cron_lock(layout, name), proc_root):
-            try:
-                kill(pid, signal.SIGTERM)
-                say("stopped %s (pid %d)" % (name, pid))
-            except (ProcessLookupError, PermissionError):
-                pass
+        stop_cron_run(layout, name, proc_root, kill, say)
     return removed
 
 

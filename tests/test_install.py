@@ -1,0 +1,396 @@
+"""`config` after the questions: root checks, Traefik's ports and health, the start-up wait, honest exits."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from forever_slurm import cli, configure, install, settings, state, traefik_health, units
+from forever_slurm.errors import ConfigError, ForeverError
+from forever_slurm.slurm import Job
+
+from harness.net import wait_for
+from test_configure import Script
+
+
+class Listener:
+    """Something else on a port, as another user's Traefik on a shared login node."""
+
+    def __init__(self, port=0):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(5)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def taken():
+    listener = Listener()
+    yield listener.port
+    listener.close()
+
+
+@pytest.fixture
+def layout(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    result = settings.Layout(str(root))
+    result.make_dirs()
+    return result
+
+
+FAKE_TRAEFIK = """#!%s
+import http.server, sys
+class Ping(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/ping" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+    def log_message(self, *a):
+        pass
+web = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ping)
+ping = http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), Ping) if sys.argv[2] != "0" else None
+print("listening", flush=True)
+if ping:
+    import threading
+    threading.Thread(target=ping.serve_forever, daemon=True).start()
+web.serve_forever()
+"""
+
+
+@pytest.fixture
+def fake_traefik(tmp_path, layout):
+    """Start a program named `traefik` on given ports and write its pid where `pyz traefik` would."""
+    procs = []
+
+    def start(web, ping):
+        path = tmp_path / "bin" / "traefik"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(FAKE_TRAEFIK % sys.executable)
+        path.chmod(0o755)
+        proc = subprocess.Popen([str(path), str(web), str(ping)], stdout=subprocess.PIPE)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == b"listening"
+        with open(traefik_health.pid_file(layout), "w") as handle:
+            handle.write("%d\n" % proc.pid)
+        return proc
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def free_port():
+    return traefik_health.free_port_near("127.0.0.1", 20000 + os.getpid() % 20000)
+
+
+def conf_for(layout, web, ping):
+    with open(layout.env_file, "w") as handle:
+        handle.write("FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\n" % (web, ping))
+    return settings.load(layout)
+
+
+def answers(web, ping, bind="127.0.0.1"):
+    return {"FS_TRAEFIK_PORT": str(web), "FS_TRAEFIK_BIND": bind, "FS_TRAEFIK_PING_PORT": str(ping)}
+
+
+# ---------------------------------------------------------------- ports before use
+
+def test_yes_refuses_a_taken_port_and_names_a_free_one(layout, taken):
+    review = install.port_review(layout, Script().prompter(), True, lambda text="": None)
+    with pytest.raises(ConfigError) as caught:
+        review(answers(taken, free_port()))
+    message = str(caught.value)
+    assert "FS_TRAEFIK_PORT=%d" % taken in message and "in use by another program of yours" in message
+    proposed = int(message.split("--set FS_TRAEFIK_PORT=")[1].split()[0])
+    assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
+
+
+def test_a_taken_port_is_asked_again_with_a_free_one_as_default(layout, taken):
+    said = []
+    script = Script()
+    review = install.port_review(layout, script.prompter(), False, said.append)
+    result = review(answers(taken, free_port()))
+    proposed = int(result["FS_TRAEFIK_PORT"])
+    assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
+    assert script.asked("FS_TRAEFIK_PORT [%d]" % proposed)
+    assert any("is in use by another program of yours" in line for line in said)
+
+
+def test_a_taken_ping_port_is_caught_too(layout, taken):
+    review = install.port_review(layout, Script().prompter(), True, lambda text="": None)
+    with pytest.raises(ConfigError) as caught:
+        review(answers(free_port(), taken))
+    assert "FS_TRAEFIK_PING_PORT=%d" % taken in str(caught.value)
+
+
+def test_the_ports_of_our_own_running_traefik_are_fine(layout, fake_traefik):
+    web, ping = free_port(), None
+    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    fake_traefik(web, ping)
+    review = install.port_review(layout, configure.Prompter(_no_input, _no_input), True, lambda text="": None)
+    assert review(answers(web, ping)) == answers(web, ping)
+
+
+def _no_input(prompt):
+    raise AssertionError("asked %r" % prompt)
+
+
+# ---------------------------------------------------------------- is the Traefik ours and up
+
+def test_no_traefik_says_so_with_the_last_error_of_its_log(layout, taken):
+    conf = conf_for(layout, taken, free_port())
+    with open(traefik_health.traefik_log(layout), "w") as handle:
+        handle.write('2026-12-02T16:47:19Z INF Traefik version 3.7.15\n'
+                     '2026-12-02T16:47:19Z ERR Command error error="command traefik error: listen tcp '
+                     '127.0.0.1:%d: bind: address already in use"\n'
+                     '2026-12-02T16:47:20Z INF shutting down\n' % taken)
+    health = traefik_health.check(layout, conf)
+    assert not health.running and health.pid is None
+    assert health.problem.startswith("Traefik is not running: port %d is taken by another program of yours" % taken)
+    assert health.problem.endswith(".work/log/traefik.log says (2026-12-02T16:47:19Z): command traefik error: listen tcp 127.0.0.1:%d: "
+                                   "bind: address already in use" % taken)
+
+
+def test_a_stale_pid_file_is_not_believed(layout):
+    conf = conf_for(layout, free_port(), free_port() + 1)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(traefik_health.pid_file(layout), "w") as handle:
+            handle.write("%d\n" % sleeper.pid)  # alive, but not a traefik (a reused pid)
+        health = traefik_health.check(layout, conf)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not health.running and health.pid is None
+    assert "no Traefik process from" in health.problem
+
+
+def test_our_traefik_listening_and_answering_its_ping_is_running(layout, fake_traefik):
+    web = free_port()
+    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    proc = fake_traefik(web, ping)
+    health = traefik_health.check(layout, conf_for(layout, web, ping))
+    assert health == traefik_health.Health(True, proc.pid, "")
+
+
+def test_our_traefik_without_a_ping_is_not_called_running(layout, fake_traefik):
+    web = free_port()
+    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    proc = fake_traefik(web, 0)
+    health = traefik_health.check(layout, conf_for(layout, web, ping))
+    assert not health.running and health.pid == proc.pid
+    assert "nothing answers its ping on 127.0.0.1:%d" % ping in health.problem
+
+
+def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken, fake_traefik):
+    from forever_slurm import status
+    conf_for(layout, taken, free_port())
+    report = status.collect(layout)
+    assert report["traefik"]["running"] is False and "port %d is taken" % taken in report["traefik"]["problem"]
+    text = status.render(report)
+    assert text.splitlines()[1].startswith("Traefik is not running: port %d is taken" % taken)
+    assert "curl" not in text
+
+    web = free_port()
+    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    with open(layout.env_file, "w") as handle:
+        handle.write("FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\nSERVICE_LIST=hello/1\n" % (web, ping))
+    proc = fake_traefik(web, ping)
+    text = status.render(status.collect(layout))
+    assert "traefik: running (pid %d, port %d)" % (proc.pid, web) in text
+    assert text.count("try: curl") == 1 and "try: curl http://127.0.0.1:%d/hello/" % web in text
+    assert "<service>" not in text
+
+
+# ---------------------------------------------------------------- after the units start
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_a_loop_that_did_not_start_is_named_with_the_end_of_its_log(layout, taken):
+    conf = conf_for(layout, taken, free_port())
+    with open(os.path.join(layout.log, "forever-slurm.log"), "w") as handle:
+        handle.write("Traceback (most recent call last):\nforever-slurm: .env:3: FS_SURGE must be a number\n")
+    clock = FakeClock()
+    said = []
+    report = units.Report("cron", [], [], [])
+    problems = install.wait_until_up(layout, conf, report, said.append, 10, clock=clock, sleep=clock.sleep)
+    assert len(problems) == 2
+    assert problems[0].startswith("Traefik is not running: port %d is taken" % taken)
+    assert problems[1].startswith("the loop (forever-slurm) is not running")
+    assert "FS_SURGE must be a number" in problems[1]
+    assert clock.now >= 1010   # it waited the whole time, but no longer
+    assert said[0].startswith("Waiting for Traefik and the loop to start")
+
+
+def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, monkeypatch):
+    conf = conf_for(layout, free_port(), free_port() + 1)
+    conf = conf._replace(service_list=[("hello", 1)])
+    job = Job("41", "PD", "hello", "", None, None, "Resources", "")
+    snap = state.empty_snapshot()._replace(jobs=[job], slurm_ok=True, updated_at=1000.0, pid=os.getpid())
+    monkeypatch.setattr(state, "load", lambda path: snap)
+    clock = FakeClock()
+    said = []
+    problems = install._wait_for_first_backends(layout, conf, said.append, 60, clock=clock, sleep=clock.sleep,
+                                                tty=False)
+    assert problems == []
+    progress = [line for line in said if line.startswith("waiting for the first jobs")]
+    assert 3 <= len(progress) <= 6     # a line at least every 15 s, not one per poll
+    assert progress[0] == "waiting for the first jobs: 1 pending (Resources), 0 running, 0/1 services routed"
+    assert said[-1] == "1 job(s) still wait in the Slurm queue (Slurm's reason: Resources); `status` follows them."
+
+
+def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkeypatch):
+    conf = conf_for(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", 1)])
+    snap = state.empty_snapshot()._replace(slurm_ok=False, slurm_error="squeue: fatal: no configuration")
+    monkeypatch.setattr(state, "load", lambda path: snap)
+    clock = FakeClock()
+    said = []
+    problems = install._wait_for_first_backends(layout, conf, said.append, 90, clock=clock, sleep=clock.sleep,
+                                                tty=False)
+    assert problems == ["Slurm does not answer the loop: squeue: fatal: no configuration"]
+    assert clock.now < 1010
+
+
+# ---------------------------------------------------------------- the root
+
+def test_config_yes_creates_a_missing_root_and_says_so(tmp_path):
+    said = []
+    layout = settings.Layout(str(tmp_path / "new root"))
+    install.ensure_root(layout, configure.Prompter(_no_input, _no_input), True, said.append)
+    assert os.path.isdir(layout.root) and said == ["Created %s (it did not exist)." % layout.root]
+
+
+def test_config_asks_before_creating_a_root_and_no_is_the_default(tmp_path):
+    layout = settings.Layout(str(tmp_path / "typo"))
+    script = Script()
+    with pytest.raises(ForeverError) as caught:
+        install.ensure_root(layout, script.prompter(), False, lambda text="": None)
+    assert "nothing was done" in str(caught.value)
+    assert script.asked("%s does not exist. Create it" % layout.root)
+    assert not os.path.exists(layout.root)
+
+
+@pytest.mark.parametrize("argv", [["status"], ["run", "--once"], ["logs"], ["check"], ["config", "--yes"]])
+def test_a_root_that_is_a_file_is_refused_plainly(tmp_path, capsys, argv):
+    path = tmp_path / "a-file"
+    path.write_text("x")
+    assert cli.main(["--root", str(path)] + argv) == 1
+    err = capsys.readouterr().err
+    assert "is not a directory" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["status"], ["run", "--once"], ["traefik"], ["uninstall"]])
+def test_a_missing_root_is_refused_and_not_created(tmp_path, capsys, argv):
+    root = tmp_path / "missing"
+    assert cli.main(["--root", str(root)] + argv) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "config" in err
+    assert not root.exists()
+
+
+def test_status_of_a_directory_without_a_setup_says_so(tmp_path, capsys):
+    assert cli.main(["--root", str(tmp_path), "status"]) == 1
+    assert "has no forever-slurm setup" in capsys.readouterr().err
+    assert os.listdir(str(tmp_path)) == []     # status writes nothing
+
+
+def test_every_subcommand_help_has_a_description():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, subparser in sub.choices.items():
+        assert subparser.description and len(subparser.description) > 40, name
+
+
+# ---------------------------------------------------------------- through the fakes of systemctl and loginctl
+
+@pytest.fixture
+def fake_session(tmp_path, monkeypatch):
+    """os.environ with the fake systemctl/loginctl/crontab first on a long PATH, and a .pyz to run."""
+    fakes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
+    noise = os.pathsep.join(str(tmp_path / ("junk%d" % i)) for i in range(30))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PATH", os.pathsep.join([fakes, noise, os.environ["PATH"]]))
+    monkeypatch.setenv("FAKE_STATE", str(tmp_path / "fake-state"))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    pyz = tmp_path / "forever_slurm.pyz"
+    pyz.write_text("")
+    monkeypatch.setattr(settings, "running_pyz", lambda: str(pyz))
+    return home
+
+
+def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fake_session):
+    said = []
+    install._install_units(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
+    assert sum("enable-linger" in line for line in said) == 1
+    unit = (fake_session / ".config" / "systemd" / "user" / "forever-slurm.service").read_text()
+    path = unit.split('"PATH=')[1].split('"')[0]
+    assert "junk" not in path and "fakes" not in path
+    assert path.split(os.pathsep)[0] == os.path.dirname(sys.executable)
+
+
+def test_a_loop_unit_that_failed_is_named_with_systemds_word(layout, fake_session, monkeypatch, taken):
+    monkeypatch.setenv("FAKE_FAILED_UNITS", "forever-slurm")
+    conf = conf_for(layout, taken, free_port())
+    report = install._install_units(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
+    clock = FakeClock()
+    problems = install.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
+    assert "the loop (forever-slurm) is not running (systemd says: failed)" in problems[1]
+
+
+def test_each_unit_is_restarted_only_for_what_it_reads(layout):
+    def inputs(env_text, static):
+        with open(layout.env_file, "w") as handle:
+            handle.write(env_text)
+        with open(layout.traefik_static, "w") as handle:
+            handle.write(static)
+        return install.unit_inputs(layout, settings.load(layout), "/opt/traefik")
+
+    base = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=1\n', "web: 13013\n")
+    two_nodes = inputs('FS_SSH_LOGIN_NODE="login1 login2"\nFS_SURGE=1\n', "web: 13013\n")
+    assert two_nodes["forever-ssh-forward"] != base["forever-ssh-forward"]     # the tunnel's node list
+    assert two_nodes["forever-traefik"] == base["forever-traefik"]
+    assert two_nodes["forever-slurm"] == base["forever-slurm"]                 # the loop rereads .env itself
+    new_port = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=1\nFS_TRAEFIK_PORT=14000\n', "web: 14000\n")
+    assert new_port["forever-traefik"] != base["forever-traefik"]
+    assert new_port["forever-ssh-forward"] != base["forever-ssh-forward"]      # it forwards to that port
+    surge = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=3\n', "web: 13013\n")
+    assert surge == base
+
+
+def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
+    conf = conf_for(layout, free_port(), free_port() + 1)
+    assert install._loop_pid(layout, conf, 1000.0) is None
+    script = tmp_path / "loop.py"
+    script.write_text("import sys, time\ntime.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, str(script), "--root", layout.root, "run"])
+    try:
+        with open(layout.lock_file, "w") as handle:
+            handle.write("%d\n" % holder.pid)
+        # Until the child has exec'd, /proc shows the parent's command line.
+        assert wait_for(lambda: install._loop_pid(layout, conf, 1000.0) == holder.pid, 10)
+        with open(layout.lock_file, "w") as handle:
+            handle.write("%d\n" % os.getpid())     # alive, but not a loop of this root
+        assert install._loop_pid(layout, conf, 1000.0) is None
+    finally:
+        holder.kill()
+        holder.wait()
