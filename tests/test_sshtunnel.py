@@ -405,7 +405,9 @@ def test_unknown_failures_keep_sshs_own_words():
 
 def test_authorized_line_is_restricted_to_one_forward():
     line = sshsetup.authorized_line("ssh-ed25519 AAAAC3Nza me@web\n", 14014)
-    assert line == 'restrict,port-forwarding,permitopen="127.0.0.1:14014" ssh-ed25519 AAAAC3Nza me@web'
+    # What each option refuses is tested against a real sshd in tests/e2e/test_tunnel.py.
+    assert line == ('command="/bin/false",restrict,port-forwarding,permitopen="127.0.0.1:14014",'
+                    'permitlisten="127.0.0.1:1" ssh-ed25519 AAAAC3Nza me@web')
     with pytest.raises(ConfigError):
         sshsetup.authorized_line("", 1)
 
@@ -464,7 +466,7 @@ def test_configure_ssh_asks_prints_the_line_and_returns_env_updates(tmp_path):
     assert argv == ["python3", "f.pyz", "tunnel"]
     assert asked[0][1] == ""  # the placeholder my-login-node is not offered as a default
     text = "\n".join(said)
-    assert 'restrict,port-forwarding,permitopen="127.0.0.1:13013" ssh-ed25519 ' in text
+    assert sshsetup.authorized_line(sshsetup.ensure_key(str(tmp_path / "k" / "id")), 13013) in text
     assert stat.S_IMODE(os.stat(str(tmp_path / "k" / "id")).st_mode) == 0o600
     kh = sshsetup.known_hosts_path(layout)
     assert [c[:5] for c in contacts] == [("login1", "alice", 13013, 2222, True), ("login2", "alice", 13013, 2222, True)]

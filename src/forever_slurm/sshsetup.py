@@ -70,12 +70,22 @@ def ensure_key(key_path, run=proc.run):
     return derived
 
 
+# What the authorized_keys options refuse, checked against OpenSSH 9.2 (tests/e2e/test_tunnel.py).
+# `restrict` alone blocks a terminal, agent and X11 forwarding but not commands, so:
+#   command="/bin/false"  every session (a command, a shell over -T, sftp) runs /bin/false instead;
+#                         `ssh -N` opens no session, so the forward is untouched;
+#   permitopen            -L, -W and -D reach 127.0.0.1:<Traefik's port> only;
+#   permitlisten          -R may only listen on 127.0.0.1:1, a privileged port a user cannot bind
+#                         ("none" is rejected by OpenSSH 9.2 and disables the whole key).
+FORWARD_ONLY = 'command="/bin/false",restrict,port-forwarding,permitopen="127.0.0.1:%d",permitlisten="127.0.0.1:1"'
+
+
 def authorized_line(pubkey, remote_port):
     """The authorized_keys line that lets this key do one thing: forward to 127.0.0.1:remote_port."""
     pubkey = pubkey.strip()
     if not pubkey or "\n" in pubkey or len(pubkey.split()) < 2:
         raise ConfigError("not a public key: %r" % pubkey[:60])
-    return 'restrict,port-forwarding,permitopen="127.0.0.1:%d" %s' % (int(remote_port), pubkey)
+    return "%s %s" % (FORWARD_ONLY % int(remote_port), pubkey)
 
 
 def find_ssh(ssh_bin=None):
@@ -227,9 +237,9 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     pubkey = ensure_key(key_path, run=run)
     line = authorized_line(pubkey, remote)
     where = user + "@" if user else ""
-    say("Add this line to ~/.ssh/authorized_keys of %s on %s. It lets this key forward to "
-        "127.0.0.1:%d there and nothing else (no shell, no other port):\n\n%s\n"
-        % (user or "your user", " and ".join(nodes), remote, line))
+    say("Add this line to ~/.ssh/authorized_keys of %s on %s. It lets this key open one forward, to "
+        "127.0.0.1:%d there, and nothing else (no command, no shell, no file transfer, no other port, "
+        "no listener):\n\n%s\n" % (user or "your user", " and ".join(nodes), remote, line))
 
     updates = {
         "FS_SSH_LOGIN_NODE": " ".join(nodes),

@@ -1,8 +1,10 @@
 """The ssh tunnel against a real private sshd on loopback, with a tiny HTTP backend standing in for Traefik."""
 
+import functools
 import http.server
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import threading
@@ -200,6 +202,101 @@ def test_a_changed_host_key_is_refused_with_a_clear_message(root, server, caplog
             assert fetch(settings.ssh_local_port, timeout=0.5) is None
 
 
+def _ssh_with_tunnel_key(settings, layout, server, *args):
+    """An ssh argv that logs in with the tunnel key and nothing else (no agent, no ~/.ssh/id_*)."""
+    return ["ssh", "-i", settings.ssh_key_path, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", "UserKnownHostsFile=%s" % sshsetup.known_hosts_path(layout), "-o", "StrictHostKeyChecking=yes",
+            "-o", "ControlPath=none", "-o", "ConnectTimeout=5", "-p", str(server.port)] + list(args)
+
+
+def _run(argv, stdin="", timeout=30):
+    return subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=timeout)
+
+
+def _forward_answers(argv, local, timeout=10):
+    """Start a long-running ssh forward; the body fetched through 127.0.0.1:local (None), and ssh's stderr."""
+    ssh = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           universal_newlines=True)
+    try:
+        listening = wait_for(lambda: ssh.poll() is not None or sshtunnel.tcp_reachable(NODE, local, 0.5), timeout)
+        body = fetch(local, timeout=2) if listening and ssh.poll() is None else None
+    finally:
+        ssh.terminate()
+        _, err = ssh.communicate(timeout=10)
+    return body, err
+
+
+def test_the_printed_line_lets_the_key_forward_to_traefik_and_do_nothing_else(root, server, backend, tmp_path):
+    """The authorized_keys line `config --ssh` prints, against a real sshd: each way in is tried."""
+    layout, settings = root
+    ssh = functools.partial(_ssh_with_tunnel_key, settings, layout, server)
+    target = "%s@%s" % (USER, NODE)
+    marker = backend.marker.decode()
+
+    # The one thing allowed: ssh -N -L to Traefik's port, and the same through stdio (-W).
+    local = sshd_harness.free_port()
+    body, err = _forward_answers(ssh("-N", "-o", "ExitOnForwardFailure=yes",
+                                     "-L", "127.0.0.1:%d:127.0.0.1:%d" % (local, backend.port), target), local)
+    assert body == marker, err
+    through_stdio = _run(ssh("-W", "127.0.0.1:%d" % backend.port, target), "GET / HTTP/1.0\r\n\r\n")
+    assert through_stdio.stdout.startswith("HTTP/1.0 200") and marker in through_stdio.stdout
+
+    # No command, no shell over -T, no terminal, no sftp.
+    command = _run(ssh(target, "id; echo ran-a-command"))
+    assert command.returncode != 0 and "ran-a-command" not in command.stdout and "uid=" not in command.stdout
+    shell = _run(ssh("-T", target), "id\necho got-a-shell\n")
+    assert shell.returncode != 0 and "got-a-shell" not in shell.stdout and "uid=" not in shell.stdout
+    terminal = _run(ssh("-tt", target), "echo got-a-terminal\nexit\n")
+    assert terminal.returncode != 0 and "got-a-terminal" not in terminal.stdout
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the web server\n")
+    copy = tmp_path / "copied.txt"
+    batch = tmp_path / "sftp-batch"
+    batch.write_text("get %s %s\n" % (secret, copy))
+    sftp = _run(["sftp", "-b", str(batch), "-P", str(server.port)] + ssh()[:-2] + [target])
+    assert sftp.returncode != 0 and not copy.exists(), sftp.stdout + sftp.stderr
+
+    # No other port: not through -L, -W or -D (SOCKS), not even sshd's own.
+    other = Backend("must-not-be-reached")
+    try:
+        local = sshd_harness.free_port()
+        body, err = _forward_answers(ssh("-N", "-L", "127.0.0.1:%d:127.0.0.1:%d" % (local, other.port), target),
+                                     local, timeout=5)
+        assert body is None and "administratively prohibited" in err
+        for port in (other.port, server.port):
+            stdio = _run(ssh("-W", "127.0.0.1:%d" % port, target), "GET / HTTP/1.0\r\n\r\n")
+            assert stdio.returncode != 0 and "administratively prohibited" in stdio.stderr
+        socks = sshd_harness.free_port()
+        proxy = subprocess.Popen(ssh("-N", "-D", "127.0.0.1:%d" % socks, target), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+        try:
+            assert wait_for(lambda: sshtunnel.tcp_reachable(NODE, socks, 0.5), 10)
+            fetched = _run(["curl", "-s", "-m", "5", "--socks5", "127.0.0.1:%d" % socks,
+                            "http://127.0.0.1:%d/" % other.port]) if shutil.which("curl") else None
+        finally:
+            proxy.terminate()
+            _, proxy_err = proxy.communicate(timeout=10)
+        if fetched is not None:
+            assert "must-not-be-reached" not in fetched.stdout
+            assert "administratively prohibited" in proxy_err
+        assert other.hits == 0
+    finally:
+        other.close()
+
+    # No listener on the login node (-R), whatever port is asked for.
+    for spec in ("127.0.0.1:%d" % sshd_harness.free_port(), "%d" % sshd_harness.free_port()):
+        listen = spec.rsplit(":", 1)[-1]
+        try:
+            remote = _run(ssh("-N", "-o", "ExitOnForwardFailure=yes",
+                              "-R", "%s:127.0.0.1:%d" % (spec, backend.port), target), timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("ssh -R %s kept running: the login node opened the listener" % spec)
+        assert remote.returncode != 0 and "remote port forwarding failed" in remote.stderr, remote.stderr
+        assert not sshtunnel.tcp_reachable(NODE, int(listen), 0.5)
+    assert "but the request was denied" in server.log_tail(200)
+
+
 def test_the_key_can_forward_to_the_permitted_port_only(root, server):
     layout, settings = root
     other = Backend("must-not-be-reached")
@@ -226,7 +323,7 @@ def test_config_ssh_flow_makes_the_key_prints_the_line_and_records_the_host(tmp_
     def ask(prompt, default):
         if prompt.startswith("Added the line"):
             # The user pastes the printed line into authorized_keys on the login node.
-            printed = [l for text in said for l in text.splitlines() if l.startswith("restrict,")]
+            printed = [l for text in said for l in text.splitlines() if l.startswith('command="/bin/false",restrict,')]
             server.authorize(printed)
             return "yes"
         return default
@@ -236,7 +333,7 @@ def test_config_ssh_flow_makes_the_key_prints_the_line_and_records_the_host(tmp_
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(key)).st_mode) == 0o700
     text = "\n".join(said)
-    assert 'restrict,port-forwarding,permitopen="127.0.0.1:%d" ssh-ed25519 ' % backend.port in text
+    assert sshsetup.authorized_line(sshsetup.ensure_key(key), backend.port) in text
     assert "Traefik answers through it" in text, text
     # Debian's ssh_config hashes known_hosts names, so ask ssh-keygen rather than grep.
     found = subprocess.run(["ssh-keygen", "-F", "[%s]:%d" % (NODE, server.port), "-f",

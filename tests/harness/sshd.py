@@ -96,6 +96,8 @@ class Sshd:
             # The temp directory's modes would otherwise make sshd ignore authorized_keys.
             "StrictModes no",
             "UsePAM no",
+            # As on a Debian login node: a key that is not forward-only could fetch files over sftp.
+            "Subsystem sftp internal-sftp",
             "LogLevel VERBOSE",
             "",
         ])
