@@ -33,12 +33,17 @@ Host key verification failed.
 
 # ---------------------------------------------------------------- a simulated world of login nodes
 
+CONNECT_TIMEOUT = 5   # as ssh_argv's ConnectTimeout
+
 class World:
     """Fake time, login nodes that go up and down, and the ssh processes started against them."""
 
-    def __init__(self, down=None, dead_link=None, no_traefik=None):
+    def __init__(self, down=None, dead_link=None, no_traefik=None, dropping=None, denied=None):
         self.now = 0.0
         self.down = down or (lambda node, t: False)              # is node's sshd down at time t?
+        self.dropping = dropping or (lambda node, t: False)      # does node drop every packet?
+        self.denied = denied or (lambda node, t: False)          # does node refuse our key?
+        self.looks = []                                          # (t, node) of each reachability look
         self.dead_link = dead_link or (lambda node, t: False)    # ssh alive but nothing gets through?
         self.no_traefik = no_traefik or (lambda node, t: False)  # link fine, nothing listens behind it?
         self.procs = []
@@ -67,6 +72,8 @@ class World:
         if not live:
             return sshtunnel.PROBE_REFUSED
         ssh = live[-1]
+        if not ssh.forwarding():
+            return sshtunnel.PROBE_REFUSED
         if self.dead_link(ssh.node, self.now):
             return sshtunnel.PROBE_NO_ANSWER
         if self.no_traefik(ssh.node, self.now):
@@ -75,7 +82,8 @@ class World:
         return sshtunnel.PROBE_OK
 
     def reachable(self, node):
-        return not self.down(node, self.now)
+        self.looks.append((self.now, node))
+        return not self.down(node, self.now) and not self.dropping(node, self.now)
 
 
 class Pipe:
@@ -111,6 +119,8 @@ class FakeSsh:
         self.stderr = Pipe()
         if world.down(node, world.now):
             self._exit(255, "ssh: connect to host %s port 22: Connection refused" % node)
+        elif world.denied(node, world.now):
+            self._exit(255, "alice@%s: Permission denied (publickey)." % node)
 
     def _exit(self, code, line=None):
         if self.returncode is None:
@@ -120,9 +130,16 @@ class FakeSsh:
             self.stderr.close()
 
     def poll(self):
-        if self.returncode is None and self.world.down(self.node, self.world.now):
+        if self.returncode is None and self.world.dropping(self.node, self.started):
+            # ConnectTimeout=5: the SYNs go unanswered, then ssh gives up.
+            if self.world.now - self.started >= CONNECT_TIMEOUT:
+                self._exit(255, "ssh: connect to host %s port 22: Connection timed out" % self.node)
+        elif self.returncode is None and self.world.down(self.node, self.world.now):
             self._exit(255, "Connection to %s closed by remote host." % self.node)
         return self.returncode
+
+    def forwarding(self):
+        return self.returncode is None and not self.world.dropping(self.node, self.started)
 
     def terminate(self):
         self.terminated = True
@@ -145,11 +162,18 @@ class StopAt:
         return self.world.now >= self.t
 
 
-def supervisor(world, nodes=("login1",), **tuning):
+def supervisor(world, nodes=("login1",), reachable=None, explain=None, random=lambda: 0.5, **pacing):
+    """A Supervisor in the fake world; random 0.5 means no jitter, so waits are exact."""
     # A short settle: fake ssh writes its "open failed" line before the probe returns.
-    tuning.setdefault("settle", 0.05)
-    return sshtunnel.Supervisor(lambda node: ["ssh", "-N", node], list(nodes), world.probe,
-                                popen=world.popen, clock=world.clock, sleep=world.sleep, **tuning)
+    pacing.setdefault("settle", 0.05)
+    tunnel = sshtunnel.Tunnel(lambda node: ["ssh", "-N", node], list(nodes), world.probe,
+                              reachable=reachable, explain=explain)
+    return sshtunnel.Supervisor(tunnel, sshtunnel.Pacing(**pacing), popen=world.popen, clock=world.clock,
+                                sleep=world.sleep, random=random)
+
+
+def up_times(sup):
+    return [t for t, state, _ in sup.history if state == "up"]
 
 
 def last_state(sup):
@@ -222,7 +246,7 @@ def test_a_returning_node_is_reconnected_before_the_backoff_ends():
     sup.run(StopAt(world, 60))
     back = [t for t, _ in world.starts() if t >= 40.2]
     # The backoff at that point is 16-32 s; the reachability poll finds the node within reach_interval.
-    assert back and back[0] - 40.2 <= sup.reach_interval + sup.tick
+    assert back and back[0] - 40.2 <= sup.pacing.reach_interval + sup.pacing.tick
     assert last_state(sup) == "up"
 
 
@@ -236,7 +260,7 @@ def test_without_reachability_the_backoff_decides():
 # ---------------------------------------------------------------- failover
 
 def test_moves_to_the_next_node_after_three_failed_starts():
-    world = World(down=lambda node, t: node == "login1")
+    world = World(denied=lambda node, t: node == "login1")
     sup = supervisor(world, nodes=["login1", "login2"], failover_after=3)
     sup.run(StopAt(world, 30))
     order = [node for _, node in world.starts()]
@@ -244,8 +268,8 @@ def test_moves_to_the_next_node_after_three_failed_starts():
     assert sup.node == "login2" and last_state(sup) == "up"
 
 
-def test_cycles_through_all_nodes_when_all_are_down():
-    world = World(down=lambda node, t: True)
+def test_cycles_through_all_nodes_when_all_refuse_the_key():
+    world = World(denied=lambda node, t: True)
     supervisor(world, nodes=["a", "b", "c"], failover_after=2).run(StopAt(world, 600))
     order = [node for _, node in world.starts()][:7]
     assert order == ["a", "a", "b", "b", "c", "c", "a"]
@@ -256,6 +280,58 @@ def test_a_single_node_is_never_abandoned():
     sup = supervisor(world, failover_after=2)
     sup.run(StopAt(world, 200))
     assert {node for _, node in world.starts()} == {"login1"} and last_state(sup) == "up"
+
+
+def test_a_node_that_does_not_accept_connections_is_left_at_once_and_all_are_tried_before_waiting():
+    world = World(down=lambda node, t: node != "c" or t < 30)
+    sup = supervisor(world, nodes=["a", "b", "c"], reachable=world.reachable)
+    sup.run(StopAt(world, 40))
+    starts = world.starts()
+    assert [node for _, node in starts[:6]] == ["a", "b", "c", "a", "b", "c"]
+    # One round at once, then the backoff (1 s, then 2 s) before the next round: no tight loop.
+    assert [t for t, _ in starts[:3]] == [0, 0, 0] and starts[3][0] >= 1.0 and starts[6][0] >= 3.0
+    # c answered again at 30 s: taken at once, whichever node was next in turn.
+    assert up_times(sup) and 30 <= up_times(sup)[0] <= 30 + 2 * sup.pacing.reach_interval + sup.pacing.tick
+    assert sup.node == "c"
+
+
+def test_a_node_that_drops_packets_fails_over_within_ten_seconds(caplog):
+    world = World(dropping=lambda node, t: node == "login1")
+    sup = supervisor(world, nodes=["login1", "login2"], reachable=world.reachable)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 30))
+    assert [node for _, node in world.starts()] == ["login1", "login2"]
+    assert up_times(sup)[0] <= CONNECT_TIMEOUT + 1 < 10 and sup.node == "login2"
+    assert any("switching from login1 to login2: it does not accept connections" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_flapping_outages_three_seconds_apart_are_each_healed_within_two_seconds():
+    # Up 0-10 s, then three 3 s outages with 3 s of service between them, like a restarting login node.
+    outages = [(10, 13), (16, 19), (22, 25)]
+    world = World(down=lambda node, t: any(a <= t < b for a, b in outages))
+    sup = supervisor(world, reachable=world.reachable)
+    sup.run(StopAt(world, 40))  # before 30 s of health would reset the backoff
+    ups = up_times(sup)
+    assert len(ups) == 4, sup.history
+    for (_, back), up in zip(outages, ups[1:]):
+        assert back <= up <= back + 2, (back, up)
+    assert sup.delay > sup.pacing.backoff_initial, "the backoff had grown: recovery did not rely on a reset"
+
+
+def test_a_node_that_answers_but_refuses_the_key_is_not_polled_during_the_backoff():
+    world = World(denied=lambda node, t: True)
+    supervisor(world, reachable=world.reachable).run(StopAt(world, 200))
+    # One look per backoff (it answered), not four a second for 200 s.
+    assert len(world.looks) <= len(world.procs) + 1
+
+
+def test_backoff_waits_are_jittered():
+    for value, factor in ((0.0, 0.8), (1.0, 1.2)):
+        world = World(down=lambda node, t: True)
+        supervisor(world, random=lambda: value).run(StopAt(world, 40))
+        times = [t for t, _ in world.starts()]
+        assert gaps(times)[:4] == [round(factor * d, 3) for d in (1, 2, 4, 8)]
 
 
 # ---------------------------------------------------------------- end-to-end probe
@@ -514,7 +590,7 @@ def test_tunnel_from_settings_builds_the_strict_argv(tmp_path):
     open(kh, "w").close()
     sup = sshsetup.tunnel_from_settings(settings, layout, ssh_bin="/usr/bin/ssh")
     assert sup.nodes == ["login1", "login2"]
-    argv = sup.argv_for_node("login2")
+    argv = sup.tunnel.argv_for_node("login2")
     assert argv[-1] == "alice@login2" and argv[argv.index("-p") + 1] == "2222"
     assert argv[argv.index("-L") + 1] == "127.0.0.1:15015:127.0.0.1:13013"
     assert "UserKnownHostsFile=%s" % kh in argv and "StrictHostKeyChecking=yes" in argv

@@ -276,8 +276,8 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     return updates, tunnel_argv
 
 
-def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.monotonic, sleep=time.sleep,
-                         ssh_bin=None, probe=None, **tuning):
+def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subprocess.Popen,
+                         clock=time.monotonic, sleep=time.sleep, ssh_bin=None, probe=None):
     """The Supervisor for the `tunnel` command; raises ConfigError when `config --ssh` has not been run."""
     ssh_bin = find_ssh(ssh_bin)
     nodes = [n for n in settings.ssh_login_nodes if n != PLACEHOLDER_NODE]
@@ -306,11 +306,12 @@ def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.mo
                                   ssh_port)
 
     def reachable(node):
-        return sshtunnel.tcp_reachable(node, ssh_port)
+        # Short: a node that drops packets must not hold up the look at the next one.
+        return sshtunnel.tcp_reachable(node, ssh_port, timeout=0.5)
 
     def explain(stderr, node):
         return sshtunnel.diagnose(stderr, node, known_hosts, key_path, ssh_port)
 
-    return sshtunnel.Supervisor(argv_for_node, nodes, probe, popen=popen, clock=clock, sleep=sleep,
-                                reachable=reachable, explain=explain,
-                                describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote), **tuning)
+    tunnel = sshtunnel.Tunnel(argv_for_node, nodes, probe, reachable=reachable, explain=explain,
+                              describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote))
+    return sshtunnel.Supervisor(tunnel, pacing, popen=popen, clock=clock, sleep=sleep)

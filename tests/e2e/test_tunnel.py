@@ -143,7 +143,7 @@ def test_a_request_through_the_tunnel_reaches_the_backend(root, backend):
 
 def test_traefik_down_behind_the_tunnel_is_told_apart_from_a_broken_tunnel(root, backend):
     layout, settings = root
-    sup = sshsetup.tunnel_from_settings(settings, layout, probe_interval=0.5)
+    sup = sshsetup.tunnel_from_settings(settings, layout, sshtunnel.Pacing(probe_interval=0.5))
     with Running(sup):
         assert wait_for(lambda: sup.state == "up", 20)
         backend.close()
