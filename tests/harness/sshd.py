@@ -149,3 +149,36 @@ class Sshd:
                 return "".join(handle.readlines()[-lines:])
         except OSError:
             return ""
+
+
+class Blackhole:
+    """A login node that silently drops packets, on loopback and without iptables.
+
+    A listening socket that never accepts, with its accept queue filled: Linux then drops every new
+    SYN, so a client's connect hangs until its own timeout, as against a firewalled or dead host.
+    """
+
+    def __init__(self, host, port):
+        self.listener = socket.socket()
+        self.listener.bind((host, port))
+        self.listener.listen(0)
+        self.fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect((host, port))
+            except (BlockingIOError, OSError):
+                pass
+            self.fillers.append(filler)
+        time.sleep(0.1)
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+        except OSError:
+            return
+        self.close()
+        raise RuntimeError("%s:%d still accepts connections: cannot simulate a dropping node" % (host, port))
+
+    def close(self):
+        for sock in self.fillers + [self.listener]:
+            sock.close()
