@@ -10,6 +10,7 @@ import pytest
 
 from forever_slurm import settings as settings_mod
 from forever_slurm import sshsetup, sshtunnel
+from forever_slurm.configure import ConfigCancelled
 from forever_slurm.errors import ConfigError, ForeverError
 
 CHANGED_BANNER = """\
@@ -526,21 +527,24 @@ def test_configure_ssh_asks_prints_the_line_and_returns_env_updates(tmp_path):
     asked, said, contacts = [], [], []
     answers = {"Login node": "login1 login2", "ssh port": "2222", "ssh key": str(tmp_path / "k" / "id")}
 
-    def ask(prompt, default):
-        asked.append((prompt, default))
+    def ask(prompt, default, several=False):
+        asked.append((prompt, default, several))
         return next((v for k, v in answers.items() if prompt.startswith(k)), default)
 
     def fake_contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port, accept_new, authorized):
         contacts.append((node, user, remote, ssh_port, accept_new, known_hosts))
         return sshsetup.Contact(node, node == "login1", [])
 
-    updates, argv = sshsetup.configure_ssh(settings, layout, ask, said.append, ["python3", "f.pyz"],
-                                           ssh_bin="/usr/bin/ssh", contact=fake_contact)
+    setup = sshsetup.configure_ssh(settings, layout, ask, said.append, ["python3", "f.pyz"],
+                                   ssh_bin="/usr/bin/ssh", contact=fake_contact)
+    updates, argv = setup.updates, setup.tunnel_argv
+    assert setup.failures == []
     assert updates == {"FS_SSH_LOGIN_NODE": "login1 login2", "FS_SSH_USER": "alice", "FS_SSH_PORT": "2222",
                        "FS_SSH_LOCAL_PORT": "13013", "FS_SSH_KEY_PATH": str(tmp_path / "k" / "id"),
                        "FS_TRAEFIK_PORT": "13013"}
     assert argv == ["python3", "f.pyz", "tunnel"]
     assert asked[0][1] == ""  # the placeholder my-login-node is not offered as a default
+    assert asked[0][2] is True and not any(a[2] for a in asked[1:])  # only the node list takes several words
     text = "\n".join(said)
     assert sshsetup.authorized_line(sshsetup.ensure_key(str(tmp_path / "k" / "id")), 13013) in text
     assert stat.S_IMODE(os.stat(str(tmp_path / "k" / "id")).st_mode) == 0o600
@@ -556,18 +560,80 @@ def test_configure_ssh_reasks_bad_answers_and_reports_a_failed_test(tmp_path):
     replies = iter(["", "", "", "99999", "", "", "", "", "yes", "no"])
     said = []
 
-    def ask(prompt, default):
+    def ask(prompt, default, several=False):
         return next(replies)
 
     def failing_contact(*args, **kwargs):
         raise ForeverError("login1 refused the key")
 
-    updates, _ = sshsetup.configure_ssh(settings, layout, ask, said.append, [], ssh_bin="ssh",
-                                        contact=failing_contact)
-    assert updates["FS_SSH_LOGIN_NODE"] == "login1" and updates["FS_TRAEFIK_PORT"] == "13013"
+    setup = sshsetup.configure_ssh(settings, layout, ask, said.append, [], ssh_bin="ssh",
+                                   contact=failing_contact)
+    assert setup.updates["FS_SSH_LOGIN_NODE"] == "login1" and setup.updates["FS_TRAEFIK_PORT"] == "13013"
     assert any("99999" in s for s in said)
     assert any("The test failed: login1 refused the key" in s for s in said)
     assert any("Skipped the test" in s for s in said)
+    assert setup.failures == []  # the user chose to skip after the failure
+
+
+@pytest.mark.parametrize("tries, times", [(3, "3 times"), (1, "once")])
+def test_configure_ssh_sums_up_a_connection_test_that_keeps_failing(tmp_path, tries, times):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=\"login1 login2\"\nFS_SSH_KEY_PATH=%s\n"
+                                 % (tmp_path / "id"))
+    said, calls = [], []
+
+    def contact(ssh_bin, node, *args, **kwargs):
+        calls.append(node)
+        if node == "login1":
+            raise ForeverError("login1 refused the key /k.\n  Add this line ...")
+        return sshsetup.Contact(node, True, [])
+
+    setup = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default,
+                                   said.append, [], ssh_bin="ssh", contact=contact, tries=tries)
+    assert calls == ["login1"] * tries + ["login2"]
+    assert setup.failures == ["the connection test of alice@login1 failed %s: login1 refused the key /k." % times]
+    assert (tries > 1) == any("Giving up on login1 after 3 tries" in s for s in said)
+
+
+def test_configure_ssh_shows_the_host_key_it_pinned(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_PORT=2222\nFS_SSH_KEY_PATH=%s\n"
+                                 % (tmp_path / "id"))
+    said, looked_up = [], []
+
+    def run(argv, **kwargs):
+        if argv[:2] == ["ssh-keygen", "-F"]:
+            looked_up.append(argv)
+            return subprocess.CompletedProcess(argv, 0, "# Host [login1]:2222 found: line 1 \n"
+                                               "[login1]:2222 ED25519 SHA256:M1KII8f0iAYS2rx\n", "")
+        return sshsetup.proc.run(argv, **kwargs)
+
+    def contact(ssh_bin, node, *args, **kwargs):
+        return sshsetup.Contact(node, True, ["Warning: Permanently added '[login1]:2222' (ED25519) to the list "
+                                             "of known hosts."])
+
+    sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append, [],
+                           run=run, ssh_bin="ssh", contact=contact)
+    assert looked_up[0][2] == "[login1]:2222" and looked_up[0][-1] == sshsetup.known_hosts_path(layout)
+    assert any("Recorded the host key of login1: ED25519 SHA256:M1KII8f0iAYS2rx." in s for s in said), said
+
+
+@pytest.mark.parametrize("key_exists", [False, True])
+def test_ctrl_c_during_config_ssh_says_what_was_left(tmp_path, key_exists):
+    key = tmp_path / "keys" / "id"
+    if key_exists:
+        sshsetup.ensure_key(str(key))
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\n" % key)
+
+    def ask(prompt, default, several=False):
+        if prompt.startswith("Added the line"):
+            raise KeyboardInterrupt
+        return default
+
+    with pytest.raises(ConfigCancelled) as caught:
+        sshsetup.configure_ssh(settings, layout, ask, lambda text: None, [], ssh_bin="ssh")
+    message = str(caught.value)
+    assert ".env was not changed" in message
+    assert (str(key) in message and "stays" in message) == (not key_exists)
+    assert key.exists()
 
 
 def test_tunnel_from_settings_requires_config_ssh_first(tmp_path):
@@ -624,6 +690,45 @@ def test_configure_ssh_explains_a_forward_refused_by_an_old_authorized_line(tmp_
     def old_line_contact(*args, **kwargs):
         return sshsetup.Contact("login1", False, ["channel 1: open failed: administratively prohibited: open failed"])
 
-    sshsetup.configure_ssh(settings, layout, lambda prompt, default: default, said.append, [], ssh_bin="ssh",
-                           contact=old_line_contact)
+    sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append, [],
+                           ssh_bin="ssh", contact=old_line_contact)
     assert any("ssh logs in, but" in s and "permitopen" in s for s in said), said
+
+
+def test_several_login_nodes_are_accepted_at_the_prompt_and_written_quoted(tmp_path):
+    from forever_slurm import configure
+    typed = iter(["127.0.0.1 127.0.0.2", '"login1 login2"'])
+    said = []
+    prompter = configure.Prompter(lambda prompt: next(typed), said.append, interactive=True)
+    assert prompter.ask("Login node(s)", "", several=True) == "127.0.0.1 127.0.0.2"
+    assert prompter.ask("Login node(s)", "", several=True) == "login1 login2"
+    with pytest.raises(ConfigError):  # an unclosed quote is re-asked, then refused
+        configure.Prompter(lambda prompt: "a 'b", said.append, max_attempts=2).ask("Login", "", several=True)
+    assert any("cannot read that" in s for s in said)
+    settings, layout = _settings(tmp_path)
+    configure.write_env(layout, {"FS_SSH_LOGIN_NODE": "127.0.0.1 127.0.0.2"})
+    assert 'FS_SSH_LOGIN_NODE="127.0.0.1 127.0.0.2"' in (tmp_path / ".env").read_text()
+    assert settings_mod.load(layout).ssh_login_nodes == ["127.0.0.1", "127.0.0.2"]
+
+
+def test_uninstall_on_a_web_server_reminds_to_remove_the_authorized_keys_line(tmp_path, monkeypatch):
+    from forever_slurm import install, units
+    key = tmp_path / "k" / "id"
+    pub = sshsetup.ensure_key(str(key))
+    settings, layout = _settings(tmp_path, 'FS_SSH_LOGIN_NODE="login1 login2"\nFS_SSH_USER=bob\n'
+                                 "FS_SSH_KEY_PATH=%s\n" % key)
+    monkeypatch.setattr(units, "uninstall", lambda *args: ["forever-ssh-forward"])
+    said = []
+    assert install.uninstall_command(None, layout, said.append) == 0
+    reminder = said[-1]
+    assert "authorized_keys of bob on login1 and login2" in reminder and pub.split()[1][:20] in reminder
+    assert str(key) in reminder
+
+
+def test_uninstall_on_a_login_node_has_no_tunnel_reminder(tmp_path, monkeypatch):
+    from forever_slurm import install, units
+    settings, layout = _settings(tmp_path)
+    monkeypatch.setattr(units, "uninstall", lambda *args: [])
+    said = []
+    install.uninstall_command(None, layout, said.append)
+    assert not any("authorized_keys" in s for s in said)

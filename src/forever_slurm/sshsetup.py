@@ -13,7 +13,8 @@ import subprocess
 import time
 from typing import List, NamedTuple
 
-from . import proc, sshtunnel
+from . import fsutil, proc, sshtunnel
+from .configure import ConfigCancelled
 from .errors import ConfigError, ForeverError
 
 PLACEHOLDER_NODE = "my-login-node"
@@ -27,25 +28,12 @@ def known_hosts_path(layout):
     return os.path.join(layout.work, "ssh", "known_hosts")
 
 
-def _make_private_dir(path):
-    """Create path with mode 0700 if missing; an existing directory keeps its mode."""
-    if not os.path.isdir(path):
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, 0o700)
-
-
-def _write_private(path, text):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def ensure_key(key_path, run=proc.run):
     """Return the public key text of key_path, generating an ed25519 key without passphrase if missing."""
     key_path = os.path.expanduser(key_path)
-    _make_private_dir(os.path.dirname(os.path.abspath(key_path)))
+    key_dir = os.path.dirname(os.path.abspath(key_path))
+    if not os.path.isdir(key_dir):
+        fsutil.make_private_dir(key_dir)  # an existing one (maybe a home directory) keeps its mode
     if not os.path.exists(key_path):
         comment = "forever-slurm tunnel from %s" % socket.gethostname()
         run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-C", comment, "-f", key_path])
@@ -64,9 +52,8 @@ def ensure_key(key_path, run=proc.run):
         if text.split()[:2] == derived.split()[:2]:
             return text
     # A missing or mismatched .pub would make us print a line for the wrong key; derive it afresh.
-    if os.path.exists(pub_path):
-        os.replace(pub_path, pub_path + ".bak")
-    _write_private(pub_path, derived + "\n")
+    fsutil.backup(pub_path)
+    fsutil.atomic_write(pub_path, derived + "\n")
     return derived
 
 
@@ -158,10 +145,10 @@ def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=No
     return Contact(node, result == sshtunnel.PROBE_OK, lines)
 
 
-def _ask_valid(ask, say, prompt, default, check, tries=5):
+def _ask_valid(ask, say, prompt, default, check, tries=5, several=False):
     """Ask until check(answer) returns a value; check raises ValueError with the reason."""
     for _ in range(tries):
-        answer = ask(prompt, default)
+        answer = ask(prompt, default, several=True) if several else ask(prompt, default)
         answer = (default if answer is None or str(answer).strip() == "" else str(answer)).strip()
         try:
             return check(answer)
@@ -213,16 +200,36 @@ def ssh_port_setting(settings):
         raise ConfigError("FS_SSH_PORT: %s" % exc)
 
 
-def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, ssh_bin=None,
-                  contact=contact):
-    """The `config --ssh` dialogue; returns (.env updates as {key: str}, argv of the tunnel command).
+class SshSetup(NamedTuple):
+    """What `config --ssh` found out; the caller writes .env and installs the unit (or not)."""
+    updates: dict                # .env key -> value
+    tunnel_argv: List[str]       # the command the unit runs
+    failures: List[str]          # one line per login node whose connection test failed
 
-    ask(prompt, default) -> answer and say(text) do all the talking, so callers and tests drive it.
+
+def pinned_fingerprints(known_hosts, node, ssh_port, run=proc.run):
+    """The host key fingerprints recorded for node in our known_hosts, as "ED25519 SHA256:..."."""
+    done = run(["ssh-keygen", "-F", sshtunnel.host_pattern(node, ssh_port), "-l", "-f", known_hosts], check=False)
+    found = []
+    for text in done.stdout.splitlines():
+        fields = text.split()
+        if len(fields) >= 3 and not text.startswith("#"):
+            found.append("%s %s" % (fields[1], fields[2]))
+    return found
+
+
+def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, ssh_bin=None,
+                  contact=contact, tries=3):
+    """The `config --ssh` dialogue; returns an SshSetup.
+
+    ask(prompt, default, several=False) -> answer and say(text) do all the talking, so callers and tests
+    drive it; several: the answer may be several words. tries: connection tests per login node (1
+    without a person to fix things in between).
     """
     ssh_bin = find_ssh(ssh_bin)
     default_nodes = " ".join(n for n in settings.ssh_login_nodes if n != PLACEHOLDER_NODE)
-    nodes = _ask_valid(ask, say, "Login node(s) running forever-slurm (several, separated by spaces, "
-                       "for failover)", default_nodes, _nodes)
+    nodes = _ask_valid(ask, say, "Login node(s) running forever-slurm (several: separate them with spaces, "
+                       "for failover)", default_nodes, _nodes, several=True)
     user = _ask_valid(ask, say, "User on the login node", settings.ssh_user, _user)
     ssh_port = _ask_valid(ask, say, "ssh port of the login node", str(ssh_port_setting(settings)), _port)
     remote = _ask_valid(ask, say, "Traefik's port on the login node", str(settings.traefik_port), _high_port)
@@ -232,48 +239,83 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
                             settings.raw.get("FS_SSH_KEY_PATH") or settings.ssh_key_path, lambda a: a)
     key_path = os.path.abspath(os.path.expanduser(key_answer))
     known_hosts = known_hosts_path(layout)
-    _make_private_dir(os.path.dirname(known_hosts))
+    fsutil.make_private_dir(os.path.dirname(known_hosts))
 
+    made_key = not os.path.exists(key_path)
     pubkey = ensure_key(key_path, run=run)
-    line = authorized_line(pubkey, remote)
-    where = user + "@" if user else ""
-    say("Add this line to ~/.ssh/authorized_keys of %s on %s. It lets this key open one forward, to "
-        "127.0.0.1:%d there, and nothing else (no command, no shell, no file transfer, no other port, "
-        "no listener):\n\n%s\n" % (user or "your user", " and ".join(nodes), remote, line))
+    try:
+        line = authorized_line(pubkey, remote)
+        say("Add this line to ~/.ssh/authorized_keys of %s on %s. It lets this key open one forward, to "
+            "127.0.0.1:%d there, and nothing else (no command, no shell, no file transfer, no other port, "
+            "no listener):\n\n%s\n" % (user or "your user", " and ".join(nodes), remote, line))
+        updates = {
+            "FS_SSH_LOGIN_NODE": " ".join(nodes),
+            "FS_SSH_USER": user,
+            "FS_SSH_PORT": str(ssh_port),
+            "FS_SSH_LOCAL_PORT": str(local),
+            "FS_SSH_KEY_PATH": key_answer,
+            "FS_TRAEFIK_PORT": str(remote),
+        }
+        failures = []
+        for node in nodes:
+            failed = _test_node(ask, say, contact, ssh_bin, node, user, key_path, known_hosts, remote, ssh_port,
+                                line, tries, run)
+            if failed:
+                failures.append(failed)
+    except (KeyboardInterrupt, ConfigCancelled):
+        if made_key:
+            raise ConfigCancelled("config --ssh cancelled; .env was not changed, but the new key %s (and "
+                                  "its .pub) stays, for the next run" % key_path)
+        raise ConfigCancelled("config --ssh cancelled; .env was not changed")
+    return SshSetup(updates, list(tunnel_argv_prefix) + ["tunnel"], failures)
 
-    updates = {
-        "FS_SSH_LOGIN_NODE": " ".join(nodes),
-        "FS_SSH_USER": user,
-        "FS_SSH_PORT": str(ssh_port),
-        "FS_SSH_LOCAL_PORT": str(local),
-        "FS_SSH_KEY_PATH": key_answer,
-        "FS_TRAEFIK_PORT": str(remote),
-    }
-    tunnel_argv = list(tunnel_argv_prefix) + ["tunnel"]
 
-    for node in nodes:
-        for _ in range(5):
-            answer = ask("Added the line on %s? Type yes to test the connection (no: skip the test)"
-                         % node, "yes")
-            if not _yes(answer or "yes"):
-                say("Skipped the test of %s; the tunnel will log what goes wrong." % node)
-                break
-            try:
-                seen = contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port,
-                               accept_new=True, authorized=line)
-            except ForeverError as exc:
-                say("The test failed: %s" % exc)
-                continue
-            found = sshtunnel.diagnose(seen.stderr, node, known_hosts, key_path, ssh_port, line)
-            if seen.answered:
-                say("%s%s: the tunnel works and Traefik answers through it." % (where, node))
-            elif found:
-                say("%s%s: ssh logs in, but %s" % (where, node, found[0]))
-            else:
-                say("%s%s: ssh logs in and forwards, but nothing answered on 127.0.0.1:%d there yet. "
-                    "Start forever-slurm on the login node; the tunnel will pick it up." % (where, node, remote))
-            break
-    return updates, tunnel_argv
+def _test_node(ask, say, contact, ssh_bin, node, user, key_path, known_hosts, remote, ssh_port, line, tries,
+               run):
+    """Test the connection to node up to `tries` times; None when ssh logged in, else one summary line."""
+    where = "%s@%s" % (user, node) if user else node
+    reasons = []
+    for _ in range(tries):
+        answer = ask("Added the line on %s? Type yes to test the connection (no: skip the test)" % node, "yes")
+        if not _yes(answer or "yes"):
+            say("Skipped the test of %s; the tunnel will log what goes wrong." % node)
+            return None
+        try:
+            seen = contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port,
+                           accept_new=True, authorized=line)
+        except ForeverError as exc:
+            reasons.append(str(exc))
+            say("The test failed: %s" % exc)
+            continue
+        _say_pinned(say, seen.stderr, node, known_hosts, ssh_port, run)
+        found = sshtunnel.diagnose(seen.stderr, node, known_hosts, key_path, ssh_port, line)
+        if seen.answered:
+            say("%s: the tunnel works and Traefik answers through it." % where)
+        elif found:
+            say("%s: ssh logs in, but %s" % (where, found[0]))
+        else:
+            say("%s: ssh logs in and forwards, but nothing answered on 127.0.0.1:%d there yet. "
+                "Start forever-slurm on the login node; the tunnel will pick it up." % (where, remote))
+        return None
+    times = "once" if len(reasons) == 1 else "%d times" % len(reasons)
+    summary = "the connection test of %s failed %s: %s" % (where, times, reasons[-1].splitlines()[0])
+    if len(reasons) > 1:
+        say("Giving up on %s after %d tries." % (node, len(reasons)))
+    return summary
+
+
+def _say_pinned(say, stderr, node, known_hosts, ssh_port, run):
+    """Show the host key the tunnel now trusts, so the user can compare it with what the admins publish."""
+    try:
+        prints = pinned_fingerprints(known_hosts, node, ssh_port, run)
+    except ForeverError:
+        return
+    if not prints:
+        return
+    new = any(l.startswith("Warning: Permanently added") for l in stderr)
+    say("%s the host key of %s: %s. The tunnel accepts only this key; compare it with the fingerprint "
+        "its admins publish (on the login node: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)."
+        % ("Recorded" if new else "Already recorded", node, ", ".join(prints)))
 
 
 def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subprocess.Popen,

@@ -348,7 +348,7 @@ def test_config_ssh_flow_makes_the_key_prints_the_line_and_records_the_host(tmp_
     layout = settings_mod.Layout(str(root))
     said = []
 
-    def ask(prompt, default):
+    def ask(prompt, default, several=False):
         if prompt.startswith("Added the line"):
             # The user pastes the printed line into authorized_keys on the login node.
             printed = [l for text in said for l in text.splitlines() if l.startswith('command="/bin/false",restrict,')]
@@ -356,8 +356,10 @@ def test_config_ssh_flow_makes_the_key_prints_the_line_and_records_the_host(tmp_
             return "yes"
         return default
 
-    updates, argv = sshsetup.configure_ssh(settings_mod.load(layout), layout, ask, said.append,
-                                           ["python3", "forever_slurm.pyz"])
+    setup = sshsetup.configure_ssh(settings_mod.load(layout), layout, ask, said.append,
+                                   ["python3", "forever_slurm.pyz"])
+    updates, argv = setup.updates, setup.tunnel_argv
+    assert setup.failures == []
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(key)).st_mode) == 0o700
     text = "\n".join(said)
@@ -400,3 +402,132 @@ def test_the_cli_config_ssh_then_tunnel_reach_the_login_node(tmp_path, server, b
     finally:
         os.killpg(tunnel.pid, signal.SIGTERM)
         tunnel.wait(15)
+
+
+# ---------------------------------------------------------------- `config --ssh` as a user runs it
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAKES = os.path.join(TOP, "tests", "fakes")
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory):
+    import sys
+    out = str(tmp_path_factory.mktemp("pyz") / "forever_slurm.pyz")
+    subprocess.run([sys.executable, os.path.join(TOP, "build_pyz.py"), "-o", out], check=True, timeout=120,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def _web_server(tmp_path, server, backend, authorize):
+    """A web server's root and HOME with fake systemctl/crontab; the key authorized on sshd or not."""
+    root = tmp_path / "web"
+    root.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    key = str(tmp_path / "k" / "id")
+    (root / ".env").write_text("FS_SSH_LOGIN_NODE=%s\nFS_SSH_USER=%s\nFS_SSH_PORT=%d\nFS_SSH_KEY_PATH=%s\n"
+                               "FS_TRAEFIK_PORT=%d\nFS_SSH_LOCAL_PORT=%d\n"
+                               % (NODE, USER, server.port, key, backend.port, sshd_harness.free_port()))
+    pub = sshsetup.ensure_key(key)
+    server.authorize([sshsetup.authorized_line(pub, backend.port)] if authorize else [])
+    env = dict(os.environ, HOME=str(home), FAKE_STATE=str(tmp_path / "fake-state"),
+               PATH=FAKES + os.pathsep + os.environ["PATH"])
+    env.pop("PYTHONPATH", None)
+    return root, home, env
+
+
+def test_config_ssh_yes_with_a_failing_connection_test_exits_non_zero_and_installs_nothing(
+        tmp_path, server, backend, pyz):
+    import sys
+    root, home, env = _web_server(tmp_path, server, backend, authorize=False)
+    done = subprocess.run([sys.executable, pyz, "--root", str(root), "config", "--ssh", "--yes"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
+                          timeout=90)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith("forever-slurm: the connection test of root@127.0.0.1 failed once: ")
+    assert "refused the key" in errors[0] and "was not installed" in errors[0]
+    assert done.stdout.count("The test failed") == 1, "the same failing test was repeated"
+    assert not (home / ".config" / "systemd").exists() and not (tmp_path / "fake-state" / "calls.log").exists()
+    assert "success" not in done.stdout.lower() and "Traefik answers" not in done.stdout
+
+
+def test_config_ssh_yes_installs_the_unit_shows_the_pinned_host_key_and_the_next_step(
+        tmp_path, server, backend, pyz):
+    import sys
+    root, home, env = _web_server(tmp_path, server, backend, authorize=True)
+    done = subprocess.run([sys.executable, pyz, "--root", str(root), "config", "--ssh", "--yes"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                          timeout=90)
+    assert done.returncode == 0, done.stdout
+    real = subprocess.run(["ssh-keygen", "-l", "-f", server.host_key + ".pub"], stdout=subprocess.PIPE,
+                          universal_newlines=True, timeout=30).stdout.split()[1]
+    assert "Recorded the host key of 127.0.0.1: ED25519 %s." % real in done.stdout
+    assert "Traefik answers through it" in done.stdout
+    assert (home / ".config" / "systemd" / "user" / "forever-ssh-forward.service").exists()
+    assert "Next: " in done.stdout and "tunnel.log" in done.stdout
+
+
+DRIVER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from forever_slurm import cli
+sys.exit(cli.main(["--root", sys.argv[2], "config", "--ssh", "--no-install"]))
+"""
+
+
+def _terminal(root):
+    import sys
+    from test_configure import Terminal  # one pty driver for every prompt test
+    return Terminal([sys.executable, "-c", DRIVER, os.path.join(TOP, "src"), str(root)], cwd=str(root))
+
+
+def test_a_person_gives_two_login_nodes_on_a_real_terminal(tmp_path, server, backend):
+    root, _, _ = _web_server(tmp_path, server, backend, authorize=True)
+    term = _terminal(root)
+    try:
+        term.expect("Login node(s) running forever-slurm (several: separate them with spaces, for failover) [")
+        term.type("127.0.0.1 127.0.0.2\r")
+        for _ in range(5):  # user, ssh port, Traefik's port, local port, key: keep what .env says
+            term.expect("]: ")
+            term.type("\r")
+        term.expect("Added the line on 127.0.0.1?")
+        term.type("yes\r")
+        term.expect("Traefik answers through it")
+        term.expect("Added the line on 127.0.0.2?")
+        term.type("no\r")
+        term.expect("Skipped the test of 127.0.0.2")
+        status = term.finish()
+    finally:
+        term.kill()
+    text = term.transcript()
+    assert status == 0, text
+    assert "must be quoted" not in text
+    assert 'FS_SSH_LOGIN_NODE="127.0.0.1 127.0.0.2"' in (root / ".env").read_text()
+    assert settings_mod.load(settings_mod.Layout(str(root))).ssh_login_nodes == ["127.0.0.1", "127.0.0.2"]
+
+
+def test_ctrl_c_in_config_ssh_tells_about_the_new_key(tmp_path, server, backend):
+    root, _, _ = _web_server(tmp_path, server, backend, authorize=True)
+    key = tmp_path / "new-key"
+    env_before = (root / ".env").read_text().replace(str(tmp_path / "k" / "id"), str(key))
+    (root / ".env").write_text(env_before)
+    term = _terminal(root)
+    try:
+        term.expect("Login node(s)")
+        for _ in range(6):
+            term.type("\r")
+            term.expect("]: ")
+        term.expect("Added the line on 127.0.0.1?")
+        time.sleep(0.3)  # a ^C before Python waits for input is only seen at the next key press
+        term.type("\x03")
+        status = term.finish()
+    finally:
+        term.kill()
+    text = term.transcript()
+    assert status == 130, text
+    assert "nothing was changed" not in text
+    assert "the new key %s" % key in text and "stays" in text
+    assert key.exists() and (root / ".env").read_text() == env_before
