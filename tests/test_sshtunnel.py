@@ -732,3 +732,22 @@ def test_uninstall_on_a_login_node_has_no_tunnel_reminder(tmp_path, monkeypatch)
     said = []
     install.uninstall_command(None, layout, said.append)
     assert not any("authorized_keys" in s for s in said)
+
+
+def test_a_key_that_can_run_commands_fails_the_connection_test(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\n" % (tmp_path / "id"))
+    said = []
+
+    def contact(ssh_bin, node, *args, **kwargs):
+        return sshsetup.Contact(node, True, [], runs_commands=True)
+
+    setup = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append,
+                                   [], ssh_bin="ssh", contact=contact)
+    assert setup.failures and "run commands" in setup.failures[0]
+    assert any("not forward-only" in s for s in said)
+
+
+def test_the_command_check_argv_runs_a_command_and_forwards_nothing():
+    argv = sshtunnel.ssh_argv("ssh", "login1", "alice", "/k", "/kh", 0, 0, 2222, command=["echo", "x"])
+    assert "-N" not in argv and "-L" not in argv
+    assert argv[-3:] == ["alice@login1", "echo", "x"] and "BatchMode=yes" in argv

@@ -97,6 +97,21 @@ class Contact(NamedTuple):
     node: str
     answered: bool
     stderr: List[str]
+    runs_commands: bool = False     # the node let the key run a command: its line is not forward-only
+
+
+COMMAND_MARKER = "forever-slurm-key-ran-a-command"
+
+
+def runs_commands(ssh_bin, node, user, key_path, known_hosts, ssh_port=None, run=proc.run):
+    """True when node runs a command for this key: an older line, not forward-only, is installed there."""
+    argv = sshtunnel.ssh_argv(ssh_bin, node, user, key_path, known_hosts, 0, 0, ssh_port,
+                              command=["echo", COMMAND_MARKER])
+    try:
+        done = run(argv, timeout=30, check=False)
+    except ForeverError:
+        return False
+    return COMMAND_MARKER in done.stdout
 
 
 def ssh_failure(stderr, node, known_hosts, key_path, ssh_port=None, authorized=None):
@@ -112,7 +127,7 @@ def ssh_failure(stderr, node, known_hosts, key_path, ssh_port=None, authorized=N
 
 def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=None, accept_new=False,
             authorized=None, timeout=20.0, popen=subprocess.Popen, probe=sshtunnel.http_probe,
-            clock=time.monotonic, sleep=time.sleep):
+            clock=time.monotonic, sleep=time.sleep, run=proc.run):
     """Open the real tunnel once on a spare local port; raise ForeverError if ssh cannot log in.
 
     accept_new records an unknown host key (first contact); a changed key is refused either way.
@@ -142,7 +157,8 @@ def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=No
             raise ForeverError("ssh to %s did not set up the tunnel within %gs: %s"
                                % (node, timeout, sshtunnel.summarize(lines)))
         raise ssh_failure(lines, node, known_hosts, key_path, ssh_port, authorized)
-    return Contact(node, result == sshtunnel.PROBE_OK, lines)
+    commands = runs_commands(ssh_bin, node, user, key_path, known_hosts, ssh_port, run)
+    return Contact(node, result == sshtunnel.PROBE_OK, lines, commands)
 
 
 def _ask_valid(ask, say, prompt, default, check, tries=5, several=False):
@@ -288,6 +304,11 @@ def _test_node(ask, say, contact, ssh_bin, node, user, key_path, known_hosts, re
             say("The test failed: %s" % exc)
             continue
         _say_pinned(say, seen.stderr, node, known_hosts, ssh_port, run)
+        if seen.runs_commands:
+            say("%s ran a command for this key: its ~/.ssh/authorized_keys still has an older line for it that "
+                "is not forward-only. Replace every line with this key by the line above." % where)
+            return ("%s lets the tunnel key run commands (an older authorized_keys line): replace it with the "
+                    "printed line" % where)
         found = sshtunnel.diagnose(seen.stderr, node, known_hosts, key_path, ssh_port, line)
         if seen.answered:
             say("%s: the tunnel works and Traefik answers through it." % where)

@@ -40,12 +40,14 @@ def _ssh_path(path):
 
 
 def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remote_port, ssh_port=None,
-             alive_interval=5, alive_count=2, host_key_checking="yes", connect_timeout=5):
-    """The argv of one tunnel ssh: forward 127.0.0.1:local here to 127.0.0.1:remote on the login node."""
+             alive_interval=5, alive_count=2, host_key_checking="yes", connect_timeout=5, command=None):
+    """The argv of one tunnel ssh: forward 127.0.0.1:local here to 127.0.0.1:remote on the login node.
+
+    command: instead of the forward, run this argv there (to check that the key cannot).
+    """
     target = "%s@%s" % (user, login_node) if user else login_node
-    argv = [
-        ssh_bin, "-N",
-        "-L", "127.0.0.1:%d:127.0.0.1:%d" % (int(local_port), int(remote_port)),
+    what = ["-N", "-L", "127.0.0.1:%d:127.0.0.1:%d" % (int(local_port), int(remote_port))] if command is None else []
+    argv = [ssh_bin] + what + [
         "-i", key_path.replace("%", "%%"),
         # Only our key: an agent or ~/.ssh/id_* keys could log in without the permitopen restriction.
         "-o", "IdentitiesOnly=yes",
@@ -69,7 +71,7 @@ def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remot
     if ssh_port:
         argv += ["-p", str(int(ssh_port))]
     argv.append(target)
-    return argv
+    return argv + list(command or [])
 
 
 def host_pattern(login_node, ssh_port=None):

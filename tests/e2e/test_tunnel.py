@@ -531,3 +531,23 @@ def test_ctrl_c_in_config_ssh_tells_about_the_new_key(tmp_path, server, backend)
     assert "nothing was changed" not in text
     assert "the new key %s" % key in text and "stays" in text
     assert key.exists() and (root / ".env").read_text() == env_before
+
+
+def test_config_ssh_refuses_a_login_node_that_still_has_an_older_line_allowing_commands(tmp_path, server, backend):
+    root, _, _ = _web_server(tmp_path, server, backend, authorize=False)
+    layout = settings_mod.Layout(str(root))
+    settings = settings_mod.load(layout)
+    pub = sshsetup.ensure_key(settings.ssh_key_path)
+    # The line earlier versions printed: forwards fine, but also runs commands.
+    server.authorize(['restrict,port-forwarding,permitopen="127.0.0.1:%d" %s' % (backend.port, pub)])
+    said = []
+    setup = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default,
+                                   said.append, [], tries=1)
+    assert setup.failures == ["root@127.0.0.1 lets the tunnel key run commands (an older authorized_keys line): "
+                              "replace it with the printed line"]
+    assert any("Traefik answers through it" in s for s in said) is False
+    # With the printed line in place, the same check passes.
+    server.authorize([sshsetup.authorized_line(pub, backend.port)])
+    again = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default,
+                                   said.append, [], tries=1)
+    assert again.failures == [] and any("Traefik answers through it" in s for s in said)
