@@ -39,11 +39,12 @@ CONNECT_TIMEOUT = 5   # as ssh_argv's ConnectTimeout
 class World:
     """Fake time, login nodes that go up and down, and the ssh processes started against them."""
 
-    def __init__(self, down=None, dead_link=None, no_traefik=None, dropping=None, denied=None):
+    def __init__(self, down=None, dead_link=None, no_traefik=None, dropping=None, denied=None, silent=None):
         self.now = 0.0
         self.down = down or (lambda node, t: False)              # is node's sshd down at time t?
         self.dropping = dropping or (lambda node, t: False)      # does node drop every packet?
         self.denied = denied or (lambda node, t: False)          # does node refuse our key?
+        self.silent = silent or (lambda node, t: False)          # has node stopped answering (frozen)?
         self.looks = []                                          # (t, node) of each reachability look
         self.dead_link = dead_link or (lambda node, t: False)    # ssh alive but nothing gets through?
         self.no_traefik = no_traefik or (lambda node, t: False)  # link fine, nothing listens behind it?
@@ -75,7 +76,7 @@ class World:
         ssh = live[-1]
         if not ssh.forwarding():
             return sshtunnel.PROBE_REFUSED
-        if self.dead_link(ssh.node, self.now):
+        if self.dead_link(ssh.node, self.now) or self.silent(ssh.node, self.now):
             return sshtunnel.PROBE_NO_ANSWER
         if self.no_traefik(ssh.node, self.now):
             ssh.stderr.put("channel 3: open failed: connect failed: Connection refused")
@@ -137,6 +138,9 @@ class FakeSsh:
                 self._exit(255, "ssh: connect to host %s port 22: Connection timed out" % self.node)
         elif self.returncode is None and self.world.down(self.node, self.world.now):
             self._exit(255, "Connection to %s closed by remote host." % self.node)
+        elif self.returncode is None and all(self.world.silent(self.node, self.world.now - ago) for ago in (0, 6)):
+            # ServerAliveInterval=2 x ServerAliveCountMax=3 went unanswered.
+            self._exit(255, "Timeout, server %s not responding." % self.node)
         return self.returncode
 
     def forwarding(self):
@@ -347,6 +351,28 @@ def test_a_tunnel_that_stops_forwarding_is_restarted_after_k_failures(caplog):
     assert len(world.procs) == 2 and last_state(sup) == "up"
     assert world.procs[1].started - 50 <= 3 * 5 + 1 + 1
     assert any("stopped forwarding" in r.getMessage() for r in caplog.records)
+
+
+def test_a_node_whose_tunnel_goes_silent_is_left_for_the_next_at_once(caplog):
+    world = World(dead_link=lambda node, t: node == "login1" and t >= 50)
+    sup = supervisor(world, nodes=["login1", "login2"], probe_interval=5, probe_failures=3, settle=0.002)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 80))
+    assert [node for _, node in world.starts()] == ["login1", "login2"]
+    # The first probe after 50 s fails, two quick rechecks confirm it, login2 takes over.
+    assert up_times(sup)[1] <= 50 + 5 + 2 * sup.pacing.recheck_interval + 1
+    assert any("the tunnel through it went silent" in r.getMessage() for r in caplog.records)
+
+
+def test_a_node_that_ssh_finds_not_responding_is_left_for_the_next_at_once(caplog):
+    world = World(silent=lambda node, t: node == "login1" and t >= 50)
+    # Probes rarely: here ssh's ServerAlive notices first.
+    sup = supervisor(world, nodes=["login1", "login2"], probe_interval=30, settle=0.002)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 80))
+    assert [node for _, node in world.starts()] == ["login1", "login2"]
+    assert up_times(sup)[1] <= 50 + 6 + 1
+    assert any("the tunnel through it went silent" in r.getMessage() for r in caplog.records)
 
 
 def test_one_failed_probe_does_not_restart():

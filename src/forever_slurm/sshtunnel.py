@@ -40,7 +40,7 @@ def _ssh_path(path):
 
 
 def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remote_port, ssh_port=None,
-             alive_interval=5, alive_count=2, host_key_checking="yes", connect_timeout=5, command=None):
+             alive_interval=2, alive_count=3, host_key_checking="yes", connect_timeout=5, command=None):
     """The argv of one tunnel ssh: forward 127.0.0.1:local here to 127.0.0.1:remote on the login node.
 
     command: instead of the forward, run this argv there (to check that the key cannot).
@@ -55,8 +55,9 @@ def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remot
         "-o", "BatchMode=yes",
         # Without this, ssh stays connected but forwards nothing when the local port is taken.
         "-o", "ExitOnForwardFailure=yes",
-        # A silently dead network otherwise keeps a useless ssh alive for hours (TCP timeouts); 2 x 5 s
-        # notices a dead link in 10-15 s at the cost of one tiny message every 5 s.
+        # A silently dead network otherwise keeps a useless ssh alive for hours (TCP timeouts). 3 x 2 s
+        # notices a node gone silent in 6-8 s; the message is only sent after 2 s without any traffic
+        # from the node, and costs no request to Traefik (unlike a probe).
         "-o", "ServerAliveInterval=%d" % alive_interval,
         "-o", "ServerAliveCountMax=%d" % alive_count,
         # A node that drops packets would hold each try for minutes (SYN retries); 5 s is ample on a
@@ -253,6 +254,10 @@ class Pacing(NamedTuple):
     jitter: float = 0.2             # waits vary by +-this fraction, so web servers do not retry in step
 
 
+# ssh's words when ServerAlive gave up: the node stopped answering under an open connection.
+_SERVER_SILENT = "not responding"
+
+
 def _unreachable(stderr_lines):
     """ssh could not even open a TCP connection (refused, timed out, no route): the node is away."""
     return any(_CONNECT_FAILED in line or "during banner exchange" in line for line in stderr_lines)
@@ -296,21 +301,25 @@ class Supervisor:
             outcome, stderr = self._run_once(node, stop)
             if outcome == "stopped":
                 break
-            away = outcome == "failed" and _unreachable(stderr)
-            self.failed_starts = 0 if outcome == "lost" else self.failed_starts + 1
+            refused = outcome == "failed" and _unreachable(stderr)
+            # Also away: a node that stopped answering before the tunnel was up (ServerAlive gave up).
+            away = refused or (outcome == "failed" and any(_SERVER_SILENT in l for l in stderr))
+            was_up = outcome in ("lost", "stalled")
+            self.failed_starts = 0 if was_up else self.failed_starts + 1
             self._failing.add(node)
-            if len(self.nodes) > 1 and (away or outcome == "empty"
+            if len(self.nodes) > 1 and (away or outcome in ("empty", "stalled")
                                         or self.failed_starts >= self.pacing.failover_after):
                 why = ("nothing answered behind it" if outcome == "empty"
                        else "it does not accept connections" if away
+                       else "the tunnel through it went silent" if outcome == "stalled"
                        else "it stayed down after %d tries" % self.failed_starts)
                 self._switch((self.index + 1) % len(self.nodes), why)
                 if outcome != "empty" and self.node not in self._failing:
                     continue  # a node not tried yet: no reason to wait
             # After a loss the tunnel had worked: one quick retry before the backoff counts.
-            wait = min(self.delay, self.pacing.backoff_initial) if outcome == "lost" else self.delay
+            wait = min(self.delay, self.pacing.backoff_initial) if was_up else self.delay
             self.delay = min(self.delay * 2, self.pacing.backoff_max)
-            self._wait(self._jittered(wait), stop, {node} if away else set())
+            self._wait(self._jittered(wait), stop, {node} if refused else set())
         self.state = "stopped"
 
     def _switch(self, index, why):
@@ -356,8 +365,9 @@ class Supervisor:
     def _run_once(self, node, stop):
         """Start ssh for node and watch it until it fails or stop is set.
 
-        Returns (outcome, stderr lines); outcome is stopped, failed (never came up), lost (was up),
-        or empty (ssh works but nothing answered behind it, and another node may do better).
+        Returns (outcome, stderr lines); outcome is stopped, failed (never came up), lost (was up, ssh
+        exited), stalled (was up, then probes went unanswered: a node that went silent), or empty (ssh
+        works but nothing answered behind it, and another node may do better).
         """
         pace = self.pacing
         argv = self.tunnel.argv_for_node(node)
@@ -378,7 +388,9 @@ class Supervisor:
                 if ssh.exited():
                     lines = ssh.stderr_lines()
                     self._down(node, "ssh exited with status %s" % ssh.returncode(), lines)
-                    return ("lost" if up_since is not None else "failed"), lines
+                    if up_since is None:
+                        return "failed", lines
+                    return ("stalled" if any(_SERVER_SILENT in l for l in lines) else "lost"), lines
                 now = self.clock()
                 if now >= next_probe:
                     mark = ssh.count
@@ -429,7 +441,7 @@ class Supervisor:
                             lines = ssh.stop()
                             self._down(node, "the tunnel stopped forwarding (%d probes without an answer); "
                                        "restarting ssh" % failures, lines)
-                            return ("lost" if up_since is not None else "failed"), lines
+                            return ("stalled" if up_since is not None else "failed"), lines
                         next_probe = now + pace.recheck_interval
                 self.sleep(pace.tick)
         finally:

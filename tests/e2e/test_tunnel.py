@@ -205,6 +205,35 @@ def test_a_login_node_that_drops_packets_is_passed_over_within_ten_seconds(root,
     assert seconds < 10
 
 
+def test_a_login_node_that_goes_silent_under_the_tunnel_is_left_within_ten_seconds(tmp_path, root, backend, server):
+    layout, _ = root
+    first = sshd_harness.Sshd(str(tmp_path / "sshd2"), server.port, "127.0.0.2")
+    first.authorize(open(server.authorized_keys).read().splitlines())
+    first.start()
+    try:
+        env = layout.env_file
+        with open(env) as handle:
+            text = handle.read()
+        with open(env, "w") as handle:
+            handle.write(text.replace("FS_SSH_LOGIN_NODE=%s" % NODE, 'FS_SSH_LOGIN_NODE="127.0.0.2 %s"' % NODE))
+        settings = settings_mod.load(layout)
+        sshsetup.contact(sshsetup.find_ssh(), "127.0.0.2", USER, settings.ssh_key_path,
+                         sshsetup.known_hosts_path(layout), backend.port, server.port, accept_new=True)
+        marker = backend.marker.decode()
+        with Running(sshsetup.tunnel_from_settings(settings, layout)) as sup:
+            assert wait_for(lambda: sup.state == "up" and sup.node == "127.0.0.2", 20)
+            assert fetch(settings.ssh_local_port) == marker
+            first.freeze()  # sshd and its sessions stop answering; the TCP connections stay open
+            silent = time.monotonic()
+            assert wait_for(lambda: sup.node == NODE and fetch(settings.ssh_local_port, timeout=0.5) == marker,
+                            40, step=0.05), "the tunnel did not move to the second login node"
+            seconds = time.monotonic() - silent
+    finally:
+        first.stop()
+    print("seconds from a login node going silent to a working tunnel via the next: %.2f" % seconds)
+    assert seconds < 10
+
+
 def test_a_changed_host_key_is_refused_with_a_clear_message(root, server, caplog):
     layout, settings = root
     known_hosts = sshsetup.known_hosts_path(layout)

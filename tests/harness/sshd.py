@@ -57,8 +57,9 @@ def _descendants(pid):
 class Sshd:
     """One sshd -D we start and stop; stop() ends it and the sessions it forked, and nothing else."""
 
-    def __init__(self, directory, port=None):
+    def __init__(self, directory, port=None, host="127.0.0.1"):
         self.dir = directory
+        self.host = host
         self.port = port or free_port()
         self.proc = None
         os.makedirs(directory, exist_ok=True)
@@ -86,7 +87,7 @@ class Sshd:
     def _write_config(self):
         text = "\n".join([
             "Port %d" % self.port,
-            "ListenAddress 127.0.0.1",
+            "ListenAddress %s" % self.host,
             "HostKey %s" % self.host_key,
             "AuthorizedKeysFile %s" % self.authorized_keys,
             "PasswordAuthentication no",
@@ -116,12 +117,12 @@ class Sshd:
             if self.proc.poll() is not None:
                 raise RuntimeError("sshd exited %s: %s" % (self.proc.returncode, self.log_tail()))
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
                 return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("sshd did not listen on 127.0.0.1:%d within %gs" % (self.port, timeout))
+        raise RuntimeError("sshd did not listen on %s:%d within %gs" % (self.host, self.port, timeout))
 
     def stop(self):
         """Kill the listener and the sessions it forked (the tunnel's server side goes with them)."""
@@ -139,6 +140,20 @@ class Sshd:
                     pass
             self.proc.wait(timeout=10)
         self.proc = None
+
+    def freeze(self):
+        """Stop sshd and its sessions answering, connections left open: a node that went silent."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self):
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signum):
+        for pid in [self.proc.pid] + _descendants(self.proc.pid):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
