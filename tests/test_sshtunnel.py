@@ -616,7 +616,7 @@ def test_configure_ssh_sums_up_a_connection_test_that_keeps_failing(tmp_path, tr
     setup = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default,
                                    said.append, [], ssh_bin="ssh", contact=contact, tries=tries)
     assert calls == ["login1"] * tries + ["login2"]
-    assert setup.failures == ["the connection test of alice@login1 failed %s: login1 refused the key /k." % times]
+    assert setup.failures == ["the connection test of alice@login1 failed %s: login1 refused the key /k" % times]
     assert (tries > 1) == any("Giving up on login1 after 3 tries" in s for s in said)
 
 
@@ -777,3 +777,10 @@ def test_the_command_check_argv_runs_a_command_and_forwards_nothing():
     argv = sshtunnel.ssh_argv("ssh", "login1", "alice", "/k", "/kh", 0, 0, 2222, command=["echo", "x"])
     assert "-N" not in argv and "-L" not in argv
     assert argv[-3:] == ["alice@login1", "echo", "x"] and "BatchMode=yes" in argv
+
+
+def test_a_refused_forward_is_not_mistaken_for_a_down_sshd():
+    lines = ["channel 2: open failed: connect failed: Connection refused"]
+    assert sshtunnel.diagnose(lines, "login1", "/kh", "/k") is None
+    down = sshtunnel.diagnose(["ssh: connect to host login1 port 22: Connection refused"], "login1", "/kh", "/k")
+    assert "its sshd is down" in down[0]

@@ -319,10 +319,18 @@ def _test_node(ask, say, contact, ssh_bin, node, user, key_path, known_hosts, re
                 "Start forever-slurm on the login node; the tunnel will pick it up." % (where, remote))
         return None
     times = "once" if len(reasons) == 1 else "%d times" % len(reasons)
-    summary = "the connection test of %s failed %s: %s" % (where, times, reasons[-1].splitlines()[0])
+    summary = "the connection test of %s failed %s: %s" % (where, times, _first_sentences(reasons[-1]))
     if len(reasons) > 1:
         say("Giving up on %s after %d tries." % (node, len(reasons)))
     return summary
+
+
+def _first_sentences(message):
+    """A message's first line without a trailing "do this:" lead-in to the lines that followed it."""
+    first = message.splitlines()[0] if message else ""
+    if first.endswith(":") and ". " in first:
+        first = first[:first.rindex(". ") + 1]
+    return first.rstrip(".")
 
 
 def _say_pinned(say, stderr, node, known_hosts, ssh_port, run):

@@ -148,7 +148,8 @@ def diagnose(stderr_lines, login_node, known_hosts, key_path, ssh_port=None, aut
                 "choose another FS_SSH_LOCAL_PORT."), None
     if "Could not resolve hostname" in text:
         return "cannot resolve the login node name %r: check FS_SSH_LOGIN_NODE." % login_node, None
-    if "Connection refused" in text:
+    # Only ssh's own connection: "open failed: connect failed: Connection refused" is about the forward.
+    if _CONNECT_FAILED in text and "Connection refused" in text:
         return ("%s refuses connections on port %s: its sshd is down, or FS_SSH_PORT is wrong."
                 % (login_node, ssh_port or 22)), None
     return None
