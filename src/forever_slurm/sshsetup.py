@@ -1,7 +1,7 @@
 """Sets up the web server's ssh tunnel: key, restricted authorized_keys line, host key on first contact.
 
-`configure_ssh` is the interactive flow of `config --ssh`; it returns the .env updates and the tunnel
-command and writes nothing but the key and our own known_hosts. `tunnel_from_settings` builds the
+`configure_ssh` is the interactive flow of `config --ssh`; it returns the .env updates, the tunnel
+command and the connection tests that failed, and writes nothing but the key and our own known_hosts. `tunnel_from_settings` builds the
 Supervisor that the `tunnel` command runs.
 """
 
@@ -223,6 +223,17 @@ class SshSetup(NamedTuple):
     failures: List[str]          # one line per login node whose connection test failed
 
 
+class Link(NamedTuple):
+    """How the web server logs in to a login node, as `config --ssh` tests it."""
+    ssh_bin: str
+    user: str
+    key_path: str
+    known_hosts: str
+    remote_port: int        # Traefik's port on the login node
+    ssh_port: int
+    authorized: str         # the authorized_keys line printed for the key
+
+
 def pinned_fingerprints(known_hosts, node, ssh_port, run=proc.run):
     """The host key fingerprints recorded for node in our known_hosts, as "ED25519 SHA256:..."."""
     done = run(["ssh-keygen", "-F", sshtunnel.host_pattern(node, ssh_port), "-l", "-f", known_hosts], check=False)
@@ -272,10 +283,10 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
             "FS_SSH_KEY_PATH": key_answer,
             "FS_TRAEFIK_PORT": str(remote),
         }
+        link = Link(ssh_bin, user, key_path, known_hosts, remote, ssh_port, line)
         failures = []
         for node in nodes:
-            failed = _test_node(ask, say, contact, ssh_bin, node, user, key_path, known_hosts, remote, ssh_port,
-                                line, tries, run)
+            failed = _test_node(ask, say, contact, link, node, tries, run)
             if failed:
                 failures.append(failed)
     except (KeyboardInterrupt, ConfigCancelled):
@@ -286,10 +297,9 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     return SshSetup(updates, list(tunnel_argv_prefix) + ["tunnel"], failures)
 
 
-def _test_node(ask, say, contact, ssh_bin, node, user, key_path, known_hosts, remote, ssh_port, line, tries,
-               run):
+def _test_node(ask, say, contact, link, node, tries, run):
     """Test the connection to node up to `tries` times; None when ssh logged in, else one summary line."""
-    where = "%s@%s" % (user, node) if user else node
+    where = "%s@%s" % (link.user, node) if link.user else node
     reasons = []
     for _ in range(tries):
         answer = ask("Added the line on %s? Type yes to test the connection (no: skip the test)" % node, "yes")
@@ -297,26 +307,27 @@ def _test_node(ask, say, contact, ssh_bin, node, user, key_path, known_hosts, re
             say("Skipped the test of %s; the tunnel will log what goes wrong." % node)
             return None
         try:
-            seen = contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port,
-                           accept_new=True, authorized=line)
+            seen = contact(link.ssh_bin, node, link.user, link.key_path, link.known_hosts, link.remote_port,
+                           link.ssh_port, accept_new=True, authorized=link.authorized)
         except ForeverError as exc:
             reasons.append(str(exc))
             say("The test failed: %s" % exc)
             continue
-        _say_pinned(say, seen.stderr, node, known_hosts, ssh_port, run)
+        _say_pinned(say, seen.stderr, node, link.known_hosts, link.ssh_port, run)
         if seen.runs_commands:
             say("%s ran a command for this key: its ~/.ssh/authorized_keys still has an older line for it that "
                 "is not forward-only. Replace every line with this key by the line above." % where)
             return ("%s lets the tunnel key run commands (an older authorized_keys line): replace it with the "
                     "printed line" % where)
-        found = sshtunnel.diagnose(seen.stderr, node, known_hosts, key_path, ssh_port, line)
+        found = sshtunnel.diagnose(seen.stderr, node, link.known_hosts, link.key_path, link.ssh_port,
+                                   link.authorized)
         if seen.answered:
             say("%s: the tunnel works and Traefik answers through it." % where)
         elif found:
             say("%s: ssh logs in, but %s" % (where, found[0]))
         else:
             say("%s: ssh logs in and forwards, but nothing answered on 127.0.0.1:%d there yet. "
-                "Start forever-slurm on the login node; the tunnel will pick it up." % (where, remote))
+                "Start forever-slurm on the login node; the tunnel will pick it up." % (where, link.remote_port))
         return None
     times = "once" if len(reasons) == 1 else "%d times" % len(reasons)
     summary = "the connection test of %s failed %s: %s" % (where, times, _first_sentences(reasons[-1]))
