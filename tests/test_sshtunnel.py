@@ -10,6 +10,7 @@ import pytest
 
 from forever_slurm import settings as settings_mod
 from forever_slurm import sshsetup, sshtunnel
+from forever_slurm.configure import ConfigCancelled
 from forever_slurm.errors import ConfigError, ForeverError
 
 CHANGED_BANNER = """\
@@ -33,12 +34,18 @@ Host key verification failed.
 
 # ---------------------------------------------------------------- a simulated world of login nodes
 
+CONNECT_TIMEOUT = 5   # as ssh_argv's ConnectTimeout
+
 class World:
     """Fake time, login nodes that go up and down, and the ssh processes started against them."""
 
-    def __init__(self, down=None, dead_link=None, no_traefik=None):
+    def __init__(self, down=None, dead_link=None, no_traefik=None, dropping=None, denied=None, silent=None):
         self.now = 0.0
         self.down = down or (lambda node, t: False)              # is node's sshd down at time t?
+        self.dropping = dropping or (lambda node, t: False)      # does node drop every packet?
+        self.denied = denied or (lambda node, t: False)          # does node refuse our key?
+        self.silent = silent or (lambda node, t: False)          # has node stopped answering (frozen)?
+        self.looks = []                                          # (t, node) of each reachability look
         self.dead_link = dead_link or (lambda node, t: False)    # ssh alive but nothing gets through?
         self.no_traefik = no_traefik or (lambda node, t: False)  # link fine, nothing listens behind it?
         self.procs = []
@@ -67,7 +74,9 @@ class World:
         if not live:
             return sshtunnel.PROBE_REFUSED
         ssh = live[-1]
-        if self.dead_link(ssh.node, self.now):
+        if not ssh.forwarding():
+            return sshtunnel.PROBE_REFUSED
+        if self.dead_link(ssh.node, self.now) or self.silent(ssh.node, self.now):
             return sshtunnel.PROBE_NO_ANSWER
         if self.no_traefik(ssh.node, self.now):
             ssh.stderr.put("channel 3: open failed: connect failed: Connection refused")
@@ -75,7 +84,8 @@ class World:
         return sshtunnel.PROBE_OK
 
     def reachable(self, node):
-        return not self.down(node, self.now)
+        self.looks.append((self.now, node))
+        return not self.down(node, self.now) and not self.dropping(node, self.now)
 
 
 class Pipe:
@@ -111,6 +121,8 @@ class FakeSsh:
         self.stderr = Pipe()
         if world.down(node, world.now):
             self._exit(255, "ssh: connect to host %s port 22: Connection refused" % node)
+        elif world.denied(node, world.now):
+            self._exit(255, "alice@%s: Permission denied (publickey)." % node)
 
     def _exit(self, code, line=None):
         if self.returncode is None:
@@ -120,9 +132,19 @@ class FakeSsh:
             self.stderr.close()
 
     def poll(self):
-        if self.returncode is None and self.world.down(self.node, self.world.now):
+        if self.returncode is None and self.world.dropping(self.node, self.started):
+            # ConnectTimeout=5: the SYNs go unanswered, then ssh gives up.
+            if self.world.now - self.started >= CONNECT_TIMEOUT:
+                self._exit(255, "ssh: connect to host %s port 22: Connection timed out" % self.node)
+        elif self.returncode is None and self.world.down(self.node, self.world.now):
             self._exit(255, "Connection to %s closed by remote host." % self.node)
+        elif self.returncode is None and all(self.world.silent(self.node, self.world.now - ago) for ago in (0, 6)):
+            # ServerAliveInterval=2 x ServerAliveCountMax=3 went unanswered.
+            self._exit(255, "Timeout, server %s not responding." % self.node)
         return self.returncode
+
+    def forwarding(self):
+        return self.returncode is None and not self.world.dropping(self.node, self.started)
 
     def terminate(self):
         self.terminated = True
@@ -145,11 +167,18 @@ class StopAt:
         return self.world.now >= self.t
 
 
-def supervisor(world, nodes=("login1",), **tuning):
+def supervisor(world, nodes=("login1",), reachable=None, explain=None, random=lambda: 0.5, **pacing):
+    """A Supervisor in the fake world; random 0.5 means no jitter, so waits are exact."""
     # A short settle: fake ssh writes its "open failed" line before the probe returns.
-    tuning.setdefault("settle", 0.05)
-    return sshtunnel.Supervisor(lambda node: ["ssh", "-N", node], list(nodes), world.probe,
-                                popen=world.popen, clock=world.clock, sleep=world.sleep, **tuning)
+    pacing.setdefault("settle", 0.05)
+    tunnel = sshtunnel.Tunnel(lambda node: ["ssh", "-N", node], list(nodes), world.probe,
+                              reachable=reachable, explain=explain)
+    return sshtunnel.Supervisor(tunnel, sshtunnel.Pacing(**pacing), popen=world.popen, clock=world.clock,
+                                sleep=world.sleep, random=random)
+
+
+def up_times(sup):
+    return [t for t, state, _ in sup.history if state == "up"]
 
 
 def last_state(sup):
@@ -222,7 +251,7 @@ def test_a_returning_node_is_reconnected_before_the_backoff_ends():
     sup.run(StopAt(world, 60))
     back = [t for t, _ in world.starts() if t >= 40.2]
     # The backoff at that point is 16-32 s; the reachability poll finds the node within reach_interval.
-    assert back and back[0] - 40.2 <= sup.reach_interval + sup.tick
+    assert back and back[0] - 40.2 <= sup.pacing.reach_interval + sup.pacing.tick
     assert last_state(sup) == "up"
 
 
@@ -236,7 +265,7 @@ def test_without_reachability_the_backoff_decides():
 # ---------------------------------------------------------------- failover
 
 def test_moves_to_the_next_node_after_three_failed_starts():
-    world = World(down=lambda node, t: node == "login1")
+    world = World(denied=lambda node, t: node == "login1")
     sup = supervisor(world, nodes=["login1", "login2"], failover_after=3)
     sup.run(StopAt(world, 30))
     order = [node for _, node in world.starts()]
@@ -244,8 +273,8 @@ def test_moves_to_the_next_node_after_three_failed_starts():
     assert sup.node == "login2" and last_state(sup) == "up"
 
 
-def test_cycles_through_all_nodes_when_all_are_down():
-    world = World(down=lambda node, t: True)
+def test_cycles_through_all_nodes_when_all_refuse_the_key():
+    world = World(denied=lambda node, t: True)
     supervisor(world, nodes=["a", "b", "c"], failover_after=2).run(StopAt(world, 600))
     order = [node for _, node in world.starts()][:7]
     assert order == ["a", "a", "b", "b", "c", "c", "a"]
@@ -256,6 +285,58 @@ def test_a_single_node_is_never_abandoned():
     sup = supervisor(world, failover_after=2)
     sup.run(StopAt(world, 200))
     assert {node for _, node in world.starts()} == {"login1"} and last_state(sup) == "up"
+
+
+def test_a_node_that_does_not_accept_connections_is_left_at_once_and_all_are_tried_before_waiting():
+    world = World(down=lambda node, t: node != "c" or t < 30)
+    sup = supervisor(world, nodes=["a", "b", "c"], reachable=world.reachable)
+    sup.run(StopAt(world, 40))
+    starts = world.starts()
+    assert [node for _, node in starts[:6]] == ["a", "b", "c", "a", "b", "c"]
+    # One round at once, then the backoff (1 s, then 2 s) before the next round: no tight loop.
+    assert [t for t, _ in starts[:3]] == [0, 0, 0] and starts[3][0] >= 1.0 and starts[6][0] >= 3.0
+    # c answered again at 30 s: taken at once, whichever node was next in turn.
+    assert up_times(sup) and 30 <= up_times(sup)[0] <= 30 + 2 * sup.pacing.reach_interval + sup.pacing.tick
+    assert sup.node == "c"
+
+
+def test_a_node_that_drops_packets_fails_over_within_ten_seconds(caplog):
+    world = World(dropping=lambda node, t: node == "login1")
+    sup = supervisor(world, nodes=["login1", "login2"], reachable=world.reachable)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 30))
+    assert [node for _, node in world.starts()] == ["login1", "login2"]
+    assert up_times(sup)[0] <= CONNECT_TIMEOUT + 1 < 10 and sup.node == "login2"
+    assert any("switching from login1 to login2: it does not accept connections" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_flapping_outages_three_seconds_apart_are_each_healed_within_two_seconds():
+    # Up 0-10 s, then three 3 s outages with 3 s of service between them, like a restarting login node.
+    outages = [(10, 13), (16, 19), (22, 25)]
+    world = World(down=lambda node, t: any(a <= t < b for a, b in outages))
+    sup = supervisor(world, reachable=world.reachable)
+    sup.run(StopAt(world, 40))  # before 30 s of health would reset the backoff
+    ups = up_times(sup)
+    assert len(ups) == 4, sup.history
+    for (_, back), up in zip(outages, ups[1:]):
+        assert back <= up <= back + 2, (back, up)
+    assert sup.delay > sup.pacing.backoff_initial, "the backoff had grown: recovery did not rely on a reset"
+
+
+def test_a_node_that_answers_but_refuses_the_key_is_not_polled_during_the_backoff():
+    world = World(denied=lambda node, t: True)
+    supervisor(world, reachable=world.reachable).run(StopAt(world, 200))
+    # One look per backoff (it answered), not four a second for 200 s.
+    assert len(world.looks) <= len(world.procs) + 1
+
+
+def test_backoff_waits_are_jittered():
+    for value, factor in ((0.0, 0.8), (1.0, 1.2)):
+        world = World(down=lambda node, t: True)
+        supervisor(world, random=lambda: value).run(StopAt(world, 40))
+        times = [t for t, _ in world.starts()]
+        assert gaps(times)[:4] == [round(factor * d, 3) for d in (1, 2, 4, 8)]
 
 
 # ---------------------------------------------------------------- end-to-end probe
@@ -270,6 +351,28 @@ def test_a_tunnel_that_stops_forwarding_is_restarted_after_k_failures(caplog):
     assert len(world.procs) == 2 and last_state(sup) == "up"
     assert world.procs[1].started - 50 <= 3 * 5 + 1 + 1
     assert any("stopped forwarding" in r.getMessage() for r in caplog.records)
+
+
+def test_a_node_whose_tunnel_goes_silent_is_left_for_the_next_at_once(caplog):
+    world = World(dead_link=lambda node, t: node == "login1" and t >= 50)
+    sup = supervisor(world, nodes=["login1", "login2"], probe_interval=5, probe_failures=3, settle=0.002)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 80))
+    assert [node for _, node in world.starts()] == ["login1", "login2"]
+    # The first probe after 50 s fails, two quick rechecks confirm it, login2 takes over.
+    assert up_times(sup)[1] <= 50 + 5 + 2 * sup.pacing.recheck_interval + 1
+    assert any("the tunnel through it went silent" in r.getMessage() for r in caplog.records)
+
+
+def test_a_node_that_ssh_finds_not_responding_is_left_for_the_next_at_once(caplog):
+    world = World(silent=lambda node, t: node == "login1" and t >= 50)
+    # Probes rarely: here ssh's ServerAlive notices first.
+    sup = supervisor(world, nodes=["login1", "login2"], probe_interval=30, settle=0.002)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+        sup.run(StopAt(world, 80))
+    assert [node for _, node in world.starts()] == ["login1", "login2"]
+    assert up_times(sup)[1] <= 50 + 6 + 1
+    assert any("the tunnel through it went silent" in r.getMessage() for r in caplog.records)
 
 
 def test_one_failed_probe_does_not_restart():
@@ -405,7 +508,9 @@ def test_unknown_failures_keep_sshs_own_words():
 
 def test_authorized_line_is_restricted_to_one_forward():
     line = sshsetup.authorized_line("ssh-ed25519 AAAAC3Nza me@web\n", 14014)
-    assert line == 'restrict,port-forwarding,permitopen="127.0.0.1:14014" ssh-ed25519 AAAAC3Nza me@web'
+    # What each option refuses is tested against a real sshd in tests/e2e/test_tunnel.py.
+    assert line == ('command="/bin/false",restrict,port-forwarding,permitopen="127.0.0.1:14014",'
+                    'permitlisten="127.0.0.1:1" ssh-ed25519 AAAAC3Nza me@web')
     with pytest.raises(ConfigError):
         sshsetup.authorized_line("", 1)
 
@@ -448,23 +553,26 @@ def test_configure_ssh_asks_prints_the_line_and_returns_env_updates(tmp_path):
     asked, said, contacts = [], [], []
     answers = {"Login node": "login1 login2", "ssh port": "2222", "ssh key": str(tmp_path / "k" / "id")}
 
-    def ask(prompt, default):
-        asked.append((prompt, default))
+    def ask(prompt, default, several=False):
+        asked.append((prompt, default, several))
         return next((v for k, v in answers.items() if prompt.startswith(k)), default)
 
     def fake_contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port, accept_new, authorized):
         contacts.append((node, user, remote, ssh_port, accept_new, known_hosts))
         return sshsetup.Contact(node, node == "login1", [])
 
-    updates, argv = sshsetup.configure_ssh(settings, layout, ask, said.append, ["python3", "f.pyz"],
-                                           ssh_bin="/usr/bin/ssh", contact=fake_contact)
+    setup = sshsetup.configure_ssh(settings, layout, ask, said.append, ["python3", "f.pyz"],
+                                   ssh_bin="/usr/bin/ssh", contact=fake_contact)
+    updates, argv = setup.updates, setup.tunnel_argv
+    assert setup.failures == []
     assert updates == {"FS_SSH_LOGIN_NODE": "login1 login2", "FS_SSH_USER": "alice", "FS_SSH_PORT": "2222",
                        "FS_SSH_LOCAL_PORT": "13013", "FS_SSH_KEY_PATH": str(tmp_path / "k" / "id"),
                        "FS_TRAEFIK_PORT": "13013"}
     assert argv == ["python3", "f.pyz", "tunnel"]
     assert asked[0][1] == ""  # the placeholder my-login-node is not offered as a default
+    assert asked[0][2] is True and not any(a[2] for a in asked[1:])  # only the node list takes several words
     text = "\n".join(said)
-    assert 'restrict,port-forwarding,permitopen="127.0.0.1:13013" ssh-ed25519 ' in text
+    assert sshsetup.authorized_line(sshsetup.ensure_key(str(tmp_path / "k" / "id")), 13013) in text
     assert stat.S_IMODE(os.stat(str(tmp_path / "k" / "id")).st_mode) == 0o600
     kh = sshsetup.known_hosts_path(layout)
     assert [c[:5] for c in contacts] == [("login1", "alice", 13013, 2222, True), ("login2", "alice", 13013, 2222, True)]
@@ -478,18 +586,80 @@ def test_configure_ssh_reasks_bad_answers_and_reports_a_failed_test(tmp_path):
     replies = iter(["", "", "", "99999", "", "", "", "", "yes", "no"])
     said = []
 
-    def ask(prompt, default):
+    def ask(prompt, default, several=False):
         return next(replies)
 
     def failing_contact(*args, **kwargs):
         raise ForeverError("login1 refused the key")
 
-    updates, _ = sshsetup.configure_ssh(settings, layout, ask, said.append, [], ssh_bin="ssh",
-                                        contact=failing_contact)
-    assert updates["FS_SSH_LOGIN_NODE"] == "login1" and updates["FS_TRAEFIK_PORT"] == "13013"
+    setup = sshsetup.configure_ssh(settings, layout, ask, said.append, [], ssh_bin="ssh",
+                                   contact=failing_contact)
+    assert setup.updates["FS_SSH_LOGIN_NODE"] == "login1" and setup.updates["FS_TRAEFIK_PORT"] == "13013"
     assert any("99999" in s for s in said)
     assert any("The test failed: login1 refused the key" in s for s in said)
     assert any("Skipped the test" in s for s in said)
+    assert setup.failures == []  # the user chose to skip after the failure
+
+
+@pytest.mark.parametrize("tries, times", [(3, "3 times"), (1, "once")])
+def test_configure_ssh_sums_up_a_connection_test_that_keeps_failing(tmp_path, tries, times):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=\"login1 login2\"\nFS_SSH_KEY_PATH=%s\n"
+                                 % (tmp_path / "id"))
+    said, calls = [], []
+
+    def contact(ssh_bin, node, *args, **kwargs):
+        calls.append(node)
+        if node == "login1":
+            raise ForeverError("login1 refused the key /k.\n  Add this line ...")
+        return sshsetup.Contact(node, True, [])
+
+    setup = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default,
+                                   said.append, [], ssh_bin="ssh", contact=contact, tries=tries)
+    assert calls == ["login1"] * tries + ["login2"]
+    assert setup.failures == ["the connection test of alice@login1 failed %s: login1 refused the key /k" % times]
+    assert (tries > 1) == any("Giving up on login1 after 3 tries" in s for s in said)
+
+
+def test_configure_ssh_shows_the_host_key_it_pinned(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_PORT=2222\nFS_SSH_KEY_PATH=%s\n"
+                                 % (tmp_path / "id"))
+    said, looked_up = [], []
+
+    def run(argv, **kwargs):
+        if argv[:2] == ["ssh-keygen", "-F"]:
+            looked_up.append(argv)
+            return subprocess.CompletedProcess(argv, 0, "# Host [login1]:2222 found: line 1 \n"
+                                               "[login1]:2222 ED25519 SHA256:M1KII8f0iAYS2rx\n", "")
+        return sshsetup.proc.run(argv, **kwargs)
+
+    def contact(ssh_bin, node, *args, **kwargs):
+        return sshsetup.Contact(node, True, ["Warning: Permanently added '[login1]:2222' (ED25519) to the list "
+                                             "of known hosts."])
+
+    sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append, [],
+                           run=run, ssh_bin="ssh", contact=contact)
+    assert looked_up[0][2] == "[login1]:2222" and looked_up[0][-1] == sshsetup.known_hosts_path(layout)
+    assert any("Recorded the host key of login1: ED25519 SHA256:M1KII8f0iAYS2rx." in s for s in said), said
+
+
+@pytest.mark.parametrize("key_exists", [False, True])
+def test_ctrl_c_during_config_ssh_says_what_was_left(tmp_path, key_exists):
+    key = tmp_path / "keys" / "id"
+    if key_exists:
+        sshsetup.ensure_key(str(key))
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\n" % key)
+
+    def ask(prompt, default, several=False):
+        if prompt.startswith("Added the line"):
+            raise KeyboardInterrupt
+        return default
+
+    with pytest.raises(ConfigCancelled) as caught:
+        sshsetup.configure_ssh(settings, layout, ask, lambda text: None, [], ssh_bin="ssh")
+    message = str(caught.value)
+    assert ".env was not changed" in message
+    assert (str(key) in message and "stays" in message) == (not key_exists)
+    assert key.exists()
 
 
 def test_tunnel_from_settings_requires_config_ssh_first(tmp_path):
@@ -512,7 +682,7 @@ def test_tunnel_from_settings_builds_the_strict_argv(tmp_path):
     open(kh, "w").close()
     sup = sshsetup.tunnel_from_settings(settings, layout, ssh_bin="/usr/bin/ssh")
     assert sup.nodes == ["login1", "login2"]
-    argv = sup.argv_for_node("login2")
+    argv = sup.tunnel.argv_for_node("login2")
     assert argv[-1] == "alice@login2" and argv[argv.index("-p") + 1] == "2222"
     assert argv[argv.index("-L") + 1] == "127.0.0.1:15015:127.0.0.1:13013"
     assert "UserKnownHostsFile=%s" % kh in argv and "StrictHostKeyChecking=yes" in argv
@@ -546,6 +716,71 @@ def test_configure_ssh_explains_a_forward_refused_by_an_old_authorized_line(tmp_
     def old_line_contact(*args, **kwargs):
         return sshsetup.Contact("login1", False, ["channel 1: open failed: administratively prohibited: open failed"])
 
-    sshsetup.configure_ssh(settings, layout, lambda prompt, default: default, said.append, [], ssh_bin="ssh",
-                           contact=old_line_contact)
+    sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append, [],
+                           ssh_bin="ssh", contact=old_line_contact)
     assert any("ssh logs in, but" in s and "permitopen" in s for s in said), said
+
+
+def test_several_login_nodes_are_accepted_at_the_prompt_and_written_quoted(tmp_path):
+    from forever_slurm import configure
+    typed = iter(["127.0.0.1 127.0.0.2", '"login1 login2"'])
+    said = []
+    prompter = configure.Prompter(lambda prompt: next(typed), said.append, interactive=True)
+    assert prompter.ask("Login node(s)", "", several=True) == "127.0.0.1 127.0.0.2"
+    assert prompter.ask("Login node(s)", "", several=True) == "login1 login2"
+    with pytest.raises(ConfigError):  # an unclosed quote is re-asked, then refused
+        configure.Prompter(lambda prompt: "a 'b", said.append, max_attempts=2).ask("Login", "", several=True)
+    assert any("cannot read that" in s for s in said)
+    settings, layout = _settings(tmp_path)
+    configure.write_env(layout, {"FS_SSH_LOGIN_NODE": "127.0.0.1 127.0.0.2"})
+    assert 'FS_SSH_LOGIN_NODE="127.0.0.1 127.0.0.2"' in (tmp_path / ".env").read_text()
+    assert settings_mod.load(layout).ssh_login_nodes == ["127.0.0.1", "127.0.0.2"]
+
+
+def test_uninstall_on_a_web_server_reminds_to_remove_the_authorized_keys_line(tmp_path, monkeypatch):
+    from forever_slurm import install, units
+    key = tmp_path / "k" / "id"
+    pub = sshsetup.ensure_key(str(key))
+    settings, layout = _settings(tmp_path, 'FS_SSH_LOGIN_NODE="login1 login2"\nFS_SSH_USER=bob\n'
+                                 "FS_SSH_KEY_PATH=%s\n" % key)
+    monkeypatch.setattr(units, "uninstall", lambda *args: ["forever-ssh-forward"])
+    said = []
+    assert install.uninstall_command(None, layout, said.append) == 0
+    reminder = said[-1]
+    assert "authorized_keys of bob on login1 and login2" in reminder and pub.split()[1][:20] in reminder
+    assert str(key) in reminder
+
+
+def test_uninstall_on_a_login_node_has_no_tunnel_reminder(tmp_path, monkeypatch):
+    from forever_slurm import install, units
+    settings, layout = _settings(tmp_path)
+    monkeypatch.setattr(units, "uninstall", lambda *args: [])
+    said = []
+    install.uninstall_command(None, layout, said.append)
+    assert not any("authorized_keys" in s for s in said)
+
+
+def test_a_key_that_can_run_commands_fails_the_connection_test(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\n" % (tmp_path / "id"))
+    said = []
+
+    def contact(ssh_bin, node, *args, **kwargs):
+        return sshsetup.Contact(node, True, [], runs_commands=True)
+
+    setup = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append,
+                                   [], ssh_bin="ssh", contact=contact)
+    assert setup.failures and "run commands" in setup.failures[0]
+    assert any("not forward-only" in s for s in said)
+
+
+def test_the_command_check_argv_runs_a_command_and_forwards_nothing():
+    argv = sshtunnel.ssh_argv("ssh", "login1", "alice", "/k", "/kh", 0, 0, 2222, command=["echo", "x"])
+    assert "-N" not in argv and "-L" not in argv
+    assert argv[-3:] == ["alice@login1", "echo", "x"] and "BatchMode=yes" in argv
+
+
+def test_a_refused_forward_is_not_mistaken_for_a_down_sshd():
+    lines = ["channel 2: open failed: connect failed: Connection refused"]
+    assert sshtunnel.diagnose(lines, "login1", "/kh", "/k") is None
+    down = sshtunnel.diagnose(["ssh: connect to host login1 port 22: Connection refused"], "login1", "/kh", "/k")
+    assert "its sshd is down" in down[0]

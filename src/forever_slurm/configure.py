@@ -124,6 +124,14 @@ def unquote(text):
     return words[0] if words else ""
 
 
+def words(text):
+    """A typed list of words (quotes allowed) as one space-separated value."""
+    try:
+        return " ".join(shlex.split(text))
+    except ValueError as exc:
+        raise Invalid("cannot read that: %s" % exc)
+
+
 # ---------------------------------------------------------------- prompting
 
 class Prompter:
@@ -142,13 +150,16 @@ class Prompter:
     def say(self, text=""):
         self.output_fn(text)
 
-    def ask(self, prompt, default="", validate=None, show_default=True):
-        """The answer to `prompt`; Enter keeps `default`, '-' empties it; re-asks with the reason."""
+    def ask(self, prompt, default="", validate=None, show_default=True, several=False):
+        """The answer to `prompt`; Enter keeps `default`, '-' empties it; re-asks with the reason.
+
+        several: the answer is a list of words (login nodes), kept as one space-separated value.
+        """
         for _ in range(self.max_attempts):
             typed = self._read("%s [%s]: " % (prompt, default) if show_default else "%s: " % prompt)
             try:
                 value = default if typed.strip() == "" else (
-                    "" if typed.strip() == CLEAR else unquote(typed))
+                    "" if typed.strip() == CLEAR else words(typed) if several else unquote(typed))
                 return validate(value) if validate else value
             except Invalid as exc:
                 self.say("  ! %s" % exc)

@@ -141,17 +141,29 @@ def _config_ssh(args, layout, pyz_command, prompter, say):
     conf = settings_mod.load(layout)
     layout.make_dirs()
 
-    def ask(prompt, default):
+    def ask(prompt, default, several=False):
         if args.yes:
             return default
-        return prompter.ask(prompt, default)
+        return prompter.ask(prompt, default, several=several)
 
-    updates, _argv = sshsetup.configure_ssh(conf, layout, ask, say, pyz_command(layout))
-    backup = configure.write_env(layout, updates)
+    # Without a person nobody can fix the login node between tries: one test says it all.
+    setup = sshsetup.configure_ssh(conf, layout, ask, say, pyz_command(layout), tries=1 if args.yes else 3)
+    backup = configure.write_env(layout, setup.updates)
     say("Wrote %s%s." % (layout.env_file, " (previous kept as %s)" % os.path.basename(backup) if backup else ""))
-    if not args.no_install:
+    if setup.failures:
+        raise ForeverError("%s. Your answers are saved in %s; the tunnel was not %s. Fix that and run "
+                           "`config --ssh` again." % ("; ".join(setup.failures), layout.env_file,
+                                                      "started" if args.no_install else "installed"))
+    local = setup.updates["FS_SSH_LOCAL_PORT"]
+    log = os.path.join(layout.log, "tunnel.log")
+    if args.no_install:
+        say("Not installing the unit (--no-install). Start the tunnel by hand:\n  %s"
+            % " ".join(setup.tunnel_argv))
+    else:
         conf = settings_mod.load(layout)
         _install_units(layout, ("forever-ssh-forward",), say, unit_inputs(layout, conf))
+    say("Next: point the web server at http://127.0.0.1:%s/<service>/ (try: curl http://127.0.0.1:%s/); "
+        "the tunnel logs what it does to %s." % (local, local, log))
     return 0
 
 
@@ -300,4 +312,29 @@ def uninstall_command(args, layout, say=print):
     say("Removed: %s" % (", ".join(removed) if removed else "nothing was installed"))
     say("Kept: %s, %s and the logs under %s. Jobs still queued or running end at their time limit "
         "(or scancel them)." % (layout.env_file, layout.services, layout.log))
+    reminder = _tunnel_key_reminder(layout)
+    if reminder:
+        say(reminder)
     return 0
+
+
+def _tunnel_key_reminder(layout):
+    """On a web server: the tunnel key stays authorized on the login node(s) until its line is removed."""
+    from . import sshsetup
+    try:
+        conf = settings_mod.load(layout)
+    except ForeverError:
+        return None
+    key = conf.ssh_key_path
+    nodes = [n for n in conf.ssh_login_nodes if n != sshsetup.PLACEHOLDER_NODE]
+    if not nodes or not os.path.exists(key + ".pub"):
+        return None
+    try:
+        with open(key + ".pub") as handle:
+            fields = handle.read().split()
+    except OSError:
+        fields = []
+    which = " ".join(fields[:2])[:40] + "..." if fields else "%s.pub" % key
+    return ("The tunnel key %s can still open its forward: remove its line (the one ending in the key "
+            "%s) from ~/.ssh/authorized_keys of %s on %s, and delete %s and %s.pub here if you no longer "
+            "need them." % (key, which, conf.ssh_user or "your user", " and ".join(nodes), key, key))

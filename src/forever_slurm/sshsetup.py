@@ -1,7 +1,7 @@
 """Sets up the web server's ssh tunnel: key, restricted authorized_keys line, host key on first contact.
 
-`configure_ssh` is the interactive flow of `config --ssh`; it returns the .env updates and the tunnel
-command and writes nothing but the key and our own known_hosts. `tunnel_from_settings` builds the
+`configure_ssh` is the interactive flow of `config --ssh`; it returns the .env updates, the tunnel
+command and the connection tests that failed, and writes nothing but the key and our own known_hosts. `tunnel_from_settings` builds the
 Supervisor that the `tunnel` command runs.
 """
 
@@ -13,6 +13,7 @@ import time
 from typing import List, NamedTuple
 
 from . import fsutil, proc, sshtunnel, validate
+from .configure import ConfigCancelled
 from .errors import ConfigError, ForeverError
 
 PLACEHOLDER_NODE = "my-login-node"
@@ -23,25 +24,12 @@ def known_hosts_path(layout):
     return os.path.join(layout.work, "ssh", "known_hosts")
 
 
-def _make_private_dir(path):
-    """Create path with mode 0700 if missing; an existing directory keeps its mode."""
-    if not os.path.isdir(path):
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, 0o700)
-
-
-def _write_private(path, text):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def ensure_key(key_path, run=proc.run):
     """Return the public key text of key_path, generating an ed25519 key without passphrase if missing."""
     key_path = os.path.expanduser(key_path)
-    _make_private_dir(os.path.dirname(os.path.abspath(key_path)))
+    key_dir = os.path.dirname(os.path.abspath(key_path))
+    if not os.path.isdir(key_dir):
+        fsutil.make_private_dir(key_dir)  # an existing one (maybe a home directory) keeps its mode
     if not os.path.exists(key_path):
         comment = "forever-slurm tunnel from %s" % socket.gethostname()
         run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-C", comment, "-f", key_path])
@@ -60,10 +48,19 @@ def ensure_key(key_path, run=proc.run):
         if text.split()[:2] == derived.split()[:2]:
             return text
     # A missing or mismatched .pub would make us print a line for the wrong key; derive it afresh.
-    if os.path.exists(pub_path):
-        os.replace(pub_path, pub_path + ".bak")
-    _write_private(pub_path, derived + "\n")
+    fsutil.backup(pub_path)
+    fsutil.atomic_write(pub_path, derived + "\n")
     return derived
+
+
+# What the authorized_keys options refuse, checked against OpenSSH 9.2 (tests/e2e/test_tunnel.py).
+# `restrict` alone blocks a terminal, agent and X11 forwarding but not commands, so:
+#   command="/bin/false"  every session (a command, a shell over -T, sftp) runs /bin/false instead;
+#                         `ssh -N` opens no session, so the forward is untouched;
+#   permitopen            -L, -W and -D reach 127.0.0.1:<Traefik's port> only;
+#   permitlisten          -R may only listen on 127.0.0.1:1, a privileged port a user cannot bind
+#                         ("none" is rejected by OpenSSH 9.2 and disables the whole key).
+FORWARD_ONLY = 'command="/bin/false",restrict,port-forwarding,permitopen="127.0.0.1:%d",permitlisten="127.0.0.1:1"'
 
 
 def authorized_line(pubkey, remote_port):
@@ -71,7 +68,7 @@ def authorized_line(pubkey, remote_port):
     pubkey = pubkey.strip()
     if not pubkey or "\n" in pubkey or len(pubkey.split()) < 2:
         raise ConfigError("not a public key: %r" % pubkey[:60])
-    return 'restrict,port-forwarding,permitopen="127.0.0.1:%d" %s' % (int(remote_port), pubkey)
+    return "%s %s" % (FORWARD_ONLY % int(remote_port), pubkey)
 
 
 def find_ssh(ssh_bin=None):
@@ -96,6 +93,21 @@ class Contact(NamedTuple):
     node: str
     answered: bool
     stderr: List[str]
+    runs_commands: bool = False     # the node let the key run a command: its line is not forward-only
+
+
+COMMAND_MARKER = "forever-slurm-key-ran-a-command"
+
+
+def runs_commands(ssh_bin, node, user, key_path, known_hosts, ssh_port=None, run=proc.run):
+    """True when node runs a command for this key: an older line, not forward-only, is installed there."""
+    argv = sshtunnel.ssh_argv(ssh_bin, node, user, key_path, known_hosts, 0, 0, ssh_port,
+                              command=["echo", COMMAND_MARKER])
+    try:
+        done = run(argv, timeout=30, check=False)
+    except ForeverError:
+        return False
+    return COMMAND_MARKER in done.stdout
 
 
 def ssh_failure(stderr, node, known_hosts, key_path, ssh_port=None, authorized=None):
@@ -111,7 +123,7 @@ def ssh_failure(stderr, node, known_hosts, key_path, ssh_port=None, authorized=N
 
 def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=None, accept_new=False,
             authorized=None, timeout=20.0, popen=subprocess.Popen, probe=sshtunnel.http_probe,
-            clock=time.monotonic, sleep=time.sleep):
+            clock=time.monotonic, sleep=time.sleep, run=proc.run):
     """Open the real tunnel once on a spare local port; raise ForeverError if ssh cannot log in.
 
     accept_new records an unknown host key (first contact); a changed key is refused either way.
@@ -141,13 +153,14 @@ def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=No
             raise ForeverError("ssh to %s did not set up the tunnel within %gs: %s"
                                % (node, timeout, sshtunnel.summarize(lines)))
         raise ssh_failure(lines, node, known_hosts, key_path, ssh_port, authorized)
-    return Contact(node, result == sshtunnel.PROBE_OK, lines)
+    commands = runs_commands(ssh_bin, node, user, key_path, known_hosts, ssh_port, run)
+    return Contact(node, result == sshtunnel.PROBE_OK, lines, commands)
 
 
-def _ask_valid(ask, say, prompt, default, check, tries=5):
+def _ask_valid(ask, say, prompt, default, check, tries=5, several=False):
     """Ask until check(answer) returns a value; check raises ValueError with the reason."""
     for _ in range(tries):
-        answer = ask(prompt, default)
+        answer = ask(prompt, default, several=True) if several else ask(prompt, default)
         answer = (default if answer is None or str(answer).strip() == "" else str(answer)).strip()
         try:
             return check(answer)
@@ -178,16 +191,47 @@ def _yes(answer):
         return False
 
 
-def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, ssh_bin=None,
-                  contact=contact):
-    """The `config --ssh` dialogue; returns (.env updates as {key: str}, argv of the tunnel command).
+class SshSetup(NamedTuple):
+    """What `config --ssh` found out; the caller writes .env and installs the unit (or not)."""
+    updates: dict                # .env key -> value
+    tunnel_argv: List[str]       # the command the unit runs
+    failures: List[str]          # one line per login node whose connection test failed
 
-    ask(prompt, default) -> answer and say(text) do all the talking, so callers and tests drive it.
+
+class Link(NamedTuple):
+    """How the web server logs in to a login node, as `config --ssh` tests it."""
+    ssh_bin: str
+    user: str
+    key_path: str
+    known_hosts: str
+    remote_port: int        # Traefik's port on the login node
+    ssh_port: int
+    authorized: str         # the authorized_keys line printed for the key
+
+
+def pinned_fingerprints(known_hosts, node, ssh_port, run=proc.run):
+    """The host key fingerprints recorded for node in our known_hosts, as "ED25519 SHA256:..."."""
+    done = run(["ssh-keygen", "-F", sshtunnel.host_pattern(node, ssh_port), "-l", "-f", known_hosts], check=False)
+    found = []
+    for text in done.stdout.splitlines():
+        fields = text.split()
+        if len(fields) >= 3 and not text.startswith("#"):
+            found.append("%s %s" % (fields[1], fields[2]))
+    return found
+
+
+def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, ssh_bin=None,
+                  contact=contact, tries=3):
+    """The `config --ssh` dialogue; returns an SshSetup.
+
+    ask(prompt, default, several=False) -> answer and say(text) do all the talking, so callers and tests
+    drive it; several: the answer may be several words. tries: connection tests per login node (1
+    without a person to fix things in between).
     """
     ssh_bin = find_ssh(ssh_bin)
     default_nodes = " ".join(n for n in settings.ssh_login_nodes if n != PLACEHOLDER_NODE)
-    nodes = _ask_valid(ask, say, "Login node(s) running forever-slurm (several, separated by spaces, "
-                       "for failover)", default_nodes, _nodes)
+    nodes = _ask_valid(ask, say, "Login node(s) running forever-slurm (several: separate them with spaces, "
+                       "for failover)", default_nodes, _nodes, several=True)
     user = _ask_valid(ask, say, "User on the login node", settings.ssh_user, _user)
     ssh_port = _ask_valid(ask, say, "ssh port of the login node", str(settings.ssh_port), _port)
     remote = _ask_valid(ask, say, "Traefik's port on the login node", str(settings.traefik_port), _high_port)
@@ -199,50 +243,98 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     known_hosts = known_hosts_path(layout)
     fsutil.make_private_dir(os.path.dirname(known_hosts))
 
+    made_key = not os.path.exists(key_path)
     pubkey = ensure_key(key_path, run=run)
-    line = authorized_line(pubkey, remote)
-    where = user + "@" if user else ""
-    say("Add this line to ~/.ssh/authorized_keys of %s on %s. It lets this key forward to "
-        "127.0.0.1:%d there and nothing else (no shell, no other port):\n\n%s\n"
-        % (user or "your user", " and ".join(nodes), remote, line))
-
-    updates = {
-        "FS_SSH_LOGIN_NODE": " ".join(nodes),
-        "FS_SSH_USER": user,
-        "FS_SSH_PORT": str(ssh_port),
-        "FS_SSH_LOCAL_PORT": str(local),
-        "FS_SSH_KEY_PATH": key_answer,
-        "FS_TRAEFIK_PORT": str(remote),
-    }
-    tunnel_argv = list(tunnel_argv_prefix) + ["tunnel"]
-
-    for node in nodes:
-        for _ in range(5):
-            answer = ask("Added the line on %s? Type yes to test the connection (no: skip the test)"
-                         % node, "yes")
-            if not _yes(answer or "yes"):
-                say("Skipped the test of %s; the tunnel will log what goes wrong." % node)
-                break
-            try:
-                seen = contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port,
-                               accept_new=True, authorized=line)
-            except ForeverError as exc:
-                say("The test failed: %s" % exc)
-                continue
-            found = sshtunnel.diagnose(seen.stderr, node, known_hosts, key_path, ssh_port, line)
-            if seen.answered:
-                say("%s%s: the tunnel works and Traefik answers through it." % (where, node))
-            elif found:
-                say("%s%s: ssh logs in, but %s" % (where, node, found[0]))
-            else:
-                say("%s%s: ssh logs in and forwards, but nothing answered on 127.0.0.1:%d there yet. "
-                    "Start forever-slurm on the login node; the tunnel will pick it up." % (where, node, remote))
-            break
-    return updates, tunnel_argv
+    try:
+        line = authorized_line(pubkey, remote)
+        say("Add this line to ~/.ssh/authorized_keys of %s on %s. It lets this key open one forward, to "
+            "127.0.0.1:%d there, and nothing else (no command, no shell, no file transfer, no other port, "
+            "no listener):\n\n%s\n" % (user or "your user", " and ".join(nodes), remote, line))
+        updates = {
+            "FS_SSH_LOGIN_NODE": " ".join(nodes),
+            "FS_SSH_USER": user,
+            "FS_SSH_PORT": str(ssh_port),
+            "FS_SSH_LOCAL_PORT": str(local),
+            "FS_SSH_KEY_PATH": key_answer,
+            "FS_TRAEFIK_PORT": str(remote),
+        }
+        link = Link(ssh_bin, user, key_path, known_hosts, remote, ssh_port, line)
+        failures = []
+        for node in nodes:
+            failed = _test_node(ask, say, contact, link, node, tries, run)
+            if failed:
+                failures.append(failed)
+    except (KeyboardInterrupt, ConfigCancelled):
+        if made_key:
+            raise ConfigCancelled("config --ssh cancelled; .env was not changed, but the new key %s (and "
+                                  "its .pub) stays, for the next run" % key_path)
+        raise ConfigCancelled("config --ssh cancelled; .env was not changed")
+    return SshSetup(updates, list(tunnel_argv_prefix) + ["tunnel"], failures)
 
 
-def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.monotonic, sleep=time.sleep,
-                         ssh_bin=None, probe=None, **tuning):
+def _test_node(ask, say, contact, link, node, tries, run):
+    """Test the connection to node up to `tries` times; None when ssh logged in, else one summary line."""
+    where = "%s@%s" % (link.user, node) if link.user else node
+    reasons = []
+    for _ in range(tries):
+        answer = ask("Added the line on %s? Type yes to test the connection (no: skip the test)" % node, "yes")
+        if not _yes(answer or "yes"):
+            say("Skipped the test of %s; the tunnel will log what goes wrong." % node)
+            return None
+        try:
+            seen = contact(link.ssh_bin, node, link.user, link.key_path, link.known_hosts, link.remote_port,
+                           link.ssh_port, accept_new=True, authorized=link.authorized)
+        except ForeverError as exc:
+            reasons.append(str(exc))
+            say("The test failed: %s" % exc)
+            continue
+        _say_pinned(say, seen.stderr, node, link.known_hosts, link.ssh_port, run)
+        if seen.runs_commands:
+            say("%s ran a command for this key: its ~/.ssh/authorized_keys still has an older line for it that "
+                "is not forward-only. Replace every line with this key by the line above." % where)
+            return ("%s lets the tunnel key run commands (an older authorized_keys line): replace it with the "
+                    "printed line" % where)
+        found = sshtunnel.diagnose(seen.stderr, node, link.known_hosts, link.key_path, link.ssh_port,
+                                   link.authorized)
+        if seen.answered:
+            say("%s: the tunnel works and Traefik answers through it." % where)
+        elif found:
+            say("%s: ssh logs in, but %s" % (where, found[0]))
+        else:
+            say("%s: ssh logs in and forwards, but nothing answered on 127.0.0.1:%d there yet. "
+                "Start forever-slurm on the login node; the tunnel will pick it up." % (where, link.remote_port))
+        return None
+    times = "once" if len(reasons) == 1 else "%d times" % len(reasons)
+    summary = "the connection test of %s failed %s: %s" % (where, times, _first_sentences(reasons[-1]))
+    if len(reasons) > 1:
+        say("Giving up on %s after %d tries." % (node, len(reasons)))
+    return summary
+
+
+def _first_sentences(message):
+    """A message's first line without a trailing "do this:" lead-in to the lines that followed it."""
+    first = message.splitlines()[0] if message else ""
+    if first.endswith(":") and ". " in first:
+        first = first[:first.rindex(". ") + 1]
+    return first.rstrip(".")
+
+
+def _say_pinned(say, stderr, node, known_hosts, ssh_port, run):
+    """Show the host key the tunnel now trusts, so the user can compare it with what the admins publish."""
+    try:
+        prints = pinned_fingerprints(known_hosts, node, ssh_port, run)
+    except ForeverError:
+        return
+    if not prints:
+        return
+    new = any(l.startswith("Warning: Permanently added") for l in stderr)
+    say("%s the host key of %s: %s. The tunnel accepts only this key; compare it with the fingerprint "
+        "its admins publish (on the login node: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)."
+        % ("Recorded" if new else "Already recorded", node, ", ".join(prints)))
+
+
+def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subprocess.Popen,
+                         clock=time.monotonic, sleep=time.sleep, ssh_bin=None, probe=None):
     """The Supervisor for the `tunnel` command; raises ConfigError when `config --ssh` has not been run."""
     ssh_bin = find_ssh(ssh_bin)
     nodes = [n for n in settings.ssh_login_nodes if n != PLACEHOLDER_NODE]
@@ -268,11 +360,12 @@ def tunnel_from_settings(settings, layout, popen=subprocess.Popen, clock=time.mo
                                   ssh_port)
 
     def reachable(node):
-        return sshtunnel.tcp_reachable(node, ssh_port)
+        # Short: a node that drops packets must not hold up the look at the next one.
+        return sshtunnel.tcp_reachable(node, ssh_port, timeout=0.5)
 
     def explain(stderr, node):
         return sshtunnel.diagnose(stderr, node, known_hosts, key_path, ssh_port)
 
-    return sshtunnel.Supervisor(argv_for_node, nodes, probe, popen=popen, clock=clock, sleep=sleep,
-                                reachable=reachable, explain=explain,
-                                describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote), **tuning)
+    tunnel = sshtunnel.Tunnel(argv_for_node, nodes, probe, reachable=reachable, explain=explain,
+                              describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote))
+    return sshtunnel.Supervisor(tunnel, pacing, popen=popen, clock=clock, sleep=sleep)

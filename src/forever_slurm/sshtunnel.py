@@ -1,19 +1,23 @@
 """Keeps one ssh port forward from the web server to Traefik on a login node alive: start, probe, heal, fail over.
 
-Contract: `Supervisor(argv_for_node, nodes, probe, ...).run(stop_event)` runs until stop_event is set.
-It starts `ssh -N -L ...` for the current login node, probes end to end through the tunnel, restarts
-ssh with exponential backoff when it exits or stops forwarding, and moves to the next login node when
-one stays down. The clock, sleep, popen and probe are passed in so tests simulate time and ssh.
+Contract: `Supervisor(Tunnel(argv_for_node, nodes, probe, ...), Pacing(...)).run(stop_event)` runs until
+stop_event is set. It starts `ssh -N -L ...` for the current login node, probes end to end through the
+tunnel, restarts ssh with a jittered exponential backoff when it exits or stops forwarding, reconnects
+the moment a login node that went away accepts connections again, and moves to the next login node
+at once when one does not accept connections (or after a few other failures). The clock, sleep, popen,
+random and probe are passed in so tests simulate time and ssh.
 """
 
 import collections
 import logging
+import random
 import re
 import signal
 import socket
 import subprocess
 import threading
 import time
+from typing import Callable, List, NamedTuple, Optional
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,14 @@ def _ssh_path(path):
 
 
 def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remote_port, ssh_port=None,
-             alive_interval=15, alive_count=3, host_key_checking="yes", connect_timeout=15):
-    """The argv of one tunnel ssh: forward 127.0.0.1:local here to 127.0.0.1:remote on the login node."""
+             alive_interval=2, alive_count=3, host_key_checking="yes", connect_timeout=5, command=None):
+    """The argv of one tunnel ssh: forward 127.0.0.1:local here to 127.0.0.1:remote on the login node.
+
+    command: instead of the forward, run this argv there (to check that the key cannot).
+    """
     target = "%s@%s" % (user, login_node) if user else login_node
-    argv = [
-        ssh_bin, "-N",
-        "-L", "127.0.0.1:%d:127.0.0.1:%d" % (int(local_port), int(remote_port)),
+    what = ["-N", "-L", "127.0.0.1:%d:127.0.0.1:%d" % (int(local_port), int(remote_port))] if command is None else []
+    argv = [ssh_bin] + what + [
         "-i", key_path.replace("%", "%%"),
         # Only our key: an agent or ~/.ssh/id_* keys could log in without the permitopen restriction.
         "-o", "IdentitiesOnly=yes",
@@ -49,9 +55,13 @@ def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remot
         "-o", "BatchMode=yes",
         # Without this, ssh stays connected but forwards nothing when the local port is taken.
         "-o", "ExitOnForwardFailure=yes",
-        # A silently dead network otherwise keeps a useless ssh alive for hours (TCP timeouts).
+        # A silently dead network otherwise keeps a useless ssh alive for hours (TCP timeouts). 3 x 2 s
+        # notices a node gone silent in 6-8 s; the message is only sent after 2 s without any traffic
+        # from the node, and costs no request to Traefik (unlike a probe).
         "-o", "ServerAliveInterval=%d" % alive_interval,
         "-o", "ServerAliveCountMax=%d" % alive_count,
+        # A node that drops packets would hold each try for minutes (SYN retries); 5 s is ample on a
+        # cluster network and lets the next login node take over well within 10 s.
         "-o", "ConnectTimeout=%d" % connect_timeout,
         "-o", "UserKnownHostsFile=%s" % _ssh_path(known_hosts),
         "-o", "StrictHostKeyChecking=%s" % host_key_checking,
@@ -62,7 +72,7 @@ def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remot
     if ssh_port:
         argv += ["-p", str(int(ssh_port))]
     argv.append(target)
-    return argv
+    return argv + list(command or [])
 
 
 def host_pattern(login_node, ssh_port=None):
@@ -72,7 +82,7 @@ def host_pattern(login_node, ssh_port=None):
     return login_node
 
 
-def http_probe(port, path="/", timeout=3.0, host="127.0.0.1"):
+def http_probe(port, path="/", timeout=2.0, host="127.0.0.1"):
     """One HTTP request through the tunnel: PROBE_OK on any HTTP response, else why not."""
     try:
         sock = socket.create_connection((host, int(port)), timeout=timeout)
@@ -138,7 +148,8 @@ def diagnose(stderr_lines, login_node, known_hosts, key_path, ssh_port=None, aut
                 "choose another FS_SSH_LOCAL_PORT."), None
     if "Could not resolve hostname" in text:
         return "cannot resolve the login node name %r: check FS_SSH_LOGIN_NODE." % login_node, None
-    if "Connection refused" in text:
+    # Only ssh's own connection: "open failed: connect failed: Connection refused" is about the forward.
+    if _CONNECT_FAILED in text and "Connection refused" in text:
         return ("%s refuses connections on port %s: its sshd is down, or FS_SSH_PORT is wrong."
                 % (login_node, ssh_port or 22)), None
     return None
@@ -216,40 +227,60 @@ def summarize(lines, limit=3):
     return " | ".join(useful[-limit:]) if useful else "no error output"
 
 
+class Tunnel(NamedTuple):
+    """What the Supervisor keeps up: how to start ssh for a login node and how to tell it works."""
+    argv_for_node: Callable[[str], List[str]]   # login node -> the ssh argv (ssh_argv)
+    nodes: List[str]                            # login nodes in order of preference, for failover
+    probe: Callable[[], str]                    # one request through the tunnel -> PROBE_*
+    # login node -> does its ssh port accept a TCP connection? None: no early reconnects.
+    reachable: Optional[Callable[[str], bool]] = None
+    # (ssh's stderr lines, node) -> (message, line) or None, as diagnose().
+    explain: Optional[Callable] = None
+    describe: str = "tunnel"                    # how log lines name this tunnel
+
+
+class Pacing(NamedTuple):
+    """How fast the Supervisor probes, backs off and fails over; seconds unless said otherwise."""
+    tick: float = 0.25              # how often a running ssh is looked at
+    probe_interval: float = 5.0     # between probes of a healthy tunnel
+    recheck_interval: float = 0.5   # between probes once one got no answer, to notice a dead link soon
+    probe_failures: int = 3         # probes in a row without an answer before ssh is restarted
+    start_timeout: float = 20.0     # a new ssh must forward (or the node say why not) within this
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    healthy_reset: float = 30.0     # up this long: the backoff starts over
+    failover_after: int = 3         # failed starts (other than an unreachable node) before the next node
+    reach_interval: float = 0.25    # while backing off, how often a silent node's ssh port is tried
+    settle: float = 0.2             # wait for ssh's "open failed" line after a probe got no answer
+    jitter: float = 0.2             # waits vary by +-this fraction, so web servers do not retry in step
+
+
+# ssh's words when ServerAlive gave up: the node stopped answering under an open connection.
+_SERVER_SILENT = "not responding"
+
+
+def _unreachable(stderr_lines):
+    """ssh could not even open a TCP connection (refused, timed out, no route): the node is away."""
+    return any(_CONNECT_FAILED in line or "during banner exchange" in line for line in stderr_lines)
+
+
 class Supervisor:
     """Runs the tunnel ssh forever; see the module docstring for the contract."""
 
-    def __init__(self, argv_for_node, nodes, probe, popen=subprocess.Popen, clock=time.monotonic,
-                 sleep=time.sleep, reachable=None, explain=None, describe="tunnel",
-                 tick=0.5, probe_interval=5.0, probe_failures=3, start_timeout=20.0,
-                 backoff_initial=1.0, backoff_max=60.0, healthy_reset=30.0, failover_after=3,
-                 reach_interval=0.5, settle=0.2):
-        """argv_for_node(node) -> ssh argv; probe() -> PROBE_*; reachable(node) -> bool or None to
-        disable early reconnects; explain(stderr_lines, node) -> (message, line) or None; settle: seconds
-        to wait for ssh's "open failed" line after a probe got no answer."""
-        if not nodes:
+    def __init__(self, tunnel, pacing=Pacing(), popen=subprocess.Popen, clock=time.monotonic,
+                 sleep=time.sleep, random=random.random):
+        if not tunnel.nodes:
             raise ValueError("Supervisor needs at least one login node")
-        self.argv_for_node = argv_for_node
-        self.nodes = list(nodes)
-        self.probe = probe
+        self.tunnel = tunnel
+        self.nodes = list(tunnel.nodes)
+        self.pacing = pacing
         self.popen = popen
         self.clock = clock
         self.sleep = sleep
-        self.reachable = reachable
-        self.explain = explain
-        self.describe = describe
-        self.tick = tick
-        self.probe_interval = probe_interval
-        self.probe_failures = probe_failures
-        self.start_timeout = start_timeout
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.healthy_reset = healthy_reset
-        self.failover_after = failover_after
-        self.reach_interval = reach_interval
-        self.settle = settle
+        self.random = random
+        self.describe = tunnel.describe
         self.index = 0
-        self.delay = backoff_initial
+        self.delay = pacing.backoff_initial
         self.failed_starts = 0
         self.state = "stopped"
         # (clock, state, node) of recent state changes, for tests and a future `status`.
@@ -257,6 +288,7 @@ class Supervisor:
         self.starts = 0
         self._last_message = None
         self._down_since = None
+        self._failing = set()      # nodes that failed since the tunnel was last up
 
     @property
     def node(self):
@@ -266,29 +298,40 @@ class Supervisor:
         """Keep the tunnel up until stop_event is set; never raises for ssh or network trouble."""
         stop = stop_event if stop_event is not None else threading.Event()
         while not stop.is_set():
-            outcome, stderr = self._run_once(self.node, stop)
+            node = self.node
+            outcome, stderr = self._run_once(node, stop)
             if outcome == "stopped":
                 break
-            if outcome == "lost":
-                self.failed_starts = 0
-            else:
-                self.failed_starts += 1
-            several = len(self.nodes) > 1
-            if several and (outcome == "empty" or self.failed_starts >= self.failover_after):
-                old = self.node
-                self.index = (self.index + 1) % len(self.nodes)
-                self.failed_starts = 0
-                self._last_message = None
+            refused = outcome == "failed" and _unreachable(stderr)
+            # Also away: a node that stopped answering before the tunnel was up (ServerAlive gave up).
+            away = refused or (outcome == "failed" and any(_SERVER_SILENT in l for l in stderr))
+            was_up = outcome in ("lost", "stalled")
+            self.failed_starts = 0 if was_up else self.failed_starts + 1
+            self._failing.add(node)
+            if len(self.nodes) > 1 and (away or outcome in ("empty", "stalled")
+                                        or self.failed_starts >= self.pacing.failover_after):
                 why = ("nothing answered behind it" if outcome == "empty"
-                       else "it stayed down after %d tries" % self.failover_after)
-                log.warning("%s: switching from %s to %s: %s", self.describe, old, self.node, why)
-                if outcome != "empty":
-                    continue
-            wait = self.delay
-            self.delay = min(self.delay * 2, self.backoff_max)
-            watch = self.reachable is not None and any(_CONNECT_FAILED in l for l in stderr)
-            self._wait(wait, stop, watch)
+                       else "it does not accept connections" if away
+                       else "the tunnel through it went silent" if outcome == "stalled"
+                       else "it stayed down after %d tries" % self.failed_starts)
+                self._switch((self.index + 1) % len(self.nodes), why)
+                if outcome != "empty" and self.node not in self._failing:
+                    continue  # a node not tried yet: no reason to wait
+            # After a loss the tunnel had worked: one quick retry before the backoff counts.
+            wait = min(self.delay, self.pacing.backoff_initial) if was_up else self.delay
+            self.delay = min(self.delay * 2, self.pacing.backoff_max)
+            self._wait(self._jittered(wait), stop, {node} if refused else set())
         self.state = "stopped"
+
+    def _switch(self, index, why):
+        old = self.node
+        self.index = index
+        self.failed_starts = 0
+        self._last_message = None
+        log.warning("%s: switching from %s to %s: %s", self.describe, old, self.node, why)
+
+    def _jittered(self, seconds):
+        return seconds * (1 + self.pacing.jitter * (2 * self.random() - 1))
 
     def _set_state(self, state, message, level=logging.INFO):
         """Log a state change once; repeats of the same down message stay at debug level."""
@@ -301,25 +344,34 @@ class Supervisor:
         self.state = state
         self._last_message = message
 
+    def _explain(self, lines, node):
+        found = self.tunnel.explain(lines, node) if self.tunnel.explain is not None else None
+        return found[0] if found else None
+
     def _down(self, node, why, stderr):
         if self._down_since is None:
             self._down_since = self.clock()
-        detail = None
-        if self.explain is not None:
-            found = self.explain(stderr, node)
-            detail = found[0] if found else None
         message = "down (%s): %s; ssh said: %s" % (node, why, summarize(stderr))
+        detail = self._explain(stderr, node)
         if detail:
             message += " -> " + detail
         self._set_state("down", message, logging.WARNING)
 
+    def _up(self, node, now):
+        after = "" if self._down_since is None else " after %.1fs down" % (now - self._down_since)
+        self._down_since = None
+        self._failing.clear()
+        self._set_state("up", "up via %s%s" % (node, after))
+
     def _run_once(self, node, stop):
         """Start ssh for node and watch it until it fails or stop is set.
 
-        Returns (outcome, stderr lines); outcome is stopped, failed (never came up), lost (was up),
-        or empty (ssh works but nothing answered behind it, and another node may do better).
+        Returns (outcome, stderr lines); outcome is stopped, failed (never came up), lost (was up, ssh
+        exited), stalled (was up, then probes went unanswered: a node that went silent), or empty (ssh
+        works but nothing answered behind it, and another node may do better).
         """
-        argv = self.argv_for_node(node)
+        pace = self.pacing
+        argv = self.tunnel.argv_for_node(node)
         log.debug("%s: starting %s", self.describe, " ".join(argv))
         try:
             ssh = SshProcess(argv, self.popen)
@@ -337,29 +389,28 @@ class Supervisor:
                 if ssh.exited():
                     lines = ssh.stderr_lines()
                     self._down(node, "ssh exited with status %s" % ssh.returncode(), lines)
-                    return ("lost" if up_since is not None else "failed"), lines
+                    if up_since is None:
+                        return "failed", lines
+                    return ("stalled" if any(_SERVER_SILENT in l for l in lines) else "lost"), lines
                 now = self.clock()
                 if now >= next_probe:
                     mark = ssh.count
-                    result = self.probe()
+                    result = self.tunnel.probe()
                     behind = []
                     if result == PROBE_NO_ANSWER:
                         # ssh reports "open failed" just before it closes our connection; give its
                         # stderr reader a moment to catch that line.
-                        behind = [l for l in ssh.lines_since(mark, wait=self.settle) if "open failed" in l]
+                        behind = [l for l in ssh.lines_since(mark, wait=pace.settle) if "open failed" in l]
                     if result == PROBE_OK:
                         failures = 0
                         empty_since = None
                         if up_since is None:
                             up_since = now
-                            after = ("" if self._down_since is None
-                                     else " after %.1fs down" % (now - self._down_since))
-                            self._down_since = None
-                            self._set_state("up", "up via %s%s" % (node, after))
-                        elif now - up_since >= self.healthy_reset and self.delay != self.backoff_initial:
-                            self.delay = self.backoff_initial
+                            self._up(node, now)
+                        elif now - up_since >= pace.healthy_reset and self.delay != pace.backoff_initial:
+                            self.delay = pace.backoff_initial
                             self.failed_starts = 0
-                        next_probe = now + self.probe_interval
+                        next_probe = now + pace.probe_interval
                     elif behind:
                         # The login node answered the forward request: ssh is healthy, so restarting it
                         # would not help. Only another login node might have a Traefik that answers.
@@ -369,49 +420,67 @@ class Supervisor:
                             empty_since = now
                         message = ("ssh to %s works, but nothing answers behind it; ssh said: %s"
                                    % (node, behind[-1]))
-                        found = self.explain(behind, node) if self.explain is not None else None
-                        if found:
-                            message += " -> " + found[0]
+                        detail = self._explain(behind, node)
+                        if detail:
+                            message += " -> " + detail
                         elif "connect failed" in behind[-1]:
                             message += " -> is forever-slurm's Traefik running there?"
                         self._set_state("connected", message)
-                        if len(self.nodes) > 1 and now - empty_since >= self.start_timeout:
+                        if len(self.nodes) > 1 and now - empty_since >= pace.start_timeout:
                             return "empty", ssh.stop()
-                        next_probe = now + self.probe_interval
+                        next_probe = now + pace.probe_interval
                     elif up_since is None and self.state != "connected":
-                        if now - started >= self.start_timeout:
+                        if now - started >= pace.start_timeout:
                             lines = ssh.stop()
-                            self._down(node, "no answer through the tunnel within %gs" % self.start_timeout,
+                            self._down(node, "no answer through the tunnel within %gs" % pace.start_timeout,
                                        lines)
                             return "failed", lines
-                        next_probe = now + self.tick
+                        next_probe = now + pace.tick
                     else:
                         failures += 1
-                        if failures >= self.probe_failures:
+                        if failures >= pace.probe_failures:
                             lines = ssh.stop()
                             self._down(node, "the tunnel stopped forwarding (%d probes without an answer); "
                                        "restarting ssh" % failures, lines)
-                            return ("lost" if up_since is not None else "failed"), lines
-                        next_probe = now + self.probe_interval
-                self.sleep(self.tick)
+                            return ("stalled" if up_since is not None else "failed"), lines
+                        next_probe = now + pace.recheck_interval
+                self.sleep(pace.tick)
         finally:
             ssh.stop()
         return "stopped", []
 
-    def _wait(self, seconds, stop, watch):
-        """Back off for seconds; when the node was unreachable, reconnect as soon as it answers again."""
+    def _wait(self, seconds, stop, silent):
+        """Back off for seconds, but reconnect as soon as a login node that did not answer answers again.
+
+        silent: nodes known not to accept connections. Each node's port is tried until it answers once,
+        so a node that answers but refuses us otherwise sees one extra connection per backoff, not a stream.
+        """
         end = self.clock() + seconds
-        next_look = self.clock() + self.reach_interval
+        silent = set(silent)
+        answered = set()
+        next_look = self.clock()
+        reachable = self.tunnel.reachable
         while not stop.is_set():
             now = self.clock()
             if now >= end:
                 return
-            if watch and now >= next_look:
-                if self.reachable(self.node):
-                    log.info("%s: %s accepts connections again; reconnecting now", self.describe, self.node)
-                    return
-                next_look = now + self.reach_interval
-            self.sleep(min(self.tick, end - now))
+            if reachable is not None and now >= next_look:
+                for offset in range(len(self.nodes)):
+                    index = (self.index + offset) % len(self.nodes)
+                    node = self.nodes[index]
+                    if node in answered:
+                        continue
+                    if not reachable(node):
+                        silent.add(node)
+                    elif node in silent:
+                        log.info("%s: %s accepts connections again; reconnecting now", self.describe, node)
+                        if index != self.index:
+                            self._switch(index, "it accepts connections again")
+                        return
+                    else:
+                        answered.add(node)
+                next_look = self.clock() + self.pacing.reach_interval
+            self.sleep(max(0.001, min(self.pacing.tick, end - self.clock())))
 
 
 def run_until_signalled(supervisor, signals=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):

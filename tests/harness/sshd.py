@@ -57,8 +57,9 @@ def _descendants(pid):
 class Sshd:
     """One sshd -D we start and stop; stop() ends it and the sessions it forked, and nothing else."""
 
-    def __init__(self, directory, port=None):
+    def __init__(self, directory, port=None, host="127.0.0.1"):
         self.dir = directory
+        self.host = host
         self.port = port or free_port()
         self.proc = None
         os.makedirs(directory, exist_ok=True)
@@ -86,7 +87,7 @@ class Sshd:
     def _write_config(self):
         text = "\n".join([
             "Port %d" % self.port,
-            "ListenAddress 127.0.0.1",
+            "ListenAddress %s" % self.host,
             "HostKey %s" % self.host_key,
             "AuthorizedKeysFile %s" % self.authorized_keys,
             "PasswordAuthentication no",
@@ -96,6 +97,8 @@ class Sshd:
             # The temp directory's modes would otherwise make sshd ignore authorized_keys.
             "StrictModes no",
             "UsePAM no",
+            # As on a Debian login node: a key that is not forward-only could fetch files over sftp.
+            "Subsystem sftp internal-sftp",
             "LogLevel VERBOSE",
             "",
         ])
@@ -114,12 +117,12 @@ class Sshd:
             if self.proc.poll() is not None:
                 raise RuntimeError("sshd exited %s: %s" % (self.proc.returncode, self.log_tail()))
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
                 return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("sshd did not listen on 127.0.0.1:%d within %gs" % (self.port, timeout))
+        raise RuntimeError("sshd did not listen on %s:%d within %gs" % (self.host, self.port, timeout))
 
     def stop(self):
         """Kill the listener and the sessions it forked (the tunnel's server side goes with them)."""
@@ -138,6 +141,20 @@ class Sshd:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    def freeze(self):
+        """Stop sshd and its sessions answering, connections left open: a node that went silent."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self):
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signum):
+        for pid in [self.proc.pid] + _descendants(self.proc.pid):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -147,3 +164,36 @@ class Sshd:
                 return "".join(handle.readlines()[-lines:])
         except OSError:
             return ""
+
+
+class Blackhole:
+    """A login node that silently drops packets, on loopback and without iptables.
+
+    A listening socket that never accepts, with its accept queue filled: Linux then drops every new
+    SYN, so a client's connect hangs until its own timeout, as against a firewalled or dead host.
+    """
+
+    def __init__(self, host, port):
+        self.listener = socket.socket()
+        self.listener.bind((host, port))
+        self.listener.listen(0)
+        self.fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect((host, port))
+            except (BlockingIOError, OSError):
+                pass
+            self.fillers.append(filler)
+        time.sleep(0.1)
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+        except OSError:
+            return
+        self.close()
+        raise RuntimeError("%s:%d still accepts connections: cannot simulate a dropping node" % (host, port))
+
+    def close(self):
+        for sock in self.fillers + [self.listener]:
+            sock.close()
