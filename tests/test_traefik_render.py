@@ -118,7 +118,7 @@ def test_original_retry_name_is_namespaced(tmp_path):
         "hello-python-retry", "hello-python-strip-hello-python-prefix"]
     assert traefik.health_path(template) == "/test"
     assert traefik.health_status(template) is None
-    assert template.line_of(("http", "services", "hello-python", "loadBalancer", "healthCheck", "path")) == \
+    assert template.lines[("http", "services", "hello-python", "loadBalancer", "healthCheck", "path")] == \
         line_of(ORIGINAL, 'path: "/test"')
     # The template itself is untouched, so the next render starts from the same input.
     assert "retry" in template.data["http"]["middlewares"]
@@ -190,7 +190,7 @@ def line_of(text, needle):
     (("      rule:", "      rules:"), "rules:", "unknown key 'rules'"),
     (("        attempts: 3", "        attempts: 0"), "attempts", "above 0"),
     (("      retry:\n", "      retryy:\n"), "retryy", "unknown key 'retryy'"),
-    (("      service: hello-python", "      service: nope"), "service: nope", "does not define"),
+    (("      service: hello-python", "      service: nope"), "service: nope", "not defined in this file"),
     (("        - retry\n", "        - missing\n"), "- missing", "middleware 'missing'"),
     (("          path: \"/test\"", "          path: \"test\""), "path:", "starting with '/'"),
     (("  services:", "  tcp:\n  services:"), "tcp:", "unknown key 'tcp'"),
@@ -220,7 +220,7 @@ def test_template_errors_name_the_line(tmp_path, change, needle, words):
     ("http:\n  routers:\n    r:\n      rule: \"Path(`/`)\"\n      service: x\n", "http.services is missing"),
     ("http:\n  routers:\n    r:\n      service: x\n  services:\n    x:\n      loadBalancer: {}\n", "needs a rule"),
     ("http:\n  routers:\n    r:\n      rule: \"Path(`/`)\"\n      service: w\n  services:\n    w:\n"
-     "      weighted:\n        services: []\n", "not a loadBalancer"),
+     "      weighted:\n        services: []\n", "fills one loadBalancer"),
     ("http:\n  routers:\n    r:\n      rule: \"Path(`/`)\"\n      service: x\n  services:\n    x:\n"
      "      loadBalancer: {}\n      weighted: {}\n", "exactly one"),
     ("name: hello\nport: 8080\n", "unknown key 'name'"),
