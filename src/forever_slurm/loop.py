@@ -7,7 +7,7 @@ import shutil
 import time
 from typing import NamedTuple
 
-from . import accesslog, joblog, probe, reconcile, services, state, traefik
+from . import accesslog, joblog, probe, reconcile, services, state, traefik, traefik_bin
 from . import settings as settings_mod
 from .errors import CommandError, ConfigError, ForeverError, LockedError
 from .reconcile import Cancel, ClearExclude, Submit
@@ -241,6 +241,8 @@ class Controller:
 
     def _write_routes(self, routes, loaded):
         keep = []
+        # Which Traefik features to render (the passive health check): asked from `traefik version`, cached.
+        version = traefik_bin.version_in_use(self.settings.traefik_bin, self.layout, os.environ)
         for service, servers in sorted(routes.items()):
             path = os.path.join(self.layout.watch, service + ".yml")
             keep.append(os.path.basename(path))
@@ -248,7 +250,7 @@ class Controller:
             if item is None or item.template is None:
                 continue    # bad template: leave the last good file in place
             try:
-                text = traefik.render_dynamic(service, item.template, servers)
+                text = traefik.render_dynamic(service, item.template, servers, version, sorted(loaded))
             except ConfigError as exc:
                 log.error("%s: %s", service, exc)
                 continue

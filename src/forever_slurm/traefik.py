@@ -61,14 +61,6 @@ def valid_server_url(url):
     return bool(match) and 1 <= int(match.group(1)) <= 65535
 
 
-def parse_version(text):
-    """(3, 7, 15) from `traefik version` output ("Version:      3.7.15"), or None when it names none."""
-    match = re.search(r"^\s*Version:\s*v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", text or "", re.MULTILINE)
-    if match is None:
-        return None
-    return tuple(int(part) for part in match.groups("0"))
-
-
 def has_feature(version, since):
     """True when Traefik `version` (a tuple, or None when unknown) has a feature added in `since`."""
     return not since or (version is not None and tuple(version) >= tuple(since))
@@ -325,7 +317,7 @@ class _Walker:
     def fail(self, keys, message):
         raise self.where.error(keys, message)
 
-    def value(self, value, kind, keys):
+    def value(self, value, kind, keys, allow_empty=False):
         if isinstance(value, str):
             _check_text(value, self.where, keys, _dotted(keys) or "a value")
         if value is None:
@@ -335,8 +327,10 @@ class _Walker:
             if not expected.check(value):
                 self.fail(keys, "%s must be %s, got %s %s" % (_dotted(keys), expected.expected, _kind(value),
                                                               _shown(value)))
+            if isinstance(value, dict):
+                self.not_empty(value, keys, False)
         elif isinstance(kind, dict):
-            self.mapping(value, kind, keys)
+            self.mapping(value, kind, keys, allow_empty)
         elif isinstance(kind, schema.ListOf):
             if not isinstance(value, list):
                 self.fail(keys, "%s must be a list of '- key: value' items, got %s" % (_dotted(keys), _kind(value)))
@@ -347,13 +341,19 @@ class _Walker:
         elif isinstance(kind, schema.Named):
             self.named(value, kind.item, keys)
 
-    def mapping(self, value, fields, keys):
+    def mapping(self, value, fields, keys, allow_empty=True):
         if not isinstance(value, dict):
             self.fail(keys, "%s must be a mapping of 'key: value' lines, got %s" % (_dotted(keys) or "the template",
                                                                                   _kind(value)))
+        self.not_empty(value, keys, allow_empty)
         for key, item in value.items():
             field = self.field(key, fields, keys)
-            self.value(item, field.kind, keys + (key,))
+            self.value(item, field.kind, keys + (key,), field.allow_empty)
+
+    def not_empty(self, value, keys, allow_empty):
+        if not allow_empty and all(item is None for item in value.values()):
+            self.fail(keys, "%s is empty, and Traefik refuses an empty mapping here (every service's config "
+                      "with it); give it a setting or remove it" % _dotted(keys))
 
     def field(self, key, fields, keys):
         """The schema entry for `key`; unknown, refused, duplicate and too-new keys raise."""
@@ -377,10 +377,11 @@ class _Walker:
         if not isinstance(value, dict) or len(value) != 1:
             self.fail(keys, "%s must have exactly one type (one of %s)" % (_dotted(keys), ", ".join(sorted(choices))))
         (key, body), = value.items()
-        field = self.field(key, {name: schema.Key(item) for name, item in choices.items()}, keys)
+        field = self.field(key, {name: item if isinstance(item, schema.Key) else schema.Key(item)
+                                 for name, item in choices.items()}, keys)
         if not isinstance(body, dict):
             self.fail(keys + (key,), "%s must be a mapping of its options, like %s: {...}" % (key, key))
-        self.mapping(body, field.kind, keys + (key,))
+        self.mapping(body, field.kind, keys + (key,), field.allow_empty)
 
     def named(self, value, item, keys):
         if not isinstance(value, dict):

@@ -111,6 +111,9 @@ TYPES = {
 class Key(NamedTuple):
     kind: object                 # a TYPES name, a dict (a nested mapping), a ListOf or a Named
     since: Tuple[int, ...] = ()  # the Traefik version that added it; () for every v3
+    # Traefik refuses an empty mapping ("cannot be a standalone element", paerser nodes_metadata.go)
+    # unless the Go field is tagged allowEmpty; nulls do not count, Traefik drops them first.
+    allow_empty: bool = False
 
 
 class ListOf(NamedTuple):
@@ -119,7 +122,8 @@ class ListOf(NamedTuple):
 
 
 class OneOf(NamedTuple):
-    """A mapping with exactly one key, its type: a middleware (retry, stripPrefix...) or a service."""
+    """A mapping with exactly one key, its type: a middleware (retry, stripPrefix...) or a service.
+    A choice is its options' mapping, or a Key around it (to allow an empty one)."""
     choices: dict
 
 
@@ -147,7 +151,8 @@ LOAD_BALANCER = _keys(
     servers=Key(ListOf(_keys(url="string", weight="count", preservePath="bool"))),
     strategy="string",
     sticky=Key(_keys(cookie=Key(_keys(name="string", secure="bool", httpOnly="bool", sameSite="string",
-                                      maxAge="int", path="string", domain="string")))),
+                                      maxAge="int", path="string", domain="string"), allow_empty=True)),
+               allow_empty=True),
     healthCheck=Key(HEALTH_CHECK),
     passiveHealthCheck=Key(PASSIVE_HEALTH_CHECK, (3, 6)),
     passHostHeader="bool",
@@ -162,9 +167,10 @@ MIDDLEWARES = {
     "chain": _keys(middlewares="middleware_refs"),
     "circuitBreaker": _keys(expression="string", checkPeriod="duration", fallbackDuration="duration",
                             recoveryDuration="duration", responseCode="status"),
-    "compress": _keys(excludedContentTypes="strings", includedContentTypes="strings",
-                      minResponseBodyBytes="count", encodings="strings", defaultEncoding="string"),
-    "contentType": _keys(autoDetect="bool"),
+    "compress": Key(_keys(excludedContentTypes="strings", includedContentTypes="strings",
+                          minResponseBodyBytes="count", encodings="strings", defaultEncoding="string"),
+                    allow_empty=True),
+    "contentType": Key(_keys(autoDetect="bool"), allow_empty=True),
     "errors": _keys(status="status_ranges", service="service_ref", query="string"),
     "headers": _keys(
         customRequestHeaders="string_map", customResponseHeaders="string_map",
