@@ -551,3 +551,26 @@ def test_empty_mappings_only_where_traefik_allows_them(tmp_path, change, ok):
     assert "empty" in caught.value.message
     needle = [line for line in new.strip().splitlines() if "{" in line][0].strip()
     assert caught.value.line == line_of(text, needle)
+
+
+def test_a_name_clash_after_namespacing_is_found_at_load(tmp_path):
+    text = ORIGINAL.replace("  middlewares:\n    retry:", "  middlewares:\n    hello-python-retry:\n"
+                            "      retry: {attempts: 1}\n    retry:")
+    with pytest.raises(ConfigError) as caught:
+        traefik.load_template(write(tmp_path, text), "hello-python")
+    assert "would all be called 'hello-python-retry'" in caught.value.message
+
+
+def test_check_reports_a_wrong_type_with_file_and_line(tmp_path, capsys):
+    from forever_slurm import cli
+    from original_tool import ORIGINAL_SUB
+    folder = tmp_path / "services" / "hello-python"
+    folder.mkdir(parents=True)
+    (folder / "hello-python.sub").write_text(ORIGINAL_SUB)
+    text = ORIGINAL.replace('interval: "900s"', 'interval: "banana"')
+    (folder / "hello-python.yml").write_text(text)
+    (tmp_path / ".env").write_text('SERVICE_LIST="hello-python/1"\n')
+    assert cli.main(["--root", str(tmp_path), "check"]) == 1
+    out = capsys.readouterr().out
+    assert "%s:%d: " % (folder / "hello-python.yml", line_of(text, "banana")) in out
+    assert "duration" in out

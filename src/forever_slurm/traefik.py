@@ -80,6 +80,10 @@ def parse_template(text, path, service, traefik_version=None):
     """Like load_template, from text already read (bundled templates come from pkgutil)."""
     doc = yamlish.parse(text, path)
     balancer = _validate(doc.data, service, _Where(path, doc.lines), traefik_version)
+    try:
+        _namespaced(copy.deepcopy(doc.data), service, balancer)     # so `check` reports a clash too
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path)
     return Template(service, doc.data, path, doc.lines, balancer)
 
 
@@ -269,12 +273,7 @@ class _Where:
         self.lines = lines
 
     def error(self, keys, message):
-        keys = tuple(keys)
-        line = None
-        while keys and line is None:
-            line = self.lines.get(keys)
-            keys = keys[:-1]
-        return ConfigError(message, self.path, line)
+        return ConfigError(message, self.path, yamlish.line_of(self.lines, keys))
 
 
 def _dotted(keys):
