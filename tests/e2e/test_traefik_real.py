@@ -4,6 +4,7 @@ import http.client
 import http.server
 import os
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -101,10 +102,18 @@ class Backend:
 
 
 class RunningTraefik:
-    def __init__(self, layout, web_port, proc):
+    def __init__(self, layout, web_port, proc, ping_port=None):
         self.layout = layout
         self.web_port = web_port
         self.proc = proc
+        self.ping_port = ping_port
+
+    def server_up(self, service, url):
+        """Traefik's traefik_service_server_up gauge for one server (None when it does not show it)."""
+        status, text = get(self.ping_port, "/metrics")
+        match = re.search(r'^traefik_service_server_up\{service="%s@file",url="%s"\} ([0-9.]+)$'
+                          % (re.escape(service), re.escape(url)), text if status == 200 else "", re.MULTILINE)
+        return float(match.group(1)) if match else None
 
     def publish(self, service, template, servers, version=None):
         """Render and atomically write a service's dynamic config; returns the time the write finished."""
@@ -146,7 +155,7 @@ def running(tmp_path_factory):
         if not wait_for(lambda: get(ping_port, "/ping", timeout=1)[0] == 200 or proc.poll() is not None,
                         START_TIMEOUT, interval=0.1) or proc.poll() is not None:
             pytest.fail("traefik did not answer /ping on 127.0.0.1:%d within %ss" % (ping_port, START_TIMEOUT))
-        yield RunningTraefik(layout, web_port, proc)
+        yield RunningTraefik(layout, web_port, proc, ping_port)
     finally:
         proc.terminate()
         try:
@@ -315,3 +324,34 @@ def test_a_broken_template_keeps_its_last_good_file_and_the_other_service_moves_
     assert provider_errors(running, mark) == []
     for name in ("left", "right"):
         running.remove(name)
+
+
+@pytest.mark.parametrize("version, passive", [((3, 7, 15), True), (None, False)])
+def test_passive_health_check_takes_a_dead_server_out_at_once(running, tmp_path, version, passive):
+    """The original tool's template (active check every 900 s, so only the passive check can act in time):
+    a backend that dies without a drain is marked down after its first failed attempts when the Traefik in
+    use has the passive check, and every request is still answered (retry); without it, it stays up."""
+    service = "pas%s" % ("on" if passive else "off")
+    a, b = Backend("A"), Backend("B")
+    try:
+        text = ORIGINAL.replace("hello-python", service)
+        template = traefik.load_template(write_text(tmp_path / "t.yml", text), service)
+        running.publish(service, template, [Server(a.url), Server(b.url)], version)
+        assert wait_for(lambda: running.get("/%s/" % service)[0] == 200, 5.0)
+        assert running.server_up(service, a.url) != 0.0
+        a.stop()
+        answers = [running.get("/%s/" % service)[0] for _ in range(20)]
+        assert answers == [200] * 20
+        if passive:
+            assert wait_for(lambda: running.server_up(service, a.url) == 0.0, 2.0), "A was not marked down"
+        else:
+            # No gauge or 1: Traefik still counts it up until the next active check, 900 s away.
+            assert running.server_up(service, a.url) != 0.0
+    finally:
+        b.stop()
+        running.remove(service)
+
+
+def write_text(path, text):
+    path.write_text(text)
+    return str(path)
