@@ -574,3 +574,16 @@ def test_check_reports_a_wrong_type_with_file_and_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "%s:%d: " % (folder / "hello-python.yml", line_of(text, "banana")) in out
     assert "duration" in out
+
+
+@pytest.mark.parametrize("path, value", [
+    (("http", "middlewares", "h", "headers", "customRequestHeaders"), {"X-A": "{{ .Env }}"}),
+    (("http", "middlewares", "h", "headers", "customRequestHeaders"), {"X-\x01": "b"}),
+    (("http", "middlewares", "s", "stripPrefix", "prefixes"), ["/svc", "/a\nb"]),
+    (("http", "services", "svc", "loadBalancer", "healthCheck", "headers"), {"X-A": "a\u2028b\x00"}),
+])
+def test_text_inside_lists_and_maps_is_checked_too(path, value):
+    text = yamlish.dump(schema_values.with_value(path, value))
+    with pytest.raises(ConfigError) as caught:
+        traefik.parse_template(text, "t.yml", schema_values.SERVICE)
+    assert caught.value.line == yamlish.parse(text, "t.yml").lines[path]

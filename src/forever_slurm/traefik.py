@@ -306,6 +306,19 @@ def _check_text(text, where, keys, what):
         raise where.error(keys, "%s holds the control character U+%04X; remove it" % (what, ord(bad.group())))
 
 
+def _check_all_text(value, where, keys):
+    """_check_text on a value and, for lists and mappings (headers, prefixes), on every key and item in it."""
+    if isinstance(value, str):
+        _check_text(value, where, keys, _dotted(keys) or "a value")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(str(key), where, keys, "a key in %s" % _dotted(keys))
+            _check_all_text(item, where, keys)
+    elif isinstance(value, list):
+        for item in value:
+            _check_all_text(item, where, keys)
+
+
 class _Walker:
     """Checks data against traefik_schema, naming the file and line of the first problem."""
 
@@ -317,8 +330,8 @@ class _Walker:
         raise self.where.error(keys, message)
 
     def value(self, value, kind, keys, allow_empty=False):
-        if isinstance(value, str):
-            _check_text(value, self.where, keys, _dotted(keys) or "a value")
+        if isinstance(kind, str):
+            _check_all_text(value, self.where, keys)
         if value is None:
             return      # Traefik skips a key with no value (paerser file/raw_node.go)
         if isinstance(kind, str):
