@@ -128,3 +128,16 @@ def with_value(path, value, data=None):
 def renamed(data, service):
     """The same template for another service name (its names, references and rules follow)."""
     return json.loads(json.dumps(data).replace("svc", service))
+
+
+
+def sections():
+    """Key paths whose value must be a mapping (a router, a middleware's options, healthCheck, sticky...)
+    or a list of mappings (servers), from the prefixes of the leaves."""
+    found = []
+    for path, _, _ in leaves():
+        for cut in range(3, len(path)):
+            prefix = path[:cut]
+            if not isinstance(prefix[-1], int) and prefix not in found:
+                found.append(prefix)
+    return found

@@ -587,3 +587,34 @@ def test_text_inside_lists_and_maps_is_checked_too(path, value):
     with pytest.raises(ConfigError) as caught:
         traefik.parse_template(text, "t.yml", schema_values.SERVICE)
     assert caught.value.line == yamlish.parse(text, "t.yml").lines[path]
+
+
+def test_two_spellings_of_one_key_are_refused(tmp_path):
+    text = ORIGINAL.replace('          timeout: "1s"', '          timeout: "1s"\n          Timeout: "2s"')
+    with pytest.raises(ConfigError) as caught:
+        traefik.load_template(write(tmp_path, text), "hello-python")
+    assert "same key to Traefik" in caught.value.message
+    assert caught.value.line == line_of(text, 'Timeout: "2s"')
+
+
+SECTIONS = schema_values.sections()
+
+
+def test_sections_cover_the_nested_mappings():
+    assert ("http", "services", "svc", "loadBalancer", "healthCheck") in SECTIONS
+    assert ("http", "services", "svc", "loadBalancer", "servers") in SECTIONS
+    assert ("http", "middlewares", "m-retry", "retry") in SECTIONS
+    assert ("http", "routers", "svc-router") in SECTIONS
+
+
+@pytest.mark.parametrize("path", SECTIONS, ids=[".".join(map(str, p)) for p in SECTIONS])
+def test_a_scalar_or_list_where_a_mapping_belongs_is_refused_with_the_line(path):
+    rng = random.Random("section:" + ".".join(map(str, path)))
+    for value in ["banana", rng.randint(-10 ** 6, 10 ** 6), True, ["a"], [rng.random()]]:
+        text = yamlish.dump(schema_values.with_value(path, value))
+        with pytest.raises(ConfigError) as caught:
+            traefik.parse_template(text, "t.yml", schema_values.SERVICE)
+        line = yamlish.parse(text, "t.yml").lines[path]
+        width = len(value) if isinstance(value, list) else 0
+        assert caught.value.line is not None and line <= caught.value.line <= line + width, (path, value,
+                                                                                          str(caught.value))
