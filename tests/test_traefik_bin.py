@@ -302,6 +302,14 @@ def test_version_in_use_asks_once_per_binary_and_again_when_it_changes(tmp_path)
     assert calls.read_text().count("x") == 2
 
 
+def test_a_reader_asks_but_does_not_write_the_cache(tmp_path):
+    layout = Layout(str(tmp_path / "root"))
+    os.makedirs(layout.work)
+    binary, _ = _fake_traefik(tmp_path, "Version:      3.6.1")
+    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}, remember=False) == (3, 6, 1)
+    assert os.listdir(layout.work) == []
+
+
 def test_version_in_use_is_none_without_an_answer(tmp_path):
     layout = Layout(str(tmp_path / "root"))
     os.makedirs(layout.work)

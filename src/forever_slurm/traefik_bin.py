@@ -93,12 +93,13 @@ def version_cache(layout):
     return os.path.join(layout.work, "traefik-version")
 
 
-def version_in_use(traefik_bin_setting, layout, environ, run=proc.run):
+def version_in_use(traefik_bin_setting, layout, environ, run=proc.run, remember=True):
     """The version of the Traefik `forever_slurm traefik` would start, as a tuple, or None when unknown.
 
     Asked from `traefik version` once per binary and kept in .work/traefik-version with the binary's
     path, size and mtime, so a cycle costs one stat and an upgraded binary is asked again.  Unknown
-    (no binary, no answer) means: render only what every Traefik v3 understands.
+    (no binary, no answer) means: render only what every Traefik v3 understands.  Readers (`check`)
+    pass remember=False: they may use the cache but never write it.
     """
     try:
         binary = locate(traefik_bin_setting, layout, environ)
@@ -120,7 +121,7 @@ def version_in_use(traefik_bin_setting, layout, environ, run=proc.run):
     except CommandError:
         return None
     version = parse_version(output)
-    if version is not None:
+    if version is not None and remember:
         try:
             fsutil.atomic_write(cache, "%s\nVersion: %s\n" % (stamp, ".".join(map(str, version))))
         except OSError:
