@@ -138,17 +138,20 @@ def render_dynamic(service, template, servers, traefik_version=None, neighbours=
     is refused, so two files can never define the same name (Traefik would keep only the first).
     """
     _check_service_name(service)
+    entries = [_server_entry(server) for server in servers]
     data = copy.deepcopy(template.data)
     lb = _balancer_of(data, template.balancer)
     for key in [k for k in lb if k.lower() == "servers"]:
         del lb[key]
-    lb["servers"] = [_server_entry(server) for server in servers]
+    lb["servers"] = []
     if has_feature(traefik_version, PASSIVE_SINCE) and _get(lb, "passiveHealthCheck")[0] is None:
         lb["passiveHealthCheck"] = dict(PASSIVE_HEALTH_CHECK)
     data = _namespaced(data, service, template.balancer)
-    where = _Where("<rendered config for %s>" % service, {})
-    _validate(data, service, where, traefik_version)
+    # Checked before the servers go in: _server_entry has checked those, and walking thousands of them
+    # again each cycle would cost more than everything else in the render.
+    _validate(data, service, _Where("<rendered config for %s>" % service, {}), traefik_version)
     _check_neighbours(data, service, neighbours)
+    lb["servers"] = entries
     return "%s; edit services/%s/ instead\n%s" % (MARKER, service, yamlish.dump(data))
 
 
