@@ -264,3 +264,57 @@ def test_no_pin_for_this_platform_says_what_to_do(tmp_path, layout):
     with pytest.raises(ForeverError) as info:
         traefik_bin.ensure("", layout, no_path(tmp_path), lambda m: None, pins={}, key=("plan9", "mips"))
     assert "plan9/mips" in str(info.value) and traefik_bin.installed_path(layout) in str(info.value)
+
+
+def _fake_traefik(tmp_path, version_line, name="traefik"):
+    path = tmp_path / "bin" / name
+    path.parent.mkdir(exist_ok=True)
+    counter = tmp_path / "calls"
+    path.write_text("#!/bin/sh\necho x >> %s\necho '%s'\necho 'Codename:     test'\n" % (counter, version_line))
+    path.chmod(0o755)
+    return str(path), counter
+
+
+@pytest.mark.parametrize("text, version", [
+    ("Version:      3.7.15\nCodename:     langres\n", (3, 7, 15)),
+    ("Version:      v3.6.0-rc1\n", (3, 6, 0)),
+    ("Version:      3.5\n", (3, 5, 0)),
+    ("Version:      dev\n", None),
+    ("", None),
+    ("traefik: command not found", None),
+])
+def test_parse_version(text, version):
+    assert traefik_bin.parse_version(text) == version
+
+
+def test_version_in_use_asks_once_per_binary_and_again_when_it_changes(tmp_path):
+    layout = Layout(str(tmp_path / "root"))
+    os.makedirs(layout.work)
+    binary, calls = _fake_traefik(tmp_path, "Version:      3.5.2")
+    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}) == (3, 5, 2)
+    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}) == (3, 5, 2)
+    assert calls.read_text().count("x") == 1
+    # An upgraded binary (new size and mtime) is asked again.
+    os.remove(binary)
+    binary, calls = _fake_traefik(tmp_path, "Version:      3.6.10-upgraded")
+    os.utime(binary, (1, 1))
+    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}) == (3, 6, 10)
+    assert calls.read_text().count("x") == 2
+
+
+def test_a_reader_asks_but_does_not_write_the_cache(tmp_path):
+    layout = Layout(str(tmp_path / "root"))
+    os.makedirs(layout.work)
+    binary, _ = _fake_traefik(tmp_path, "Version:      3.6.1")
+    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}, remember=False) == (3, 6, 1)
+    assert os.listdir(layout.work) == []
+
+
+def test_version_in_use_is_none_without_an_answer(tmp_path):
+    layout = Layout(str(tmp_path / "root"))
+    os.makedirs(layout.work)
+    assert traefik_bin.version_in_use("", layout, {"PATH": str(tmp_path / "empty")}) is None
+    binary, _ = _fake_traefik(tmp_path, "no version here")
+    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}) is None
+    assert not os.path.exists(traefik_bin.version_cache(layout))
+    assert traefik_bin.version_in_use(str(tmp_path / "missing"), layout, {"PATH": ""}) is None

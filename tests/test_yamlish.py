@@ -35,11 +35,11 @@ def test_reads_the_original_template_shape():
     assert doc.data["http"]["routers"]["r"] == {"entryPoints": ["web"], "rule": "PathPrefix(`/x`)"}
     assert lb["healthCheck"] == {"status": 401}
     assert lb["servers"] == [{"url": "http://xxxxx:12345"}, {"url": "http://yyyyy:54321", "weight": 0}]
-    assert doc.line_of(("http", "services", "x", "loadBalancer", "healthCheck", "status")) == 12
-    assert doc.line_of(("http", "services", "x", "loadBalancer", "servers", 1, "weight")) == 16
-    assert doc.line_of(("http", "services", "x", "loadBalancer", "servers", 1)) == 15
+    assert yamlish.line_of(doc.lines, ("http", "services", "x", "loadBalancer", "healthCheck", "status")) == 12
+    assert yamlish.line_of(doc.lines, ("http", "services", "x", "loadBalancer", "servers", 1, "weight")) == 16
+    assert yamlish.line_of(doc.lines, ("http", "services", "x", "loadBalancer", "servers", 1)) == 15
     # An unknown deeper key falls back to the nearest known parent's line.
-    assert doc.line_of(("http", "routers", "r", "nope", "deeper")) == 3
+    assert yamlish.line_of(doc.lines, ("http", "routers", "r", "nope", "deeper")) == 3
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -158,7 +158,7 @@ def test_line_numbers_follow_newlines_only():
     text = "a: \"x\\fy\"\r\nb:\r\n  c: 1\r\n"
     doc = yamlish.parse(text, "crlf.yml")
     assert doc.data == {"a": "x\fy", "b": {"c": 1}}
-    assert doc.line_of(("b", "c")) == 3
+    assert yamlish.line_of(doc.lines, ("b", "c")) == 3
     with pytest.raises(ConfigError) as caught:
         yamlish.load("a: 1\n# form\ffeed in a comment\nb: 1\nb: 2\n", "ff.yml")
     assert caught.value.line == 4

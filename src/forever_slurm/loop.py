@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import NamedTuple
 
-from . import accesslog, backoff, fsutil, joblog, probe, reconcile, services, state, traefik
+from . import accesslog, backoff, fsutil, joblog, probe, reconcile, services, state, traefik, traefik_bin
 from . import settings as settings_mod
 from . import slurm as slurm_mod
 from .errors import CommandError, ConfigError, ForeverError, LockedError
@@ -45,13 +45,13 @@ class RenderCache:
     def __init__(self):
         self._last = {}
 
-    def render(self, service, template, servers):
-        servers = tuple(servers)
+    def render(self, service, template, servers, version=None, neighbours=()):
+        key = (tuple(servers), template.balancer, version, tuple(neighbours))
         hit = self._last.get(service)
-        if hit is not None and hit[0] == servers and hit[1] == template.data and hit[2] == template.balancer:
-            return hit[3]
-        text = traefik.render_dynamic(service, template, servers)
-        self._last[service] = (servers, template.data, template.balancer, text)
+        if hit is not None and hit[0] == key and hit[1] == template.data:
+            return hit[2]
+        text = traefik.render_dynamic(service, template, servers, version, neighbours)
+        self._last[service] = (key, template.data, text)
         return text
 
 
@@ -318,6 +318,13 @@ class Controller:
         whose file cannot be written keeps its last good file; the others are written anyway."""
         keep = set(traefik.dynamic_name(name) for name in failed)
         keep |= set(traefik.dynamic_name(name) for name, item in loaded.items() if item.template is None)
+        # Which Traefik features to render (the passive health check): asked from `traefik version`, cached.
+        try:
+            version = traefik_bin.version_in_use(self.settings.traefik_bin, self.layout, os.environ)
+        except Exception as exc:   # noqa: without a version we render what every Traefik 3 accepts
+            self._fault("traefik-version", "cannot tell the Traefik version: %s" % exc)
+            version = None
+        neighbours = sorted(loaded)
         for service, servers in sorted(routes.items()):
             name = traefik.dynamic_name(service)
             keep.add(name)
@@ -326,10 +333,11 @@ class Controller:
                 continue
             path = os.path.join(self.layout.watch, name)
             try:
-                text = self.rendered.render(service, item.template, servers)
+                text = self.rendered.render(service, item.template, servers, version, neighbours)
             except ConfigError as exc:
-                log.error("%s: %s", service, exc)
+                self._fault("render:" + service, "%s: %s (Traefik keeps its last good file)" % (service, exc))
                 continue
+            self._clear_fault("render:" + service)
             try:
                 _set_aside_foreign(path, self.layout)
                 written = self.reserve.write(lambda: traefik.write_if_changed(path, text, self.layout.staging_tmp))

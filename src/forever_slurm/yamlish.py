@@ -35,14 +35,16 @@ class Document(NamedTuple):
     lines: Dict[Tuple, int]
     path: str
 
-    def line_of(self, keys):
-        """Line of the deepest known prefix of `keys`, so a message can always name a line (or None)."""
-        keys = tuple(keys)
-        while keys:
-            if keys in self.lines:
-                return self.lines[keys]
-            keys = keys[:-1]
-        return None
+
+def line_of(lines, keys):
+    """Line of the deepest known prefix of `keys` in a Document's `lines`, so a message can always name a
+    line (or None)."""
+    keys = tuple(keys)
+    while keys:
+        if keys in lines:
+            return lines[keys]
+        keys = keys[:-1]
+    return None
 
 
 def load(text, path):

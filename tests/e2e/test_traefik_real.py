@@ -3,6 +3,8 @@
 import http.client
 import http.server
 import os
+import random
+import re
 import shutil
 import subprocess
 import time
@@ -11,7 +13,8 @@ import pytest
 
 from harness.net import LoopbackServer, free_port, http_get, wait_for
 
-from forever_slurm import settings, traefik
+import schema_values
+from forever_slurm import loop, settings, slurm, traefik, yamlish
 from original_tool import ORIGINAL_YML
 from forever_slurm.traefik import Server
 
@@ -27,9 +30,9 @@ KITCHEN_SINK = """http:
   routers:
     sink-router:
       entryPoints: [web]
-      rule: "PathPrefix(`/sink`)"
+      rule: "PathPrefix(`/sink/`)"
       ruleSyntax: v3
-      priority: 10
+      priority: 100
       service: sink
       observability: {accessLogs: true, metrics: true, tracing: false}
       middlewares: [sink-retry, sink-strip]
@@ -50,7 +53,6 @@ KITCHEN_SINK = """http:
       loadBalancer:
         strategy: wrr
         passHostHeader: true
-        serversTransport: default@internal
         responseForwarding: {flushInterval: 100ms}
         sticky:
           cookie: {name: sink, secure: false, httpOnly: true, sameSite: lax, maxAge: 60, path: /, domain: localhost}
@@ -100,17 +102,28 @@ class Backend:
 
 
 class RunningTraefik:
-    def __init__(self, layout, web_port, proc):
+    def __init__(self, layout, web_port, proc, ping_port=None):
         self.layout = layout
         self.web_port = web_port
         self.proc = proc
+        self.ping_port = ping_port
 
-    def publish(self, service, template, servers):
+    def server_up(self, service, url):
+        """Traefik's traefik_service_server_up gauge for one server (None when it does not show it)."""
+        status, text = get(self.ping_port, "/metrics")
+        match = re.search(r'^traefik_service_server_up\{service="%s@file",url="%s"\} ([0-9.]+)$'
+                          % (re.escape(service), re.escape(url)), text if status == 200 else "", re.MULTILINE)
+        return float(match.group(1)) if match else None
+
+    def publish(self, service, template, servers, version=None):
         """Render and atomically write a service's dynamic config; returns the time the write finished."""
-        text = traefik.render_dynamic(service, template, servers)
+        text = traefik.render_dynamic(service, template, servers, version)
         traefik.write_if_changed(os.path.join(self.layout.watch, traefik.dynamic_name(service)), text,
                                  self.layout.staging_tmp)
         return time.monotonic()
+
+    def remove(self, service):
+        os.remove(os.path.join(self.layout.watch, traefik.dynamic_name(service)))
 
     def get(self, path):
         return get(self.web_port, path)
@@ -142,7 +155,7 @@ def running(tmp_path_factory):
         if not wait_for(lambda: get(ping_port, "/ping", timeout=1)[0] == 200 or proc.poll() is not None,
                         START_TIMEOUT, interval=0.1) or proc.poll() is not None:
             pytest.fail("traefik did not answer /ping on 127.0.0.1:%d within %ss" % (ping_port, START_TIMEOUT))
-        yield RunningTraefik(layout, web_port, proc)
+        yield RunningTraefik(layout, web_port, proc, ping_port)
     finally:
         proc.terminate()
         try:
@@ -225,3 +238,120 @@ def test_every_key_the_validator_allows_is_accepted(running, backends):
     assert wait_for(served_by(running, "/probe/", "A"), 5.0)
     assert wait_for(served_by(running, "/sink/", "A"), 5.0)
     assert [line for line in running.log_errors() if "field not found" in line] == []
+
+
+def provider_errors(running, since=0):
+    """Lines (after the first `since`) where Traefik refused the watched directory, the whole provider
+    update; a file removed while Traefik reads the directory is not one (it reads it again on that event)."""
+    return [line for line in running.log_errors()[since:]
+            if ("collecting file configs" in line or "field not found" in line or running.layout.watch in line)
+            and "no such file or directory" not in line]
+
+
+def test_schema_values_load_in_real_traefik(running, backends):
+    """Every key the schema allows, with a right-typed value, in one file; then a seeded random sample of
+    single-key files. Each batch is written beside a probe service: Traefik applies all files or none."""
+    a, _ = backends
+    mark = len(running.log_errors())
+    rng = random.Random(2026)
+    version = (3, 7, 15)
+    leaves = list(schema_values.leaves())
+    everything = None
+    for path, kind, _ in leaves:
+        values = [v for v in schema_values.good_values(kind, rng)
+                  if not (path[-2:] == ("retry", "attempts") and int(traefik.schema.go_text(v)) < 1)]
+        everything = schema_values.with_value(path, rng.choice(values), everything)
+    batches = [[("everything", everything)]]
+    sample = rng.sample(leaves, 40)
+    singles = []
+    for index, (path, kind, _) in enumerate(sample):
+        values = [v for v in schema_values.good_values(kind, rng)
+                  if not (path[-2:] == ("retry", "attempts") and int(traefik.schema.go_text(v)) < 1)]
+        singles.append(("single%02d" % index, schema_values.with_value(path, rng.choice(values))))
+    batches.append(singles)
+    for number, batch in enumerate(batches):
+        names = []
+        for name, data in batch:
+            data = schema_values.renamed(data, name)
+            template = traefik.parse_template(yamlish.dump(data), "<%s>" % name, name, version)
+            running.publish(name, template, [Server(a.url)], version)
+            names.append(name)
+        probe = "probe%d" % number
+        running.publish(probe, traefik.default_template(probe), [Server(a.url)], version)
+        assert wait_for(served_by(running, "/%s/" % probe, "A"), 10.0), (provider_errors(running, mark), names)
+        assert provider_errors(running, mark) == [], names
+        for name in names:
+            running.remove(name)
+
+
+def _service_folder(root, name, template_text):
+    folder = os.path.join(root, "services", name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name + ".sub"), "w") as handle:
+        handle.write("#!/bin/bash\n#SBATCH --job-name %s\nsleep 1000\n" % name)
+    with open(os.path.join(folder, name + ".yml"), "w") as handle:
+        handle.write(template_text)
+
+
+def test_a_broken_template_keeps_its_last_good_file_and_the_other_service_moves_on(running, backends):
+    """Two services through the loop's own code (load the folders, write the routes); one template is then
+    broken (interval: "banana"): its file stays as it was and still serves, the other's change goes live."""
+    a, b = backends
+    mark = len(running.log_errors())
+    layout = running.layout
+    env = os.path.join(layout.root, ".env")
+    with open(env, "a") as handle:
+        handle.write('SERVICE_LIST="left/1 right/1"\n')
+    texts = {name: ORIGINAL.replace("hello-python", name) for name in ("left", "right")}
+    for name, text in texts.items():
+        _service_folder(layout.root, name, text)
+    ctl = loop.Controller(layout, settings.load(layout), slurm.Slurm())
+    desired = {"left": 1, "right": 1}
+    ctl._write_routes({"left": [Server(a.url)], "right": [Server(a.url)]}, ctl._load_services(desired))
+    assert wait_for(served_by(running, "/left/", "A"), 5.0)
+    assert wait_for(served_by(running, "/right/", "A"), 5.0)
+    right_file = os.path.join(layout.watch, "right.yml")
+    with open(right_file) as handle:
+        good = handle.read()
+    _service_folder(layout.root, "right", texts["right"].replace('interval: "900s"', 'interval: "banana"'))
+    loaded = ctl._load_services(desired)
+    assert loaded["right"].template is None and "banana" in loaded["right"].error
+    ctl._write_routes({"left": [Server(b.url)], "right": [Server(b.url)]}, loaded)
+    assert wait_for(served_by(running, "/left/", "B"), 5.0), running.get("/left/")
+    with open(right_file) as handle:
+        assert handle.read() == good
+    assert [running.get("/right/") for _ in range(4)] == [(200, "A")] * 4
+    assert provider_errors(running, mark) == []
+    for name in ("left", "right"):
+        running.remove(name)
+
+
+@pytest.mark.parametrize("version, passive", [((3, 7, 15), True), (None, False)])
+def test_passive_health_check_takes_a_dead_server_out_at_once(running, tmp_path, version, passive):
+    """The original tool's template (active check every 900 s, so only the passive check can act in time):
+    a backend that dies without a drain is marked down after its first failed attempts when the Traefik in
+    use has the passive check, and every request is still answered (retry); without it, it stays up."""
+    service = "pas%s" % ("on" if passive else "off")
+    a, b = Backend("A"), Backend("B")
+    try:
+        text = ORIGINAL.replace("hello-python", service)
+        template = traefik.load_template(write_text(tmp_path / "t.yml", text), service)
+        running.publish(service, template, [Server(a.url), Server(b.url)], version)
+        assert wait_for(lambda: running.get("/%s/" % service)[0] == 200, 5.0)
+        assert running.server_up(service, a.url) != 0.0
+        a.stop()
+        answers = [running.get("/%s/" % service)[0] for _ in range(20)]
+        assert answers == [200] * 20
+        if passive:
+            assert wait_for(lambda: running.server_up(service, a.url) == 0.0, 2.0), "A was not marked down"
+        else:
+            # No gauge or 1: Traefik still counts it up until the next active check, 900 s away.
+            assert running.server_up(service, a.url) != 0.0
+    finally:
+        b.stop()
+        running.remove(service)
+
+
+def write_text(path, text):
+    path.write_text(text)
+    return str(path)
