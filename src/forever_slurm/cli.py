@@ -221,6 +221,9 @@ def cmd_check(args):
     except ForeverError as exc:
         conf, errors = None, [exc]
     problems = [str(exc) for exc in errors]
+    from . import traefik_bin
+    version = traefik_bin.version_in_use(conf.traefik_bin, layout, os.environ, remember=False) if conf else None
+    neighbours = [name for name, _ in conf.service_list] if conf else []
     for name, count in (conf.service_list if conf else []):
         if name in services.bundled_names() and not os.path.isdir(os.path.join(layout.services, name)):
             print("ok: %s/%d (bundled; the loop unpacks it into services/%s/ on its first cycle)"
@@ -229,7 +232,9 @@ def cmd_check(args):
         try:
             definition = services.load(layout, name, unpack=False)
             if definition.template:
-                traefik.load_template(definition.template, name)
+                # Rendered once with no servers, as the loop would: version gate and name clashes included.
+                template = traefik.load_template(definition.template, name, version)
+                traefik.render_dynamic(name, template, [], version, neighbours)
             print("ok: %s/%d (%s%s)" % (name, count, os.path.relpath(definition.script, layout.root),
                                         ", " + os.path.relpath(definition.template, layout.root)
                                         if definition.template else ", default Traefik route"))
