@@ -422,3 +422,31 @@ def test_status_and_check_change_nothing_even_with_a_corrupt_state_and_bundled_s
     assert tree(root) == before
     out = capsys.readouterr().out
     assert "state.json: cannot be read" in out and "bundled" in out
+
+
+def test_logs_finds_the_newest_job_of_a_service_from_memory_or_output_files(root):
+    from forever_slurm import joblog
+    layout = settings.Layout(str(root))
+    os.makedirs(layout.slurm_output)
+    for job_id in ("7", "12"):
+        (root / ".work" / "slurm-output" / ("svc-%s.out" % job_id)).write_text("job %s\n" % job_id)
+        os.utime(str(root / ".work" / "slurm-output" / ("svc-%s.out" % job_id)), (int(job_id), int(job_id)))
+    empty = state.empty_snapshot()._replace(desired={"svc": 1})
+    assert joblog.targets(layout, empty) == [("12", "svc")]
+    memory = reconcile.Memory({"9": reconcile.JobMemory("svc"), "10": reconcile.JobMemory("svc"),
+                               reconcile.INTENT_PREFIX + "svc:1": reconcile.JobMemory("svc")}, {})
+    assert joblog.targets(layout, empty._replace(memory=memory)) == [("10", "svc")]
+    assert joblog.targets(layout, empty, "\u00b2") == []                   # not a job id, not a service
+    assert joblog.targets(layout, empty, "7") == [("7", None)]
+
+
+def test_an_unwritable_log_folder_does_not_stop_the_loop(root, shim_state, capsys):
+    from forever_slurm import cli
+    (root / ".env").write_text('SERVICE_LIST="hello-python/1"\n')
+    os.makedirs(str(root / ".work" / "log" / "loop.log"))        # a folder where the log file should be
+    assert cli.main(["--root", str(root), "run", "--once"]) == 0
+    assert "logging to stderr only" in capsys.readouterr().err
+    (root / ".work" / "bin").rename(root / ".work" / "bin.old")
+    (root / ".work" / "bin").write_text("a file where a folder should be")
+    assert cli.main(["--root", str(root), "run", "--once"]) == 1
+    assert "cannot create the folders under" in capsys.readouterr().err      # one clear line, no traceback

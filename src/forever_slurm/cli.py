@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from . import __version__, fsutil, services, settings as settings_mod, validate
+from . import __version__, fsutil, settings as settings_mod
 from .errors import ForeverError
 
 log = logging.getLogger("forever_slurm")
@@ -155,9 +155,15 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 def _setup_file_logging(layout, name):
     """A rotated log under .work/log, so a long-running loop cannot fill a home directory quota."""
-    fsutil.make_private_dir(layout.log)
-    handler = _PrivateRotatingFileHandler(os.path.join(layout.log, name), maxBytes=5 * 1024 * 1024,
-                                          backupCount=3, encoding="utf-8")
+    try:
+        fsutil.make_private_dir(layout.log)
+        handler = _PrivateRotatingFileHandler(os.path.join(layout.log, name), maxBytes=5 * 1024 * 1024,
+                                              backupCount=3, encoding="utf-8")
+    except OSError as exc:
+        # The loop must run all the same: its messages then go to stderr (the unit's or cron's log).
+        log.warning("cannot write %s (%s); logging to stderr only", os.path.join(layout.log, name),
+                    exc.strerror or exc)
+        return
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logging.getLogger().addHandler(handler)
     if not sys.stderr.isatty():
@@ -178,7 +184,10 @@ def cmd_run(args):
     from . import loop, slurm
     layout = _layout(args)
     conf = settings_mod.load(layout)
-    layout.make_dirs()
+    try:
+        layout.make_dirs()
+    except OSError as exc:
+        raise ForeverError("cannot create the folders under %s: %s" % (layout.work, exc.strerror or exc))
     _setup_file_logging(layout, "loop.log")
     if not conf.service_list:
         log.warning("SERVICE_LIST is empty in %s: nothing to run (try: config)", layout.env_file)
@@ -214,39 +223,12 @@ def cmd_status(args):
 
 
 def cmd_check(args):
-    from . import traefik
-    layout = _layout(args)
-    try:
-        conf, errors = settings_mod.check(layout)
-    except ForeverError as exc:
-        conf, errors = None, [exc]
-    problems = [str(exc) for exc in errors]
-    from . import traefik_bin
-    version = traefik_bin.version_in_use(conf.traefik_bin, layout, os.environ, remember=False) if conf else None
-    neighbours = [name for name, _ in conf.service_list] if conf else []
-    for name, count in (conf.service_list if conf else []):
-        if name in services.bundled_names() and not os.path.isdir(os.path.join(layout.services, name)):
-            print("ok: %s/%d (bundled; the loop unpacks it into services/%s/ on its first cycle)"
-                  % (name, count, name))
-            continue
-        try:
-            definition = services.load(layout, name, unpack=False)
-            if definition.template:
-                # Rendered once with no servers, as the loop would: version gate and name clashes included.
-                template = traefik.load_template(definition.template, name, version)
-                traefik.render_dynamic(name, template, [], version, neighbours)
-            print("ok: %s/%d (%s%s)" % (name, count, os.path.relpath(definition.script, layout.root),
-                                        ", " + os.path.relpath(definition.template, layout.root)
-                                        if definition.template else ", default Traefik route"))
-        except ForeverError as exc:
-            problems.append(str(exc))
-    for problem in problems:
-        print(problem)
-    if problems:
-        print("%d problem(s) found" % len(problems))
-        return 1
-    print("all good" if conf and conf.service_list else "all good (SERVICE_LIST is empty)")
-    return 0
+    from . import checks
+    report = checks.check_root(_layout(args))
+    for line in report.ok + report.problems:
+        print(line)
+    print(report.summary)
+    return 1 if report.problems else 0
 
 
 def cmd_traefik(args):
@@ -289,22 +271,7 @@ def cmd_tunnel(args):
 def cmd_logs(args):
     from . import joblog, state
     layout = _layout(args)
-    snap = state.load(layout.state_file)
-    targets = []
-    if args.target and validate.ascii_digits(args.target):
-        service = snap.memory.jobs.get(args.target)
-        targets.append((args.target, service.service if service else None))
-    else:
-        names = [args.target] if args.target else sorted(set(snap.desired) | {m.service for m in snap.memory.jobs.values()})
-        for name in names:
-            ids = sorted((j for j, m in snap.memory.jobs.items() if m.service == name), key=lambda x: int(x) if validate.ascii_digits(x) else 0)
-            outputs = [p for p in os.listdir(layout.slurm_output)] if os.path.isdir(layout.slurm_output) else []
-            if not ids:
-                mine = sorted((p for p in outputs if p.startswith(name + "-") and p.endswith(".out")),
-                              key=lambda p: os.path.getmtime(os.path.join(layout.slurm_output, p)))
-                ids = [mine[-1][len(name) + 1:-4]] if mine else []
-            if ids:
-                targets.append((ids[-1], name))
+    targets = joblog.targets(layout, state.load(layout.state_file), args.target)
     if not targets:
         raise ForeverError("no job output found under %s" % layout.slurm_output)
     for job_id, service in targets:

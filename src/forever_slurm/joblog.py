@@ -2,6 +2,35 @@
 
 import glob
 import os
+import re
+
+_JOB_ID_RE = re.compile(r"^[0-9]{1,20}$", re.ASCII)
+
+
+def targets(layout, snapshot, target=None):
+    """[(job id, service or None)] whose output `logs` shows: the job `target` names, else the newest
+    job of the service `target` names (or of every service), from memory or else from the output files."""
+    if target and _JOB_ID_RE.match(target):
+        known = snapshot.memory.jobs.get(target)
+        return [(target, known.service if known else None)]
+    names = [target] if target else sorted(set(snapshot.desired) | {m.service for m in snapshot.memory.jobs.values()})
+    found = []
+    for name in names:
+        ids = sorted((j for j, m in snapshot.memory.jobs.items() if m.service == name and _JOB_ID_RE.match(j)),
+                     key=int)
+        newest = ids[-1] if ids else _newest_output_id(layout, name)
+        if newest:
+            found.append((newest, name))
+    return found
+
+
+def _newest_output_id(layout, name):
+    try:
+        outputs = [p for p in os.listdir(layout.slurm_output) if p.startswith(name + "-") and p.endswith(".out")]
+        outputs.sort(key=lambda p: os.path.getmtime(os.path.join(layout.slurm_output, p)))
+    except OSError:
+        return None
+    return outputs[-1][len(name) + 1:-4] if outputs else None
 
 
 def output_file(layout, job_id, service=None):

@@ -1,0 +1,50 @@
+"""`check`: .env and every wanted service, validated as the loop would use them; reads only."""
+
+import os
+from typing import List, NamedTuple
+
+from . import services, settings as settings_mod, traefik, traefik_bin
+from .errors import ForeverError
+
+
+class CheckReport(NamedTuple):
+    ok: List[str]           # one line per usable service
+    problems: List[str]     # one `file:line: message` per problem
+    summary: str
+
+
+def check_root(layout):
+    """Every problem of the root's settings and wanted services, each with its file and line."""
+    try:
+        conf, errors = settings_mod.check(layout)
+    except ForeverError as exc:
+        conf, errors = None, [exc]
+    problems = [str(exc) for exc in errors]
+    ok = []
+    wanted = conf.service_list if conf else []
+    version = traefik_bin.version_in_use(conf.traefik_bin, layout, os.environ, remember=False) if conf else None
+    neighbours = [name for name, _ in wanted]
+    for name, count in wanted:
+        try:
+            ok.append(_check_service(layout, name, count, version, neighbours))
+        except ForeverError as exc:
+            problems.append(str(exc))
+    if problems:
+        summary = "%d problem(s) found" % len(problems)
+    else:
+        summary = "all good" if wanted else "all good (SERVICE_LIST is empty)"
+    return CheckReport(ok, problems, summary)
+
+
+def _check_service(layout, name, count, version, neighbours):
+    """The ok line of one service; ForeverError naming the file and line of its first problem."""
+    if name in services.bundled_names() and not os.path.isdir(os.path.join(layout.services, name)):
+        return "ok: %s/%d (bundled; the loop unpacks it into services/%s/ on its first cycle)" % (name, count, name)
+    definition = services.load(layout, name, unpack=False)
+    if definition.template:
+        # Rendered once with no servers, as the loop would: version gate and name clashes included.
+        template = traefik.load_template(definition.template, name, version)
+        traefik.render_dynamic(name, template, [], version, neighbours)
+    return "ok: %s/%d (%s%s)" % (name, count, os.path.relpath(definition.script, layout.root),
+                                 ", " + os.path.relpath(definition.template, layout.root)
+                                 if definition.template else ", default Traefik route")
