@@ -625,8 +625,11 @@ def _number(job_id):
 
 
 def _oldest_first(job):
-    return _number(job.job_id)
+    try:
+        return int(job.job_id)      # squeue's ids are checked ASCII digits where they enter (slurm.py)
+    except ValueError:
+        return 0
 
 
 def _newest_first(job):
-    return -_number(job.job_id)
+    return -_oldest_first(job)
