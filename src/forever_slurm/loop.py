@@ -313,7 +313,7 @@ class Controller:
             loaded[name] = Loaded(definition, template, error)
         return loaded
 
-    def _write_routes(self, routes, loaded, failed):
+    def _write_routes(self, routes, loaded, failed=()):
         """One file per routed service. A service whose template is broken, whose planning failed or
         whose file cannot be written keeps its last good file; the others are written anyway."""
         keep = set(traefik.dynamic_name(name) for name in failed)
