@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: help pyz test test-fast test-e2e demo demo-stop bench vermin clean
+.PHONY: help pyz llm-deps test test-fast test-e2e demo demo-stop bench vermin clean
 
 help:
 	@echo "make demo       build, start a local 3-node Slurm cluster + Traefik, run hello-python/2"
@@ -10,18 +10,23 @@ help:
 	@echo "make test       all tests (fast ones, then the real Slurm/Traefik/sshd ones)"
 	@echo "make test-fast  tests that need no daemons"
 	@echo "make pyz        build forever_slurm.pyz"
+	@echo "make llm-deps   install llama-cpp-python[server] and gguf (and their build tools) for the LLM tests"
 	@echo "make bench      print the benchmark figures"
 
 pyz:
 	$(PYTHON) build_pyz.py
 
-test: pyz
+# The real llama.cpp tests need llama-cpp-python (built from source once, then from pip's wheel cache).
+llm-deps:
+	PYTHON=$(PYTHON) bin/install-llm
+
+test: pyz llm-deps
 	$(PYTEST) -q tests
 
 test-fast: pyz
 	$(PYTEST) -q -m "not e2e" tests
 
-test-e2e: pyz
+test-e2e: pyz llm-deps
 	$(PYTEST) -q -m e2e tests
 
 vermin:
