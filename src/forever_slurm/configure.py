@@ -133,6 +133,7 @@ VALIDATORS = {
     "FS_RENEW_MARGIN": seconds(0),
     "FS_SURGE": whole_number(0),
     "FS_DRAIN_SECONDS": seconds(0),
+    "FS_DRAIN_MAX_SECONDS": seconds(0),
     "FS_SPREAD": yes_no,
     "FS_SSH_LOCAL_PORT": port,
 }

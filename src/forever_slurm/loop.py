@@ -7,7 +7,7 @@ import shutil
 import time
 from typing import NamedTuple
 
-from . import accesslog, joblog, probe, reconcile, services, state, traefik
+from . import accesslog, inflight, joblog, probe, reconcile, services, state, traefik
 from . import settings as settings_mod
 from .errors import CommandError, ConfigError, ForeverError, LockedError
 from .reconcile import Cancel, ClearExclude, Submit
@@ -22,6 +22,7 @@ def policy_from(settings):
     return reconcile.Policy(
         surge=settings.surge,
         drain_seconds=settings.drain_seconds,
+        drain_max_seconds=settings.drain_max_seconds,
         renew_lead=settings.renew_lead,
         renew_margin=settings.renew_margin,
         spread=settings.spread,
@@ -39,13 +40,14 @@ class Controller:
     """One root's loop. Clock, sleep, Slurm and the prober are passed in so tests can fake them."""
 
     def __init__(self, layout, settings, slurm, clock=time.time, sleep=time.sleep,
-                 probe_all=probe.probe_all, pyz=None):
+                 probe_all=probe.probe_all, pyz=None, count_inflight=inflight.counts):
         self.layout = layout
         self.settings = settings
         self.slurm = slurm
         self.clock = clock
         self.sleep = sleep
         self.probe_all = probe_all
+        self.count_inflight = count_inflight
         self.pyz = pyz
         self.policy = policy_from(settings)
         self.snapshot = state.load(layout.state_file)
@@ -119,8 +121,11 @@ class Controller:
         memory, events = reconcile.apply_probes(snap.memory, results, now, self.policy)
         self._log_events(events, memory)
         warnings = {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
+        draining = {job_id: m.url for job_id, m in memory.jobs.items()
+                    if m.drain_since is not None and m.cancelled_at is None and m.url}
         result = reconcile.plan(desired, snap.jobs, memory, now, self.policy,
-                                observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings)
+                                observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings,
+                                inflight=self.count_inflight(draining))
         self._log_events(result.events, result.memory)
         memory = self._act(result.actions, result.memory, loaded, now)
         self.snapshot = self.snapshot._replace(memory=memory, routes=result.routes, desired=dict(desired),

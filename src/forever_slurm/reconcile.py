@@ -17,7 +17,8 @@ URL_RE = re.compile(r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:
 
 class Policy(NamedTuple):
     surge: int = 1                  # extra jobs per service during renewal
-    drain_seconds: float = 20.0     # weight 0 this long before a renewed job is stopped
+    drain_seconds: float = 20.0     # weight 0 at least this long before a drained job is stopped
+    drain_max_seconds: float = 600.0    # ... and at most this long while requests are still in flight
     renew_lead: Optional[float] = None   # fixed lead time; None: from measured start-up
     renew_margin: float = 60.0
     default_startup: float = 60.0   # start-up guess before any job of the service was measured
@@ -256,10 +257,26 @@ def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
     return lead + (warning_seconds + 60 if warning_seconds else 0)
 
 
-def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None):
+def drain_finished(memory, inflight_count, now, policy, time_left):
+    """May a draining job be cancelled now? Not before FS_DRAIN_SECONDS (Traefik must have applied its
+    weight 0; for servers whose requests cannot be counted that is all the wait there is). Then as soon
+    as nothing is in flight, or FS_DRAIN_MAX_SECONDS after the drain began with a stream still
+    flowing, or once the job has reached its own end (its time limit stops it anyway).
+    inflight_count: requests in flight on the backend (see inflight.py), None when unknown."""
+    waited = now - memory.drain_since
+    if waited < policy.drain_seconds:
+        return False
+    if inflight_count is None or inflight_count <= 0 or waited >= policy.drain_max_seconds:
+        return True
+    return time_left is not None and time_left <= 0
+
+
+def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None, inflight=None):
     """Decide actions and routes. With fresh=False (a probe-only tick on an older observation)
     only routing and draining change: nothing is submitted or cancelled.
-    warnings: {service: seconds of its --signal warning} (see renew_lead)."""
+    warnings: {service: seconds of its --signal warning} (see renew_lead).
+    inflight: {job_id: requests in flight on its backend, or None when unknown} of draining jobs."""
+    inflight = inflight or {}
     observed_at = now if observed_at is None else observed_at
     job_mem = dict(memory.jobs)
     services = dict(memory.services)
@@ -295,7 +312,8 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
 
         retiring = [job for job in running if left(job) is not None and left(job) <= lead]
         keepers = len(mine) + len(unseen) - len(retiring)
-        ready_keepers = [job for job in running if job not in retiring and ready(job)]
+        ready_keepers = [job for job in running
+                         if job not in retiring and ready(job) and mem(job).drain_since is None]
         live = len(ready_keepers) + len([j for j in retiring if ready(j) and mem(j).drain_since is None])
 
         # Drain retiring jobs, soonest end first, while the others still carry N (or it ends anyway).
@@ -313,8 +331,9 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
             for job in running:
                 m = mem(job)
                 if (m.owned and m.drain_since is not None and m.cancelled_at is None
-                        and now - m.drain_since >= policy.drain_seconds):
-                    actions.append(Cancel(job.job_id, service, "drained for renewal"))
+                        and drain_finished(m, inflight.get(job.job_id), now, policy, left(job))):
+                    why = "renewal" if job in retiring else "fewer instances"
+                    actions.append(Cancel(job.job_id, service, "drained for %s" % why))
                     cancelling.add(job.job_id)
             excess = keepers - n
             if excess > 0:
@@ -326,11 +345,19 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
                 for job in candidates:
                     if excess <= 0:
                         break
-                    if job.job_id in cancelling or mem(job).cancelled_at is not None:
+                    m = mem(job)
+                    if job.job_id in cancelling or m.cancelled_at is not None:
+                        continue
+                    excess -= 1
+                    if ready(job):
+                        # It may be streaming answers: drain it first (cancelled above once drained).
+                        if m.drain_since is None:
+                            job_mem[job.job_id] = m._replace(drain_since=now)
+                            events.append("job %s of %s draining (more than %d instances wanted)"
+                                          % (job.job_id, service, n))
                         continue
                     actions.append(Cancel(job.job_id, service, "more than %d instances wanted" % n))
                     cancelling.add(job.job_id)
-                    excess -= 1
             for job_id in cancelling:
                 job_mem[job_id] = job_mem.get(job_id, JobMemory(service=service))._replace(cancelled_at=now)
             need = n - keepers

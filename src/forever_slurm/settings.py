@@ -107,6 +107,7 @@ class Settings(NamedTuple):
     renew_margin: float
     surge: int
     drain_seconds: float
+    drain_max_seconds: float
     spread: bool
     ssh_login_nodes: List[str]
     ssh_key_path: str
@@ -146,6 +147,7 @@ def load(layout, environ=None):
         renew_margin=get.number("FS_RENEW_MARGIN", 60, minimum=0),
         surge=int(get.number("FS_SURGE", 1, minimum=0)),
         drain_seconds=get.number("FS_DRAIN_SECONDS", 20, minimum=0),
+        drain_max_seconds=get.number("FS_DRAIN_MAX_SECONDS", 600, minimum=0),
         spread=get.flag("FS_SPREAD", True),
         ssh_login_nodes=get.text("FS_SSH_LOGIN_NODE", "").split(),
         ssh_key_path=os.path.expanduser(get.text("FS_SSH_KEY_PATH", "~/.ssh/forever-slurm")),
