@@ -81,6 +81,7 @@ def test_scale_down_cancels_the_drained_job_once_its_streams_end():
     assert busy.actions == [] and [s.weight for s in busy.routes["svc"]] == [1, 0]
     done = rc.plan({"svc": 1}, jobs, busy.memory, 1031.0, POLICY, inflight={"2": 0})
     assert done.actions == [rc.Cancel("2", "svc", "drained for fewer instances")]
+    assert done.memory.services["svc"].drains == (31.0,)
     assert [s.url for s in done.routes["svc"]] == ["http://node1:40001"]
 
 
@@ -92,6 +93,15 @@ def test_renewal_waits_for_the_stream_on_the_drained_job():
     assert not [a for a in busy.actions if isinstance(a, rc.Cancel)]
     unknown = rc.plan({"svc": 1}, jobs, memory, 1100.0, POLICY)
     assert rc.Cancel("1", "svc", "drained for renewal") in unknown.actions
+
+
+def test_renew_lead_makes_room_for_the_longest_measured_drain():
+    policy = POLICY._replace(drain_seconds=20, renew_margin=60)
+    quick = rc.ServiceMemory(startup=(30.0,))
+    assert rc.renew_lead(2, quick, policy) == 2 * (30 + 20) + 60
+    streaming = quick._replace(drains=(12.0, 95.0, 40.0))
+    assert rc.renew_lead(2, streaming, policy) == 2 * (30 + 95) + 60
+    assert rc.renew_lead(2, streaming, policy._replace(renew_lead=100)) == 100
 
 
 DRAINING = rc.JobMemory(service="svc", drain_since=1000.0)

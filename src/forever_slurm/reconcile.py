@@ -59,6 +59,7 @@ class ServiceMemory(NamedTuple):
     next_try: float = 0.0
     last_error: str = ""
     startup: Tuple[float, ...] = ()         # recent submit->ready seconds
+    drains: Tuple[float, ...] = ()          # recent drain->cancel seconds (long answers make them long)
 
 
 class Memory(NamedTuple):
@@ -248,12 +249,14 @@ def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
     """Seconds before its end a job is replaced: one start-up plus drain per instance, plus a margin
     (with a surge of 1 the instances are renewed one after the other), or FS_RENEW_LEAD; plus the
     script's own --signal warning time and the 60 s Slurm may send it early, so that the job is
-    drained before its server starts to stop."""
+    drained before its server starts to stop. The drain is the longest recently measured one (a
+    drain waits for the answers in flight), at least FS_DRAIN_SECONDS."""
     if policy.renew_lead is not None:
         lead = policy.renew_lead
     else:
         startup = max(service_memory.startup) if service_memory.startup else policy.default_startup
-        lead = max(desired_count, 1) * (startup + policy.drain_seconds) + policy.renew_margin
+        drain = max((policy.drain_seconds,) + tuple(service_memory.drains))
+        lead = max(desired_count, 1) * (startup + drain) + policy.renew_margin
     return lead + (warning_seconds + 60 if warning_seconds else 0)
 
 
@@ -335,6 +338,8 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
                     why = "renewal" if job in retiring else "fewer instances"
                     actions.append(Cancel(job.job_id, service, "drained for %s" % why))
                     cancelling.add(job.job_id)
+                    drains = services.get(service, svc).drains + (round(now - m.drain_since, 1),)
+                    services[service] = services.get(service, svc)._replace(drains=drains[-5:])
             excess = keepers - n
             if excess > 0:
                 candidates = [j for j in sorted(pending, key=_newest_first) if mem(j).owned]
