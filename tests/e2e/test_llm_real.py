@@ -9,6 +9,8 @@ llama-cpp-python fails these tests instead of skipping them.
 import os
 import shutil
 import tempfile
+import threading
+import time
 
 import pytest
 
@@ -127,3 +129,42 @@ def test_the_job_ran_the_bundled_service_unchanged(llm_stack):
     with open(os.path.join(top, "services", SERVICE, SERVICE + ".sub")) as handle:
         assert handle.read() == text
     assert "python3 -m llama_cpp.server" in text and "LLAMA_MODEL" in text
+
+
+def test_scale_down_lets_the_streams_on_the_drained_backend_finish(llm_stack):
+    """Two instances, a stream on each, then SERVICE_LIST asks for one: the drained job (the newer one)
+    is cancelled only after its stream ended, and no stream breaks."""
+    env = os.path.join(llm_stack.root, ".env")
+    with open(env, "a") as handle:
+        handle.write('SERVICE_LIST="%s/2"\nFS_DRAIN_SECONDS=2\n' % SERVICE)
+    llm_stack.wait_for(lambda: len(llm_stack.routed(SERVICE)) == 2, 180, 0.5, "two routed llama.cpp jobs")
+    time.sleep(1.5)     # Traefik has the second server
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        openai_client.stream(llm_stack.port, PREFIX, API_KEY, max_tokens=400, timeout=300))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)
+    time.sleep(1)
+    mark = len(llm_stack.loop_log())
+    with open(env, "a") as handle:
+        handle.write('SERVICE_LIST="%s/1"\n' % SERVICE)
+    for thread in threads:
+        thread.join(320)
+    log = llm_stack.wait_for(lambda: (lambda t: t if "(drained for fewer instances)" in t else None)(
+        llm_stack.loop_log()[mark:]), 60, 0.5, "the drained job cancelled")
+    print("\nstreams across a scale-down: %s" % [(r.ok, round(r.total, 1), r.chunks) for r in results])
+    assert len(results) == 2 and all(r.ok for r in results), [(r.status, r.error) for r in results]
+    assert "draining (more than 1 instances wanted)" in log
+    cancelled_at = llm_stack.wait_for(lambda: _cancel_time(llm_stack), 10, 0.5, "the cancel's time")
+    # The streams outlived FS_DRAIN_SECONDS (2 s) by far, and the cancel came after the drained
+    # backend's stream ended, so after the first of the two ends (the log has whole seconds).
+    assert min(r.total for r in results) > 5
+    assert cancelled_at >= int(min(r.started + r.total for r in results))
+
+
+def _cancel_time(stack):
+    for line in stack.loop_log().splitlines():
+        if "(drained for fewer instances)" in line:
+            return time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+    return None
