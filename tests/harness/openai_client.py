@@ -21,7 +21,9 @@ class Stream(object):
 
     @property
     def ok(self):
-        return self.status == 200 and self.done and not self.error and self.chunks > 0
+        """Whole: a 200 that ended with 'data: [DONE]'. (A random model's bytes are often not UTF-8,
+        which llama-cpp-python holds back, so a whole stream may carry no text at all.)"""
+        return self.status == 200 and self.done and not self.error
 
 
 def _body(max_tokens, stream, prompt):
