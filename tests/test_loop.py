@@ -330,3 +330,29 @@ def test_steady_state_looks_at_slurm_once_a_minute_and_at_once_when_a_backend_di
     start = clock.now
     ctl.run_forever(lambda: any(c[0] == "sbatch" for c in calls(shim_state)) or clock.now - start > 60)
     assert any(c[0] == "sbatch" for c in calls(shim_state)) and clock.now - start <= 10
+
+
+def test_scale_down_waits_for_requests_in_flight_on_the_drained_backend(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    in_flight = {"count": 2}
+    asked = []
+
+    def count_inflight(urls):
+        asked.append(dict(urls))
+        return {job_id: in_flight["count"] for job_id in urls}
+    ctl.count_inflight = count_inflight
+    routed(ctl, clock, shim_state)
+    (root / ".env").write_text('SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\nFS_DRAIN_SECONDS=5\n')
+    clock.sleep(10)
+    ctl.cycle()
+    draining = [job_id for job_id, m in ctl.snapshot.memory.jobs.items() if m.drain_since is not None]
+    assert len(draining) == 1 and "weight: 0" in open(os.path.join(layout.watch, "hello-python.yml")).read()
+    for _ in range(3):      # well past FS_DRAIN_SECONDS: a stream still flows, so the job stays
+        clock.sleep(10)
+        ctl.cycle()
+    assert not [c for c in calls(shim_state) if c[0] == "scancel"]
+    assert asked[-1] == {draining[0]: ctl.snapshot.memory.jobs[draining[0]].url}
+    in_flight["count"] = 0
+    clock.sleep(10)
+    ctl.cycle()
+    assert [c for c in calls(shim_state) if c[0] == "scancel"] == [["scancel", draining[0]]]

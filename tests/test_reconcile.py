@@ -56,7 +56,8 @@ def test_parse_comment(comment, url, problem):
     ("completing does not count", 1, [job(1, "CG")], ["Submit"]),
     ("another name never counts", 1, [job(1, name="svc-extra")], ["Submit"]),
     ("user lowered N: pending cancelled first", 1, [job(1), job(2, "PD")], ["Cancel"]),
-    ("N = 0 cancels ours", 0, [job(1), job(2, node="node2")], ["Cancel", "Cancel"]),
+    ("N = 0 drains ours first (they may be streaming)", 0, [job(1), job(2, node="node2")], []),
+    ("N = 0 cancels ours that serve nothing", 0, [job(1, "PD"), job(2, "PD")], ["Cancel", "Cancel"]),
 ])
 def test_counting(situation, desired, jobs, expect):
     memory = ready_memory([j for j in jobs if j.name == "svc"])
@@ -64,10 +65,63 @@ def test_counting(situation, desired, jobs, expect):
     assert sorted(kinds(plan.actions)) == sorted(expect), situation
 
 
-def test_surplus_cancels_pending_first_then_newest():
+def test_surplus_cancels_pending_first_then_drains_the_newest():
     jobs = [job(1), job(2, node="node2"), job(3, "PD")]
     plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
-    assert [a.job_id for a in plan.actions] == ["3", "2"]
+    assert [a.job_id for a in plan.actions] == ["3"]
+    assert plan.memory.jobs["2"].drain_since == 1000.0 and plan.memory.jobs["1"].drain_since is None
+    assert [s.weight for s in plan.routes["svc"]] == [1, 0]
+
+
+def test_scale_down_cancels_the_drained_job_once_its_streams_end():
+    jobs = [job(1), job(2, node="node2")]
+    memory = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY).memory
+    # Past FS_DRAIN_SECONDS with a stream still flowing: kept, at weight 0, nothing new submitted.
+    busy = rc.plan({"svc": 1}, jobs, memory, 1030.0, POLICY, inflight={"2": 1})
+    assert busy.actions == [] and [s.weight for s in busy.routes["svc"]] == [1, 0]
+    done = rc.plan({"svc": 1}, jobs, busy.memory, 1031.0, POLICY, inflight={"2": 0})
+    assert done.actions == [rc.Cancel("2", "svc", "drained for fewer instances")]
+    assert done.memory.services.get("svc", rc.ServiceMemory()).drains == ()     # not before it happened
+    assert rc.record_cancelled(done.memory, ["2"], 1031.0).services["svc"].drains == (31.0,)
+    assert [s.url for s in done.routes["svc"]] == ["http://node1:40001"]
+
+
+def test_renewal_waits_for_the_stream_on_the_drained_job():
+    jobs = [job(1, left=100), job(2, node="node2")]
+    memory = ready_memory(jobs)
+    memory = memory._replace(jobs=dict(memory.jobs, **{"1": memory.jobs["1"]._replace(drain_since=1000.0)}))
+    busy = rc.plan({"svc": 1}, jobs, memory, 1100.0, POLICY, inflight={"1": 2})
+    assert not [a for a in busy.actions if isinstance(a, rc.Cancel)]
+    unknown = rc.plan({"svc": 1}, jobs, memory, 1100.0, POLICY)
+    assert rc.Cancel("1", "svc", "drained for renewal") in unknown.actions
+
+
+def test_renew_lead_makes_room_for_the_longest_measured_drain():
+    policy = POLICY._replace(drain_seconds=20, renew_margin=60)
+    quick = rc.ServiceMemory(startup=(30.0,))
+    assert rc.renew_lead(2, quick, policy) == 2 * (30 + 20) + 60
+    streaming = quick._replace(drains=(12.0, 95.0, 40.0))
+    assert rc.renew_lead(2, streaming, policy) == 2 * (30 + 95) + 60
+    assert rc.renew_lead(2, streaming, policy._replace(renew_lead=100)) == 100
+
+
+DRAINING = rc.JobMemory(service="svc", drain_since=1000.0)
+
+
+@pytest.mark.parametrize("situation,inflight,now,time_left,finished", [
+    ("before FS_DRAIN_SECONDS, idle: Traefik may not have applied weight 0 yet", 0, 1010.0, 3000, False),
+    ("before FS_DRAIN_SECONDS, unknown", None, 1019.9, 3000, False),
+    ("after FS_DRAIN_SECONDS, unknown: the fixed drain time is the fallback", None, 1020.0, 3000, True),
+    ("after FS_DRAIN_SECONDS, nothing in flight", 0, 1020.0, 3000, True),
+    ("a stream still flows", 1, 1300.0, 3000, False),
+    ("a stream still flows, time left unknown", 3, 1599.0, None, False),
+    ("a stream still flows at FS_DRAIN_MAX_SECONDS", 1, 1600.0, 3000, True),
+    ("a stream still flows, the job is at its own end", 1, 1100.0, 0, True),
+    ("a stream still flows, a little time left", 1, 1100.0, 5, False),
+])
+def test_drain_finished(situation, inflight, now, time_left, finished):
+    policy = POLICY._replace(drain_seconds=20, drain_max_seconds=600)
+    assert rc.drain_finished(DRAINING, inflight, now, policy, time_left) is finished, situation
 
 
 def test_without_spread_all_missing_jobs_go_at_once():

@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import NamedTuple
 
-from . import accesslog, backoff, fsutil, joblog, probe, reconcile, services, state, traefik, traefik_bin
+from . import accesslog, backoff, fsutil, inflight, joblog, probe, reconcile, services, state, traefik, traefik_bin
 from . import settings as settings_mod
 from . import slurm as slurm_mod
 from .errors import CommandError, ConfigError, ForeverError, LockedError
@@ -25,6 +25,7 @@ def policy_from(settings):
     return reconcile.Policy(
         surge=settings.surge,
         drain_seconds=settings.drain_seconds,
+        drain_max_seconds=settings.drain_max_seconds,
         renew_lead=settings.renew_lead,
         renew_margin=settings.renew_margin,
         spread=settings.spread,
@@ -62,7 +63,7 @@ class Controller:
     `monotonic` schedules the next look at Slurm, so a clock jumping back cannot stall it."""
 
     def __init__(self, layout, settings, slurm, clock=time.time, sleep=time.sleep,
-                 probe_all=probe.probe_all, pyz=None, monotonic=None):
+                 probe_all=probe.probe_all, pyz=None, monotonic=None, count_inflight=inflight.counts):
         self.layout = layout
         self.settings = settings
         self.slurm = slurm
@@ -70,6 +71,7 @@ class Controller:
         self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
         self.sleep = sleep
         self.probe_all = probe_all
+        self.count_inflight = count_inflight
         self.pyz = pyz
         self.policy = policy_from(settings)
         self.workdirs = {os.path.normpath(layout.slurm_output),
@@ -166,8 +168,14 @@ class Controller:
                              for k, old in snap.memory.jobs.items() if k in memory.jobs):
             self.look_now = True    # a backend went away: find out from Slurm whether its job did
         warnings = {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
+        draining = {job_id: m.url for job_id, m in memory.jobs.items()
+                    if m.drain_since is not None and m.cancelled_at is None and m.url}
+        inflight = self.count_inflight(draining)
+        if not fresh and self._drain_done(memory, snap, inflight, now):
+            self.look_now = True    # nothing in flight on a drained backend: cancel it at once
         result = reconcile.plan(desired, snap.jobs, memory, now, self.policy,
-                                observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings)
+                                observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings,
+                                inflight=inflight)
         self._log_events(result.events)
         for service, trace in sorted(result.failed.items()):
             self._log_bug("planning %s failed; its jobs and routes stay as they were, the other services "
@@ -183,6 +191,13 @@ class Controller:
         if fresh and now >= self._next_log_check:
             self._next_log_check = now + 60
             self._rotate_traefik_access_log()
+
+    def _drain_done(self, memory, snap, inflight, now):
+        age = now - (snap.observed_at or now)
+        left = {job.job_id: None if job.time_left is None else job.time_left - age for job in snap.jobs}
+        return any(reconcile.drain_finished(memory.jobs[job_id], count, now, self.policy, left.get(job_id))
+                   for job_id, count in inflight.items()
+                   if job_id in memory.jobs and not memory.jobs[job_id].stopping)
 
     def _rotate_traefik_access_log(self):
         try:
@@ -460,7 +475,7 @@ class Controller:
                 self.sleep(min(self.settings.probe_interval, remaining))
                 if self.monotonic() < next_observe - 0.05:
                     self._guarded(self.tick, "probe pass")
-                if self.look_now and self.monotonic() - started >= MIN_LOOK_GAP:
+                if self.look_now and not self.observe_failures and self.monotonic() - started >= MIN_LOOK_GAP:
                     break       # a backend stopped answering, or .env changed: ask Slurm now
 
     def _guarded(self, step, what, default=None):

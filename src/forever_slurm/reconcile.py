@@ -25,7 +25,8 @@ ENDED_BY_OTHERS_STATES = frozenset(["CA", "TO", "PR", "NF", "DL", "RV"])
 
 class Policy(NamedTuple):
     surge: int = 1                  # extra jobs per service during renewal
-    drain_seconds: float = 20.0     # weight 0 this long before a renewed job is stopped
+    drain_seconds: float = 20.0     # weight 0 at least this long before a drained job is stopped
+    drain_max_seconds: float = 600.0    # ... and at most this long while requests are still in flight
     renew_lead: Optional[float] = None   # fixed lead time; None: from measured start-up
     renew_margin: float = 60.0
     default_startup: float = 60.0   # start-up guess before any job of the service was measured
@@ -75,6 +76,7 @@ class ServiceMemory(NamedTuple):
     next_try: float = 0.0
     last_error: str = ""
     startup: Tuple[float, ...] = ()         # recent submit->ready seconds
+    drains: Tuple[float, ...] = ()          # recent drain->cancel seconds (long answers make them long)
 
 
 class Memory(NamedTuple):
@@ -301,12 +303,14 @@ def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
     """Seconds before its end a job is replaced: one start-up plus drain per instance, plus a margin
     (with a surge of 1 the instances are renewed one after the other), or FS_RENEW_LEAD; plus the
     script's own --signal warning time and the 60 s Slurm may send it early, so that the job is
-    drained before its server starts to stop."""
+    drained before its server starts to stop. The drain is the longest recently measured one (a
+    drain waits for the answers in flight), at least FS_DRAIN_SECONDS."""
     if policy.renew_lead is not None:
         lead = policy.renew_lead
     else:
         startup = max(service_memory.startup) if service_memory.startup else policy.default_startup
-        lead = max(desired_count, 1) * (startup + policy.drain_seconds) + policy.renew_margin
+        drain = max((policy.drain_seconds,) + tuple(service_memory.drains))
+        lead = max(desired_count, 1) * (startup + drain) + policy.renew_margin
     return lead + (warning_seconds + 60 if warning_seconds else 0)
 
 
@@ -374,10 +378,25 @@ def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None
     return views
 
 
-def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None):
+def drain_finished(memory, inflight_count, now, policy, time_left):
+    """May a draining job be cancelled now? Not before FS_DRAIN_SECONDS (Traefik must have applied its
+    weight 0; for servers whose requests cannot be counted that is all the wait there is). Then as soon
+    as nothing is in flight, or FS_DRAIN_MAX_SECONDS after the drain began with a stream still
+    flowing, or once the job has reached its own end (its time limit stops it anyway).
+    inflight_count: requests in flight on the backend (see inflight.py), None when unknown."""
+    waited = now - memory.drain_since
+    if waited < policy.drain_seconds:
+        return False
+    if inflight_count is None or inflight_count <= 0 or waited >= policy.drain_max_seconds:
+        return True
+    return time_left is not None and time_left <= 0
+
+
+def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None, inflight=None):
     """Decide actions and routes for every service. With fresh=False (a probe-only tick on an older
     observation) only routing and draining change: nothing is submitted or cancelled.
     warnings: {service: seconds of its --signal warning} (see renew_lead).
+    inflight: {job_id: requests in flight on its backend, or None when unknown} of draining jobs.
 
     Each service is planned on its own: a bug met while planning one is returned in `failed`
     (its memory and Traefik file stay as they were) and the others go on."""
@@ -388,7 +407,7 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     budget = policy.max_submit_per_cycle
     for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings).items():
         try:
-            result = plan_service(view, policy, fresh, budget)
+            result = plan_service(view, policy, fresh, budget, inflight or {})
         except Exception:   # noqa: a planner bug must cost one service, not all of them
             failed[name] = traceback.format_exc()
             continue
@@ -402,26 +421,37 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     return Plan(actions, routes, Memory(job_mem, services), events, failed)
 
 
-def plan_service(view, policy, fresh, budget):
+def plan_service(view, policy, fresh, budget, inflight):
     """The phases of one service's plan, in order."""
     events = []
     service = _reset_backoff_if_healthy(view, policy, events)
     view = view._replace(service=service)
     retiring = retiring_jobs(view)
-    drained = drains_to_start(view, retiring, policy)
     jobs = {}
-    for job in drained:
+    for job in drains_to_start(view, retiring, policy):
         jobs[job.job_id] = view.memory_of(job)._replace(drain_since=view.now)
         events.append("job %s of %s draining (%ds left)" % (job.job_id, view.name, view.left(job)))
-    view = view._replace(jobs=dict(view.jobs, **jobs))
+    view = _with_memory(view, jobs)
     actions = []
     if fresh:
-        cancels = cancels_due(view, retiring, policy)
+        cancels, surplus_drains = cancels_due(view, retiring, policy, inflight)
+        for job in surplus_drains:
+            # It may be streaming answers: drained first, cancelled once nothing is in flight.
+            jobs[job.job_id] = view.memory_of(job)._replace(drain_since=view.now)
+            events.append("job %s of %s draining (more than %d instances wanted)" % (job.job_id, view.name,
+                                                                                    view.wanted))
+        view = _with_memory(view, jobs)
         actions += cancels
         actions += submissions(view, retiring, cancels, policy, budget)
         actions += exclusions_to_clear(view, policy)
     stopping_now = {a.job_id for a in actions if isinstance(a, Cancel)}
     return ServicePlan(actions, servers_for(view, stopping_now), jobs, service, events)
+
+
+def _with_memory(view, changed):
+    merged = dict(view.jobs)
+    merged.update(changed)
+    return view._replace(jobs=merged)
 
 
 def _reset_backoff_if_healthy(view, policy, events):
@@ -440,9 +470,7 @@ def retiring_jobs(view):
 
 def drains_to_start(view, retiring, policy):
     """Retiring jobs to drain now: while the others still carry N, or when a job ends anyway soon."""
-    retiring_ids = {job.job_id for job in retiring}
-    live = sum(1 for job in view.running if view.ready(job) and
-               (job.job_id not in retiring_ids or view.memory_of(job).drain_since is None))
+    live = sum(1 for job in view.running if view.ready(job) and view.memory_of(job).drain_since is None)
     chosen = []
     for job in retiring:
         if view.memory_of(job).drain_since is not None or not view.ready(job):
@@ -454,10 +482,11 @@ def drains_to_start(view, retiring, policy):
 
 
 def _keepers(view, retiring):
-    """Jobs that will carry the service after renewal: active or expected, neither retiring nor stopping."""
+    """Jobs that will carry the service: active or expected, and neither retiring, draining nor stopping."""
     retiring_ids = {job.job_id for job in retiring}
     kept = [job for job in view.running + view.pending
-            if job.job_id not in retiring_ids and not view.memory_of(job).stopping]
+            if job.job_id not in retiring_ids and not view.memory_of(job).stopping
+            and view.memory_of(job).drain_since is None]
     return kept, len(kept) + len(view.unseen)
 
 
@@ -465,18 +494,24 @@ def _may_cancel(m, now):
     return m.cancelled_at is None and (m.cancel_retry_at is None or now >= m.cancel_retry_at)
 
 
-def cancels_due(view, retiring, policy):
-    """Drained jobs, retries of a failed scancel, and the newest surplus jobs when N went down."""
+def cancels_due(view, retiring, policy, inflight):
+    """(cancels, jobs to drain): drained jobs with nothing left in flight (drain_finished), retries of
+    a failed scancel, and the newest surplus jobs when N went down; a ready surplus job is drained
+    first rather than cancelled, since it may be streaming an answer."""
     cancels = []
+    retiring_ids = {job.job_id for job in retiring}
     for job in view.running + view.pending:
         m = view.memory_of(job)
         if not _may_cancel(m, view.now):
             continue
         if m.cancel_failures:
             cancels.append(Cancel(job.job_id, view.name, "retrying a failed scancel"))
-        elif m.drain_since is not None and view.now - m.drain_since >= policy.drain_seconds:
-            cancels.append(Cancel(job.job_id, view.name, "drained for renewal"))
+        elif m.drain_since is not None and drain_finished(m, inflight.get(job.job_id), view.now, policy,
+                                                          view.left(job)):
+            why = "renewal" if job.job_id in retiring_ids else "fewer instances"
+            cancels.append(Cancel(job.job_id, view.name, "drained for %s" % why))
     chosen = {c.job_id for c in cancels}
+    drains = []
     kept, count = _keepers(view, retiring)
     excess = count - view.wanted
     if excess > 0:
@@ -488,10 +523,13 @@ def cancels_due(view, retiring, policy):
             if excess <= 0:
                 break
             if job.job_id in kept_ids and job.job_id not in chosen:
-                cancels.append(Cancel(job.job_id, view.name, "more than %d instances wanted" % view.wanted))
-                chosen.add(job.job_id)
+                if view.ready(job):
+                    drains.append(job)
+                else:
+                    cancels.append(Cancel(job.job_id, view.name, "more than %d instances wanted" % view.wanted))
+                    chosen.add(job.job_id)
                 excess -= 1
-    return cancels
+    return cancels, drains
 
 
 def submissions(view, retiring, cancels, policy, budget):
@@ -551,7 +589,12 @@ def next_look(views, policy, steady):
             if left is not None and left > view.lead:
                 best = min(best, (left - view.lead, "renewal of job %s" % job.job_id))
             if m.drain_since is not None and m.cancelled_at is None:
-                best = min(best, (m.drain_since + policy.drain_seconds - view.now, "drain of job %s" % job.job_id))
+                # The shortest drain is due at a known time; after that the loop looks as soon as the
+                # requests in flight are done (Controller: drain_finished on a probe pass), or at the longest.
+                for due in (policy.drain_seconds, policy.drain_max_seconds):
+                    if m.drain_since + due > view.now:
+                        best = min(best, (m.drain_since + due - view.now, "drain of job %s" % job.job_id))
+                        break
             if m.cancel_retry_at is not None and m.cancelled_at is None:
                 best = min(best, (m.cancel_retry_at - view.now, "scancel retry of job %s" % job.job_id))
         missing = view.wanted - (len(view.running) + len(view.pending) + len(view.unseen))
@@ -589,11 +632,17 @@ def record_submit_failed(memory, service, error, now, policy, intent=None):
 
 
 def record_cancelled(memory, job_ids, now):
+    """scancel succeeded; a drained job's drain time is kept, as the renewal lead must make room for it."""
     jobs = dict(memory.jobs)
+    services = dict(memory.services)
     for job_id in job_ids:
         if job_id in jobs:
-            jobs[job_id] = jobs[job_id]._replace(cancelled_at=now, cancel_retry_at=None)
-    return memory._replace(jobs=jobs)
+            m = jobs[job_id]
+            jobs[job_id] = m._replace(cancelled_at=now, cancel_retry_at=None)
+            if m.drain_since is not None:
+                svc = services.get(m.service, ServiceMemory())
+                services[m.service] = svc._replace(drains=(svc.drains + (round(now - m.drain_since, 1),))[-5:])
+    return Memory(jobs, services)
 
 
 def record_cancel_failed(memory, job_ids, now, policy):

@@ -119,6 +119,7 @@ KEYS = OrderedDict([
     ("FS_RENEW_MARGIN", Key(validate.seconds(0, 86400), 60.0)),
     ("FS_SURGE", Key(validate.whole_number(0, 100), 1)),
     ("FS_DRAIN_SECONDS", Key(validate.seconds(0, 3600), 20.0)),
+    ("FS_DRAIN_MAX_SECONDS", Key(validate.seconds(0, 86400), 600.0)),
     ("FS_SPREAD", Key(validate.yes_no, True)),
     ("FS_MAX_INSTANCES", Key(validate.whole_number(1, 1000), DEFAULT_MAX_INSTANCES)),
     ("FS_SSH_LOGIN_NODE", Key(validate.host_list, [])),
@@ -143,6 +144,7 @@ class Settings(NamedTuple):
     renew_margin: float
     surge: int
     drain_seconds: float
+    drain_max_seconds: float
     spread: bool
     max_instances: int
     ssh_login_nodes: List[str]
@@ -238,6 +240,7 @@ def _settings(typed, service_list, values):
         renew_margin=typed["FS_RENEW_MARGIN"],
         surge=typed["FS_SURGE"],
         drain_seconds=typed["FS_DRAIN_SECONDS"],
+        drain_max_seconds=typed["FS_DRAIN_MAX_SECONDS"],
         spread=typed["FS_SPREAD"],
         max_instances=typed["FS_MAX_INSTANCES"],
         ssh_login_nodes=typed["FS_SSH_LOGIN_NODE"],

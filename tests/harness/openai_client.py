@@ -1,0 +1,107 @@
+"""A minimal OpenAI-style client for the LLM tests and bench/llm: one chat completion, plain or streamed.
+
+Stdlib only. A streamed answer is read line by line as it arrives, so the caller learns when the
+first token came (time to first token) and whether the stream ended properly ('data: [DONE]').
+"""
+
+import http.client
+import json
+import time
+
+from .tiny_model import EOS_ID
+
+
+class Stream(object):
+    """What one streamed chat completion saw: seconds to the first content chunk and to the end."""
+    __slots__ = ("status", "chunks", "first", "total", "done", "error", "started")
+
+    def __init__(self):
+        self.status, self.chunks, self.first, self.total = None, 0, None, None
+        self.done, self.error, self.started = False, "", time.time()
+
+    @property
+    def ok(self):
+        """Whole: a 200 that ended with 'data: [DONE]'. (A random model's bytes are often not UTF-8,
+        which llama-cpp-python holds back, so a whole stream may carry no text at all.)"""
+        return self.status == 200 and self.done and not self.error
+
+
+def _body(max_tokens, stream, prompt):
+    return json.dumps({
+        "model": "local-llm", "max_tokens": max_tokens, "stream": stream,
+        "messages": [{"role": "user", "content": prompt}],
+        # A random model often says end-of-text early; forbidding it makes the length predictable.
+        "logit_bias": {str(EOS_ID): -100},
+    })
+
+
+def _headers(api_key):
+    return {"Content-Type": "application/json", "Authorization": "Bearer %s" % api_key}
+
+
+def get_json(port, path, api_key, timeout=10.0, host="127.0.0.1"):
+    """(status, parsed JSON or None) of an authenticated GET."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=_headers(api_key))
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            return response.status, json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            return response.status, None
+    finally:
+        conn.close()
+
+
+def chat(port, prefix, api_key, max_tokens=16, prompt="Hello", timeout=60.0, host="127.0.0.1"):
+    """(status, parsed JSON or None) of one non-streamed chat completion at prefix + /v1/chat/completions."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("POST", prefix + "/v1/chat/completions", body=_body(max_tokens, False, prompt),
+                     headers=_headers(api_key))
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            return response.status, json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            return response.status, None
+    finally:
+        conn.close()
+
+
+def stream(port, prefix, api_key, max_tokens=64, prompt="Hello", timeout=600.0, host="127.0.0.1"):
+    """One streamed chat completion read to its end; never raises (a broken stream is recorded)."""
+    result = Stream()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("POST", prefix + "/v1/chat/completions", body=_body(max_tokens, True, prompt),
+                     headers=_headers(api_key))
+        response = conn.getresponse()
+        result.status = response.status
+        if response.status != 200:
+            result.error = response.read()[:200].decode("utf-8", "replace")
+            return result
+        while True:
+            line = response.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                result.done = True
+                break
+            chunk = json.loads(data.decode("utf-8", "replace"))
+            delta = chunk["choices"][0].get("delta", {})
+            if delta.get("content"):
+                if result.first is None:
+                    result.first = time.time() - result.started
+                result.chunks += 1
+    except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError) as exc:
+        result.error = "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        result.total = time.time() - result.started
+        conn.close()
+    return result
