@@ -13,17 +13,18 @@ from .tiny_model import EOS_ID
 
 class Stream(object):
     """What one streamed chat completion saw: seconds to the first content chunk and to the end."""
-    __slots__ = ("status", "chunks", "first", "total", "done", "error", "started")
+    __slots__ = ("status", "chunks", "first", "total", "done", "finish", "error", "started")
 
     def __init__(self):
         self.status, self.chunks, self.first, self.total = None, 0, None, None
-        self.done, self.error, self.started = False, "", time.time()
+        self.done, self.finish, self.error, self.started = False, None, "", time.time()
 
     @property
     def ok(self):
-        """Whole: a 200 that ended with 'data: [DONE]'. (A random model's bytes are often not UTF-8,
-        which llama-cpp-python holds back, so a whole stream may carry no text at all.)"""
-        return self.status == 200 and self.done and not self.error
+        """Whole: a 200 whose last chunk gave a finish_reason, then 'data: [DONE]'. (An interrupted
+        llama-cpp-python stream sends [DONE] without a finish_reason. A random model's bytes are often
+        not UTF-8, which the server holds back, so a whole stream may carry little text.)"""
+        return self.status == 200 and self.done and self.finish is not None and not self.error
 
 
 def _body(max_tokens, stream, prompt):
@@ -94,7 +95,10 @@ def stream(port, prefix, api_key, max_tokens=64, prompt="Hello", timeout=600.0, 
                 result.done = True
                 break
             chunk = json.loads(data.decode("utf-8", "replace"))
-            delta = chunk["choices"][0].get("delta", {})
+            choice = chunk["choices"][0]
+            if choice.get("finish_reason"):
+                result.finish = choice["finish_reason"]
+            delta = choice.get("delta", {})
             if delta.get("content"):
                 if result.first is None:
                     result.first = time.time() - result.started
