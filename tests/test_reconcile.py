@@ -327,3 +327,11 @@ def test_next_look_waits_for_a_backoff_only_when_something_is_missing():
     jobs = [job(1, left=36000)]
     memory = ready_memory(jobs)._replace(services=memory.services)
     assert rc.next_look(views_for(jobs, memory), POLICY, 60)[1] == "steady"
+
+
+def test_scaled_to_zero_every_backend_drains_and_new_requests_get_503_not_a_draining_backend():
+    jobs = [job(1), job(2, node="node2")]
+    plan = rc.plan({"svc": 0}, jobs, ready_memory(jobs), 1000.0, POLICY)
+    assert [s.weight for s in plan.routes["svc"]] == [0, 0] and plan.actions == []
+    plan = rc.plan({"svc": 1}, [job(1, left=10)], ready_memory([job(1)]), 1000.0, POLICY)
+    assert [s.weight for s in plan.routes["svc"]] == [1]        # wanted: the last backend keeps serving

@@ -569,8 +569,8 @@ def servers_for(view, stopping_now):
         if view.ready(job) and job.job_id not in stopping_now:
             m = view.memory_of(job)
             servers.append(Server(m.url, 0 if m.drain_since is not None else 1))
-    if servers and all(s.weight == 0 for s in servers):
-        servers = [s._replace(weight=1) for s in servers]   # draining beats 503
+    if view.wanted > 0 and servers and all(s.weight == 0 for s in servers):
+        servers = [s._replace(weight=1) for s in servers]   # draining beats 503, while the service is wanted
     return servers
 
 
