@@ -4,18 +4,13 @@ import os
 import socket
 import time
 
-from . import slurm
+from . import ports, slurm
 from .errors import CommandError, ForeverError
 
 
 def free_port():
-    """A port the kernel reports free right now (bind to 0); the server should bind it at once."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-    finally:
-        sock.close()
+    """A free port on every interface of this node, for the job's server."""
+    return ports.free_port("")
 
 
 def comment_for(service, url):

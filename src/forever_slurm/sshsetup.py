@@ -12,7 +12,7 @@ import subprocess
 import time
 from typing import List, NamedTuple
 
-from . import fsutil, proc, sshtunnel, validate
+from . import fsutil, ports, proc, sshtunnel, validate
 from .configure import ConfigCancelled
 from .errors import ConfigError, ForeverError
 
@@ -79,15 +79,6 @@ def find_ssh(ssh_bin=None):
     return found
 
 
-def free_port():
-    sock = socket.socket()
-    try:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-    finally:
-        sock.close()
-
-
 class Contact(NamedTuple):
     """One test connection: ssh logged in and forwarded; answered says whether Traefik answered."""
     node: str
@@ -130,7 +121,7 @@ def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=No
     """
     # A spare port, not FS_SSH_LOCAL_PORT: a running tunnel may hold that one. The ssh runs under
     # SshProcess (Popen) because `ssh -N` never exits by itself, which proc.run cannot wait out.
-    local = free_port()
+    local = ports.free_port()
     checking = "accept-new" if accept_new else "yes"
     argv = sshtunnel.ssh_argv(ssh_bin, node, user, key_path, known_hosts, local, remote_port, ssh_port,
                               host_key_checking=checking)

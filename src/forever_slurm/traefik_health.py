@@ -11,7 +11,7 @@ import re
 import socket
 from typing import NamedTuple, Optional
 
-from . import joblog
+from . import joblog, ports
 
 _LISTEN = "0A"          # TCP state LISTEN in /proc/net/tcp
 _ERROR_LINE = re.compile(r"\s(ERR|FTL|PNC)\s|level=(error|fatal|panic)")
@@ -127,12 +127,7 @@ def free_port_near(host, port, avoid=(), span=200):
     for candidate in range(port + 1, min(65536, port + 1 + span)):
         if candidate not in avoid and port_free(host, candidate):
             return candidate
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-    finally:
-        sock.close()
+    return ports.free_port()
 
 
 def ping(port, timeout=1.0):
