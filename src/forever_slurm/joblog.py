@@ -2,21 +2,20 @@
 
 import glob
 import os
-import re
 
-_JOB_ID_RE = re.compile(r"^[0-9]{1,20}$", re.ASCII)
+from .validate import ascii_digits
 
 
 def targets(layout, snapshot, target=None):
     """[(job id, service or None)] whose output `logs` shows: the job `target` names, else the newest
     job of the service `target` names (or of every service), from memory or else from the output files."""
-    if target and _JOB_ID_RE.match(target):
+    if target and ascii_digits(target):
         known = snapshot.memory.jobs.get(target)
         return [(target, known.service if known else None)]
     names = [target] if target else sorted(set(snapshot.desired) | {m.service for m in snapshot.memory.jobs.values()})
     found = []
     for name in names:
-        ids = sorted((j for j, m in snapshot.memory.jobs.items() if m.service == name and _JOB_ID_RE.match(j)),
+        ids = sorted((j for j, m in snapshot.memory.jobs.items() if m.service == name and ascii_digits(j)),
                      key=int)
         newest = ids[-1] if ids else _newest_output_id(layout, name)
         if newest:

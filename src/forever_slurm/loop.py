@@ -134,11 +134,14 @@ class Controller:
         self.observe_failures = 0
         self._slurm_state(True, "", now)
         self.reserve.ensure()
-        ours = [job for job in jobs if slurm_mod.submitted_from(job, self.workdirs)]
         old = self.snapshot.memory
         tracked = set(desired) | {m.service for m in old.jobs.values()}
-        foreign = [job for job in jobs if job.active and job.name in tracked
-                   and not slurm_mod.submitted_from(job, self.workdirs)]
+        ours, foreign = [], []
+        for job in jobs:
+            if slurm_mod.submitted_from(job, self.workdirs):
+                ours.append(job)
+            elif job.active and job.name in tracked:
+                foreign.append(job)
         self._log_foreign(foreign)
         memory, events = reconcile.absorb(old, ours, now, self.policy)
         self._log_events(events)
@@ -193,6 +196,8 @@ class Controller:
             self._rotate_traefik_access_log()
 
     def _drain_done(self, memory, snap, inflight, now):
+        if not inflight:
+            return False
         age = now - (snap.observed_at or now)
         left = {job.job_id: None if job.time_left is None else job.time_left - age for job in snap.jobs}
         return any(reconcile.drain_finished(memory.jobs[job_id], count, now, self.policy, left.get(job_id))

@@ -11,13 +11,11 @@ is never counted, routed or cancelled, whatever its name.
 """
 
 import functools
-import re
 import traceback
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import backoff, urls
-
-_ASCII_DIGITS = re.compile(r"^[0-9]{1,20}$", re.ASCII)
+from .validate import ascii_digits
 
 # Final states that say something else ended the job (scancel, time limit, preemption, node failure).
 ENDED_BY_OTHERS_STATES = frozenset(["CA", "TO", "PR", "NF", "DL", "RV"])
@@ -670,7 +668,7 @@ def _healthy_for(job_mem, now):
 
 
 def _number(job_id):
-    return int(job_id) if _ASCII_DIGITS.match(job_id) else 0
+    return int(job_id) if ascii_digits(job_id) else 0
 
 
 def _oldest_first(job):

@@ -9,6 +9,7 @@ from typing import NamedTuple, Optional
 
 from . import proc
 from .errors import CommandError
+from .validate import ascii_digits
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ RUNNING_STATES = frozenset(["R"])
 ACTIVE_STATES = PENDING_STATES | RUNNING_STATES
 
 _DURATION_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$", re.ASCII)
-_JOB_ID_RE = re.compile(r"^[0-9]{1,20}$", re.ASCII)
 _STATE_RE = re.compile(r"^[A-Z]{1,4}$", re.ASCII)
 _TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.ASCII)
 
@@ -130,7 +130,7 @@ def _row_from(parts):
     if len(parts) != len(FIELD_CODES):
         return None
     job_id, state, name, nodes, started, ends, reason, workdir, comment = parts
-    if not _JOB_ID_RE.match(job_id.strip()) or not _STATE_RE.match(state.strip()):
+    if not ascii_digits(job_id.strip()) or not _STATE_RE.match(state.strip()):
         return None
     return _Row(job_id.strip(), state.strip(), name.strip(), nodes.strip(), parse_time(started), parse_time(ends),
                 reason.strip(), "" if comment.strip() == "(null)" else comment.strip(), workdir.strip())
@@ -247,7 +247,7 @@ class Slurm:
         argv = self.sbatch_argv(script, chdir, exclude, output)
         done = self._run(argv, timeout=self.timeout, env=env, cwd=chdir)
         job_id = done.stdout.strip().split(";")[0].strip()
-        if not _JOB_ID_RE.match(job_id):
+        if not ascii_digits(job_id):
             raise CommandError(argv, done.returncode, done.stderr,
                                message="sbatch printed no job id: %r" % done.stdout.strip()[:200])
         return job_id

@@ -42,25 +42,20 @@ def _headers(api_key):
 
 def get_json(port, path, api_key, timeout=10.0, host="127.0.0.1"):
     """(status, parsed JSON or None) of an authenticated GET."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=_headers(api_key))
-        response = conn.getresponse()
-        raw = response.read()
-        try:
-            return response.status, json.loads(raw.decode("utf-8", "replace"))
-        except ValueError:
-            return response.status, None
-    finally:
-        conn.close()
+    return _json_request(host, port, "GET", path, None, api_key, timeout)
 
 
 def chat(port, prefix, api_key, max_tokens=16, prompt="Hello", timeout=60.0, host="127.0.0.1"):
     """(status, parsed JSON or None) of one non-streamed chat completion at prefix + /v1/chat/completions."""
+    return _json_request(host, port, "POST", prefix + "/v1/chat/completions", _body(max_tokens, False, prompt),
+                         api_key, timeout)
+
+
+def _json_request(host, port, method, path, body, api_key, timeout):
+    """(status, parsed JSON or None) of one request."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("POST", prefix + "/v1/chat/completions", body=_body(max_tokens, False, prompt),
-                     headers=_headers(api_key))
+        conn.request(method, path, body=body, headers=_headers(api_key))
         response = conn.getresponse()
         raw = response.read()
         try:
