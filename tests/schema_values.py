@@ -8,7 +8,7 @@ import copy
 import json
 import string
 
-from forever_slurm import traefik_schema as schema
+from forever_slurm.systems import traefik_schema as schema
 
 SERVICE = "svc"
 ROUTER = "svc-router"

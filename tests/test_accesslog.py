@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from forever_slurm import accesslog
+from forever_slurm.observe import accesslog
 
 NOW = calendar.timegm((2026, 11, 29, 12, 0, 0, 0, 0, 0)) + 0.25
 

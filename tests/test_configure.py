@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from forever_slurm import configure, envfile, services, settings
-from forever_slurm.errors import ConfigError
+from forever_slurm.setup import configure
+from forever_slurm.common import envfile, services, settings
+from forever_slurm.common.errors import ConfigError
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 MAX_PROMPTS = 500       # a scripted session never needs this many; more means the flow loops

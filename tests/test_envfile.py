@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from forever_slurm import envfile, fsutil
-from forever_slurm.errors import ConfigError
+from forever_slurm.common import envfile, fsutil
+from forever_slurm.common.errors import ConfigError
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from forever_slurm import fsutil
-from forever_slurm.errors import ConfigError
+from forever_slurm.common import fsutil
+from forever_slurm.common.errors import ConfigError
 
 
 def test_atomic_write_replaces_and_sets_mode_whatever_the_umask(tmp_path):

@@ -12,7 +12,10 @@ import random
 
 import pytest
 
-from forever_slurm import fsutil, loop, probe, reconcile, settings, slurm, state, status
+from forever_slurm.common import fsutil, settings
+from forever_slurm.core import loop, probe, reconcile, state
+from forever_slurm.systems import slurm
+from forever_slurm.observe import status
 
 from test_loop import Clock, Prober, calls, jobs_file, make, publish_all, routed
 
@@ -71,7 +74,8 @@ def test_comments_the_http_client_would_choke_on_are_refused_with_the_real_probe
 
 
 def test_ipv6_literals_are_one_rule_for_the_parser_and_the_writer():
-    from forever_slurm import traefik, urls
+    from forever_slurm.systems import traefik
+    from forever_slurm.common import urls
     for url in ["http://[::1]:8080", "http://[fe80::1]:1", "http://node7:40123", "https://10.0.0.1:443"]:
         assert reconcile.parse_comment("traefik,s," + url, "s") == (url, "")
         assert traefik.valid_server_url(url)
@@ -98,7 +102,7 @@ def test_random_comments_never_stop_the_loop_nor_add_a_job(root, shim_state):
         assert ctl.cycle() is True
         assert sorted(ctl.snapshot.memory.jobs) == ids                 # no phantom job, none lost
         for servers in ctl.snapshot.routes.values():
-            from forever_slurm import urls
+            from forever_slurm.common import urls
             assert all(urls.valid_backend_url(s.url) for s in servers)
         assert "node" in watch_file(layout, "other")                   # the other service is still routed
 
@@ -348,7 +352,7 @@ def test_a_sub_that_is_not_a_sane_file_is_refused_and_the_others_go_on(root, shi
 
 
 def test_an_unusable_lock_file_is_a_clear_error(root):
-    from forever_slurm.errors import ForeverError
+    from forever_slurm.common.errors import ForeverError
     layout = settings.Layout(str(root))
     os.makedirs(layout.lock_file)            # a directory where the lock file should be
     with pytest.raises(ForeverError, match="cannot open the lock file"):
@@ -429,7 +433,7 @@ def test_status_and_check_change_nothing_even_with_a_corrupt_state_and_bundled_s
 
 
 def test_logs_finds_the_newest_job_of_a_service_from_memory_or_output_files(root):
-    from forever_slurm import joblog
+    from forever_slurm.observe import joblog
     layout = settings.Layout(str(root))
     os.makedirs(layout.slurm_output)
     for job_id in ("7", "12"):

@@ -4,7 +4,7 @@ import ipaddress
 import socket
 import threading
 
-from forever_slurm import inflight
+from forever_slurm.core import inflight
 
 # Captured from this machine's /proc/net/tcp and tcp6 (columns after `st` trimmed): 127.0.0.1:18111 is
 # 0100007F:46BF; a listening socket (0A), an established one to the backend (01), the backend's own

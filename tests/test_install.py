@@ -7,9 +7,13 @@ import sys
 
 import pytest
 
-from forever_slurm import cli, configure, install, settings, state, traefik_health, units
-from forever_slurm.errors import ConfigError, ForeverError
-from forever_slurm.slurm import Job
+from forever_slurm import cli
+from forever_slurm.setup import configure, install, units
+from forever_slurm.common import settings
+from forever_slurm.core import state
+from forever_slurm.observe import traefik_health
+from forever_slurm.common.errors import ConfigError, ForeverError
+from forever_slurm.systems.slurm import Job
 
 from harness.net import wait_for
 from test_configure import Script
@@ -190,7 +194,7 @@ def test_our_traefik_without_a_ping_is_not_called_running(layout, fake_traefik):
 
 
 def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken, fake_traefik):
-    from forever_slurm import status
+    from forever_slurm.observe import status
     conf_for(layout, taken, free_port())
     report = status.collect(layout)
     assert report["traefik"]["running"] is False and "port %d is taken" % taken in report["traefik"]["problem"]

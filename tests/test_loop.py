@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
-from forever_slurm import loop, reconcile, settings, slurm, state
+from forever_slurm.core import loop, reconcile, state
+from forever_slurm.common import settings
+from forever_slurm.systems import slurm
 
 
 class Clock:

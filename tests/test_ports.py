@@ -2,7 +2,8 @@
 
 import socket
 
-from forever_slurm import jobside, ports
+from forever_slurm.systems import jobside
+from forever_slurm.common import ports
 
 
 def test_free_port_can_be_bound_at_once_on_loopback_and_every_interface():

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from forever_slurm import proc
-from forever_slurm.errors import CommandError
+from forever_slurm.systems import proc
+from forever_slurm.common.errors import CommandError
 
 
 def test_output_is_decoded_leniently():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from forever_slurm import reconcile as rc
-from forever_slurm.slurm import Job
+from forever_slurm.core import reconcile as rc
+from forever_slurm.systems.slurm import Job
 
 POLICY = rc.Policy(surge=1, drain_seconds=20, renew_lead=None, renew_margin=60, default_startup=60)
 

@@ -10,8 +10,11 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import pytest
 
-from forever_slurm import services, cli, configure, settings, sshsetup, status, validate
-from forever_slurm.errors import ConfigError
+from forever_slurm.common import services, settings, validate
+from forever_slurm import cli
+from forever_slurm.setup import configure, sshsetup
+from forever_slurm.observe import status
+from forever_slurm.common.errors import ConfigError
 
 FIELDS = {key: key[3:].lower() for key in settings.KEYS}
 FIELDS["FS_SSH_LOGIN_NODE"] = "ssh_login_nodes"

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from forever_slurm import slurm
-from forever_slurm.errors import CommandError
+from forever_slurm.systems import slurm
+from forever_slurm.common.errors import CommandError
 
 NOW = 1_800_000_000.0
 

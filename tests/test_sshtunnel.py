@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 
-from forever_slurm import settings as settings_mod
-from forever_slurm import sshsetup, sshtunnel
-from forever_slurm.configure import ConfigCancelled
-from forever_slurm.errors import ConfigError, ForeverError
+from forever_slurm.common import settings as settings_mod
+from forever_slurm.setup import sshsetup
+from forever_slurm.tunnel import sshtunnel
+from forever_slurm.setup.configure import ConfigCancelled
+from forever_slurm.common.errors import ConfigError, ForeverError
 
 CHANGED_BANNER = """\
 @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
@@ -303,7 +304,7 @@ def test_a_node_that_does_not_accept_connections_is_left_at_once_and_all_are_tri
 def test_a_node_that_drops_packets_fails_over_within_ten_seconds(caplog):
     world = World(dropping=lambda node, t: node == "login1")
     sup = supervisor(world, nodes=["login1", "login2"], reachable=world.reachable)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 30))
     assert [node for _, node in world.starts()] == ["login1", "login2"]
     assert up_times(sup)[0] <= CONNECT_TIMEOUT + 1 < 10 and sup.node == "login2"
@@ -344,7 +345,7 @@ def test_backoff_waits_are_jittered():
 def test_a_tunnel_that_stops_forwarding_is_restarted_after_k_failures(caplog):
     world = World(dead_link=lambda node, t: 50 <= t < 70)
     sup = supervisor(world, probe_interval=5, probe_failures=3, settle=0.002)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 120))
     first = world.procs[0]
     assert first.terminated, "the ssh that stopped forwarding was not stopped"
@@ -356,7 +357,7 @@ def test_a_tunnel_that_stops_forwarding_is_restarted_after_k_failures(caplog):
 def test_a_node_whose_tunnel_goes_silent_is_left_for_the_next_at_once(caplog):
     world = World(dead_link=lambda node, t: node == "login1" and t >= 50)
     sup = supervisor(world, nodes=["login1", "login2"], probe_interval=5, probe_failures=3, settle=0.002)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 80))
     assert [node for _, node in world.starts()] == ["login1", "login2"]
     # The first probe after 50 s fails, two quick rechecks confirm it, login2 takes over.
@@ -368,7 +369,7 @@ def test_a_node_that_ssh_finds_not_responding_is_left_for_the_next_at_once(caplo
     world = World(silent=lambda node, t: node == "login1" and t >= 50)
     # Probes rarely: here ssh's ServerAlive notices first.
     sup = supervisor(world, nodes=["login1", "login2"], probe_interval=30, settle=0.002)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 80))
     assert [node for _, node in world.starts()] == ["login1", "login2"]
     assert up_times(sup)[1] <= 50 + 6 + 1
@@ -393,7 +394,7 @@ def test_a_start_that_never_answers_times_out_and_counts_as_failed():
 def test_traefik_down_behind_a_working_ssh_keeps_ssh_and_logs_once(caplog):
     world = World(no_traefik=lambda node, t: 50 <= t < 150)
     sup = supervisor(world, probe_interval=5, probe_failures=3, settle=2.0)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 200))
     assert len(world.procs) == 1, "ssh was restarted although the login node answered"
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
@@ -405,7 +406,7 @@ def test_traefik_down_behind_a_working_ssh_keeps_ssh_and_logs_once(caplog):
 def test_with_several_nodes_an_empty_login_node_is_left_for_the_next(caplog):
     world = World(no_traefik=lambda node, t: node == "login1")
     sup = supervisor(world, nodes=["login1", "login2"], start_timeout=20, settle=2.0)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 100))
     assert [node for _, node in world.starts()] == ["login1", "login2"]
     assert world.procs[1].started - world.procs[0].started <= 20 + 5 + 1 + 1
@@ -419,7 +420,7 @@ def test_a_refused_forward_is_explained(caplog):
         [l.replace("connect failed: Connection refused", "administratively prohibited: open failed")
          for l in lines], node, "/kh", "/k")
     sup = supervisor(world, explain=explain, settle=2.0)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 30))
     assert len(world.procs) == 1
     assert any("permitopen" in r.getMessage() for r in caplog.records)
@@ -439,7 +440,7 @@ def test_logs_one_line_per_state_change(caplog):
     # Up, then down for 200 s (about a dozen failed restarts), then up again for a long time.
     world = World(down=lambda node, t: 10 <= t < 210)
     sup = supervisor(world, reachable=None)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 600))
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     ups = [l for l in lines if ": up via" in l]
@@ -454,7 +455,7 @@ def test_logs_one_line_per_state_change(caplog):
 
 def test_switching_nodes_is_logged(caplog):
     world = World(down=lambda node, t: node == "login1")
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         supervisor(world, nodes=["login1", "login2"]).run(StopAt(world, 30))
     assert any("switching from login1 to login2" in r.getMessage() for r in caplog.records)
 
@@ -462,7 +463,7 @@ def test_switching_nodes_is_logged(caplog):
 def test_down_line_carries_the_diagnosis(caplog):
     world = World(down=lambda node, t: True)
     sup = supervisor(world, explain=lambda lines, node: sshtunnel.diagnose(lines, node, "/kh", "/k"))
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         sup.run(StopAt(world, 5))
     assert any("its sshd is down" in r.getMessage() for r in caplog.records)
 
@@ -722,7 +723,7 @@ def test_configure_ssh_explains_a_forward_refused_by_an_old_authorized_line(tmp_
 
 
 def test_several_login_nodes_are_accepted_at_the_prompt_and_written_quoted(tmp_path):
-    from forever_slurm import configure
+    from forever_slurm.setup import configure
     typed = iter(["127.0.0.1 127.0.0.2", '"login1 login2"'])
     said = []
     prompter = configure.Prompter(lambda prompt: next(typed), said.append, interactive=True)
@@ -738,7 +739,7 @@ def test_several_login_nodes_are_accepted_at_the_prompt_and_written_quoted(tmp_p
 
 
 def test_uninstall_on_a_web_server_reminds_to_remove_the_authorized_keys_line(tmp_path, monkeypatch):
-    from forever_slurm import install, units
+    from forever_slurm.setup import install, units
     key = tmp_path / "k" / "id"
     pub = sshsetup.ensure_key(str(key))
     settings, layout = _settings(tmp_path, 'FS_SSH_LOGIN_NODE="login1 login2"\nFS_SSH_USER=bob\n'
@@ -752,7 +753,7 @@ def test_uninstall_on_a_web_server_reminds_to_remove_the_authorized_keys_line(tm
 
 
 def test_uninstall_on_a_login_node_has_no_tunnel_reminder(tmp_path, monkeypatch):
-    from forever_slurm import install, units
+    from forever_slurm.setup import install, units
     settings, layout = _settings(tmp_path)
     monkeypatch.setattr(units, "uninstall", lambda *args: [])
     said = []

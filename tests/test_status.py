@@ -2,8 +2,10 @@
 
 import os
 
-from forever_slurm import reconcile, settings, state, status
-from forever_slurm.slurm import Job
+from forever_slurm.core import reconcile, state
+from forever_slurm.common import settings
+from forever_slurm.observe import status
+from forever_slurm.systems.slurm import Job
 
 
 def snapshot_with(jobs, memory, now):

@@ -12,9 +12,9 @@ import zipfile
 
 import pytest
 
-from forever_slurm import traefik_bin
-from forever_slurm.errors import ConfigError, ForeverError
-from forever_slurm.settings import Layout
+from forever_slurm.setup import traefik_bin
+from forever_slurm.common.errors import ConfigError, ForeverError
+from forever_slurm.common.settings import Layout
 
 KEY = ("linux", "testarch")
 FAKE_TRAEFIK = b"#!/bin/sh\necho 'Version:      3.7.15-fake'\n"

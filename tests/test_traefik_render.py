@@ -10,9 +10,10 @@ import pytest
 import schema_values
 from original_tool import ORIGINAL_YML
 
-from forever_slurm import settings, traefik, traefik_schema, yamlish
-from forever_slurm.errors import ConfigError
-from forever_slurm.traefik import Server
+from forever_slurm.common import settings
+from forever_slurm.systems import traefik, traefik_schema, yamlish
+from forever_slurm.common.errors import ConfigError
+from forever_slurm.systems.traefik import Server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

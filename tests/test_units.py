@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from forever_slurm import proc, units
-from forever_slurm.errors import ForeverError
-from forever_slurm.settings import Layout
+from forever_slurm.systems import proc
+from forever_slurm.setup import units
+from forever_slurm.common.errors import ForeverError
+from forever_slurm.common.settings import Layout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKES = os.path.join(HERE, "fakes")

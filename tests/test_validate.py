@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from forever_slurm import validate
-from forever_slurm.validate import Invalid
+from forever_slurm.common import validate
+from forever_slurm.common.validate import Invalid
 
 # Each of these is accepted by float() or int() or str.isdigit(), and each must be refused.
 NOT_PLAIN_NUMBERS = ["nan", "NaN", "inf", "-inf", "Infinity", "1e999", "1e3", "1_0", "\u0661\u0662",

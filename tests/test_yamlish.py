@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from forever_slurm import yamlish
-from forever_slurm.errors import ConfigError
+from forever_slurm.systems import yamlish
+from forever_slurm.common.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,8 +9,9 @@ import signal
 import sys
 import time
 
-from . import __version__, fsutil, settings as settings_mod
-from .errors import ForeverError
+from . import __version__
+from .common import fsutil, settings as settings_mod
+from .common.errors import ForeverError
 
 log = logging.getLogger("forever_slurm")
 
@@ -181,7 +182,8 @@ def _pyz_command(layout):
 
 # -- subcommands ------------------------------------------------------------------------------------
 def cmd_run(args):
-    from . import loop, slurm
+    from .core import loop
+    from .systems import slurm
     layout = _layout(args)
     conf = settings_mod.load(layout)
     try:
@@ -206,7 +208,7 @@ def cmd_run(args):
 
 
 def cmd_status(args):
-    from . import status
+    from .observe import status
     layout = _set_up_layout(args)
     while True:
         report = status.collect(layout)
@@ -223,7 +225,7 @@ def cmd_status(args):
 
 
 def cmd_check(args):
-    from . import checks
+    from .observe import checks
     report = checks.check_root(_layout(args))
     for line in report.ok + report.problems:
         print(line)
@@ -232,7 +234,8 @@ def cmd_check(args):
 
 
 def cmd_traefik(args):
-    from . import traefik, traefik_bin
+    from .systems import traefik
+    from .setup import traefik_bin
     layout = _layout(args)
     conf = settings_mod.load(layout)
     layout.make_dirs()
@@ -250,17 +253,18 @@ def cmd_traefik(args):
 
 
 def cmd_config(args):
-    from . import install
+    from .setup import install
     return install.config_command(args, _layout(args, must_exist=False), _pyz_command)
 
 
 def cmd_uninstall(args):
-    from . import install
+    from .setup import install
     return install.uninstall_command(args, _layout(args))
 
 
 def cmd_tunnel(args):
-    from . import sshsetup, sshtunnel
+    from .setup import sshsetup
+    from .tunnel import sshtunnel
     layout = _layout(args)
     conf = settings_mod.load(layout)
     layout.make_dirs()
@@ -269,7 +273,8 @@ def cmd_tunnel(args):
 
 
 def cmd_logs(args):
-    from . import joblog, state
+    from .observe import joblog
+    from .core import state
     layout = _layout(args)
     targets = joblog.targets(layout, state.load(layout.state_file), args.target)
     if not targets:
@@ -283,13 +288,13 @@ def cmd_logs(args):
 
 
 def cmd_port(args):
-    from . import jobside
+    from .systems import jobside
     print(jobside.free_port())
     return 0
 
 
 def cmd_publish(args):
-    from . import jobside
+    from .systems import jobside
     url = args.url
     if not url:
         if not args.port:

@@ -12,8 +12,10 @@ import pytest
 
 from harness.net import LoopbackServer, free_port, http_get, wait_for
 
-from forever_slurm import accesslog, settings, traefik
-from forever_slurm.traefik import Server
+from forever_slurm.observe import accesslog
+from forever_slurm.common import settings
+from forever_slurm.systems import traefik
+from forever_slurm.systems.traefik import Server
 
 pytestmark = pytest.mark.e2e
 

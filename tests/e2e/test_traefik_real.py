@@ -14,9 +14,11 @@ import pytest
 from harness.net import LoopbackServer, free_port, http_get, wait_for
 
 import schema_values
-from forever_slurm import loop, settings, slurm, traefik, yamlish
+from forever_slurm.core import loop
+from forever_slurm.common import settings
+from forever_slurm.systems import slurm, traefik, yamlish
 from original_tool import ORIGINAL_YML
-from forever_slurm.traefik import Server
+from forever_slurm.systems.traefik import Server
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from forever_slurm import settings as settings_mod
-from forever_slurm import sshsetup, sshtunnel
-from forever_slurm.errors import ForeverError
+from forever_slurm.common import settings as settings_mod
+from forever_slurm.setup import sshsetup
+from forever_slurm.tunnel import sshtunnel
+from forever_slurm.common.errors import ForeverError
 from harness import sshd as sshd_harness
 
 pytestmark = pytest.mark.e2e
@@ -253,7 +254,7 @@ def test_a_changed_host_key_is_refused_with_a_clear_message(root, server, caplog
         assert handle.read() == recorded, "the changed key was written to known_hosts"
 
     sup = sshsetup.tunnel_from_settings(settings, layout)
-    with caplog.at_level(logging.INFO, logger="forever_slurm.sshtunnel"):
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
         with Running(sup):
             assert wait_for(lambda: any("CHANGED" in r.getMessage() for r in caplog.records), 15)
             assert fetch(settings.ssh_local_port, timeout=0.5) is None

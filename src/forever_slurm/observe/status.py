@@ -3,8 +3,9 @@
 import os
 import time
 
-from . import reconcile, settings as settings_mod, state, validate
-from .errors import ForeverError
+from ..core import reconcile, state
+from ..common import settings as settings_mod, validate
+from ..common.errors import ForeverError
 
 
 def collect(layout, now=None, traffic_window=300.0):
@@ -122,7 +123,7 @@ def _traefik(layout, conf):
 
 
 def _warning(layout, name):
-    from . import services
+    from ..common import services
     try:
         return services.load(layout, name, unpack=False).warning_seconds
     except ForeverError:
@@ -130,7 +131,7 @@ def _warning(layout, name):
 
 
 def _policy(conf):
-    from .loop import policy_from
+    from ..core.loop import policy_from
     return policy_from(conf)
 
 

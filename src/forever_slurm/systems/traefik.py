@@ -13,10 +13,11 @@ import os
 import re
 from typing import Dict, NamedTuple, Tuple
 
-from . import fsutil, urls, yamlish
+from ..common import fsutil, urls
+from . import yamlish
 from . import traefik_schema as schema
-from .errors import ConfigError
-from .settings import SERVICE_NAME_RE
+from ..common.errors import ConfigError
+from ..common.settings import SERVICE_NAME_RE
 
 MARKER = "# written by forever-slurm"
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC")

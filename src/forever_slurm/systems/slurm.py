@@ -8,8 +8,8 @@ import time
 from typing import NamedTuple, Optional
 
 from . import proc
-from .errors import CommandError
-from .validate import ascii_digits
+from ..common.errors import CommandError
+from ..common.validate import ascii_digits
 
 log = logging.getLogger(__name__)
 

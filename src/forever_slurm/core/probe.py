@@ -5,7 +5,7 @@ import http.client
 import logging
 import socket
 
-from . import urls
+from ..common import urls
 from .reconcile import ProbeResult
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,14 @@ import time
 import traceback
 from typing import NamedTuple
 
-from . import accesslog, backoff, fsutil, inflight, joblog, probe, reconcile, services, state, traefik, traefik_bin
-from . import settings as settings_mod
-from . import slurm as slurm_mod
-from .errors import CommandError, ConfigError, ForeverError, LockedError
+from ..observe import accesslog, joblog
+from ..common import backoff, fsutil, services
+from . import inflight, probe, reconcile, state
+from ..systems import traefik
+from ..setup import traefik_bin
+from ..common import settings as settings_mod
+from ..systems import slurm as slurm_mod
+from ..common.errors import CommandError, ConfigError, ForeverError, LockedError
 from .reconcile import Cancel, ClearExclude, Submit
 
 log = logging.getLogger("forever_slurm")

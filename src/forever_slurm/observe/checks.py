@@ -3,8 +3,10 @@
 import os
 from typing import List, NamedTuple
 
-from . import services, settings as settings_mod, traefik, traefik_bin
-from .errors import ForeverError
+from ..common import services, settings as settings_mod
+from ..systems import traefik
+from ..setup import traefik_bin
+from ..common.errors import ForeverError
 
 
 class CheckReport(NamedTuple):

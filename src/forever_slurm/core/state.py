@@ -11,10 +11,10 @@ import os
 import time
 from typing import Dict, List, NamedTuple, Optional
 
-from . import fsutil
-from .errors import ConfigError
+from ..common import fsutil
+from ..common.errors import ConfigError
 from .reconcile import JobMemory, Memory, ServiceMemory, Server, empty_memory
-from .slurm import Job
+from ..systems.slurm import Job
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,12 @@ import os
 import sys
 import time
 
-from . import configure, fsutil, joblog, proc, services, settings as settings_mod, state, traefik
-from .errors import ConfigError, ForeverError
+from . import configure
+from ..common import fsutil, services, settings as settings_mod
+from ..observe import joblog
+from ..systems import proc, traefik
+from ..core import state
+from ..common.errors import ConfigError, ForeverError
 
 
 # Variables the Slurm clients read that a site may set in the login shell (modules) but that
@@ -49,7 +53,7 @@ def config_command(args, layout, pyz_command, say=None, wait_seconds=90.0, up_se
     problems = wait_until_up(layout, conf, report, say, up_seconds)
     if not problems:
         problems = _wait_for_first_backends(layout, conf, say, wait_seconds)
-    from . import status
+    from ..observe import status
     say("")
     say(status.render(status.collect(layout)))
     if problems:
@@ -80,7 +84,7 @@ def ensure_root(layout, prompter, assume_yes, say):
 
 def port_review(layout, prompter, assume_yes, say, tries=5):
     """A check of the answers before .env is written: Traefik's ports must be free, or held by our Traefik."""
-    from . import traefik_health
+    from ..observe import traefik_health
 
     def review(answers):
         pid = traefik_health.our_pid(layout)
@@ -183,7 +187,7 @@ def _install_units(layout, names, say, inputs=None, extra_tools=()):
 
 def wait_until_up(layout, conf, report, say, seconds, clock=time.time, sleep=time.sleep, run=proc.run):
     """Wait for our Traefik to answer and the loop to write its state; [] or the plain reasons they did not."""
-    from . import traefik_health
+    from ..observe import traefik_health
     say("Waiting for Traefik and the loop to start (up to %ds)..." % seconds)
     deadline = clock() + seconds
     while True:

@@ -4,7 +4,7 @@ import logging
 import os
 import subprocess
 
-from .errors import CommandError
+from ..common.errors import CommandError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import functools
 import traceback
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from . import backoff, urls
-from .validate import ascii_digits
+from ..common import backoff, urls
+from ..common.validate import ascii_digits
 
 # Final states that say something else ended the job (scancel, time limit, preemption, node failure).
 ENDED_BY_OTHERS_STATES = frozenset(["CA", "TO", "PR", "NF", "DL", "RV"])

@@ -12,9 +12,11 @@ import subprocess
 import time
 from typing import List, NamedTuple
 
-from . import fsutil, ports, proc, sshtunnel, validate
+from ..common import fsutil, ports, validate
+from ..systems import proc
+from ..tunnel import sshtunnel
 from .configure import ConfigCancelled
-from .errors import ConfigError, ForeverError
+from ..common.errors import ConfigError, ForeverError
 
 PLACEHOLDER_NODE = "my-login-node"
 

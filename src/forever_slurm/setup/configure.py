@@ -14,8 +14,8 @@ import sys
 from collections import OrderedDict
 from typing import List, NamedTuple, Optional
 
-from . import envfile, fsutil, resources, services, settings, validate
-from .errors import ConfigError, ForeverError
+from ..common import envfile, fsutil, resources, services, settings, validate
+from ..common.errors import ConfigError, ForeverError
 
 SERVICE_LIST = "SERVICE_LIST"
 SSH_PREFIX = "FS_SSH_"          # asked by `config --ssh`, as in the original config.sh

@@ -4,7 +4,8 @@ import glob
 import os
 from typing import NamedTuple, Optional
 
-from . import fsutil, resources, slurm, validate
+from . import fsutil, resources, validate
+from ..systems import slurm
 from .errors import ConfigError
 from .settings import SERVICE_NAME_RE
 

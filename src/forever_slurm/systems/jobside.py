@@ -4,8 +4,9 @@ import os
 import socket
 import time
 
-from . import ports, slurm
-from .errors import CommandError, ForeverError
+from ..common import ports
+from . import slurm
+from ..common.errors import CommandError, ForeverError
 
 
 def free_port():

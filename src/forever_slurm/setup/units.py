@@ -10,8 +10,8 @@ import subprocess
 import time
 from typing import NamedTuple
 
-from . import fsutil
-from .errors import CommandError, ForeverError
+from ..common import fsutil
+from ..common.errors import CommandError, ForeverError
 
 UNIT_NAMES = ("forever-traefik", "forever-slurm", "forever-ssh-forward")
 SUBCOMMANDS = {"forever-traefik": "traefik", "forever-slurm": "run", "forever-ssh-forward": "tunnel"}

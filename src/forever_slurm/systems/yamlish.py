@@ -13,7 +13,7 @@ import math
 import re
 from typing import Dict, NamedTuple, Tuple
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 _INT_RE = re.compile(r"^[-+]?[0-9]+$")
 _FLOAT_RE = re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$")

@@ -11,7 +11,8 @@ import re
 import socket
 from typing import NamedTuple, Optional
 
-from . import joblog, ports
+from . import joblog
+from ..common import ports
 
 _LISTEN = "0A"          # TCP state LISTEN in /proc/net/tcp
 _ERROR_LINE = re.compile(r"\s(ERR|FTL|PNC)\s|level=(error|fatal|panic)")

@@ -15,8 +15,9 @@ import urllib.request
 import zipfile
 from typing import NamedTuple, Optional
 
-from . import fsutil, proc
-from .errors import CommandError, ConfigError, ForeverError
+from ..common import fsutil
+from ..systems import proc
+from ..common.errors import CommandError, ConfigError, ForeverError
 
 VERSION = "3.7.15"
 CHUNK = 1 << 20

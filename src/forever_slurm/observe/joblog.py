@@ -3,7 +3,7 @@
 import glob
 import os
 
-from .validate import ascii_digits
+from ..common.validate import ascii_digits
 
 
 def targets(layout, snapshot, target=None):

@@ -3,7 +3,7 @@
 import os
 import pkgutil
 
-_SOURCE_TOP = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+_SOURCE_TOP = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 
 def read_bytes(name):

@@ -1,0 +1,1 @@
+"""What every room shares: errors, settings and .env files, service folders, safe files, and the one check per value."""

@@ -1,0 +1,1 @@
+"""Reading, never writing: `status`, `check`, Traefik's access log and health, and job logs."""

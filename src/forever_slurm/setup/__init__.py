@@ -1,0 +1,1 @@
+"""`config` and `uninstall`: the prompts, the steps after them, supervision (units), the Traefik binary and ssh setup."""
