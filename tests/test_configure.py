@@ -73,9 +73,11 @@ def no_input(prompt):
     raise AssertionError("asked %r although no question was expected" % prompt)
 
 
-def asked_keys(layout):
+def asked_keys(layout, scaling=False):
+    """The keys config asks, in order; the scale keys only when a MIN-MAX service is chosen."""
     return [k for k in configure.template(layout).keys
-            if k != configure.SERVICE_LIST and not k.startswith(configure.SSH_PREFIX)]
+            if k != configure.SERVICE_LIST and not k.startswith(configure.SSH_PREFIX)
+            and (scaling or k not in settings.SCALE_KEYS)]
 
 
 def menu_number(layout, name, extra=()):
@@ -675,3 +677,31 @@ def test_a_new_root_on_a_real_terminal_is_created_when_asked(tmp_path, terminal,
     term.type("\x03")
     assert term.finish() == 130
     assert root.is_dir() and not (root / ".env").exists()
+
+
+def test_a_min_max_service_is_kept_and_its_scale_keys_are_asked(layout):
+    name = configure.services.available(layout)[0]
+    script = Script({"Pick a number": [menu_number(layout, name), ""], "Instances of": ["3-1", "0-3"],
+                     "FS_IDLE_SECONDS": ["120"]})
+    got = configure.collect_answers(layout, script.prompter())
+    assert got["SERVICE_LIST"] == "%s/0-3" % name
+    assert got["FS_IDLE_SECONDS"] == "120"
+    assert any("MAX >= MIN" in line for line in script.lines), "3-1 is refused with the reason"
+    order = [p.split(" ")[0] for p in script.prompts]
+    assert order.index("FS_SCALE_TARGET") > order.index("Instances"), "scale keys come after the menu"
+
+
+def test_fixed_services_are_not_asked_about_scaling(layout):
+    script = Script()
+    configure.collect_answers(layout, script.prompter())
+    assert not script.asked("FS_SCALE_TARGET")
+
+
+def test_service_option_takes_a_range(layout):
+    name = configure.services.available(layout)[0]
+    got = configure.collect_answers(layout, Script().prompter(), service_overrides=["%s=1-4" % name],
+                                    assume_yes=True)
+    assert got["SERVICE_LIST"] == "%s/1-4" % name
+    with pytest.raises(ConfigError, match="MIN-MAX"):
+        configure.collect_answers(layout, Script().prompter(), service_overrides=["%s=4-1" % name],
+                                  assume_yes=True)

@@ -244,7 +244,7 @@ def test_a_loop_that_did_not_start_is_named_with_the_end_of_its_log(layout, take
 
 def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, monkeypatch):
     conf = conf_for(layout, free_port(), free_port() + 1)
-    conf = conf._replace(service_list=[("hello", 1)])
+    conf = conf._replace(service_list=[("hello", settings.Instances(1, 1))])
     job = Job("41", "PD", "hello", "", None, None, "Resources", "")
     snap = state.empty_snapshot()._replace(jobs=[job], slurm_ok=True, updated_at=1000.0, pid=os.getpid())
     monkeypatch.setattr(state, "load", lambda path: snap)
@@ -260,7 +260,7 @@ def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, mo
 
 
 def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkeypatch):
-    conf = conf_for(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", 1)])
+    conf = conf_for(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", settings.Instances(1, 1))])
     snap = state.empty_snapshot()._replace(slurm_ok=False, slurm_error="squeue: fatal: no configuration")
     monkeypatch.setattr(state, "load", lambda path: snap)
     clock = FakeClock()

@@ -218,12 +218,16 @@ def test_defaults_load_to_their_typed_values(layout):
     assert set(settings.load_values(layout)) >= set(settings.KEYS), "every key is in the bundled .env.default"
 
 
-@pytest.mark.parametrize("word,parsed", [("a/2", ("a", 2)), ("a", ("a", 1)), ("a.b_c-d/0", ("a.b_c-d", 0))])
+I = settings.Instances
+
+
+@pytest.mark.parametrize("word,parsed", [("a/2", ("a", I(2, 2))), ("a", ("a", I(1, 1))), ("a.b_c-d/0", ("a.b_c-d", I(0, 0))),
+                                         ("a/0-4", ("a", I(0, 4, True))), ("a/2-2", ("a", I(2, 2, True)))])
 def test_parse_service_word(word, parsed):
     assert settings.parse_service_word(word) == parsed
 
 
-@pytest.mark.parametrize("word", ["a/", "a/x", "a/-1", "a/1.5", "a/\u0662", "/2", "-a/1", "a b/1", "a/1/2", "a/%s" % ("9" * 5000)])
+@pytest.mark.parametrize("word", ["a/", "a/x", "a/-1", "a/1.5", "a/4-2", "a/0-0", "a/1-", "a/-", "a/1-2-3", "a/0--4", "a/\u0662", "/2", "-a/1", "a b/1", "a/1/2", "a/%s" % ("9" * 5000)])
 def test_parse_service_word_refuses(word):
     with pytest.raises(validate.Invalid):
         settings.parse_service_word(word)
@@ -300,7 +304,7 @@ def _ensure(layout):
 
 def _assert_typed(conf, key, text):
     if key == "SERVICE_LIST":
-        assert all(0 <= count <= conf.max_instances for _, count in conf.service_list), text
+        assert all(0 <= count.low <= count.high <= conf.max_instances for _, count in conf.service_list), text
         assert settings.parse_service_list(settings.envfile.EnvValue(
             settings.format_service_list(conf.service_list), "f", 1), conf.max_instances) == conf.service_list
         return

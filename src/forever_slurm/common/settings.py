@@ -122,6 +122,11 @@ KEYS = OrderedDict([
     ("FS_DRAIN_MAX_SECONDS", Key(validate.seconds(0, 86400), 600.0)),
     ("FS_SPREAD", Key(validate.yes_no, True)),
     ("FS_MAX_INSTANCES", Key(validate.whole_number(1, 1000), DEFAULT_MAX_INSTANCES)),
+    ("FS_SCALE_TARGET", Key(validate.seconds(0.1, 10000), 4.0)),
+    ("FS_SCALE_WINDOW", Key(validate.seconds(1, 3600), 20.0)),
+    ("FS_SCALE_DOWN_SECONDS", Key(validate.seconds(0, 86400), 300.0)),
+    ("FS_IDLE_SECONDS", Key(validate.seconds(1, 30 * 86400), 900.0)),
+    ("FS_WAKE_TIMEOUT", Key(validate.seconds(1, 86400), 600.0)),
     ("FS_SSH_LOGIN_NODE", Key(validate.host_list, [])),
     ("FS_SSH_KEY_PATH", Key(validate.any_text, "~/.ssh/forever-slurm")),
     ("FS_SSH_USER", Key(validate.user_name, "")),
@@ -130,8 +135,29 @@ KEYS = OrderedDict([
 ])
 
 
+class Instances(NamedTuple):
+    """How many jobs a service wants: `N` (low == high, fixed) or `MIN-MAX` (scales with demand
+    between low and high, down to low when idle, woken by a request when low is 0)."""
+    low: int
+    high: int
+    scales: bool = False
+
+    @property
+    def text(self):
+        return "%d-%d" % (self.low, self.high) if self.scales else "%d" % self.low
+
+    def describe(self):
+        if self.scales:
+            return "%d to %d instances, by demand" % (self.low, self.high)
+        return "%d instance%s" % (self.low, "" if self.low == 1 else "s")
+
+
+# How min-max services follow demand: `config` asks these only when such a service is chosen.
+SCALE_KEYS = ("FS_SCALE_TARGET", "FS_SCALE_WINDOW", "FS_SCALE_DOWN_SECONDS", "FS_IDLE_SECONDS", "FS_WAKE_TIMEOUT")
+
+
 class Settings(NamedTuple):
-    service_list: List[Tuple[str, int]]
+    service_list: List[Tuple[str, Instances]]
     traefik_port: int
     traefik_bind: str
     traefik_ping_port: int
@@ -147,6 +173,11 @@ class Settings(NamedTuple):
     drain_max_seconds: float
     spread: bool
     max_instances: int
+    scale_target: float
+    scale_window: float
+    scale_down_seconds: float
+    idle_seconds: float
+    wake_timeout: float
     ssh_login_nodes: List[str]
     ssh_key_path: str
     ssh_user: str
@@ -156,7 +187,14 @@ class Settings(NamedTuple):
 
     @property
     def desired(self):
-        return dict(self.service_list)
+        """{service: jobs wanted now, as far as the settings tell}: N, or MIN of a min-max service
+        (the loop raises that with demand, see core/scale.py)."""
+        return {name: count.low for name, count in self.service_list}
+
+    @property
+    def scaling(self):
+        """{service: Instances} of the min-max services."""
+        return {name: count for name, count in self.service_list if count.scales}
 
 
 def load_values(layout, environ=None, env_text=None):
@@ -243,6 +281,11 @@ def _settings(typed, service_list, values):
         drain_max_seconds=typed["FS_DRAIN_MAX_SECONDS"],
         spread=typed["FS_SPREAD"],
         max_instances=typed["FS_MAX_INSTANCES"],
+        scale_target=typed["FS_SCALE_TARGET"],
+        scale_window=typed["FS_SCALE_WINDOW"],
+        scale_down_seconds=typed["FS_SCALE_DOWN_SECONDS"],
+        idle_seconds=typed["FS_IDLE_SECONDS"],
+        wake_timeout=typed["FS_WAKE_TIMEOUT"],
         ssh_login_nodes=typed["FS_SSH_LOGIN_NODE"],
         ssh_key_path=os.path.expanduser(typed["FS_SSH_KEY_PATH"]),
         ssh_user=typed["FS_SSH_USER"],
@@ -258,26 +301,39 @@ def service_name(name):
     return name
 
 
-def parse_service_word(word):
-    """'name/N' (or 'name', meaning 1) -> (name, N); raises validate.Invalid.
+def parse_instances(text):
+    """'N' or 'MIN-MAX' -> Instances; raises validate.Invalid (the bound FS_MAX_INSTANCES is the caller's)."""
+    low, dash, high = text.partition("-")
+    try:
+        low = _INSTANCES(low)
+        if not dash:
+            return Instances(low, low)
+        high = _INSTANCES(high)
+    except validate.Invalid:
+        raise validate.Invalid("%r is not an instance count: a whole number N, or MIN-MAX as in 0-4" % text)
+    if high < low or high == 0:
+        raise validate.Invalid("%r: MIN-MAX needs MAX >= MIN and MAX >= 1, as in 0-4" % text)
+    return Instances(low, high, scales=True)
 
-    One word at a time, so another form (such as name/MIN-MAX) is a change here only.
-    """
+
+def parse_service_word(word):
+    """'name/N', 'name/MIN-MAX' (or 'name', meaning 1) -> (name, Instances); raises validate.Invalid."""
     name, sep, count = word.partition("/")
     service_name(name)
     if not sep:
-        return name, 1
+        return name, Instances(1, 1)
     try:
-        return name, _INSTANCES(count)
-    except validate.Invalid:
-        raise validate.Invalid("%r: the instance count must be a whole number, as in %s/2" % (word, name))
+        return name, parse_instances(count)
+    except validate.Invalid as exc:
+        raise validate.Invalid("%s: %s, as in %s/2 or %s/0-4" % (word, exc, name, name))
 
 
 _INSTANCES = validate.whole_number(0, 10 ** 9)      # the per-root FS_MAX_INSTANCES is checked after
 
 
 def parse_service_list(entry, max_instances=None):
-    """'a/2 b/1' -> [('a', 2), ('b', 1)]; entry is an EnvValue (for file:line) or None.
+    """'a/2 b/0-4' -> [('a', Instances(2, 2)), ('b', Instances(0, 4, True))]; entry is an EnvValue
+    (for file:line) or None.
 
     max_instances None skips the bound (config reads a list it is about to let you fix).
     """
@@ -292,7 +348,7 @@ def parse_service_list(entry, max_instances=None):
             raise ConfigError("SERVICE_LIST: %s" % exc, entry.path, entry.line)
         if name in seen:
             raise ConfigError("SERVICE_LIST: %s is listed twice" % name, entry.path, entry.line)
-        if max_instances is not None and count > max_instances:
+        if max_instances is not None and count.high > max_instances:
             raise ConfigError("SERVICE_LIST: %s asks for more than FS_MAX_INSTANCES=%d instances; lower it, "
                               "or raise FS_MAX_INSTANCES if you mean it" % (word, max_instances),
                               entry.path, entry.line)
@@ -302,4 +358,4 @@ def parse_service_list(entry, max_instances=None):
 
 
 def format_service_list(pairs):
-    return " ".join("%s/%d" % (name, count) for name, count in pairs)
+    return " ".join("%s/%s" % (name, count.text) for name, count in pairs)

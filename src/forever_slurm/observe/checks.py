@@ -41,12 +41,12 @@ def check_root(layout):
 def _check_service(layout, name, count, version, neighbours):
     """The ok line of one service; ForeverError naming the file and line of its first problem."""
     if name in services.bundled_names() and not os.path.isdir(os.path.join(layout.services, name)):
-        return "ok: %s/%d (bundled; the loop unpacks it into services/%s/ on its first cycle)" % (name, count, name)
+        return "ok: %s/%s (bundled; the loop unpacks it into services/%s/ on its first cycle)" % (name, count.text, name)
     definition = services.load(layout, name, unpack=False)
     if definition.template:
         # Rendered once with no servers, as the loop would: version gate and name clashes included.
         template = traefik.load_template(definition.template, name, version)
         traefik.render_dynamic(name, template, [], version, neighbours)
-    return "ok: %s/%d (%s%s)" % (name, count, os.path.relpath(definition.script, layout.root),
+    return "ok: %s/%s (%s%s)" % (name, count.text, os.path.relpath(definition.script, layout.root),
                                  ", " + os.path.relpath(definition.template, layout.root)
                                  if definition.template else ", default Traefik route")

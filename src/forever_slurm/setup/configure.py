@@ -61,14 +61,17 @@ yes_no = as_answer(validate.yes_no)
 
 
 def instances(maximum):
-    """An instance count, bounded by FS_MAX_INSTANCES as settings.load bounds SERVICE_LIST."""
-    check = as_answer(validate.whole_number(0, maximum))
-
+    """An instance count N or a MIN-MAX range (settings.Instances), bounded by FS_MAX_INSTANCES as
+    settings.load bounds SERVICE_LIST."""
     def count(value):
-        try:
-            return check(value)
-        except Invalid as exc:
-            raise Invalid("%s (FS_MAX_INSTANCES=%d is the most; raise it for more)" % (exc, maximum))
+        value = value.strip()
+        if not value:
+            raise Invalid("empty; type a number, or MIN-MAX")
+        wanted = settings.parse_instances(value)
+        if wanted.high > maximum:
+            raise Invalid("%s: instances go from 0 to %d (FS_MAX_INSTANCES=%d is the most; raise it for more)"
+                          % (value, maximum, maximum))
+        return wanted
     return count
 
 
@@ -263,7 +266,8 @@ def parse_overrides(overrides, keys):
 
 
 def parse_service_overrides(service_overrides, available, current, maximum=settings.DEFAULT_MAX_INSTANCES):
-    """['NAME=N', ...] from --service -> [(name, count)]; unknown names list the available ones."""
+    """['NAME=N' or 'NAME=MIN-MAX', ...] from --service -> [(name, Instances)]; unknown names list the
+    available ones."""
     result = []
     for item in service_overrides:
         option = "--service %s" % item
@@ -274,7 +278,7 @@ def parse_service_overrides(service_overrides, available, current, maximum=setti
         if name not in available and name not in current:
             raise ConfigError("%s: unknown service %r; available: %s" % (
                 option, name, ", ".join(available) or "none (add a folder under services/)"))
-        result.append((_checked(option, service_name, name), int(_checked(option, instances(maximum), count))))
+        result.append((_checked(option, service_name, name), _checked(option, instances(maximum), count)))
     return result
 
 
@@ -286,9 +290,9 @@ def _checked(option, check, value):
 
 
 def with_count(pairs, name, count):
-    """SERVICE_LIST pairs with `name` set to `count`: order kept, new names last, 0 removes."""
-    result = [(n, c) for n, c in pairs if n != name or count > 0]
-    if count > 0:
+    """SERVICE_LIST pairs with `name` set to `count` (Instances): order kept, new names last, 0 removes."""
+    result = [(n, c) for n, c in pairs if n != name or count.high > 0]
+    if count.high > 0:
         if name in dict(pairs):
             result = [(n, count if n == name else c) for n, c in result]
         else:
@@ -312,28 +316,38 @@ def collect_answers(layout, prompter, overrides=(), service_overrides=(), assume
     if not assume_yes:
         prompter.say("Enter keeps the value in [brackets]; type %s to empty it; Ctrl-C stops "
                      "without changing anything." % CLEAR)
-    for key in tmpl.keys:
-        if key == SERVICE_LIST or (key.startswith(SSH_PREFIX) and key not in forced):
-            continue
-        check = validator_for(key, answers)
-        if key in forced:
-            answers[key] = _checked("--set %s=%s" % (key, forced[key]), check, forced[key])
-            if not assume_yes:
-                prompter.say("")
-                prompter.say("%s=%s (from --set)" % (key, answers[key]))
-        elif assume_yes:
-            answers[key] = _current_or_fail(key, current.get(key), check)
-        else:
-            prompter.say("")
-            for line in tmpl.comments.get(key, []):
-                prompter.say(line)
-            entry = current.get(key)
-            answers[key] = prompter.ask(key, entry.value if entry else "", check)
-
+    keys = [key for key in tmpl.keys
+            if key != SERVICE_LIST and (not key.startswith(SSH_PREFIX) or key in forced)]
+    general = [key for key in keys if key not in settings.SCALE_KEYS]
+    for key in general:
+        answers[key] = _answer(key, tmpl, current, forced, answers, prompter, assume_yes)
     if not assume_yes:
         chosen = service_menu(prompter, available, chosen, max_instances(answers))
+    # How services scale is asked only of someone who chose a MIN-MAX service.
+    scaling = any(count.scales for _, count in chosen)
+    for key in keys:
+        if key in settings.SCALE_KEYS:
+            answers[key] = _answer(key, tmpl, current, forced, answers, prompter, assume_yes or not scaling)
     answers[SERVICE_LIST] = settings.format_service_list(chosen)
-    return answers
+    return OrderedDict((key, answers[key]) for key in tmpl.keys if key in answers)
+
+
+def _answer(key, tmpl, current, forced, answers, prompter, quiet):
+    """One key's value: from --set, else asked with its comment, else (quiet) the current value."""
+    check = validator_for(key, answers)
+    if key in forced:
+        value = _checked("--set %s=%s" % (key, forced[key]), check, forced[key])
+        if not quiet:
+            prompter.say("")
+            prompter.say("%s=%s (from --set)" % (key, value))
+        return value
+    if quiet:
+        return _current_or_fail(key, current.get(key), check)
+    prompter.say("")
+    for line in tmpl.comments.get(key, []):
+        prompter.say(line)
+    entry = current.get(key)
+    return prompter.ask(key, entry.value if entry else "", check)
 
 
 def _current_or_fail(key, entry, check):
@@ -356,7 +370,7 @@ def service_menu(prompter, available, chosen, maximum=settings.DEFAULT_MAX_INSTA
         counts = dict(chosen)
         names = list(available) + [name for name, _ in chosen if name not in available]
         labels = [_label(name, counts, available) for name in names] + ["Done"]
-        running = any(count for _, count in chosen)
+        running = any(count.high for _, count in chosen)
         prompter.say("")
         # Enter means Done only once something is chosen: pressing Enter through config must not end with nothing.
         index = prompter.choose(labels, default=len(names) if running else None)
@@ -369,18 +383,19 @@ def service_menu(prompter, available, chosen, maximum=settings.DEFAULT_MAX_INSTA
             continue
         name = names[index]
         # A short prompt: readline scrolls a line wider than the terminal sideways.
-        prompter.say("How many instances of %s should run as Slurm jobs? 0 removes it." % name)
-        count = int(prompter.ask("Instances of %s" % name, str(counts.get(name, 1)), instances(maximum)))
+        prompter.say("How many instances of %s should run as Slurm jobs? 0 removes it; MIN-MAX (as in 0-4) "
+                     "scales with demand." % name)
+        current = counts.get(name)
+        count = prompter.ask("Instances of %s" % name, current.text if current else "1", instances(maximum))
         chosen = with_count(chosen, name, count)
-        prompter.say("%s: %s." % (name, "removed" if count == 0 else "%d instance%s" % (
-            count, "" if count == 1 else "s")))
+        prompter.say("%s: %s." % (name, "removed" if count.high == 0 else count.describe()))
     raise ConfigError("the service menu got %d answers without Done" % MAX_MENU_ROUNDS)
 
 
 def _label(name, counts, available):
     notes = []
     if name in counts:
-        notes.append("%d instance%s" % (counts[name], "" if counts[name] == 1 else "s"))
+        notes.append(counts[name].describe())
     if name not in available:
         notes.append("not found: pick it and answer 0 to remove it")
     return "%s  [%s]" % (name, ", ".join(notes)) if notes else name
@@ -457,7 +472,7 @@ def _load_services(layout, answers, say):
     entry = envfile.EnvValue(answers[SERVICE_LIST], layout.env_file, None)
     loaded, problems = [], []
     for name, count in settings.parse_service_list(entry):
-        if count == 0:
+        if count.high == 0:
             continue
         try:
             if services.unpack_bundled(layout, name):

@@ -34,7 +34,7 @@ def config_command(args, layout, pyz_command, say=None, wait_seconds=90.0, up_se
                                   assume_yes=args.yes, say=say,
                                   review=port_review(layout, prompter, args.yes, say))
     conf = settings_mod.load(layout)
-    if not any(count for _, count in conf.service_list):
+    if not any(count.high for _, count in conf.service_list):
         say("! No service is chosen, so no job will run. Add one with `config` (or --service NAME=N).")
     layout.make_dirs()
     for definition in result.services:
@@ -256,7 +256,7 @@ def _wait_for_first_backends(layout, conf, say, wait_seconds, clock=time.time, s
     """A progress line while the first jobs wait in the queue, until each service has a backend.
 
     Returns [] or [why nothing can come] (Slurm does not answer the loop); jobs that wait are normal."""
-    wanted = {name for name, count in conf.service_list if count}
+    wanted = {name for name, count in conf.service_list if count.low}
     if not wanted:
         return []
     tty = sys.stdout.isatty() if tty is None else tty
