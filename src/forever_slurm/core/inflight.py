@@ -1,14 +1,14 @@
-"""Requests in flight on each draining backend, seen from this host: Traefik's open TCP connections to it.
+"""Requests in flight on each backend (of draining jobs, of min-max services), seen from this host: Traefik's open TCP connections to it.
 
 Why connections, and why from here: Traefik runs on this (login) node and opens its own TCP connection
 to a backend for every request it forwards, so while a stream flows, /proc/net/tcp here holds an
 ESTABLISHED socket whose remote end is the backend's host:port. Traefik 3.7 publishes nothing finer
 (its Prometheus metrics count a service's requests when they end and have no per-server in-flight
 gauge; its access log writes a request when it ends), and llama-cpp-python's server publishes no
-metrics at all, so this works for every server without its help. Counted in excess, never short:
-an idle keep-alive connection stays until the server closes it (uvicorn, behind llama-cpp-python and
-vLLM, after 5 s) or Traefik does (90 s), and a client that talks to the backend directly is counted
-too; both only make a drain wait longer. None (unknown) when /proc/net is unreadable (not Linux) or
+metrics at all, so this works for every server without its help. Traefik keeps no idle keep-alive
+connection to a backend (static serversTransport.maxIdleConnsPerHost: -1, traefik.render_static), so
+an open connection is a request in flight; a client that talks to the backend directly is counted
+too, which only makes a drain wait longer or a min-max service a little bigger. None (unknown) when /proc/net is unreadable (not Linux) or
 the host does not resolve: the plan then falls back to the fixed FS_DRAIN_SECONDS.
 """
 

@@ -178,8 +178,11 @@ def render_static(settings, layout, log_level="INFO"):
             "providersThrottleDuration": "200ms",
             "file": {"directory": layout.watch, "watch": True},
         },
-        # A dead node sends no RST; without this each request hangs 30s before Traefik gives up on it.
-        "serversTransport": {"forwardingTimeouts": {"dialTimeout": "2s"}},
+        # A dead node sends no RST; without dialTimeout each request hangs 30s before Traefik gives up on it.
+        # No idle keep-alive connections to backends (-1): every open connection is then a request in
+        # flight, the load signal of min-max services and of drains (inflight.py); docs/results.md L3
+        # has what a fresh connection per request costs.
+        "serversTransport": {"forwardingTimeouts": {"dialTimeout": "2s"}, "maxIdleConnsPerHost": -1},
         # Traefik rotates its own log (it does not reopen it on USR1); the access log is rotated by
         # the loop (accesslog.rotate_if_large), which then sends USR1.
         "log": {"level": log_level, "filePath": os.path.join(layout.log, "traefik.log"),
