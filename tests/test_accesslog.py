@@ -367,3 +367,37 @@ def test_keep_one_overwrites_the_previous_rotation(tmp_path):
     assert (tmp_path / "a.log.1").read_text() == "current" * 10
     assert not (tmp_path / "a.log.2").exists()
     assert kill.calls == []
+
+
+def test_follower_gives_only_new_complete_lines_and_survives_rotation(tmp_path):
+    path = tmp_path / "access.log"
+    path.write_text('{"ServiceName": "old@file"}\n')
+    follower = accesslog.Follower(str(path))
+    assert follower.new_entries() == [], "history before the first call is not new"
+    with open(str(path), "a") as handle:
+        handle.write('{"ServiceName": "a@file"}\nnot json\n[1]\n{"ServiceName": "b@fi')
+    assert [e["ServiceName"] for e in follower.new_entries()] == ["a@file"]
+    with open(str(path), "a") as handle:
+        handle.write('le"}\n')
+    assert [e["ServiceName"] for e in follower.new_entries()] == ["b@file"], "a half line waits for its end"
+    assert follower.new_entries() == []
+    os.rename(str(path), str(tmp_path / "access.log.1"))
+    path.write_text('{"ServiceName": "c@file"}\n')
+    assert [e["ServiceName"] for e in follower.new_entries()] == ["c@file"], "a rotated log is read from its start"
+
+
+def test_follower_without_a_log_or_on_a_fifo_gives_nothing(tmp_path):
+    assert accesslog.Follower(str(tmp_path / "none")).new_entries() == []
+    fifo = tmp_path / "fifo"
+    os.mkfifo(str(fifo))
+    assert accesslog.Follower(str(fifo)).new_entries() == []
+
+
+def test_follower_reads_at_most_max_bytes_a_call(tmp_path):
+    path = tmp_path / "access.log"
+    path.write_text("")
+    follower = accesslog.Follower(str(path), max_bytes=100)
+    follower.new_entries()
+    path.write_text('{"n": 1}\n' * 50)
+    counts = [len(follower.new_entries()) for _ in range(8)]
+    assert sum(counts) == 50 and max(counts) <= 12

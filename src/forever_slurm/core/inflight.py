@@ -1,4 +1,4 @@
-"""Requests in flight on each backend (of draining jobs, of min-max services), seen from this host: Traefik's open TCP connections to it.
+"""Requests in flight on each backend, seen from this host: Traefik's open TCP connections to it.
 
 Why connections, and why from here: Traefik runs on this (login) node and opens its own TCP connection
 to a backend for every request it forwards, so while a stream flows, /proc/net/tcp here holds an

@@ -176,6 +176,47 @@ def summary(path, now, window=WINDOW, max_bytes=READ_MAX):
     return result
 
 
+class Follower:
+    """The access log's new entries since the last call, as `tail -F` would give them: the loop's
+    record that a request came, however short (a probe pass sees only requests still in flight).
+
+    Starts at the end of the file (history is `summary`'s job); a file that is replaced or shrinks
+    (rotated) is read again from its start; at most max_bytes a call, the rest on the next one."""
+
+    def __init__(self, path, max_bytes=READ_MAX):
+        self.path = path
+        self.max_bytes = max_bytes
+        self._where = None          # (st_ino, offset) read so far, None before the first call
+
+    def new_entries(self):
+        """[entry dict] of the complete lines added since the last call; [] when there is no log."""
+        try:
+            info = os.stat(self.path)
+            if not stat.S_ISREG(info.st_mode):
+                return []
+            if self._where is None or self._where[0] != info.st_ino or info.st_size < self._where[1]:
+                start = info.st_size if self._where is None else 0
+                self._where = (info.st_ino, start)
+            if info.st_size == self._where[1]:
+                return []
+            with open(self.path, "rb") as handle:
+                handle.seek(self._where[1])
+                data = handle.read(self.max_bytes)
+        except OSError:
+            return []
+        complete = data[:data.rfind(b"\n") + 1]
+        self._where = (self._where[0], self._where[1] + len(complete))
+        entries = []
+        for raw in complete.splitlines():
+            try:
+                entry = json.loads(raw.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+
 def _lines_backwards(handle, max_bytes, block=BLOCK):
     """Complete lines (bytes, no newline) from the end of a binary file backwards, reading at most max_bytes.
 
