@@ -199,7 +199,8 @@ def cmd_run(args):
         if args.once:
             return 0 if controller.cycle() else 1
         stopping = []
-        signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))
+        signal.signal(signal.SIGTERM, lambda *a: (stopping.append(True), controller.wakeup.set()))
+        controller.start_wake_proxy()
         log.info("forever-slurm %s: root %s, services %s, a look at Slurm every %ss", __version__, layout.root,
                  settings_mod.format_service_list(conf.service_list) or "none", conf.sleep_interval)
         controller.run_forever(lambda: bool(stopping))

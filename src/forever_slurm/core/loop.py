@@ -4,25 +4,28 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
 import time
 import traceback
 from typing import NamedTuple
 
 from ..observe import accesslog, joblog
 from ..common import backoff, fsutil, services
-from . import inflight, probe, reconcile, state
+from . import inflight, probe, reconcile, scale, state
 from ..systems import traefik
 from ..setup import traefik_bin
 from ..common import settings as settings_mod
 from ..systems import slurm as slurm_mod
 from ..common.errors import CommandError, ConfigError, ForeverError, LockedError
-from .reconcile import Cancel, ClearExclude, Submit
+from .reconcile import Cancel, ClearExclude, Server, Submit
 
 log = logging.getLogger("forever_slurm")
 
 FOLLOW_UP_DELAY = 2.0       # seconds between looks at Slurm while a fresh submission starts
 FOLLOW_UP_WINDOW = 30.0     # ... for at most this long after the submission
 MIN_LOOK_GAP = 1.0          # never two looks at Slurm closer than this
+WAKING_LOOK_DELAY = 5.0     # between looks while requests are held for a job still in the queue
+WAKING_PROBE_DELAY = 0.5    # between probe passes while requests are held: they wait for the first ready
 
 
 def policy_from(settings):
@@ -66,14 +69,17 @@ class Controller:
     `clock` is wall time, stored in state.json (it must mean the same after a restart);
     `monotonic` schedules the next look at Slurm, so a clock jumping back cannot stall it."""
 
-    def __init__(self, layout, settings, slurm, clock=time.time, sleep=time.sleep,
-                 probe_all=probe.probe_all, pyz=None, monotonic=None, count_inflight=inflight.counts):
+    def __init__(self, layout, settings, slurm, clock=time.time, sleep=None,
+                 probe_all=probe.probe_all, pyz=None, monotonic=None, count_inflight=inflight.counts,
+                 wake=None):
         self.layout = layout
         self.settings = settings
         self.slurm = slurm
         self.clock = clock
         self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
-        self.sleep = sleep
+        # Between passes the loop waits on `wakeup`: a request for a sleeping service ends the wait.
+        self.wakeup = threading.Event()
+        self.sleep = sleep or self.wakeup.wait
         self.probe_all = probe_all
         self.count_inflight = count_inflight
         self.pyz = pyz
@@ -91,6 +97,16 @@ class Controller:
         self._next_log_check = 0.0
         self._env_stamp = None
         self.look_now = False       # set when something happened that only Slurm can explain
+        # MIN-MAX services: their demand, the requests seen in Traefik's access log, and the wake
+        # proxy (wake.WakeProxy; None: a service at 0 instances has no route, as with run --once).
+        self.scale_policy = scale.policy_from(settings)
+        self.demand = {name: scale.Demand(target=int(info.get("target", 0)),
+                                          last_request_at=info.get("last_request_at"))
+                       for name, info in self.snapshot.scale.items()}
+        self.access = accesslog.Follower(os.path.join(layout.log, "traefik-access.log"))
+        self.wake = wake
+        self.ready_urls = {}        # {service: [routed backend URL]}, read by the wake proxy's threads
+        self.waking_ports = {}      # {service: port of its wake proxy listener}
 
     def _load_state(self):
         snapshot, problem = state.read(self.layout.state_file)
@@ -120,6 +136,7 @@ class Controller:
             log.info(".env changed: services now %s", settings_mod.format_service_list(fresh.service_list) or "none")
             self.settings = fresh
             self.policy = policy_from(fresh)
+            self.scale_policy = scale.policy_from(fresh)
         return True
 
     def cycle(self):
@@ -177,9 +194,12 @@ class Controller:
         warnings = {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
         draining = {job_id: m.url for job_id, m in memory.jobs.items()
                     if m.drain_since is not None and m.cancelled_at is None and m.url}
-        inflight = self.count_inflight(draining)
+        scaled = scaled_backends(memory, self.settings.scaling)
+        counted = self.count_inflight(_merged(draining, scaled)) if draining or scaled else {}
+        inflight = {job_id: counted.get(job_id) for job_id in draining}
         if not fresh and self._drain_done(memory, snap, inflight, now):
             self.look_now = True    # nothing in flight on a drained backend: cancel it at once
+        desired = self._follow_demand(desired, memory, scaled, counted, now)
         result = reconcile.plan(desired, snap.jobs, memory, now, self.policy,
                                 observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings,
                                 inflight=inflight)
@@ -192,12 +212,110 @@ class Controller:
         routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
         self.snapshot = self.snapshot._replace(memory=memory, routes=routes,
                                                desired=dict(desired), updated_at=now, pid=os.getpid(),
-                                               service_errors={k: v.error for k, v in loaded.items() if v.error})
-        self._write_routes(result.routes, loaded, set(result.failed))
+                                               service_errors={k: v.error for k, v in loaded.items() if v.error},
+                                               scale=self._scale_report(routes))
+        self._write_routes(self._with_wake_routes(result.routes, loaded), loaded, set(result.failed))
         self._save_state(self.snapshot)
         if fresh and now >= self._next_log_check:
             self._next_log_check = now + 60
             self._rotate_traefik_access_log()
+
+    # -- min-max services: demand, and the wake proxy for those with no backend -------------------
+    def _follow_demand(self, desired, memory, scaled, counted, now):
+        """desired with each MIN-MAX service's count set from its demand (core/scale.py). A rise makes
+        the loop look at Slurm at once, so the job is submitted now, not at the next cycle."""
+        scaling = self.settings.scaling
+        self.demand = {name: self.demand.get(name, scale.Demand()) for name in scaling}
+        if not scaling:
+            return desired
+        held = self.wake.held() if self.wake else {}
+        seen = self._services_with_new_requests(memory)
+        in_flight = {}
+        for job_id, count in counted.items():
+            if job_id in scaled and count:
+                service = memory.jobs[job_id].service
+                in_flight[service] = in_flight.get(service, 0) + count
+        desired = dict(desired)
+        for name, count in scaling.items():
+            waiting = held[name].count if name in held else 0
+            old = self.demand[name]
+            new = scale.step(old, now, in_flight.get(name, 0) + waiting, name in seen or waiting > 0,
+                             count.low, count.high, self.scale_policy)
+            if new.target != old.target:
+                log.info("%s: %d instance%s wanted (was %d): %.1f requests in flight on average%s", name,
+                         new.target, "" if new.target == 1 else "s", old.target, new.load,
+                         ", %d held until a backend is ready" % waiting if waiting else "")
+                if new.target > old.target:
+                    self.look_now = True
+            self.demand[name] = new
+            desired[name] = new.target
+        return desired
+
+    def _services_with_new_requests(self, memory):
+        """Services with a request in Traefik's access log since the last pass (by backend URL)."""
+        entries = self.access.new_entries()
+        if not entries:
+            return set()
+        by_url = {m.url: m.service for m in memory.jobs.values() if m.url}
+        seen = set()
+        for entry in entries:
+            url = entry.get("ServiceURL")
+            seen.add(by_url[url] if isinstance(url, str) and url in by_url else accesslog.service_of(entry))
+        return seen
+
+    def _with_wake_routes(self, routes, loaded):
+        """Routes where a MIN-MAX service with no backend taking requests points at the wake proxy,
+        which holds its requests until a job is ready (core/wake.py). Publishes the routed backends
+        the proxy forwards to."""
+        scaling = self.settings.scaling
+        self.ready_urls = {name: [s.url for s in routes.get(name) or () if s.weight > 0] for name in scaling}
+        if self.wake is None:
+            return routes
+        self.wake.timeout = self.settings.wake_timeout
+        for name in sorted(self.waking_ports.keys() - scaling.keys()):
+            self.wake.close(name)
+            del self.waking_ports[name]
+        routes = dict(routes)
+        for name in sorted(scaling):
+            if self.ready_urls[name]:
+                continue
+            try:
+                port = self.wake.listen(name, _health_of(loaded.get(name))[0])
+            except OSError as exc:
+                self._fault("wake:" + name, "%s: cannot start its wake proxy on 127.0.0.1: %s; requests get "
+                            "503 until a job is ready" % (name, exc))
+                continue
+            self._clear_fault("wake:" + name)
+            self.waking_ports[name] = port
+            routes[name] = [Server(wake_url(port), 1)] + list(routes.get(name) or ())
+        return routes
+
+    def start_wake_proxy(self):
+        """The 127.0.0.1 proxy that holds requests for MIN-MAX services with no backend (run, not --once:
+        a proxy must outlive the pass that routes to it). A request it holds ends the loop's wait."""
+        from . import wake
+        self.wake = wake.WakeProxy(on_wake=lambda service: self.wakeup.set(),
+                                   backends_for=lambda service: list(self.ready_urls.get(service, ())),
+                                   timeout=self.settings.wake_timeout,
+                                   log=lambda message: log.info("wake proxy: %s", message))
+        return self.wake
+
+    def _scale_report(self, routes):
+        """{service: what `status` shows of a MIN-MAX service}, also what a restart resumes from."""
+        held = self.wake.held() if self.wake else {}
+        report = {}
+        for name, count in sorted(self.settings.scaling.items()):
+            demand = self.demand.get(name, scale.Demand())
+            ready = sum(1 for s in routes.get(name) or () if s.weight > 0)
+            waiting = held.get(name)
+            report[name] = {
+                "low": count.low, "high": count.high, "target": demand.target, "load": round(demand.load, 2),
+                "per_backend": round(demand.load / ready, 2) if ready else None,
+                "last_request_at": demand.last_request_at,
+                "held": waiting.count if waiting else 0,
+                "held_seconds": round(waiting.longest_wait_seconds, 1) if waiting else 0.0,
+                "phase": scale.phase(demand, ready, waiting.count if waiting else 0)}
+        return report
 
     def _drain_done(self, memory, snap, inflight, now):
         if not inflight:
@@ -459,8 +577,12 @@ class Controller:
                                  max(120.0, self.settings.sleep_interval))
         now = self.clock()
         snap = self.snapshot
-        if any(m.submitted_at is not None and 0 <= now - m.submitted_at < FOLLOW_UP_WINDOW and not m.ever_ready
-               for m in snap.memory.jobs.values()):
+        starting = any(m.submitted_at is not None and 0 <= now - m.submitted_at < FOLLOW_UP_WINDOW
+                       and not m.ever_ready for m in snap.memory.jobs.values())
+        if self._holding():
+            # Someone waits for this job: notice its start within a second, then every few seconds.
+            return min(self.settings.sleep_interval, MIN_LOOK_GAP if starting else WAKING_LOOK_DELAY)
+        if starting:
             return min(self.settings.sleep_interval, FOLLOW_UP_DELAY)
         views = reconcile.service_views(self.settings.desired, snap.jobs, snap.memory, now, self.policy,
                                         snap.observed_at or now)
@@ -481,11 +603,27 @@ class Controller:
                 remaining = next_observe - self.monotonic()
                 if remaining <= 0:
                     break
-                self.sleep(min(self.settings.probe_interval, remaining))
+                self.sleep(self._nap(started, remaining))
+                self.wakeup.clear()
                 if self.monotonic() < next_observe - 0.05:
                     self._guarded(self.tick, "probe pass")
                 if self.look_now and not self.observe_failures and self.monotonic() - started >= MIN_LOOK_GAP:
-                    break       # a backend stopped answering, or .env changed: ask Slurm now
+                    break       # a backend stopped answering, a request woke a service, .env changed: ask Slurm now
+        if self.wake is not None:
+            self.wake.shutdown()
+
+    def _nap(self, started, remaining):
+        """Seconds to wait before the next probe pass: the probe interval, shorter while requests are
+        held (they wait for the first ready backend) or a look at Slurm is already wanted."""
+        nap = min(self.settings.probe_interval, remaining)
+        if self._holding():
+            nap = min(nap, WAKING_PROBE_DELAY)
+        if self.look_now:
+            nap = min(nap, max(0.05, started + MIN_LOOK_GAP - self.monotonic()))
+        return nap
+
+    def _holding(self):
+        return self.wake is not None and any(h.count for h in self.wake.held().values())
 
     def _guarded(self, step, what, default=None):
         try:
@@ -495,6 +633,25 @@ class Controller:
         except Exception:   # noqa: a bug costs one pass, never the loop
             self._log_bug("%s failed (a bug; the loop goes on)" % what, traceback.format_exc())
         return default
+
+
+def scaled_backends(memory, scaling):
+    """{job_id: URL} of the ready backends of MIN-MAX services: where their load is counted."""
+    if not scaling:
+        return {}
+    return {job_id: m.url for job_id, m in memory.jobs.items()
+            if m.service in scaling and m.url and m.ready_since is not None and m.cancelled_at is None}
+
+
+def _merged(*mappings):
+    merged = {}
+    for mapping in mappings:
+        merged.update(mapping)
+    return merged
+
+
+def wake_url(port):
+    return "http://127.0.0.1:%d" % port
 
 
 def _health_of(item):

@@ -37,10 +37,11 @@ class Snapshot(NamedTuple):
     pid: Optional[int]
     foreign: List[Job] = []         # same-named jobs we did not submit: never counted, routed or cancelled
     faults: Dict[str, str] = {}     # what -> problem the loop keeps retrying (disk full, unwritable folder)
+    scale: Dict[str, dict] = {}     # MIN-MAX service -> its demand as `status` shows it (loop._scale_report)
 
 
 def empty_snapshot():
-    return Snapshot(empty_memory(), [], None, None, "", None, {}, {}, {}, None, None, [], {})
+    return Snapshot(empty_memory(), [], None, None, "", None, {}, {}, {}, None, None, [], {}, {})
 
 
 def to_json(snapshot):
@@ -57,6 +58,7 @@ def to_json(snapshot):
         "desired": dict(sorted(snapshot.desired.items())),
         "service_errors": dict(sorted(snapshot.service_errors.items())),
         "faults": dict(sorted(snapshot.faults.items())),
+        "scale": dict(sorted(snapshot.scale.items())),
         "updated_at": snapshot.updated_at,
         "pid": snapshot.pid,
     }
@@ -153,7 +155,17 @@ def from_json(text):
         pid=data.get("pid") if isinstance(data.get("pid"), int) else None,
         foreign=_records(Job, data.get("foreign")),
         faults={k: str(v) for k, v in _mapping(data, "faults").items()},
+        scale={k: _scale_entry(v) for k, v in _mapping(data, "scale").items() if isinstance(v, dict)},
     )
+
+
+def _scale_entry(entry):
+    """A MIN-MAX service's saved demand; what a restart resumes from must be a number or nothing."""
+    clean = dict(entry)
+    target = entry.get("target")
+    clean["target"] = target if isinstance(target, int) and not isinstance(target, bool) and target >= 0 else 0
+    clean["last_request_at"] = _number_or_none(entry.get("last_request_at"))
+    return clean
 
 
 def _number_or_none(value):

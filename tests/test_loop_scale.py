@@ -1,0 +1,181 @@
+"""loop.Controller with MIN-MAX services: demand sets the count, a held request wakes, routes go to the
+wake proxy while no backend takes requests. Shim Slurm, fake clock, fake prober, fake proxy."""
+
+import json
+import os
+
+from forever_slurm.core import loop
+from forever_slurm.common import settings
+from forever_slurm.systems import slurm
+
+from test_loop import Clock, Prober, calls, jobs_file, publish_all
+
+
+from collections import namedtuple
+Held = namedtuple("Held", "count longest_wait_seconds")
+
+
+class FakeWake:
+    """What the loop asks of wake.WakeProxy; `holding` is what a test says is held."""
+
+    def __init__(self):
+        self.holding = {}
+        self.listening = {}
+        self.closed = []
+        self.timeout = None
+        self.shut = False
+
+    def listen(self, service, health_path=None):
+        return self.listening.setdefault(service, 45000 + len(self.listening))
+
+    def close(self, service):
+        self.closed.append(service)
+        self.listening.pop(service, None)
+
+    def held(self):
+        return {name: Held(count, 3.0) for name, count in self.holding.items() if count}
+
+    def shutdown(self):
+        self.shut = True
+
+
+class Inflight:
+    """count_inflight: `per_url` requests in flight on every URL."""
+
+    def __init__(self):
+        self.per_url = 0
+
+    def __call__(self, urls):
+        return {key: self.per_url for key in urls}
+
+
+ENV = ('SERVICE_LIST="hello-python/0-3"\nFS_SPREAD=no\nFS_SLEEP_INTERVAL=60\nFS_SCALE_TARGET=2\n'
+       'FS_SCALE_WINDOW=4\nFS_SCALE_DOWN_SECONDS=20\nFS_IDLE_SECONDS=60\n')
+
+
+def make(root, env=ENV):
+    (root / ".env").write_text(env)
+    layout = settings.Layout(str(root))
+    layout.make_dirs()
+    clock, prober, counter, proxy = Clock(), Prober(), Inflight(), FakeWake()
+    ctl = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+                          probe_all=prober, count_inflight=counter, wake=proxy)
+    return ctl, clock, counter, proxy, layout
+
+
+def route_file(layout):
+    return open(os.path.join(layout.watch, "hello-python.yml")).read()
+
+
+def sbatches(shim_state):
+    return [c for c in calls(shim_state) if c[0] == "sbatch"]
+
+
+def test_asleep_submits_nothing_and_routes_to_the_wake_proxy(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    for _ in range(3):
+        ctl.cycle()
+        clock.sleep(60)
+    assert sbatches(shim_state) == []
+    assert "http://127.0.0.1:%d" % proxy.listening["hello-python"] in route_file(layout)
+    assert ctl.snapshot.scale["hello-python"]["phase"] == "asleep"
+    assert proxy.timeout == 600.0
+
+
+def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    ctl.cycle()
+    proxy.holding["hello-python"] = 1
+    ctl.tick()
+    assert ctl.look_now, "a held request asks for a look at Slurm now"
+    assert ctl.snapshot.scale["hello-python"]["phase"] == "waking"
+    assert ctl.snapshot.scale["hello-python"]["held"] == 1
+    clock.sleep(1)
+    ctl.cycle()
+    assert len(sbatches(shim_state)) == 1
+    assert ctl._nap(clock(), 60) == loop.WAKING_PROBE_DELAY
+    assert ctl.next_observe_delay() == loop.MIN_LOOK_GAP, "the job's start is looked for every second"
+    publish_all(shim_state)
+    clock.sleep(1)
+    ctl.cycle()
+    job = jobs_file(shim_state)[0]
+    url = "http://%s:%d" % (job["nodes"], 40000 + int(job["id"]) % 1000)
+    assert ctl.ready_urls["hello-python"] == [url], "the proxy forwards the held requests here"
+    text = route_file(layout)
+    assert url in text and "127.0.0.1:%d" % proxy.listening["hello-python"] not in text
+    proxy.holding.clear()
+    assert ctl.snapshot.scale["hello-python"]["phase"] == "up"
+
+
+def test_load_scales_up_then_down_after_the_delay_then_to_zero_when_idle(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    proxy.holding["hello-python"] = 1
+    ctl.cycle()
+    proxy.holding.clear()
+    publish_all(shim_state)
+    clock.sleep(1)
+    ctl.cycle()
+    counter.per_url = 5         # 5 in flight on one backend, 2 per backend wanted: 3 instances
+    for _ in range(6):
+        clock.sleep(1)
+        ctl.cycle()
+        publish_all(shim_state)
+    assert ctl.snapshot.desired["hello-python"] == 3
+    running = [j for j in jobs_file(shim_state) if j["state"] == "R"]
+    assert len(running) == 3
+    counter.per_url = 0
+    targets = []
+    for _ in range(100):
+        clock.sleep(2)
+        ctl.cycle()
+        targets.append(ctl.snapshot.desired["hello-python"])
+    # Down to 1 once the delay (20 s) has passed, to 0 once idle (60 s since the last request).
+    assert targets[0] == 3 and 1 in targets and targets[-1] == 0
+    assert targets.index(1) * 2 >= 20 - 4
+    assert all(a >= b for a, b in zip(targets, targets[1:])), "no flapping on the way down"
+    assert "127.0.0.1:%d" % proxy.listening["hello-python"] in route_file(layout), "asleep again: wake route"
+
+
+def test_fixed_services_never_get_a_wake_route(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root, 'SERVICE_LIST="hello-python/0"\nFS_SPREAD=no\n')
+    ctl.cycle()
+    assert proxy.listening == {} and not os.path.exists(os.path.join(layout.watch, "hello-python.yml"))
+
+
+def test_a_service_no_longer_min_max_closes_its_listener(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    ctl.cycle()
+    assert "hello-python" in proxy.listening
+    (root / ".env").write_text('SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
+    clock.sleep(60)
+    ctl.cycle()
+    assert proxy.closed == ["hello-python"]
+
+
+def test_demand_survives_a_restart(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    proxy.holding["hello-python"] = 1
+    ctl.cycle()
+    saved = json.loads(open(layout.state_file).read())["scale"]["hello-python"]
+    assert saved["target"] == 1 and saved["last_request_at"] == clock()
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+                            probe_all=Prober(), count_inflight=Inflight(), wake=FakeWake())
+    clock.sleep(5)
+    again.cycle()
+    assert again.snapshot.desired["hello-python"] == 1, "a restart does not put a busy service to sleep"
+
+
+def test_a_request_seen_in_the_access_log_keeps_it_up(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    proxy.holding["hello-python"] = 1
+    ctl.cycle()
+    proxy.holding.clear()
+    log_path = os.path.join(layout.log, "traefik-access.log")
+    open(log_path, "w").close()
+    for _ in range(40):         # 80 s, past FS_IDLE_SECONDS, with one short request every 20 s
+        clock.sleep(2)
+        if _ % 10 == 0:
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps({"ServiceName": "hello-python@file"}) + "\n")
+        ctl.cycle()
+        assert ctl.snapshot.desired["hello-python"] == 1
