@@ -44,3 +44,28 @@ def test_a_missing_state_reads_as_empty_without_creating_anything(root):
     report = status.collect(layout, now=1.0)
     assert report["services"] == [] and report["state_problem"] == ""
     assert os.listdir(str(root)) == []
+
+
+def _scale_entry(phase, target, held=0, waited=0.0, load=0.0, per_backend=None):
+    return {"low": 0, "high": 3, "target": target, "load": load, "per_backend": per_backend,
+            "last_request_at": 990.0, "held": held, "held_seconds": waited, "phase": phase}
+
+
+def test_min_max_services_show_asleep_waking_and_up_with_target_and_load(root):
+    (root / ".env").write_text('SERVICE_LIST="a/0-3 b/0-3 c/0-3"\n')
+    layout = settings.Layout(str(root))
+    os.makedirs(layout.work)
+    snap = state.empty_snapshot()._replace(
+        observed_at=1000.0, updated_at=1000.0, desired={"a": 0, "b": 1, "c": 2},
+        scale={"a": _scale_entry("asleep", 0), "b": _scale_entry("waking", 1, held=3, waited=12.4),
+               "c": _scale_entry("up", 2, load=5.5, per_backend=2.75)})
+    state.save(layout.state_file, snap)
+    report = status.collect(layout, now=1000.0)
+    rows = {s["service"]: s for s in report["services"]}
+    assert (rows["a"]["desired"], rows["b"]["desired"], rows["c"]["desired"]) == (0, 1, 2), "the loop's target"
+    assert rows["b"]["scale"]["held"] == 3
+    text = status.render(report)
+    lines = {line.split()[0]: line for line in text.splitlines() if line.split() and line.split()[0] in "abc"}
+    assert "0 (0-3)" in lines["a"] and "asleep" in lines["a"]
+    assert "waking, 3 requests held for 12s" in lines["b"]
+    assert "up, load 5.5 in flight (2.8 a backend)" in lines["c"]

@@ -14,6 +14,9 @@ def collect(layout, now=None, traffic_window=300.0):
     snap, state_problem = state.read(layout.state_file)
     conf, settings_error = _settings(layout)
     desired = conf.desired if conf else dict(snap.desired)
+    # A MIN-MAX service wants what the loop last made of its demand.
+    desired.update({name: snap.desired[name] for name in (conf.scaling if conf else snap.scale)
+                    if name in snap.desired})
     policy = _policy(conf) if conf else reconcile.Policy()
     names = set(desired) | {m.service for m in snap.memory.jobs.values()}
     warnings = {name: _warning(layout, name) for name in names}
@@ -74,6 +77,7 @@ def _service_row(view, servers, snap, now):
         "config_error": snap.service_errors.get(view.name, ""),
         "startup_seconds": list(svc.startup),
         "renew_lead_seconds": view.lead,
+        "scale": snap.scale.get(view.name),
     }
 
 
@@ -221,7 +225,11 @@ def _service_lines(report, paint):
             note.append(paint("backoff %s" % _duration(s["backoff_seconds"]), "33"))
         if s["pending_reasons"]:
             note.append("waiting: " + ",".join(s["pending_reasons"]))
-        rows.append((s["service"], s["desired"], s["running"], s["pending"], s["routed"], s["draining"],
+        scaling = s.get("scale")
+        if scaling:
+            note.insert(0, scale_note(scaling, paint))
+        want = "%s (%d-%d)" % (s["desired"], scaling["low"], scaling["high"]) if scaling else s["desired"]
+        rows.append((s["service"], want, s["running"], s["pending"], s["routed"], s["draining"],
                      "; ".join(note)))
     lines = _table(rows)
     for s in report["services"]:
@@ -230,6 +238,20 @@ def _service_lines(report, paint):
         if s["config_error"]:
             lines.append("  %s" % s["config_error"])
     return lines
+
+
+def scale_note(scaling, paint):
+    """asleep / waking (requests held, seconds waited) / up, with the load behind the target."""
+    load = "load %.1f in flight" % scaling["load"]
+    if scaling.get("per_backend") is not None:
+        load += " (%.1f a backend)" % scaling["per_backend"]
+    if scaling["phase"] == "asleep":
+        return paint("asleep", "36") + " (a request wakes it)"
+    if scaling["phase"] == "waking":
+        held = ", %d request%s held for %s" % (scaling["held"], "" if scaling["held"] == 1 else "s",
+                                              _duration(scaling["held_seconds"])) if scaling["held"] else ""
+        return paint("waking", "33") + held
+    return paint("up", "32") + ", " + load
 
 
 def _job_lines(report):
@@ -274,5 +296,5 @@ def try_lines(report):
     traefik = report.get("traefik")
     if not traefik or not traefik["running"]:
         return []
-    names = [s["service"] for s in report["services"] if s["desired"]]
+    names = [s["service"] for s in report["services"] if s["desired"] or s.get("scale")]
     return [""] + ["try: curl http://127.0.0.1:%d/%s/" % (traefik["port"], name) for name in names]
