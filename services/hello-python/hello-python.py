@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """A tiny web service for forever-slurm demos: answers any path with its host and port.
 
+Two query parameters make it behave like a busy LLM server, to watch min-max scaling and drains:
+?delay=S answers after S seconds (at most 600); ?stream=N sends N lines, one every half second.
+
 Graceful stop, as any service behind forever-slurm should do it:
 - SIGUSR1 (sent by `#SBATCH --signal=B:USR1@60` before the time limit): answer 503 on /health, so
   forever-slurm's readiness probe takes this backend out of Traefik, but keep serving.
@@ -10,6 +13,7 @@ Graceful stop, as any service behind forever-slurm should do it:
 
 import http.server
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -25,6 +29,12 @@ draining = threading.Event()
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        delay = re.search(r"[?&]delay=([0-9.]+)", self.path)
+        stream = re.search(r"[?&]stream=([0-9]+)", self.path)
+        if stream and self.path != "/health":
+            return self.stream(min(int(stream.group(1)), 1200))
+        if delay:
+            time.sleep(min(float(delay.group(1)), 600.0))
         if self.path == "/health":
             status, body = (503, b"draining\n") if draining.is_set() else (200, b"ok\n")
         else:
@@ -38,6 +48,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     do_HEAD = do_GET
+
+    def stream(self, lines):
+        """HTTP/1.0 without a length: each line is sent as it is made, the end is the connection's close."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        for number in range(lines):
+            self.wfile.write(("line %d of %d from %s:%d\n" % (number + 1, lines, HOST, PORT)).encode())
+            self.wfile.flush()
+            time.sleep(0.5)
 
     def log_message(self, *args):
         pass
