@@ -4,15 +4,11 @@ wake proxy while no backend takes requests. Shim Slurm, fake clock, fake prober,
 import json
 import os
 
-from forever_slurm.core import loop
+from forever_slurm.core import loop, wake
 from forever_slurm.common import settings
 from forever_slurm.systems import slurm
 
 from test_loop import Clock, Prober, calls, jobs_file, publish_all
-
-
-from collections import namedtuple
-Held = namedtuple("Held", "count longest_wait_seconds")
 
 
 class FakeWake:
@@ -25,7 +21,7 @@ class FakeWake:
         self.timeout = None
         self.shut = False
 
-    def listen(self, service, health_path=None):
+    def listen(self, service, health_path=None, health_status=None):
         return self.listening.setdefault(service, 45000 + len(self.listening))
 
     def close(self, service):
@@ -33,7 +29,7 @@ class FakeWake:
         self.listening.pop(service, None)
 
     def held(self):
-        return {name: Held(count, 3.0) for name, count in self.holding.items() if count}
+        return {name: wake.Held(count, 3.0) for name, count in self.holding.items() if count}
 
     def shutdown(self):
         self.shut = True

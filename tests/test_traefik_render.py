@@ -528,6 +528,15 @@ def test_a_template_setting_its_own_passive_check_keeps_it_and_old_traefik_refus
     assert caught.value.line == line_of(text, "passiveHealthCheck")
 
 
+def test_a_route_to_the_wake_proxy_has_no_passive_check_even_one_the_template_sets(tmp_path):
+    text = ORIGINAL.replace("        healthCheck:", "        passiveHealthCheck: {failureWindow: 3s}\n        healthCheck:")
+    for template in (traefik.load_template(write(tmp_path, text), "hello-python"),
+                     traefik.default_template("hello-python")):
+        lb = lb_of(traefik.render_dynamic("hello-python", template, [Server("http://127.0.0.1:4000")], (3, 7, 15),
+                                          passive=False))
+        assert "passiveHealthCheck" not in lb and lb["servers"] == [{"url": "http://127.0.0.1:4000"}]
+
+
 @pytest.mark.parametrize("change, ok", [
     (("        healthCheck:", "        passiveHealthCheck: {}\n        healthCheck:"), False),
     (("        healthCheck:", "        passiveHealthCheck: {failureWindow: null}\n        healthCheck:"), False),

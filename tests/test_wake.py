@@ -312,6 +312,12 @@ def test_the_health_path_answers_at_once_without_waking(make_proxy, loop):
     assert loop.wakes == [] and held_count(proxy, "svc") == 0
 
 
+def test_the_health_check_gets_the_status_the_template_expects(make_proxy, loop):
+    proxy = make_proxy()
+    port = proxy.listen("svc", health_path="/healthz", health_status=401)
+    assert request(port, path="/healthz")[0] == 401 and loop.wakes == []
+
+
 def test_past_max_held_a_request_is_refused_at_once_with_retry_after(make_proxy, loop):
     proxy = make_proxy(max_held=2, retry_after=9)
     port = proxy.listen("svc")

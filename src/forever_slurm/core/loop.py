@@ -53,12 +53,12 @@ class RenderCache:
     def __init__(self):
         self._last = {}
 
-    def render(self, service, template, servers, version=None, neighbours=()):
-        key = (tuple(servers), template.balancer, version, tuple(neighbours))
+    def render(self, service, template, servers, version=None, neighbours=(), passive=True):
+        key = (tuple(servers), template.balancer, version, tuple(neighbours), passive)
         hit = self._last.get(service)
         if hit is not None and hit[0] == key and hit[1] == template.data:
             return hit[2]
-        text = traefik.render_dynamic(service, template, servers, version, neighbours)
+        text = traefik.render_dynamic(service, template, servers, version, neighbours, passive)
         self._last[service] = (key, template.data, text)
         return text
 
@@ -280,7 +280,7 @@ class Controller:
             if self.ready_urls[name]:
                 continue
             try:
-                port = self.wake.listen(name, _health_of(loaded.get(name))[0])
+                port = self.wake.listen(name, *_health_of(loaded.get(name)))
             except OSError as exc:
                 self._fault("wake:" + name, "%s: cannot start its wake proxy on 127.0.0.1: %s; requests get "
                             "503 until a job is ready" % (name, exc))
@@ -475,7 +475,10 @@ class Controller:
                 continue
             path = os.path.join(self.layout.watch, name)
             try:
-                text = self.rendered.render(service, item.template, servers, version, neighbours)
+                # The wake proxy answers 503 when a request waited too long: Traefik's passive health
+                # check would then take the proxy out and answer the next requests itself, unheld.
+                passive = not any(s.url == wake_url(self.waking_ports.get(service, 0)) for s in servers)
+                text = self.rendered.render(service, item.template, servers, version, neighbours, passive)
             except ConfigError as exc:
                 self._fault("render:" + service, "%s: %s (Traefik keeps its last good file)" % (service, exc))
                 continue
@@ -490,7 +493,8 @@ class Controller:
             self._clear_fault("traefik:" + service)
             if written:
                 log.info("traefik: %s -> %s", service, ", ".join(
-                    s.url + (" (draining)" if s.weight == 0 else "") for s in servers) or "no backends (503)")
+                    s.url + (" (draining)" if s.weight == 0 else " (wake proxy)" if not passive else "")
+                    for s in servers) or "no backends (503)")
         try:
             for removed in traefik.remove_stale(self.layout.watch, sorted(keep)):
                 log.info("traefik: removed %s (service no longer active)", removed)

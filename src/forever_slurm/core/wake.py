@@ -70,15 +70,19 @@ class WakeProxy:
         self._tokens = 0
 
     # -- the loop's side ----------------------------------------------------------------------------
-    def listen(self, service, health_path=None):
-        """Port of service's listener on 127.0.0.1, started if it is not running yet."""
+    def listen(self, service, health_path=None, health_status=None):
+        """Port of service's listener on 127.0.0.1, started if it is not running yet. Traefik's own
+        health check of the template (health_path, expecting health_status or 200) is answered here,
+        so it does not take the proxy out of the service."""
         with self._lock:
             listener = self._listeners.get(service)
             if listener is not None:
                 listener.health_path = health_path
+                listener.health_status = health_status or 200
                 return listener.port
             server = _Server(self, service)
             listener = _Listener(service, server, health_path)
+            listener.health_status = health_status or 200
             server.listener = listener
             self._listeners[service] = listener
         listener.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -134,7 +138,7 @@ class WakeProxy:
         """Answer one request: health, forward at once, or hold until a backend is ready."""
         if listener.health_path and handler.command in ("GET", "HEAD") \
                 and _target(handler.path).split("?", 1)[0] == listener.health_path:
-            return _reply(handler, 200, "ok\n")
+            return _reply(handler, listener.health_status, "ok\n")
         try:
             request = _read_request(handler, self.max_body)
         except _TooLarge:
@@ -265,6 +269,7 @@ class _Listener:
         self.server = server
         self.port = server.server_address[1]
         self.health_path = health_path
+        self.health_status = 200
         self.thread = None
         self.threads = set()        # request threads alive
         self.waits = {}             # token -> clock() when it began to wait

@@ -131,9 +131,10 @@ def health_status(template):
     return int(status) if status is not None and status.strip().lstrip("+").isdigit() else None
 
 
-def render_dynamic(service, template, servers, traefik_version=None, neighbours=()):
+def render_dynamic(service, template, servers, traefik_version=None, neighbours=(), passive=True):
     """The service's dynamic config: the template with its names namespaced, exactly these servers, and
-    the passive health check where `traefik_version` (None: unknown) has it.
+    the passive health check where `traefik_version` (None: unknown) has it; passive=False removes any
+    (a route to the wake proxy, whose 503 after a long wait must not take it out).
 
     `neighbours` are the other services sharing the watched directory: a name that falls in the
     namespace of a longer-named one (service 'a' naming a router 'a-b-router' beside service 'a-b')
@@ -146,7 +147,10 @@ def render_dynamic(service, template, servers, traefik_version=None, neighbours=
     for key in [k for k in lb if k.lower() == "servers"]:
         del lb[key]
     lb["servers"] = []
-    if has_feature(traefik_version, PASSIVE_SINCE) and _get(lb, "passiveHealthCheck")[0] is None:
+    if not passive:
+        for key in [k for k in lb if k.lower() == "passivehealthcheck"]:
+            del lb[key]
+    elif has_feature(traefik_version, PASSIVE_SINCE) and _get(lb, "passiveHealthCheck")[0] is None:
         lb["passiveHealthCheck"] = dict(PASSIVE_HEALTH_CHECK)
     data = _namespaced(data, service, template.balancer)
     # Checked before the servers go in: _server_entry has checked those, and walking thousands of them
