@@ -686,7 +686,7 @@ def test_a_min_max_service_is_kept_and_its_scale_keys_are_asked(layout):
     got = configure.collect_answers(layout, script.prompter())
     assert got["SERVICE_LIST"] == "%s/0-3" % name
     assert got["FS_IDLE_SECONDS"] == "120"
-    assert any("MAX >= MIN" in line for line in script.lines), "3-1 is refused with the reason"
+    assert any("MAX must be at least MIN" in line for line in script.lines), "3-1 is refused with the reason"
     order = [p.split(" ")[0] for p in script.prompts]
     assert order.index("FS_SCALE_TARGET") > order.index("Instances"), "scale keys come after the menu"
 

@@ -310,9 +310,9 @@ def parse_instances(text):
             return Instances(low, low)
         high = _INSTANCES(high)
     except validate.Invalid:
-        raise validate.Invalid("%r is not an instance count: a whole number N, or MIN-MAX as in 0-4" % text)
+        raise validate.Invalid("%r is not an instance count N or a range MIN-MAX" % text)
     if high < low or high == 0:
-        raise validate.Invalid("%r: MIN-MAX needs MAX >= MIN and MAX >= 1, as in 0-4" % text)
+        raise validate.Invalid("%r: in MIN-MAX, MAX must be at least MIN and at least 1" % text)
     return Instances(low, high, scales=True)
 
 
