@@ -175,3 +175,18 @@ def test_a_request_seen_in_the_access_log_keeps_it_up(root, shim_state):
                 handle.write(json.dumps({"ServiceName": "hello-python@file"}) + "\n")
         ctl.cycle()
         assert ctl.snapshot.desired["hello-python"] == 1
+
+
+def test_a_job_waiting_in_the_queue_is_looked_for_less_often_as_it_waits(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    proxy.holding["hello-python"] = 2
+    ctl.cycle()                                     # submitted; the shim job stays pending
+    delays = {}
+    for age in (0.5, 5, 20, 100, 400):
+        clock.now = ctl.snapshot.memory.jobs[next(iter(ctl.snapshot.memory.jobs))].submitted_at + age
+        delays[age] = ctl.next_observe_delay()
+    assert delays == {0.5: 1.0, 5: 1.0, 20: 2.0, 100: 10.0, 400: 40.0}, "held: a tenth of the wait, at least 1 s"
+    proxy.holding.clear()
+    for age, delay in ((5, 2.0), (29, 2.0), (40, 20.0), (100, 50.0), (400, 60.0)):
+        clock.now = ctl.snapshot.memory.jobs[next(iter(ctl.snapshot.memory.jobs))].submitted_at + age
+        assert ctl.next_observe_delay() == delay, age

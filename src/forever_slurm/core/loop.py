@@ -22,9 +22,9 @@ from .reconcile import Cancel, ClearExclude, Server, Submit
 log = logging.getLogger("forever_slurm")
 
 FOLLOW_UP_DELAY = 2.0       # seconds between looks at Slurm while a fresh submission starts
-FOLLOW_UP_WINDOW = 30.0     # ... for at most this long after the submission
+FOLLOW_UP_WINDOW = 30.0     # ... for this long after the submission; then every half its age
 MIN_LOOK_GAP = 1.0          # never two looks at Slurm closer than this
-WAKING_LOOK_DELAY = 5.0     # between looks while requests are held for a job still in the queue
+WAKING_LOOK_SHARE = 0.1     # while requests are held: a look every tenth of the job's wait so far
 WAKING_PROBE_DELAY = 0.5    # between probe passes while requests are held: they wait for the first ready
 
 
@@ -221,6 +221,12 @@ class Controller:
             self._rotate_traefik_access_log()
 
     # -- min-max services: demand, and the wake proxy for those with no backend -------------------
+    def desired_now(self):
+        """{service: jobs wanted}: SERVICE_LIST's counts, with the MIN-MAX ones as demand set them."""
+        desired = dict(self.settings.desired)
+        desired.update({name: demand.target for name, demand in self.demand.items() if name in desired})
+        return desired
+
     def _follow_demand(self, desired, memory, scaled, counted, now):
         """desired with each MIN-MAX service's count set from its demand (core/scale.py). A rise makes
         the loop look at Slurm at once, so the job is submitted now, not at the next cycle."""
@@ -574,21 +580,25 @@ class Controller:
     # -- forever ---------------------------------------------------------------------------------
     def next_observe_delay(self):
         """Seconds until the next look at Slurm: the steady FS_SLEEP_INTERVAL, or sooner when the plan
-        needs it (reconcile.next_look); within 2 s for 30 s after a submission, so a job that starts
-        at once is routed at once; doubling up to 2 min while Slurm does not answer."""
+        needs it (reconcile.next_look); while a submission has not published its URL, every 2 s for
+        its first 30 s, then every half its age (a job that starts late is seen late by a bounded
+        share, at a few calls in all), every tenth of its age while requests wait for it; doubling
+        up to 2 min while Slurm does not answer."""
         if self.observe_failures:
             return backoff.delay(self.observe_failures, self.settings.sleep_interval,
                                  max(120.0, self.settings.sleep_interval))
         now = self.clock()
         snap = self.snapshot
-        starting = any(m.submitted_at is not None and 0 <= now - m.submitted_at < FOLLOW_UP_WINDOW
-                       and not m.ever_ready for m in snap.memory.jobs.values())
-        if self._holding():
-            # Someone waits for this job: notice its start within a second, then every few seconds.
-            return min(self.settings.sleep_interval, MIN_LOOK_GAP if starting else WAKING_LOOK_DELAY)
-        if starting:
-            return min(self.settings.sleep_interval, FOLLOW_UP_DELAY)
-        views = reconcile.service_views(self.settings.desired, snap.jobs, snap.memory, now, self.policy,
+        waiting = [now - m.submitted_at for m in snap.memory.jobs.values()
+                   if m.submitted_at is not None and not m.url and m.cancelled_at is None and now >= m.submitted_at]
+        if waiting:
+            age = min(waiting)
+            if self._holding():
+                delay = max(MIN_LOOK_GAP, age * WAKING_LOOK_SHARE)
+            else:
+                delay = FOLLOW_UP_DELAY if age < FOLLOW_UP_WINDOW else age / 2
+            return min(self.settings.sleep_interval, delay)
+        views = reconcile.service_views(self.desired_now(), snap.jobs, snap.memory, now, self.policy,
                                         snap.observed_at or now)
         seconds, why = reconcile.next_look(views, self.policy, self.settings.sleep_interval)
         if why != "steady":
