@@ -161,7 +161,15 @@ class Steps(NamedTuple):
     stream_lines: int
     stream_expected: int
     stream_cut: bool
-    back_to_zero: float         # seconds from the last request to 0 jobs (None: not within the wait)
+    stream_span: object         # (began, ended) in timeline seconds
+    back_to_zero: float         # seconds from the last request's end to 0 jobs (None: not within the wait)
+
+    def scaled_down_during_stream(self):
+        """Did the routed count drop while the stream flowed (so the scale-down had to spare it)?"""
+        began, ended = self.stream_span
+        during = [routed for t, routed, _ in self.timeline if began <= t <= ended]
+        before = [routed for t, routed, _ in self.timeline if t <= began]
+        return bool(during and before) and min(during) < before[-1]
 
 
 class Clients:
@@ -199,9 +207,9 @@ class Clients:
             thread.join(130)
 
 
-def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=120):
-    """1x (2 clients) -> 3x (6 clients) -> 1x -> idle; a stream starts 10 s into 3x and lasts through
-    the 1x step and into the quiet stretch."""
+def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300):
+    """1x (2 clients) -> 3x (6 clients) -> 1x -> idle; a stream starts 40 s into 3x and lasts (150 s)
+    through the scale-down of the 1x step and into the quiet stretch."""
     stack.wait_for(lambda: scale_info(stack).get("phase") in ("asleep", "up"), 120, 0.5, "a settled service")
     clients = Clients(stack.port)
     timeline, to_routed = [], []
@@ -219,8 +227,9 @@ def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=120):
             time.sleep(0.5)
 
     def long_stream():
+        stream["began"] = time.time()
         status, body, seconds, _ = request(stack.port, "/%s/stream?stream=%d" % (SERVICE, stream_lines), 600)
-        stream.update(status=status, lines=body.count("\n") if status == 200 else 0, seconds=seconds)
+        stream.update(status=status, lines=body.count("\n") if status == 200 else 0, ended=time.time())
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -234,21 +243,21 @@ def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=120):
             while time.time() - began < seconds:
                 if reached is None and len(stack.routed(SERVICE)) >= instances_wanted and step != 2:
                     reached = time.time() - began
-                if step == 1 and not streamer.is_alive() and "status" not in stream and time.time() - began > 10:
+                if step == 1 and not streamer.is_alive() and "status" not in stream and time.time() - began > 40:
                     streamer.start()
                 time.sleep(0.5)
             if step != 2:
                 to_routed.append(("%dx" % clients_wanted, instances_wanted, reached))
         clients.set(0)
         clients.finish()
-        last_request = time.time()
+        clients_ended = time.time()
         back = None
-        deadline = time.time() + 240
+        deadline = time.time() + 300
         while time.time() < deadline:
             if streamer.is_alive() or instances(stack) != (0, 0):
                 time.sleep(1)
                 continue
-            back = time.time() - last_request
+            back = time.time() - max(clients_ended, stream.get("ended", 0))
             break
         streamer.join(600)
     finally:
@@ -257,7 +266,8 @@ def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=120):
         watcher.join(5)
     bad = [r for r in clients.results if r[0] != 200]
     return Steps(len(clients.results), len(bad), ["%s %s" % (r[0], r[1][:80]) for r in bad[:5]], to_routed,
-                 timeline, stream.get("lines", 0), stream_lines, stream.get("lines", 0) != stream_lines, back)
+                 timeline, stream.get("lines", 0), stream_lines, stream.get("lines", 0) != stream_lines,
+                 (round(stream.get("began", 0) - start, 1), round(stream.get("ended", 0) - start, 1)), back)
 
 
 # -- W4 ---------------------------------------------------------------------------------------------

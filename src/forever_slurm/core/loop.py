@@ -251,8 +251,8 @@ class Controller:
                 log.info("%s: %d instance%s wanted (was %d): %.1f requests in flight on average%s", name,
                          new.target, "" if new.target == 1 else "s", old.target, new.load,
                          ", %d held until a backend is ready" % waiting if waiting else "")
-                if new.target > old.target:
-                    self.look_now = True
+                # Up: submit now. Down: drain now (both are planned on a fresh look at Slurm).
+                self.look_now = True
             self.demand[name] = new
             desired[name] = new.target
         return desired
