@@ -254,13 +254,13 @@ def cmd_traefik(args):
 
 
 def cmd_config(args):
-    from .setup import install
-    return install.config_command(args, _layout(args, must_exist=False), _pyz_command)
+    from .setup import config_steps
+    return config_steps.config_command(args, _layout(args, must_exist=False), _pyz_command)
 
 
 def cmd_uninstall(args):
-    from .setup import install
-    return install.uninstall_command(args, _layout(args))
+    from .setup import config_steps
+    return config_steps.uninstall_command(args, _layout(args))
 
 
 def cmd_tunnel(args):

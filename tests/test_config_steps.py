@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from forever_slurm import cli
-from forever_slurm.setup import configure, install, units
+from forever_slurm.setup import config_steps, configure, startup_check, units
 from forever_slurm.common import settings
 from forever_slurm.core import state
 from forever_slurm.observe import traefik_health
@@ -107,7 +107,7 @@ def answers(web, ping, bind="127.0.0.1"):
 # ---------------------------------------------------------------- ports before use
 
 def test_yes_refuses_a_taken_port_and_names_a_free_one(layout, taken):
-    review = install.port_review(layout, Script().prompter(), True, lambda text="": None)
+    review = startup_check.port_review(layout, Script().prompter(), True, lambda text="": None)
     with pytest.raises(ConfigError) as caught:
         review(answers(taken, free_port()))
     message = str(caught.value)
@@ -119,7 +119,7 @@ def test_yes_refuses_a_taken_port_and_names_a_free_one(layout, taken):
 def test_a_taken_port_is_asked_again_with_a_free_one_as_default(layout, taken):
     said = []
     script = Script()
-    review = install.port_review(layout, script.prompter(), False, said.append)
+    review = startup_check.port_review(layout, script.prompter(), False, said.append)
     result = review(answers(taken, free_port()))
     proposed = int(result["FS_TRAEFIK_PORT"])
     assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
@@ -128,7 +128,7 @@ def test_a_taken_port_is_asked_again_with_a_free_one_as_default(layout, taken):
 
 
 def test_a_taken_ping_port_is_caught_too(layout, taken):
-    review = install.port_review(layout, Script().prompter(), True, lambda text="": None)
+    review = startup_check.port_review(layout, Script().prompter(), True, lambda text="": None)
     with pytest.raises(ConfigError) as caught:
         review(answers(free_port(), taken))
     assert "FS_TRAEFIK_PING_PORT=%d" % taken in str(caught.value)
@@ -138,7 +138,7 @@ def test_the_ports_of_our_own_running_traefik_are_fine(layout, fake_traefik):
     web, ping = free_port(), None
     ping = traefik_health.free_port_near("127.0.0.1", web, {web})
     fake_traefik(web, ping)
-    review = install.port_review(layout, configure.Prompter(_no_input, _no_input), True, lambda text="": None)
+    review = startup_check.port_review(layout, configure.Prompter(_no_input, _no_input), True, lambda text="": None)
     assert review(answers(web, ping)) == answers(web, ping)
 
 
@@ -233,7 +233,7 @@ def test_a_loop_that_did_not_start_is_named_with_the_end_of_its_log(layout, take
     clock = FakeClock()
     said = []
     report = units.Report("cron", [], [], [])
-    problems = install.wait_until_up(layout, conf, report, said.append, 10, clock=clock, sleep=clock.sleep)
+    problems = startup_check.wait_until_up(layout, conf, report, said.append, 10, clock=clock, sleep=clock.sleep)
     assert len(problems) == 2
     assert problems[0].startswith("Traefik is not running: port %d is taken" % taken)
     assert problems[1].startswith("the loop (forever-slurm) is not running")
@@ -250,7 +250,7 @@ def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, mo
     monkeypatch.setattr(state, "load", lambda path: snap)
     clock = FakeClock()
     said = []
-    problems = install._wait_for_first_backends(layout, conf, said.append, 60, clock=clock, sleep=clock.sleep,
+    problems = startup_check.wait_for_first_backends(layout, conf, said.append, 60, clock=clock, sleep=clock.sleep,
                                                 tty=False)
     assert problems == []
     progress = [line for line in said if line.startswith("waiting for the first jobs")]
@@ -265,7 +265,7 @@ def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkey
     monkeypatch.setattr(state, "load", lambda path: snap)
     clock = FakeClock()
     said = []
-    problems = install._wait_for_first_backends(layout, conf, said.append, 90, clock=clock, sleep=clock.sleep,
+    problems = startup_check.wait_for_first_backends(layout, conf, said.append, 90, clock=clock, sleep=clock.sleep,
                                                 tty=False)
     assert problems == ["Slurm does not answer the loop: squeue: fatal: no configuration"]
     assert clock.now < 1010
@@ -276,7 +276,7 @@ def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkey
 def test_config_yes_creates_a_missing_root_and_says_so(tmp_path):
     said = []
     layout = settings.Layout(str(tmp_path / "new root"))
-    install.ensure_root(layout, configure.Prompter(_no_input, _no_input), True, said.append)
+    config_steps.ensure_root(layout, configure.Prompter(_no_input, _no_input), True, said.append)
     assert os.path.isdir(layout.root) and said == ["Created %s (it did not exist)." % layout.root]
 
 
@@ -284,7 +284,7 @@ def test_config_asks_before_creating_a_root_and_no_is_the_default(tmp_path):
     layout = settings.Layout(str(tmp_path / "typo"))
     script = Script()
     with pytest.raises(ForeverError) as caught:
-        install.ensure_root(layout, script.prompter(), False, lambda text="": None)
+        config_steps.ensure_root(layout, script.prompter(), False, lambda text="": None)
     assert "nothing was done" in str(caught.value)
     assert script.asked("%s does not exist. Create it" % layout.root)
     assert not os.path.exists(layout.root)
@@ -344,7 +344,7 @@ def fake_session(tmp_path, monkeypatch):
 
 def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fake_session):
     said = []
-    install._install_units(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
+    config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
     assert sum("enable-linger" in line for line in said) == 1
     unit = (fake_session / ".config" / "systemd" / "user" / "forever-slurm.service").read_text()
     path = unit.split('"PATH=')[1].split('"')[0]
@@ -355,9 +355,9 @@ def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fak
 def test_a_loop_unit_that_failed_is_named_with_systemds_word(layout, fake_session, monkeypatch, taken):
     monkeypatch.setenv("FAKE_FAILED_UNITS", "forever-slurm")
     conf = conf_for(layout, taken, free_port())
-    report = install._install_units(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
+    report = config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
     clock = FakeClock()
-    problems = install.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
+    problems = startup_check.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
     assert "the loop (forever-slurm) is not running (systemd says: failed)" in problems[1]
 
 
@@ -367,7 +367,7 @@ def test_each_unit_is_restarted_only_for_what_it_reads(layout):
             handle.write(env_text)
         with open(layout.traefik_static, "w") as handle:
             handle.write(static)
-        return install.unit_inputs(layout, settings.load(layout), "/opt/traefik")
+        return config_steps.unit_inputs(layout, settings.load(layout), "/opt/traefik")
 
     base = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=1\n', "web: 13013\n")
     two_nodes = inputs('FS_SSH_LOGIN_NODE="login1 login2"\nFS_SURGE=1\n', "web: 13013\n")
@@ -383,7 +383,7 @@ def test_each_unit_is_restarted_only_for_what_it_reads(layout):
 
 def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
     conf = conf_for(layout, free_port(), free_port() + 1)
-    assert install._loop_pid(layout, conf, 1000.0) is None
+    assert startup_check.running_loop_pid(layout, conf, 1000.0) is None
     script = tmp_path / "loop.py"
     script.write_text("import sys, time\ntime.sleep(30)\n")
     holder = subprocess.Popen([sys.executable, str(script), "--root", layout.root, "run"])
@@ -391,10 +391,10 @@ def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
         with open(layout.lock_file, "w") as handle:
             handle.write("%d\n" % holder.pid)
         # Until the child has exec'd, /proc shows the parent's command line.
-        assert wait_for(lambda: install._loop_pid(layout, conf, 1000.0) == holder.pid, 10)
+        assert wait_for(lambda: startup_check.running_loop_pid(layout, conf, 1000.0) == holder.pid, 10)
         with open(layout.lock_file, "w") as handle:
             handle.write("%d\n" % os.getpid())     # alive, but not a loop of this root
-        assert install._loop_pid(layout, conf, 1000.0) is None
+        assert startup_check.running_loop_pid(layout, conf, 1000.0) is None
     finally:
         holder.kill()
         holder.wait()
