@@ -10,7 +10,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import pytest
 
-from forever_slurm.common import services, settings, validate
+from forever_slurm.common import logfiles, services, settings, validate
 from forever_slurm import cli
 from forever_slurm.setup import configure, sshsetup
 from forever_slurm.observe import status
@@ -355,7 +355,7 @@ def test_logs_are_0600_also_after_rotation(layout, mask, restore_logging):
         handle.write("from an older version\n")
     os.chmod(old_log, 0o644)
     with umask(mask):
-        cli._setup_file_logging(layout, "loop.log")
+        logfiles.to_file(layout, "loop.log")
         handler = logging.getLogger().handlers[-1]
         handler.maxBytes = 200
         for number in range(20):

@@ -24,19 +24,19 @@ WEB_SERVER_UNITS = ("forever-ssh-forward",)
 UP_SECONDS = 30.0           # for Traefik and the loop to come up after the units start
 
 
-def config_command(args, layout, pyz_command, say=None, wait_seconds=90.0, up_seconds=UP_SECONDS):
+def config_command(args, layout, say=None, wait_seconds=90.0, up_seconds=UP_SECONDS):
     """`config` (login node) or `config --ssh` (web server). Exit 1 when what it set up is not running."""
     prompter = configure.terminal_prompter()
     say = say or prompter.say
     ensure_root(layout, prompter, args.yes, say)
     if args.ssh:
-        return config_ssh(args, layout, pyz_command, prompter, say)
+        return config_ssh(args, layout, prompter, say)
     result = ask_and_write_env(args, layout, prompter, say)
     conf = settings_mod.load(layout)
     stage_services(layout, conf, result.services, say)
     binary = prepare_traefik(layout, conf, say)
     if args.no_install:
-        say_how_to_start(layout, pyz_command, say)
+        say_how_to_start(layout, say)
         return 0
     report = install_supervision(layout, LOGIN_NODE_UNITS, say, unit_inputs(layout, conf, binary),
                                  extra_tools=(binary,))
@@ -45,7 +45,7 @@ def config_command(args, layout, pyz_command, say=None, wait_seconds=90.0, up_se
     return say_outcome(layout, report, problems, say)
 
 
-def config_ssh(args, layout, pyz_command, prompter, say):
+def config_ssh(args, layout, prompter, say):
     """`config --ssh`: ask and test the tunnel, write .env, install the tunnel's unit."""
     from . import sshsetup
     conf = settings_mod.load(layout)
@@ -96,7 +96,7 @@ def prepare_traefik(layout, conf, say):
     return binary
 
 
-def say_how_to_start(layout, pyz_command, say):
+def say_how_to_start(layout, say):
     command = " ".join(pyz_command(layout))
     say("Not installing units (--no-install). Start by hand:\n  %s traefik\n  %s run" % (command, command))
 
@@ -129,6 +129,14 @@ def say_outcome(layout, report, problems, say):
 
 def say_env_written(layout, backup, say):
     say("Wrote %s%s." % (layout.env_file, " (previous kept as %s)" % os.path.basename(backup) if backup else ""))
+
+
+def pyz_command(layout):
+    """argv prefix that runs this same program again (for units, cron and jobs)."""
+    pyz = settings_mod.running_pyz()
+    if pyz:
+        return [sys.executable, pyz, "--root", layout.root]
+    return [sys.executable, "-m", "forever_slurm", "--root", layout.root]
 
 
 def _ask_or_default(args, prompter):

@@ -358,3 +358,13 @@ def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subp
     tunnel = sshtunnel.Tunnel(argv_for_node, nodes, probe, reachable=reachable, explain=explain,
                               describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote))
     return sshtunnel.Supervisor(tunnel, pacing, popen=popen, clock=clock, sleep=sleep)
+
+
+def tunnel_command(layout):
+    """The `tunnel` command: the Supervisor `config --ssh` set up, logging to .work/log/tunnel.log."""
+    from ..common import logfiles, settings
+    conf = settings.load(layout)
+    layout.make_dirs()
+    logfiles.to_file(layout, "tunnel.log")
+    return sshtunnel.run_until_signalled(tunnel_from_settings(conf, layout)) or 0
+
