@@ -75,7 +75,7 @@ def no_input(prompt):
 
 def asked_keys(layout, scaling=False):
     """The keys config asks, in order; the scale keys only when a MIN-MAX service is chosen."""
-    return [k for k in configure.template(layout).keys
+    return [k for k in configure.env_defaults(layout).keys
             if k != configure.SERVICE_LIST and not k.startswith(configure.SSH_PREFIX)
             and (scaling or k not in settings.SCALE_KEYS)]
 
@@ -127,7 +127,7 @@ def test_enter_keeps_every_default(layout):
 def test_comments_of_env_default_are_shown_before_their_key(layout):
     script = Script()
     configure.collect_answers(layout, script.prompter())
-    comments = configure.template(layout).comments
+    comments = configure.env_defaults(layout).comments
     lines = script.lines
     for key in asked_keys(layout):
         prompt_at = next(i for i, line in enumerate(lines) if line.startswith(key + " ["))
@@ -341,7 +341,7 @@ def test_first_write_starts_from_the_template_with_its_comments(layout):
                                         overrides=["FS_SURGE=2"], assume_yes=True)
     assert configure.write_env(layout, answers) is None
     text = read(layout.env_file)
-    for key, lines in configure.template(layout).comments.items():
+    for key, lines in configure.env_defaults(layout).comments.items():
         for line in lines:
             assert line in text, key
     assert settings.load(layout).surge == 2

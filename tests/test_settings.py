@@ -10,7 +10,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import pytest
 
-from forever_slurm.common import services, settings, validate
+from forever_slurm.common import logfiles, services, settings, validate
 from forever_slurm import cli
 from forever_slurm.setup import configure, sshsetup
 from forever_slurm.observe import status
@@ -318,6 +318,23 @@ def _assert_typed(conf, key, text):
     assert value is None if spec.default is None and text.strip() == "" else type(value) is wanted, (key, text)
 
 
+def test_settings_has_one_field_per_key_in_keys_order(layout):
+    """Settings is generated from KEYS: a key added there is a field, typed, with no second list to edit."""
+    assert settings.Settings._fields == ("service_list",) + tuple(FIELDS[k] for k in settings.KEYS) + ("raw",)
+    write_env(layout, "FS_SURGE=3\nFS_SSH_LOGIN_NODE='a b'\nSERVICE_LIST='x/2'\n")
+    conf = settings.load(layout)
+    assert (conf.surge, conf.ssh_login_nodes, conf.desired) == (3, ["a", "b"], {"x": 2})
+    assert conf.raw["FS_SURGE"] == "3"
+
+
+def test_path_keys_are_expanded_in_settings_but_not_in_raw(layout, monkeypatch):
+    monkeypatch.setenv("HOME", "/home/someone")
+    write_env(layout, "FS_SSH_KEY_PATH=~/.ssh/k\nFS_TRAEFIK_BIN=~/bin/traefik\n")
+    conf = settings.load(layout)
+    assert (conf.ssh_key_path, conf.traefik_bin) == ("/home/someone/.ssh/k", "/home/someone/bin/traefik")
+    assert conf.raw["FS_SSH_KEY_PATH"] == "~/.ssh/k"
+
+
 # ---------------------------------------------------------------- private whatever the umask
 
 @pytest.mark.parametrize("mask", [0, 0o022])
@@ -338,7 +355,7 @@ def test_logs_are_0600_also_after_rotation(layout, mask, restore_logging):
         handle.write("from an older version\n")
     os.chmod(old_log, 0o644)
     with umask(mask):
-        cli._setup_file_logging(layout, "loop.log")
+        logfiles.to_file(layout, "loop.log")
         handler = logging.getLogger().handlers[-1]
         handler.maxBytes = 200
         for number in range(20):

@@ -130,14 +130,6 @@ def test_parse_time(text, epoch):
     assert slurm.parse_time(text) == epoch
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("0:05", 5), ("12:34", 754), ("1:00:00", 3600), ("2-03:04:05", 2 * 86400 + 3 * 3600 + 245),
-    ("UNLIMITED", None), ("NOT_SET", None), ("INVALID", None), ("N/A", None), ("", None),
-])
-def test_parse_duration(text, seconds):
-    assert slurm.parse_duration(text) == seconds
-
-
 @pytest.mark.parametrize("script,name,line", [
     ('#!/bin/bash\n#SBATCH --job-name "hello-python"\n', "hello-python", 2),
     ("#!/bin/bash\n#SBATCH --time 1:00\n#SBATCH --job-name=svc  # comment\n", "svc", 3),

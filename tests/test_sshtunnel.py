@@ -739,25 +739,25 @@ def test_several_login_nodes_are_accepted_at_the_prompt_and_written_quoted(tmp_p
 
 
 def test_uninstall_on_a_web_server_reminds_to_remove_the_authorized_keys_line(tmp_path, monkeypatch):
-    from forever_slurm.setup import install, units
+    from forever_slurm.setup import config_steps, units
     key = tmp_path / "k" / "id"
     pub = sshsetup.ensure_key(str(key))
     settings, layout = _settings(tmp_path, 'FS_SSH_LOGIN_NODE="login1 login2"\nFS_SSH_USER=bob\n'
                                  "FS_SSH_KEY_PATH=%s\n" % key)
     monkeypatch.setattr(units, "uninstall", lambda *args: ["forever-ssh-forward"])
     said = []
-    assert install.uninstall_command(None, layout, said.append) == 0
+    assert config_steps.uninstall_command(None, layout, said.append) == 0
     reminder = said[-1]
     assert "authorized_keys of bob on login1 and login2" in reminder and pub.split()[1][:20] in reminder
     assert str(key) in reminder
 
 
 def test_uninstall_on_a_login_node_has_no_tunnel_reminder(tmp_path, monkeypatch):
-    from forever_slurm.setup import install, units
+    from forever_slurm.setup import config_steps, units
     settings, layout = _settings(tmp_path)
     monkeypatch.setattr(units, "uninstall", lambda *args: [])
     said = []
-    install.uninstall_command(None, layout, said.append)
+    config_steps.uninstall_command(None, layout, said.append)
     assert not any("authorized_keys" in s for s in said)
 
 

@@ -147,7 +147,7 @@ class World:
         self.run_user = tmp_path / "run-user"  # no /run/user/<uid> here: session_env adds nothing
 
     def install(self, inputs=None):
-        return units.install(self.specs, self.layout, proc.run, self.environ, self.said.append,
+        return units.install_supervision(self.specs, self.layout, proc.run, self.environ, self.said.append,
                              uid=1000, run_user_dir=str(self.run_user), inputs=inputs)
 
     def uninstall(self, **kw):

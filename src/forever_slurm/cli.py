@@ -2,18 +2,13 @@
 
 import argparse
 import json
-import logging
-import logging.handlers
 import os
-import signal
 import sys
 import time
 
 from . import __version__
-from .common import fsutil, settings as settings_mod
+from .common import logfiles, settings as settings_mod
 from .common.errors import ForeverError
-
-log = logging.getLogger("forever_slurm")
 
 
 def build_parser():
@@ -27,7 +22,14 @@ def build_parser():
 
     def add(name, summary, description):
         return sub.add_parser(name, help=summary, description=description)
+    _add_running_commands(add)
+    _add_setup_commands(add)
+    _add_job_commands(add)
+    return parser
 
+
+def _add_running_commands(add):
+    """What units, cron and people run on the login node: the loop, its view, Traefik."""
     p = add("run", "the reconcile loop (forever; --once for one cycle)",
             "Keep SERVICE_LIST's jobs running: one squeue per cycle, submit, renew before the time limit, "
             "probe readiness and write Traefik's routes. Usually run by a unit or cron (see config).")
@@ -52,6 +54,9 @@ def build_parser():
     p.add_argument("--print-config", action="store_true", help="only print the static config")
     p.set_defaults(func=cmd_traefik)
 
+
+def _add_setup_commands(add):
+    """Setting up and taking down a root, and the web server's tunnel."""
     p = add("config", "set up .env, services, Traefik and supervision (interactive)",
             "Ask for each setting and the services, write .env (keeping a backup), then install and start "
             "the units (systemd --user, else cron) and check that Traefik and the loop came up. Run it "
@@ -74,6 +79,9 @@ def build_parser():
             "failing over between them. Usually run by a unit or cron (see config --ssh).")
     p.set_defaults(func=cmd_tunnel)
 
+
+def _add_job_commands(add):
+    """About jobs: their output, and the helpers a job's script calls."""
     p = add("logs", "the tail of a job's Slurm output (default: the newest job of each service)",
             "Print the end of a job's Slurm output file under .work/slurm-output, by job id or service name.")
     p.add_argument("target", nargs="?", help="a job id or a service name")
@@ -89,7 +97,6 @@ def build_parser():
     p.add_argument("url", nargs="?", help="default: http://<hostname>:<port>")
     p.add_argument("--port", type=int, help="port of the server (builds the default URL)")
     p.set_defaults(func=cmd_publish)
-    return parser
 
 
 def main(argv=None):
@@ -98,7 +105,7 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    _setup_console_logging(args.verbose)
+    logfiles.to_console(args.verbose)
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
@@ -137,75 +144,10 @@ def _set_up_layout(args):
     return layout
 
 
-def _setup_console_logging(verbose):
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """Opens every log file (the first and each one after a rotation) 0600, whatever the umask."""
-
-    def _open(self):
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, fsutil.PRIVATE_FILE)
-        os.fchmod(fd, fsutil.PRIVATE_FILE)      # a log left by an older version may be 0644
-        return os.fdopen(fd, "a", encoding=self.encoding)
-
-
-def _setup_file_logging(layout, name):
-    """A rotated log under .work/log, so a long-running loop cannot fill a home directory quota."""
-    try:
-        fsutil.make_private_dir(layout.log)
-        handler = _PrivateRotatingFileHandler(os.path.join(layout.log, name), maxBytes=5 * 1024 * 1024,
-                                              backupCount=3, encoding="utf-8")
-    except OSError as exc:
-        # The loop must run all the same: its messages then go to stderr (the unit's or cron's log).
-        log.warning("cannot write %s (%s); logging to stderr only", os.path.join(layout.log, name),
-                    exc.strerror or exc)
-        return
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    logging.getLogger().addHandler(handler)
-    if not sys.stderr.isatty():
-        # Under systemd or cron stderr goes to an unrotated file: keep it to warnings.
-        logging.getLogger().handlers[0].setLevel(logging.WARNING)
-
-
-def _pyz_command(layout):
-    """argv prefix that runs this same program again (for units, cron and jobs)."""
-    pyz = settings_mod.running_pyz()
-    if pyz:
-        return [sys.executable, pyz, "--root", layout.root]
-    return [sys.executable, "-m", "forever_slurm", "--root", layout.root]
-
-
 # -- subcommands ------------------------------------------------------------------------------------
 def cmd_run(args):
-    from .core import loop
-    from .systems import slurm
-    layout = _layout(args)
-    conf = settings_mod.load(layout)
-    try:
-        layout.make_dirs()
-    except OSError as exc:
-        raise ForeverError("cannot create the folders under %s: %s" % (layout.work, exc.strerror or exc))
-    _setup_file_logging(layout, "loop.log")
-    if not conf.service_list:
-        log.warning("SERVICE_LIST is empty in %s: nothing to run (try: config)", layout.env_file)
-    with loop.RootLock(layout.lock_file):
-        controller = loop.Controller(layout, conf, slurm.Slurm(timeout=conf.slurm_timeout),
-                                     pyz=settings_mod.running_pyz())
-        if args.once:
-            return 0 if controller.cycle() else 1
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *a: (stopping.append(True), controller.wakeup.set()))
-        controller.start_wake_proxy()
-        log.info("forever-slurm %s: root %s, services %s, a look at Slurm every %ss", __version__, layout.root,
-                 settings_mod.format_service_list(conf.service_list) or "none", conf.sleep_interval)
-        controller.run_forever(lambda: bool(stopping))
-        log.info("stopped")
-    return 0
+    from .core import run
+    return run.run_command(_layout(args), once=args.once)
 
 
 def cmd_status(args):
@@ -235,57 +177,29 @@ def cmd_check(args):
 
 
 def cmd_traefik(args):
-    from .systems import traefik
     from .setup import traefik_bin
     layout = _layout(args)
-    conf = settings_mod.load(layout)
-    layout.make_dirs()
-    text = traefik.render_static(conf, layout)
-    if args.print_config:
-        print(text)
-        return 0
-    traefik.write_if_changed(layout.traefik_static, text, layout.staging_tmp)
-    binary = traefik_bin.ensure(conf.traefik_bin, layout, os.environ, say=print)
-    with open(os.path.join(layout.work, "traefik.pid"), "w") as handle:
-        handle.write("%d\n" % os.getpid())
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(binary, [binary, "--configFile=%s" % layout.traefik_static])
+    return traefik_bin.run_in_place(layout, settings_mod.load(layout), print_only=args.print_config)
 
 
 def cmd_config(args):
-    from .setup import install
-    return install.config_command(args, _layout(args, must_exist=False), _pyz_command)
+    from .setup import config_steps
+    return config_steps.config_command(args, _layout(args, must_exist=False))
 
 
 def cmd_uninstall(args):
-    from .setup import install
-    return install.uninstall_command(args, _layout(args))
+    from .setup import config_steps
+    return config_steps.uninstall_command(args, _layout(args))
 
 
 def cmd_tunnel(args):
     from .setup import sshsetup
-    from .tunnel import sshtunnel
-    layout = _layout(args)
-    conf = settings_mod.load(layout)
-    layout.make_dirs()
-    _setup_file_logging(layout, "tunnel.log")
-    return sshtunnel.run_until_signalled(sshsetup.tunnel_from_settings(conf, layout)) or 0
+    return sshsetup.tunnel_command(_layout(args))
 
 
 def cmd_logs(args):
     from .observe import joblog
-    from .core import state
-    layout = _layout(args)
-    targets = joblog.targets(layout, state.load(layout.state_file), args.target)
-    if not targets:
-        raise ForeverError("no job output found under %s" % layout.slurm_output)
-    for job_id, service in targets:
-        path = joblog.output_file(layout, job_id, service)
-        print("== job %s%s: %s" % (job_id, " (%s)" % service if service else "", path or "no output file"))
-        for line in joblog.tail(path, args.lines) if path else []:
-            print(line)
-    return 0
+    return joblog.show(_layout(args), args.target, args.lines)
 
 
 def cmd_port(args):
@@ -296,10 +210,5 @@ def cmd_port(args):
 
 def cmd_publish(args):
     from .systems import jobside
-    url = args.url
-    if not url:
-        if not args.port:
-            raise ForeverError("give the URL, or --port PORT to publish http://<hostname>:PORT")
-        url = jobside.default_url(args.port)
-    print(jobside.publish(url))
+    print(jobside.publish(args.url or jobside.url_for_port(args.port)))
     return 0

@@ -5,7 +5,7 @@ import re
 import sys
 import zipfile
 from collections import OrderedDict
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Tuple
 
 from . import envfile, fsutil, resources, validate
 from .errors import ConfigError
@@ -96,9 +96,13 @@ def find_root(cli_root=None, environ=None):
 
 
 class Key(NamedTuple):
-    """How one .env key is read: check turns its text into a typed value (raising validate.Invalid)."""
+    """How one .env key is read: check turns its text into a typed value (raising validate.Invalid).
+
+    Its Settings field is the key without FS_, in lower case, unless `field` names another."""
     check: Callable[[str], object]
     default: object         # only when no file names the key (the bundled .env.default names them all)
+    field: str = ""         # the Settings attribute, when not the key's own name
+    path: bool = False      # a file path: Settings holds it with ~ expanded (.env keeps what was typed)
 
 
 DEFAULT_MAX_INSTANCES = 16
@@ -110,7 +114,7 @@ KEYS = OrderedDict([
     ("FS_TRAEFIK_PORT", Key(validate.port, 13013)),
     ("FS_TRAEFIK_BIND", Key(validate.host, "127.0.0.1")),
     ("FS_TRAEFIK_PING_PORT", Key(validate.port, 13014)),
-    ("FS_TRAEFIK_BIN", Key(validate.any_text, "")),
+    ("FS_TRAEFIK_BIN", Key(validate.any_text, "", path=True)),
     ("FS_SLEEP_INTERVAL", Key(validate.seconds(1, 86400), 60.0)),
     ("FS_PROBE_INTERVAL", Key(validate.seconds(0.2, 3600), 2.0)),
     ("FS_PROBE_TIMEOUT", Key(validate.seconds(0.1, 600), 2.0)),
@@ -127,8 +131,8 @@ KEYS = OrderedDict([
     ("FS_SCALE_DOWN_SECONDS", Key(validate.seconds(0, 86400), 300.0)),
     ("FS_IDLE_SECONDS", Key(validate.seconds(1, 30 * 86400), 900.0)),
     ("FS_WAKE_TIMEOUT", Key(validate.seconds(1, 86400), 600.0)),
-    ("FS_SSH_LOGIN_NODE", Key(validate.host_list, [])),
-    ("FS_SSH_KEY_PATH", Key(validate.any_text, "~/.ssh/forever-slurm")),
+    ("FS_SSH_LOGIN_NODE", Key(validate.host_list, [], field="ssh_login_nodes")),
+    ("FS_SSH_KEY_PATH", Key(validate.any_text, "~/.ssh/forever-slurm", path=True)),
     ("FS_SSH_USER", Key(validate.user_name, "")),
     ("FS_SSH_PORT", Key(validate.any_port, 22)),
     ("FS_SSH_LOCAL_PORT", Key(validate.port, 13013)),
@@ -156,34 +160,20 @@ class Instances(NamedTuple):
 SCALE_KEYS = ("FS_SCALE_TARGET", "FS_SCALE_WINDOW", "FS_SCALE_DOWN_SECONDS", "FS_IDLE_SECONDS", "FS_WAKE_TIMEOUT")
 
 
-class Settings(NamedTuple):
-    service_list: List[Tuple[str, Instances]]
-    traefik_port: int
-    traefik_bind: str
-    traefik_ping_port: int
-    traefik_bin: str
-    sleep_interval: float
-    probe_interval: float
-    probe_timeout: float
-    slurm_timeout: float
-    renew_lead: Optional[float]
-    renew_margin: float
-    surge: int
-    drain_seconds: float
-    drain_max_seconds: float
-    spread: bool
-    max_instances: int
-    scale_target: float
-    scale_window: float
-    scale_down_seconds: float
-    idle_seconds: float
-    wake_timeout: float
-    ssh_login_nodes: List[str]
-    ssh_key_path: str
-    ssh_user: str
-    ssh_port: int
-    ssh_local_port: int
-    raw: dict
+def field_name(key):
+    """The Settings attribute that holds key's typed value."""
+    return KEYS[key].field or key[len("FS_"):].lower()
+
+
+# Settings is made from KEYS, so a new key is one line in KEYS: service_list first, then one field per
+# key in KEYS' order, then raw (every .env value as text).
+_SettingsFields = NamedTuple("_SettingsFields", [("service_list", List[Tuple[str, Instances]])]
+                             + [(field_name(key), object) for key in KEYS] + [("raw", dict)])
+
+
+class Settings(_SettingsFields):
+    """The typed settings of a root: one field per KEYS entry (see field_name), service_list and raw."""
+    __slots__ = ()
 
     @property
     def desired(self):
@@ -264,35 +254,9 @@ def checked(values, key):
 
 
 def _settings(typed, service_list, values):
-    return Settings(
-        service_list=service_list,
-        traefik_port=typed["FS_TRAEFIK_PORT"],
-        traefik_bind=typed["FS_TRAEFIK_BIND"],
-        traefik_ping_port=typed["FS_TRAEFIK_PING_PORT"],
-        traefik_bin=os.path.expanduser(typed["FS_TRAEFIK_BIN"]),
-        sleep_interval=typed["FS_SLEEP_INTERVAL"],
-        probe_interval=typed["FS_PROBE_INTERVAL"],
-        probe_timeout=typed["FS_PROBE_TIMEOUT"],
-        slurm_timeout=typed["FS_SLURM_TIMEOUT"],
-        renew_lead=typed["FS_RENEW_LEAD"],
-        renew_margin=typed["FS_RENEW_MARGIN"],
-        surge=typed["FS_SURGE"],
-        drain_seconds=typed["FS_DRAIN_SECONDS"],
-        drain_max_seconds=typed["FS_DRAIN_MAX_SECONDS"],
-        spread=typed["FS_SPREAD"],
-        max_instances=typed["FS_MAX_INSTANCES"],
-        scale_target=typed["FS_SCALE_TARGET"],
-        scale_window=typed["FS_SCALE_WINDOW"],
-        scale_down_seconds=typed["FS_SCALE_DOWN_SECONDS"],
-        idle_seconds=typed["FS_IDLE_SECONDS"],
-        wake_timeout=typed["FS_WAKE_TIMEOUT"],
-        ssh_login_nodes=typed["FS_SSH_LOGIN_NODE"],
-        ssh_key_path=os.path.expanduser(typed["FS_SSH_KEY_PATH"]),
-        ssh_user=typed["FS_SSH_USER"],
-        ssh_port=typed["FS_SSH_PORT"],
-        ssh_local_port=typed["FS_SSH_LOCAL_PORT"],
-        raw={k: v.value for k, v in values.items()},
-    )
+    fields = {field_name(key): os.path.expanduser(value) if KEYS[key].path else value
+              for key, value in typed.items()}
+    return Settings(service_list=service_list, raw={k: v.value for k, v in values.items()}, **fields)
 
 
 def service_name(name):

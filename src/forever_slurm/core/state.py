@@ -152,7 +152,7 @@ def from_json(text):
         desired={k: v for k, v in _mapping(data, "desired").items() if isinstance(v, int)},
         service_errors={k: str(v) for k, v in _mapping(data, "service_errors").items()},
         updated_at=_number_or_none(data.get("updated_at")),
-        pid=data.get("pid") if isinstance(data.get("pid"), int) else None,
+        pid=data.get("pid") if isinstance(data.get("pid"), int) and not isinstance(data.get("pid"), bool) else None,
         foreign=_records(Job, data.get("foreign")),
         faults={k: str(v) for k, v in _mapping(data, "faults").items()},
         scale={k: _scale_entry(v) for k, v in _mapping(data, "scale").items() if isinstance(v, dict)},

@@ -3,7 +3,22 @@
 import glob
 import os
 
+from ..common.errors import ForeverError
 from ..common.validate import ascii_digits
+from ..core import state
+
+
+def show(layout, target=None, lines=20, out=print):
+    """`logs`: the end of each target's output file (see targets) under a line naming the job."""
+    found = targets(layout, state.load(layout.state_file), target)
+    if not found:
+        raise ForeverError("no job output found under %s" % layout.slurm_output)
+    for job_id, service in found:
+        path = output_file(layout, job_id, service)
+        out("== job %s%s: %s" % (job_id, " (%s)" % service if service else "", path or "no output file"))
+        for line in tail(path, lines) if path else []:
+            out(line)
+    return 0
 
 
 def targets(layout, snapshot, target=None):

@@ -137,6 +137,18 @@ def words(text):
 
 # ---------------------------------------------------------------- prompting
 
+def until_valid(answer, say, prompt, tries):
+    """answer() until it returns: each Invalid reason is said and the question asked again, up to tries.
+
+    The one retry loop of `config`: the prompter's questions and the ssh setup's both go through it."""
+    for _ in range(tries):
+        try:
+            return answer()
+        except Invalid as exc:
+            say("  ! %s" % exc)
+    raise ConfigError("%s: no valid answer after %d tries" % (prompt, tries))
+
+
 class Prompter:
     """Asks questions through injected input/output functions, so tests and a terminal run the same code.
 
@@ -158,15 +170,12 @@ class Prompter:
 
         several: the answer is a list of words (login nodes), kept as one space-separated value.
         """
-        for _ in range(self.max_attempts):
+        def answer():
             typed = self._read("%s [%s]: " % (prompt, default) if show_default else "%s: " % prompt)
-            try:
-                value = default if typed.strip() == "" else (
-                    "" if typed.strip() == CLEAR else words(typed) if several else unquote(typed))
-                return validate(value) if validate else value
-            except Invalid as exc:
-                self.say("  ! %s" % exc)
-        raise ConfigError("%s: no valid answer after %d tries" % (prompt, self.max_attempts))
+            value = default if typed.strip() == "" else (
+                "" if typed.strip() == CLEAR else words(typed) if several else unquote(typed))
+            return validate(value) if validate else value
+        return until_valid(answer, self.say, prompt, self.max_attempts)
 
     def choose(self, options, prompt="Pick a number", default=None, title=None):
         """0-based index of the option picked by number (like bash `select`) or by its exact name."""
@@ -213,22 +222,24 @@ def _print_now(text=""):
     sys.stdout.flush()
 
 
-# ---------------------------------------------------------------- the template (.env.default)
+# ---------------------------------------------------------------- .env.default: the keys and their help
 
-class Template(NamedTuple):
+class EnvDefaults(NamedTuple):
+    """What .env.default says: its text, its keys in order, and the comment above each key."""
     text: str               # the root's .env.default, else the bundled one
     keys: List[str]         # bundled keys in order, then the root's extra ones
     comments: dict          # key -> comment lines above it (the root's wins)
 
 
-def template(layout):
+def env_defaults(layout):
+    """The root's .env.default over the bundled one: keys from both, the root's comments win."""
     bundled = resources.read_text("env.default") or ""
     own = envfile.read_text(layout.env_default) or ""
     keys = _keys(bundled)
     keys += [key for key in _keys(own) if key not in keys]
     comments = envfile.comments_by_key(bundled)
     comments.update((k, v) for k, v in envfile.comments_by_key(own).items() if v)
-    return Template(own or bundled, keys, comments)
+    return EnvDefaults(own or bundled, keys, comments)
 
 
 def _keys(text):
@@ -301,12 +312,12 @@ def with_count(pairs, name, count):
 
 
 def collect_answers(layout, prompter, overrides=(), service_overrides=(), assume_yes=False):
-    """{key: value} for every .env.default key (but FS_SSH_*) and SERVICE_LIST, in template order."""
-    tmpl = template(layout)
+    """{key: value} for every .env.default key (but FS_SSH_*) and SERVICE_LIST, in .env.default order."""
+    defaults = env_defaults(layout)
     current = settings.load_values(layout)
     chosen = settings.parse_service_list(current.get(SERVICE_LIST))
     available = services.available(layout)
-    forced = parse_overrides(overrides, tmpl.keys)
+    forced = parse_overrides(overrides, defaults.keys)
     known = OrderedDict((key, entry.value) for key, entry in current.items())
     known.update(forced)
     for name, count in parse_service_overrides(service_overrides, available, dict(chosen), max_instances(known)):
@@ -316,23 +327,23 @@ def collect_answers(layout, prompter, overrides=(), service_overrides=(), assume
     if not assume_yes:
         prompter.say("Enter keeps the value in [brackets]; type %s to empty it; Ctrl-C stops "
                      "without changing anything." % CLEAR)
-    keys = [key for key in tmpl.keys
+    keys = [key for key in defaults.keys
             if key != SERVICE_LIST and (not key.startswith(SSH_PREFIX) or key in forced)]
     general = [key for key in keys if key not in settings.SCALE_KEYS]
     for key in general:
-        answers[key] = _answer(key, tmpl, current, forced, answers, prompter, assume_yes)
+        answers[key] = _answer(key, defaults, current, forced, answers, prompter, assume_yes)
     if not assume_yes:
         chosen = service_menu(prompter, available, chosen, max_instances(answers))
     # How services scale is asked only of someone who chose a MIN-MAX service.
     scaling = any(count.scales for _, count in chosen)
     for key in keys:
         if key in settings.SCALE_KEYS:
-            answers[key] = _answer(key, tmpl, current, forced, answers, prompter, assume_yes or not scaling)
+            answers[key] = _answer(key, defaults, current, forced, answers, prompter, assume_yes or not scaling)
     answers[SERVICE_LIST] = settings.format_service_list(chosen)
-    return OrderedDict((key, answers[key]) for key in tmpl.keys if key in answers)
+    return OrderedDict((key, answers[key]) for key in defaults.keys if key in answers)
 
 
-def _answer(key, tmpl, current, forced, answers, prompter, quiet):
+def _answer(key, defaults, current, forced, answers, prompter, quiet):
     """One key's value: from --set, else asked with its comment, else (quiet) the current value."""
     check = validator_for(key, answers)
     if key in forced:
@@ -344,7 +355,7 @@ def _answer(key, tmpl, current, forced, answers, prompter, quiet):
     if quiet:
         return _current_or_fail(key, current.get(key), check)
     prompter.say("")
-    for line in tmpl.comments.get(key, []):
+    for line in defaults.comments.get(key, []):
         prompter.say(line)
     entry = current.get(key)
     return prompter.ask(key, entry.value if entry else "", check)
@@ -405,10 +416,10 @@ def _label(name, counts, available):
 
 def env_texts(layout, answers):
     """(old .env text or None, the text write_env would install)."""
-    tmpl = template(layout)
+    defaults = env_defaults(layout)
     old = envfile.read_text(os.path.realpath(layout.env_file))
-    base = old if old is not None else ENV_HEADER + _without_header(tmpl.text)
-    return old, envfile.updated_text(base, answers, tmpl.comments)
+    base = old if old is not None else ENV_HEADER + _without_header(defaults.text)
+    return old, envfile.updated_text(base, answers, defaults.comments)
 
 
 def write_env(layout, answers, now=None):
@@ -431,7 +442,7 @@ def write_env(layout, answers, now=None):
 
 
 def _without_header(text):
-    """The template minus its opening comment paragraph, which speaks about .env.default itself."""
+    """The .env.default text minus its opening comment paragraph, which speaks about .env.default itself."""
     lines = text.splitlines()
     end = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
     if end == 0 or end == len(lines) or lines[end].strip():

@@ -15,7 +15,7 @@ from typing import List, NamedTuple
 from ..common import fsutil, ports, validate
 from ..systems import proc
 from ..tunnel import sshtunnel
-from .configure import ConfigCancelled
+from .configure import ConfigCancelled, until_valid
 from ..common.errors import ConfigError, ForeverError
 
 PLACEHOLDER_NODE = "my-login-node"
@@ -151,21 +151,17 @@ def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=No
 
 
 def _ask_valid(ask, say, prompt, default, check, tries=5, several=False):
-    """Ask until check(answer) returns a value; check raises ValueError with the reason."""
-    for _ in range(tries):
-        answer = ask(prompt, default, several=True) if several else ask(prompt, default)
-        answer = (default if answer is None or str(answer).strip() == "" else str(answer)).strip()
-        try:
-            return check(answer)
-        except ValueError as exc:
-            say("  %s" % exc)
-    raise ConfigError("%s: no valid answer after %d tries" % (prompt, tries))
+    """Ask until check(answer) returns a value (configure.until_valid); Enter keeps the default."""
+    def answer():
+        typed = ask(prompt, default, several=True) if several else ask(prompt, default)
+        return check((default if typed is None or str(typed).strip() == "" else str(typed)).strip())
+    return until_valid(answer, say, prompt, tries)
 
 
 def _nodes(answer):
     nodes = validate.host_list(answer)
     if not nodes:
-        raise ValueError("give at least one login node name")
+        raise validate.Invalid("give at least one login node name")
     return nodes
 
 
@@ -362,3 +358,13 @@ def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subp
     tunnel = sshtunnel.Tunnel(argv_for_node, nodes, probe, reachable=reachable, explain=explain,
                               describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote))
     return sshtunnel.Supervisor(tunnel, pacing, popen=popen, clock=clock, sleep=sleep)
+
+
+def tunnel_command(layout):
+    """The `tunnel` command: the Supervisor `config --ssh` set up, logging to .work/log/tunnel.log."""
+    from ..common import logfiles, settings
+    conf = settings.load(layout)
+    layout.make_dirs()
+    logfiles.to_file(layout, "tunnel.log")
+    return sshtunnel.run_until_signalled(tunnel_from_settings(conf, layout)) or 0
+

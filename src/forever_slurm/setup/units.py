@@ -11,6 +11,7 @@ import time
 from typing import NamedTuple
 
 from ..common import fsutil
+from ..observe import joblog
 from ..common.errors import CommandError, ForeverError
 
 UNIT_NAMES = ("forever-traefik", "forever-slurm", "forever-ssh-forward")
@@ -313,7 +314,7 @@ def write_unit_files(specs, directory, version=None, now=None):
     return written, backups
 
 
-def install(specs, layout, run, environ, say, uid=None, run_user_dir="/run/user", proc_root="/proc",
+def install_supervision(specs, layout, run, environ, say, uid=None, run_user_dir="/run/user", proc_root="/proc",
             kill=os.kill, inputs=None):
     """Install and start specs under systemd --user, else as crontab lines. Re-running is harmless.
 
@@ -490,24 +491,13 @@ def watch_start(children, layout, seconds=START_CHECK_SECONDS, clock=time.monoto
                 waiting.remove((spec, child))
                 if code == 1 and lock_holders(cron_lock(layout, spec.name)):
                     continue    # flock -n: a copy that cron started a moment ago holds the lock
-                tail = _log_tail(spec.log_path)
+                tail = [line for line in joblog.tail(spec.log_path, 0, 16384) if line.strip()][-3:]
                 problems.append("%s stopped at once (exit %d)%s" % (
                     spec.name, code, "; %s ends with:\n    %s" % (spec.log_path, "\n    ".join(tail)) if tail else ""))
         if not waiting or clock() >= deadline:
             break
         sleep(0.1)
     return problems
-
-
-def _log_tail(path, lines=3, max_bytes=16384):
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - max_bytes))
-            text = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
 def stop_cron_run(layout, name, proc_root="/proc", kill=os.kill, say=None, seconds=STOP_SECONDS,

@@ -40,3 +40,11 @@ def publish(url, environ=None, cluster=None, tries=5, sleep=time.sleep):
 
 def default_url(port, host=None):
     return "http://%s:%d" % (host or socket.gethostname(), port)
+
+
+def url_for_port(port):
+    """`publish` without a URL: http://<hostname>:PORT, so --port is needed."""
+    if not port:
+        raise ForeverError("give the URL, or --port PORT to publish http://<hostname>:PORT")
+    return default_url(port)
+

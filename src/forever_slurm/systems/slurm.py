@@ -28,7 +28,6 @@ PENDING_STATES = frozenset(["PD", "CF", "RQ", "RH", "RF", "RS", "RD", "SI", "SO"
 RUNNING_STATES = frozenset(["R"])
 ACTIVE_STATES = PENDING_STATES | RUNNING_STATES
 
-_DURATION_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$", re.ASCII)
 _STATE_RE = re.compile(r"^[A-Z]{1,4}$", re.ASCII)
 _TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.ASCII)
 
@@ -56,17 +55,6 @@ class Job(NamedTuple):
     @property
     def active(self):
         return self.state in ACTIVE_STATES
-
-
-def parse_duration(text):
-    """'M:SS', 'H:MM:SS', 'D-HH:MM:SS' -> seconds; UNLIMITED, NOT_SET, INVALID, N/A -> None."""
-    match = _DURATION_RE.match(text.strip())
-    if not match:
-        return None
-    days, hours, minutes, seconds = match.groups()
-    if hours is None:  # 'M:SS' matched as (None, None, M, SS)
-        hours = 0
-    return ((int(days or 0) * 24 + int(hours)) * 60 + int(minutes)) * 60 + int(seconds)
 
 
 class Markers(NamedTuple):

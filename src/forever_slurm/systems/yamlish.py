@@ -368,26 +368,17 @@ class _Flow:
 
     def sequence(self, i):
         result = []
-        i = self.skip(i)
-        if self.text[i:i + 1] == "]":
-            return result, i + 1
-        while True:
-            item, i = self.value(i)
-            result.append(item)
-            i = self.skip(i)
-            char = self.text[i:i + 1]
-            if char == "]":
-                return result, i + 1
-            if char != ",":
-                self.fail("expected ',' or ']' in a [ ] list")
-            i += 1
+
+        def item(i):
+            value, i = self.value(i)
+            result.append(value)
+            return i
+        return result, self._flow(i, "]", item, "[ ] list")
 
     def mapping(self, i):
         result = {}
-        i = self.skip(i)
-        if self.text[i:i + 1] == "}":
-            return result, i + 1
-        while True:
+
+        def entry(i):
             key, i = self.value(i)
             if not isinstance(key, str) or isinstance(key, bool):
                 key = _key_text(key)
@@ -395,14 +386,23 @@ class _Flow:
                 self.fail("expected 'key: value' inside { }")
             if key in result:
                 self.fail("duplicate key %r inside { }" % key)
-            item, i = self.value(i + 1)
-            result[key] = item
-            i = self.skip(i)
+            result[key], i = self.value(i + 1)
+            return i
+        return result, self._flow(i, "}", entry, "{ } mapping")
+
+    def _flow(self, i, close, item, what):
+        """Read the comma-separated items of a [ ] or { } up to `close`; item(i) reads one and returns
+        the index after it. Returns the index after `close`."""
+        i = self.skip(i)
+        if self.text[i:i + 1] == close:
+            return i + 1
+        while True:
+            i = self.skip(item(i))
             char = self.text[i:i + 1]
-            if char == "}":
-                return result, i + 1
+            if char == close:
+                return i + 1
             if char != ",":
-                self.fail("expected ',' or '}' in a { } mapping")
+                self.fail("expected ',' or '%s' in a %s" % (close, what))
             i += 1
 
 

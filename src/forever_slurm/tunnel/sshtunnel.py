@@ -264,6 +264,19 @@ def _unreachable(stderr_lines):
     return any(_CONNECT_FAILED in line or "during banner exchange" in line for line in stderr_lines)
 
 
+class _Watch:
+    """What the Supervisor knows about the one ssh it watches (see Supervisor._run_once)."""
+
+    def __init__(self, node, ssh, started):
+        self.node = node
+        self.ssh = ssh
+        self.started = started
+        self.up_since = None        # when probes first got an answer through this ssh
+        self.empty_since = None     # since when ssh forwards but nothing answers behind it
+        self.failures = 0           # probes in a row without an answer
+        self.next_probe = started
+
+
 class Supervisor:
     """Runs the tunnel ssh forever; see the module docstring for the contract."""
 
@@ -370,7 +383,6 @@ class Supervisor:
         exited), stalled (was up, then probes went unanswered: a node that went silent), or empty (ssh
         works but nothing answered behind it, and another node may do better).
         """
-        pace = self.pacing
         argv = self.tunnel.argv_for_node(node)
         log.debug("%s: starting %s", self.describe, " ".join(argv))
         try:
@@ -379,75 +391,97 @@ class Supervisor:
             self._down(node, "cannot start ssh: %s" % exc, [])
             return "failed", []
         self.starts += 1
-        started = self.clock()
-        up_since = None
-        empty_since = None
-        failures = 0
-        next_probe = started
+        watch = _Watch(node, ssh, self.clock())
         try:
             while not stop.is_set():
                 if ssh.exited():
-                    lines = ssh.stderr_lines()
-                    self._down(node, "ssh exited with status %s" % ssh.returncode(), lines)
-                    if up_since is None:
-                        return "failed", lines
-                    return ("stalled" if any(_SERVER_SILENT in l for l in lines) else "lost"), lines
+                    return self._ssh_exited(watch)
                 now = self.clock()
-                if now >= next_probe:
-                    mark = ssh.count
-                    result = self.tunnel.probe()
-                    behind = []
-                    if result == PROBE_NO_ANSWER:
-                        # ssh reports "open failed" just before it closes our connection; give its
-                        # stderr reader a moment to catch that line.
-                        behind = [l for l in ssh.lines_since(mark, wait=pace.settle) if "open failed" in l]
-                    if result == PROBE_OK:
-                        failures = 0
-                        empty_since = None
-                        if up_since is None:
-                            up_since = now
-                            self._up(node, now)
-                        elif now - up_since >= pace.healthy_reset and self.delay != pace.backoff_initial:
-                            self.delay = pace.backoff_initial
-                            self.failed_starts = 0
-                        next_probe = now + pace.probe_interval
-                    elif behind:
-                        # The login node answered the forward request: ssh is healthy, so restarting it
-                        # would not help. Only another login node might have a Traefik that answers.
-                        failures = 0
-                        up_since = None
-                        if empty_since is None:
-                            empty_since = now
-                        message = ("ssh to %s works, but nothing answers behind it; ssh said: %s"
-                                   % (node, behind[-1]))
-                        detail = self._explain(behind, node)
-                        if detail:
-                            message += " -> " + detail
-                        elif "connect failed" in behind[-1]:
-                            message += " -> is forever-slurm's Traefik running there?"
-                        self._set_state("connected", message)
-                        if len(self.nodes) > 1 and now - empty_since >= pace.start_timeout:
-                            return "empty", ssh.stop()
-                        next_probe = now + pace.probe_interval
-                    elif up_since is None and self.state != "connected":
-                        if now - started >= pace.start_timeout:
-                            lines = ssh.stop()
-                            self._down(node, "no answer through the tunnel within %gs" % pace.start_timeout,
-                                       lines)
-                            return "failed", lines
-                        next_probe = now + pace.tick
-                    else:
-                        failures += 1
-                        if failures >= pace.probe_failures:
-                            lines = ssh.stop()
-                            self._down(node, "the tunnel stopped forwarding (%d probes without an answer); "
-                                       "restarting ssh" % failures, lines)
-                            return ("stalled" if up_since is not None else "failed"), lines
-                        next_probe = now + pace.recheck_interval
-                self.sleep(pace.tick)
+                if now >= watch.next_probe:
+                    ended = self._probe(watch, now)
+                    if ended is not None:
+                        return ended
+                self.sleep(self.pacing.tick)
         finally:
             ssh.stop()
         return "stopped", []
+
+    def _ssh_exited(self, watch):
+        lines = watch.ssh.stderr_lines()
+        self._down(watch.node, "ssh exited with status %s" % watch.ssh.returncode(), lines)
+        if watch.up_since is None:
+            return "failed", lines
+        return ("stalled" if any(_SERVER_SILENT in l for l in lines) else "lost"), lines
+
+    def _probe(self, watch, now):
+        """One probe through the tunnel and what follows from it: (outcome, lines) when this ssh is done."""
+        mark = watch.ssh.count
+        result = self.tunnel.probe()
+        behind = []
+        if result == PROBE_NO_ANSWER:
+            # ssh reports "open failed" just before it closes our connection; give its stderr reader a
+            # moment to catch that line.
+            behind = [l for l in watch.ssh.lines_since(mark, wait=self.pacing.settle) if "open failed" in l]
+        if result == PROBE_OK:
+            return self._answered(watch, now)
+        if behind:
+            return self._nothing_behind(watch, behind, now)
+        if watch.up_since is None and self.state != "connected":
+            return self._not_up_yet(watch, now)
+        return self._unanswered(watch, now)
+
+    def _answered(self, watch, now):
+        pace = self.pacing
+        watch.failures = 0
+        watch.empty_since = None
+        if watch.up_since is None:
+            watch.up_since = now
+            self._up(watch.node, now)
+        elif now - watch.up_since >= pace.healthy_reset and self.delay != pace.backoff_initial:
+            self.delay = pace.backoff_initial
+            self.failed_starts = 0
+        watch.next_probe = now + pace.probe_interval
+        return None
+
+    def _nothing_behind(self, watch, behind, now):
+        """The login node answered the forward request: ssh is healthy, so restarting it would not help.
+        Only another login node might have a Traefik that answers."""
+        watch.failures = 0
+        watch.up_since = None
+        if watch.empty_since is None:
+            watch.empty_since = now
+        message = "ssh to %s works, but nothing answers behind it; ssh said: %s" % (watch.node, behind[-1])
+        detail = self._explain(behind, watch.node)
+        if detail:
+            message += " -> " + detail
+        elif "connect failed" in behind[-1]:
+            message += " -> is forever-slurm's Traefik running there?"
+        self._set_state("connected", message)
+        if len(self.nodes) > 1 and now - watch.empty_since >= self.pacing.start_timeout:
+            return "empty", watch.ssh.stop()
+        watch.next_probe = now + self.pacing.probe_interval
+        return None
+
+    def _not_up_yet(self, watch, now):
+        """A new ssh that does not forward yet: look again soon, give up after start_timeout."""
+        timeout = self.pacing.start_timeout
+        if now - watch.started >= timeout:
+            lines = watch.ssh.stop()
+            self._down(watch.node, "no answer through the tunnel within %gs" % timeout, lines)
+            return "failed", lines
+        watch.next_probe = now + self.pacing.tick
+        return None
+
+    def _unanswered(self, watch, now):
+        """A tunnel that worked got no answer: restart ssh after probe_failures of these in a row."""
+        watch.failures += 1
+        if watch.failures >= self.pacing.probe_failures:
+            lines = watch.ssh.stop()
+            self._down(watch.node, "the tunnel stopped forwarding (%d probes without an answer); restarting ssh"
+                       % watch.failures, lines)
+            return ("stalled" if watch.up_since is not None else "failed"), lines
+        watch.next_probe = now + self.pacing.recheck_interval
+        return None
 
     def _wait(self, seconds, stop, silent):
         """Back off for seconds, but reconnect as soon as a login node that did not answer answers again.

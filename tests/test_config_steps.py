@@ -8,14 +8,11 @@ import sys
 import pytest
 
 from forever_slurm import cli
-from forever_slurm.setup import configure, install, units
+from forever_slurm.setup import config_steps, configure, startup_check
 from forever_slurm.common import settings
-from forever_slurm.core import state
 from forever_slurm.observe import traefik_health
-from forever_slurm.common.errors import ConfigError, ForeverError
-from forever_slurm.systems.slurm import Job
+from forever_slurm.common.errors import ForeverError
 
-from harness.net import wait_for
 from test_configure import Script
 
 
@@ -104,48 +101,6 @@ def answers(web, ping, bind="127.0.0.1"):
     return {"FS_TRAEFIK_PORT": str(web), "FS_TRAEFIK_BIND": bind, "FS_TRAEFIK_PING_PORT": str(ping)}
 
 
-# ---------------------------------------------------------------- ports before use
-
-def test_yes_refuses_a_taken_port_and_names_a_free_one(layout, taken):
-    review = install.port_review(layout, Script().prompter(), True, lambda text="": None)
-    with pytest.raises(ConfigError) as caught:
-        review(answers(taken, free_port()))
-    message = str(caught.value)
-    assert "FS_TRAEFIK_PORT=%d" % taken in message and "in use by another program of yours" in message
-    proposed = int(message.split("--set FS_TRAEFIK_PORT=")[1].split()[0])
-    assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
-
-
-def test_a_taken_port_is_asked_again_with_a_free_one_as_default(layout, taken):
-    said = []
-    script = Script()
-    review = install.port_review(layout, script.prompter(), False, said.append)
-    result = review(answers(taken, free_port()))
-    proposed = int(result["FS_TRAEFIK_PORT"])
-    assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
-    assert script.asked("FS_TRAEFIK_PORT [%d]" % proposed)
-    assert any("is in use by another program of yours" in line for line in said)
-
-
-def test_a_taken_ping_port_is_caught_too(layout, taken):
-    review = install.port_review(layout, Script().prompter(), True, lambda text="": None)
-    with pytest.raises(ConfigError) as caught:
-        review(answers(free_port(), taken))
-    assert "FS_TRAEFIK_PING_PORT=%d" % taken in str(caught.value)
-
-
-def test_the_ports_of_our_own_running_traefik_are_fine(layout, fake_traefik):
-    web, ping = free_port(), None
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
-    fake_traefik(web, ping)
-    review = install.port_review(layout, configure.Prompter(_no_input, _no_input), True, lambda text="": None)
-    assert review(answers(web, ping)) == answers(web, ping)
-
-
-def _no_input(prompt):
-    raise AssertionError("asked %r" % prompt)
-
-
 # ---------------------------------------------------------------- is the Traefik ours and up
 
 def test_no_traefik_says_so_with_the_last_error_of_its_log(layout, taken):
@@ -213,7 +168,11 @@ def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken
     assert "<service>" not in text
 
 
-# ---------------------------------------------------------------- after the units start
+# ---------------------------------------------------------------- a clock for the waits (see test_startup_check)
+
+def _no_input(prompt):
+    raise AssertionError("asked %r" % prompt)
+
 
 class FakeClock:
     def __init__(self):
@@ -226,57 +185,12 @@ class FakeClock:
         self.now += seconds
 
 
-def test_a_loop_that_did_not_start_is_named_with_the_end_of_its_log(layout, taken):
-    conf = conf_for(layout, taken, free_port())
-    with open(os.path.join(layout.log, "forever-slurm.log"), "w") as handle:
-        handle.write("Traceback (most recent call last):\nforever-slurm: .env:3: FS_SURGE must be a number\n")
-    clock = FakeClock()
-    said = []
-    report = units.Report("cron", [], [], [])
-    problems = install.wait_until_up(layout, conf, report, said.append, 10, clock=clock, sleep=clock.sleep)
-    assert len(problems) == 2
-    assert problems[0].startswith("Traefik is not running: port %d is taken" % taken)
-    assert problems[1].startswith("the loop (forever-slurm) is not running")
-    assert "FS_SURGE must be a number" in problems[1]
-    assert clock.now >= 1010   # it waited the whole time, but no longer
-    assert said[0].startswith("Waiting for Traefik and the loop to start")
-
-
-def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, monkeypatch):
-    conf = conf_for(layout, free_port(), free_port() + 1)
-    conf = conf._replace(service_list=[("hello", settings.Instances(1, 1))])
-    job = Job("41", "PD", "hello", "", None, None, "Resources", "")
-    snap = state.empty_snapshot()._replace(jobs=[job], slurm_ok=True, updated_at=1000.0, pid=os.getpid())
-    monkeypatch.setattr(state, "load", lambda path: snap)
-    clock = FakeClock()
-    said = []
-    problems = install._wait_for_first_backends(layout, conf, said.append, 60, clock=clock, sleep=clock.sleep,
-                                                tty=False)
-    assert problems == []
-    progress = [line for line in said if line.startswith("waiting for the first jobs")]
-    assert 3 <= len(progress) <= 6     # a line at least every 15 s, not one per poll
-    assert progress[0] == "waiting for the first jobs: 1 pending (Resources), 0 running, 0/1 services routed"
-    assert said[-1] == "1 job(s) still wait in the Slurm queue (Slurm's reason: Resources); `status` follows them."
-
-
-def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkeypatch):
-    conf = conf_for(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", settings.Instances(1, 1))])
-    snap = state.empty_snapshot()._replace(slurm_ok=False, slurm_error="squeue: fatal: no configuration")
-    monkeypatch.setattr(state, "load", lambda path: snap)
-    clock = FakeClock()
-    said = []
-    problems = install._wait_for_first_backends(layout, conf, said.append, 90, clock=clock, sleep=clock.sleep,
-                                                tty=False)
-    assert problems == ["Slurm does not answer the loop: squeue: fatal: no configuration"]
-    assert clock.now < 1010
-
-
 # ---------------------------------------------------------------- the root
 
 def test_config_yes_creates_a_missing_root_and_says_so(tmp_path):
     said = []
     layout = settings.Layout(str(tmp_path / "new root"))
-    install.ensure_root(layout, configure.Prompter(_no_input, _no_input), True, said.append)
+    config_steps.ensure_root(layout, configure.Prompter(_no_input, _no_input), True, said.append)
     assert os.path.isdir(layout.root) and said == ["Created %s (it did not exist)." % layout.root]
 
 
@@ -284,7 +198,7 @@ def test_config_asks_before_creating_a_root_and_no_is_the_default(tmp_path):
     layout = settings.Layout(str(tmp_path / "typo"))
     script = Script()
     with pytest.raises(ForeverError) as caught:
-        install.ensure_root(layout, script.prompter(), False, lambda text="": None)
+        config_steps.ensure_root(layout, script.prompter(), False, lambda text="": None)
     assert "nothing was done" in str(caught.value)
     assert script.asked("%s does not exist. Create it" % layout.root)
     assert not os.path.exists(layout.root)
@@ -344,7 +258,7 @@ def fake_session(tmp_path, monkeypatch):
 
 def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fake_session):
     said = []
-    install._install_units(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
+    config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
     assert sum("enable-linger" in line for line in said) == 1
     unit = (fake_session / ".config" / "systemd" / "user" / "forever-slurm.service").read_text()
     path = unit.split('"PATH=')[1].split('"')[0]
@@ -355,9 +269,9 @@ def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fak
 def test_a_loop_unit_that_failed_is_named_with_systemds_word(layout, fake_session, monkeypatch, taken):
     monkeypatch.setenv("FAKE_FAILED_UNITS", "forever-slurm")
     conf = conf_for(layout, taken, free_port())
-    report = install._install_units(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
+    report = config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
     clock = FakeClock()
-    problems = install.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
+    problems = startup_check.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
     assert "the loop (forever-slurm) is not running (systemd says: failed)" in problems[1]
 
 
@@ -367,7 +281,7 @@ def test_each_unit_is_restarted_only_for_what_it_reads(layout):
             handle.write(env_text)
         with open(layout.traefik_static, "w") as handle:
             handle.write(static)
-        return install.unit_inputs(layout, settings.load(layout), "/opt/traefik")
+        return config_steps.unit_inputs(layout, settings.load(layout), "/opt/traefik")
 
     base = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=1\n', "web: 13013\n")
     two_nodes = inputs('FS_SSH_LOGIN_NODE="login1 login2"\nFS_SURGE=1\n', "web: 13013\n")
@@ -379,22 +293,3 @@ def test_each_unit_is_restarted_only_for_what_it_reads(layout):
     assert new_port["forever-ssh-forward"] != base["forever-ssh-forward"]      # it forwards to that port
     surge = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=3\n', "web: 13013\n")
     assert surge == base
-
-
-def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
-    conf = conf_for(layout, free_port(), free_port() + 1)
-    assert install._loop_pid(layout, conf, 1000.0) is None
-    script = tmp_path / "loop.py"
-    script.write_text("import sys, time\ntime.sleep(30)\n")
-    holder = subprocess.Popen([sys.executable, str(script), "--root", layout.root, "run"])
-    try:
-        with open(layout.lock_file, "w") as handle:
-            handle.write("%d\n" % holder.pid)
-        # Until the child has exec'd, /proc shows the parent's command line.
-        assert wait_for(lambda: install._loop_pid(layout, conf, 1000.0) == holder.pid, 10)
-        with open(layout.lock_file, "w") as handle:
-            handle.write("%d\n" % os.getpid())     # alive, but not a loop of this root
-        assert install._loop_pid(layout, conf, 1000.0) is None
-    finally:
-        holder.kill()
-        holder.wait()

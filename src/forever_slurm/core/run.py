@@ -1,0 +1,37 @@
+"""The `run` command: the loop under the root's lock, one cycle (--once) or until SIGTERM."""
+
+import logging
+import signal
+
+from . import loop
+from .. import __version__
+from ..common import logfiles, settings as settings_mod
+from ..common.errors import ForeverError
+from ..systems import slurm
+
+log = logging.getLogger("forever_slurm")
+
+
+def run_command(layout, once=False):
+    """Exit code: 0, or with once 1 when Slurm could not be observed."""
+    conf = settings_mod.load(layout)
+    try:
+        layout.make_dirs()
+    except OSError as exc:
+        raise ForeverError("cannot create the folders under %s: %s" % (layout.work, exc.strerror or exc))
+    logfiles.to_file(layout, "loop.log")
+    if not conf.service_list:
+        log.warning("SERVICE_LIST is empty in %s: nothing to run (try: config)", layout.env_file)
+    with loop.RootLock(layout.lock_file):
+        controller = loop.Controller(layout, conf, slurm.Slurm(timeout=conf.slurm_timeout),
+                                     pyz=settings_mod.running_pyz())
+        if once:
+            return 0 if controller.cycle() else 1
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *a: (stopping.append(True), controller.wakeup.set()))
+        controller.start_wake_proxy()
+        log.info("forever-slurm %s: root %s, services %s, a look at Slurm every %ss", __version__, layout.root,
+                 settings_mod.format_service_list(conf.service_list) or "none", conf.sleep_interval)
+        controller.run_forever(lambda: bool(stopping))
+        log.info("stopped")
+    return 0

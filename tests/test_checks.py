@@ -1,0 +1,67 @@
+"""observe/checks: `check` reports every problem of .env and the wanted services with its file and line,
+and changes nothing."""
+
+import os
+
+import pytest
+
+from forever_slurm.common import settings
+from forever_slurm.observe import checks
+from forever_slurm.setup import traefik_bin
+
+SUB = "#!/bin/bash\n#SBATCH --job-name %s\nexec true\n"
+
+
+@pytest.fixture
+def layout(tmp_path, monkeypatch):
+    # No Traefik is asked its version: render for what every Traefik v3 understands.
+    monkeypatch.setattr(traefik_bin, "version_in_use", lambda *args, **kwargs: None)
+    return settings.Layout(str(tmp_path))
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def tree(root):
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
+
+
+def test_an_empty_root_is_all_good_with_nothing_to_run(layout):
+    report = checks.check_root(layout)
+    assert report == checks.CheckReport([], [], "all good (SERVICE_LIST is empty)")
+
+
+def test_each_usable_service_gets_an_ok_line(layout):
+    write(layout.env_file, 'SERVICE_LIST="web/2 hello-python/0-3"\n')
+    write(os.path.join(layout.services, "web", "web.sub"), SUB % "web")
+    report = checks.check_root(layout)
+    assert report.problems == [] and report.summary == "all good"
+    assert report.ok == ["ok: web/2 (services/web/web.sub, default Traefik route)",
+                         "ok: hello-python/0-3 (bundled; the loop unpacks it into services/hello-python/ on its "
+                         "first cycle)"]
+
+
+def test_every_problem_is_listed_with_its_file_and_line_and_nothing_is_written(layout):
+    write(layout.env_file, 'FS_SURGE=lots\nFS_SPREAD=maybe\nSERVICE_LIST="web/1 gone/1"\n')
+    write(os.path.join(layout.services, "web", "web.sub"), SUB % "other")
+    before = tree(layout.root)
+    report = checks.check_root(layout)
+    assert report.summary == "2 problem(s) found"
+    assert report.problems[0].startswith("%s:1: FS_SURGE" % layout.env_file)
+    assert report.problems[1].startswith("%s:2: FS_SPREAD" % layout.env_file)
+    assert tree(layout.root) == before
+
+
+def test_with_good_settings_each_broken_service_is_a_problem(layout):
+    write(layout.env_file, 'SERVICE_LIST="web/1 gone/1 yml/1"\n')
+    write(os.path.join(layout.services, "web", "web.sub"), SUB % "other")
+    write(os.path.join(layout.services, "yml", "yml.sub"), SUB % "yml")
+    write(os.path.join(layout.services, "yml", "yml.yml"), "http:\n  routers: [\n")
+    report = checks.check_root(layout)
+    assert report.ok == [] and report.summary == "3 problem(s) found"
+    assert report.problems[0].startswith(os.path.join(layout.services, "web", "web.sub") + ":2: ")
+    assert "unknown service 'gone'" in report.problems[1]
+    assert report.problems[2].startswith(os.path.join(layout.services, "yml", "yml.yml"))
