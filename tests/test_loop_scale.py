@@ -21,8 +21,9 @@ class FakeWake:
         self.timeout = None
         self.shut = False
 
-    def listen(self, service, health_path=None, health_status=None):
-        return self.listening.setdefault(service, 45000 + len(self.listening))
+    def listen(self, service, health_path=None, health_status=None, port=0):
+        self.asked_port = port
+        return self.listening.setdefault(service, port or 45000 + len(self.listening))
 
     def close(self, service):
         self.closed.append(service)
@@ -159,6 +160,18 @@ def test_demand_survives_a_restart(root, shim_state):
     clock.sleep(5)
     again.cycle()
     assert again.snapshot.desired["hello-python"] == 1, "a restart does not put a busy service to sleep"
+
+
+def test_a_restarted_loop_asks_for_the_wake_port_traefik_still_names(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    ctl.cycle()
+    port = proxy.listening["hello-python"]
+    assert json.loads(open(layout.state_file).read())["scale"]["hello-python"]["wake_port"] == port
+    fresh = FakeWake()
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+                            probe_all=Prober(), count_inflight=Inflight(), wake=fresh)
+    again.cycle()
+    assert fresh.asked_port == port
 
 
 def test_a_request_seen_in_the_access_log_keeps_it_up(root, shim_state):

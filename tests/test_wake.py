@@ -312,6 +312,17 @@ def test_the_health_path_answers_at_once_without_waking(make_proxy, loop):
     assert loop.wakes == [] and held_count(proxy, "svc") == 0
 
 
+def test_listen_takes_the_port_asked_for_when_free_else_any(make_proxy, loop):
+    first = make_proxy()
+    port = first.listen("svc")
+    first.close("svc")
+    again = make_proxy()
+    assert again.listen("svc", port=port) == port, "a restarted loop gets its port back"
+    other = make_proxy()
+    taken = other.listen("svc", port=port)
+    assert taken != port and taken > 0, "taken: any free port"
+
+
 def test_the_health_check_gets_the_status_the_template_expects(make_proxy, loop):
     proxy = make_proxy()
     port = proxy.listen("svc", health_path="/healthz", health_status=401)

@@ -210,11 +210,12 @@ class Controller:
         memory = self._act(result.actions, result.memory, loaded, now)
         routes = dict(result.routes)
         routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
+        written = self._with_wake_routes(result.routes, loaded)
         self.snapshot = self.snapshot._replace(memory=memory, routes=routes,
                                                desired=dict(desired), updated_at=now, pid=os.getpid(),
                                                service_errors={k: v.error for k, v in loaded.items() if v.error},
                                                scale=self._scale_report(routes))
-        self._write_routes(self._with_wake_routes(result.routes, loaded), loaded, set(result.failed))
+        self._write_routes(written, loaded, set(result.failed))
         self._save_state(self.snapshot)
         if fresh and now >= self._next_log_check:
             self._next_log_check = now + 60
@@ -286,7 +287,8 @@ class Controller:
             if self.ready_urls[name]:
                 continue
             try:
-                port = self.wake.listen(name, *_health_of(loaded.get(name)))
+                path, status = _health_of(loaded.get(name))
+                port = self.wake.listen(name, path, status, port=self._saved_wake_port(name))
             except OSError as exc:
                 self._fault("wake:" + name, "%s: cannot start its wake proxy on 127.0.0.1: %s; requests get "
                             "503 until a job is ready" % (name, exc))
@@ -306,6 +308,10 @@ class Controller:
                                    log=lambda message: log.info("wake proxy: %s", message))
         return self.wake
 
+    def _saved_wake_port(self, name):
+        port = self.snapshot.scale.get(name, {}).get("wake_port")
+        return port if isinstance(port, int) and not isinstance(port, bool) and 1024 <= port <= 65535 else 0
+
     def _scale_report(self, routes):
         """{service: what `status` shows of a MIN-MAX service}, also what a restart resumes from."""
         held = self.wake.held() if self.wake else {}
@@ -320,7 +326,8 @@ class Controller:
                 "last_request_at": demand.last_request_at,
                 "held": waiting.count if waiting else 0,
                 "held_seconds": round(waiting.longest_wait_seconds, 1) if waiting else 0.0,
-                "phase": scale.phase(demand, ready, waiting.count if waiting else 0)}
+                "phase": scale.phase(demand, ready, waiting.count if waiting else 0),
+                "wake_port": self.waking_ports.get(name) or self._saved_wake_port(name) or None}
         return report
 
     def _drain_done(self, memory, snap, inflight, now):

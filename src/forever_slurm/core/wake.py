@@ -70,17 +70,18 @@ class WakeProxy:
         self._tokens = 0
 
     # -- the loop's side ----------------------------------------------------------------------------
-    def listen(self, service, health_path=None, health_status=None):
+    def listen(self, service, health_path=None, health_status=None, port=0):
         """Port of service's listener on 127.0.0.1, started if it is not running yet. Traefik's own
         health check of the template (health_path, expecting health_status or 200) is answered here,
-        so it does not take the proxy out of the service."""
+        so it does not take the proxy out of the service. port: the one to take if it is free (a
+        restarted loop takes back the port Traefik's file still names), else any free one."""
         with self._lock:
             listener = self._listeners.get(service)
             if listener is not None:
                 listener.health_path = health_path
                 listener.health_status = health_status or 200
                 return listener.port
-            server = _Server(self, service)
+            server = _bound(self, service, port)
             listener = _Listener(service, server, health_path)
             listener.health_status = health_status or 200
             server.listener = listener
@@ -282,17 +283,28 @@ class _Listener:
             return list(self.threads)
 
 
+def _bound(proxy, service, port):
+    if port:
+        try:
+            return _Server(proxy, service, port)
+        except OSError:
+            pass            # taken by now: any free port, and the loop rewrites Traefik's file
+    return _Server(proxy, service)
+
+
 class _Server(socketserver.ThreadingMixIn, HTTPServer):
     """HTTPServer on a free 127.0.0.1 port; request threads are daemons, counted so close() can join them."""
 
     daemon_threads = True
     request_queue_size = 128        # 20 clients at once must not meet a full accept backlog
 
-    def __init__(self, proxy, service):
+    allow_reuse_address = True      # a restarted loop takes its port back at once (TIME_WAIT)
+
+    def __init__(self, proxy, service, port=0):
         self.proxy = proxy
         self.service = service
         self.listener = None
-        HTTPServer.__init__(self, ("127.0.0.1", 0), _Handler)
+        HTTPServer.__init__(self, ("127.0.0.1", port), _Handler)
 
     def server_bind(self):
         # HTTPServer's own looks up the host's FQDN, which can take seconds where DNS is slow.
