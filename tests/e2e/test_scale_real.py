@@ -35,8 +35,8 @@ def test_w1_to_w3_wake_steps_idle_and_a_stream_through_scale_down(local_cluster,
         assert steps.failed == 0, steps.failures
         assert all(seconds is not None for _, _, seconds in steps.to_routed), steps.to_routed
         assert max(routed for _, routed, _ in steps.timeline) == 3, steps.timeline
-        assert not steps.stream_cut, (steps.stream_lines, steps.stream_expected)
-        assert steps.scaled_down_during_stream(), (steps.stream_span, steps.timeline)
+        assert steps.streams_cut() == 0, steps.streams
+        assert steps.scaled_down_during_streams(), (steps.streams, steps.timeline)
         assert steps.back_to_zero is not None, steps.timeline
         assert "Traceback" not in stack.loop_log()
     finally:

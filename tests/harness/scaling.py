@@ -152,21 +152,30 @@ def w1_wake(stack, count=20):
 
 
 # -- W2 and W3 --------------------------------------------------------------------------------------
+class Stream(NamedTuple):
+    lines: int
+    expected: int
+    began: float                # timeline seconds
+    ended: float
+    backend: str                # the URL that served it (from its own lines)
+    drained_under_it: bool      # its backend left Traefik's routes (weight 0) while it flowed
+
+
 class Steps(NamedTuple):
     requests: int
     failed: int
     failures: List[str]
     to_routed: List[object]     # (step, instances wanted, seconds from the step to that many routed, or None)
     timeline: List[object]      # (seconds, routed, jobs) whenever it changed
-    stream_lines: int
-    stream_expected: int
-    stream_cut: bool
-    stream_span: object         # (began, ended) in timeline seconds
+    streams: List[Stream]
     back_to_zero: float         # seconds from the last request's end to 0 jobs (None: not within the wait)
 
-    def scaled_down_during_stream(self):
-        """Did the routed count drop while the stream flowed (so the scale-down had to spare it)?"""
-        began, ended = self.stream_span
+    def streams_cut(self):
+        return sum(1 for stream in self.streams if stream.lines != stream.expected)
+
+    def scaled_down_during_streams(self):
+        """Did the routed count drop while the streams flowed (so the scale-down had to spare them)?"""
+        began, ended = min(s.began for s in self.streams), max(s.ended for s in self.streams)
         during = [routed for t, routed, _ in self.timeline if began <= t <= ended]
         before = [routed for t, routed, _ in self.timeline if t <= began]
         return bool(during and before) and min(during) < before[-1]
@@ -207,33 +216,38 @@ class Clients:
             thread.join(130)
 
 
-def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300):
-    """1x (2 clients) -> 3x (6 clients) -> 1x -> idle; a stream starts 40 s into 3x and lasts (150 s)
-    through the scale-down of the 1x step and into the quiet stretch."""
+def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300, streams=2):
+    """1x (2 clients) -> 3x (6 clients) -> 1x -> idle. `streams` streams start 40 s into 3x, one after
+    the other (so round robin puts them on different backends), and last 150 s: through the
+    scale-downs of the 1x step and into the quiet stretch."""
     stack.wait_for(lambda: scale_info(stack).get("phase") in ("asleep", "up"), 120, 0.5, "a settled service")
     clients = Clients(stack.port)
-    timeline, to_routed = [], []
+    timeline, to_routed, routed_sets = [], [], []
     start = time.time()
-    stream = {}
+    flows = [{} for _ in range(streams)]
     stop_watch = threading.Event()
 
     def watch():
         last = None
         while not stop_watch.is_set():
-            now = instances(stack)
+            routed = stack.routed(SERVICE)
+            routed_sets.append((time.time() - start, set(routed)))
+            now = (len(routed), len(stack.squeue(SERVICE)))
             if now != last:
                 timeline.append((round(time.time() - start, 1),) + now)
                 last = now
             time.sleep(0.5)
 
-    def long_stream():
-        stream["began"] = time.time()
-        status, body, seconds, _ = request(stack.port, "/%s/stream?stream=%d" % (SERVICE, stream_lines), 600)
-        stream.update(status=status, lines=body.count("\n") if status == 200 else 0, ended=time.time())
+    def long_stream(flow):
+        flow["began"] = time.time() - start
+        status, body, _, _ = request(stack.port, "/%s/stream?stream=%d" % (SERVICE, stream_lines), 600)
+        served = re.search(r" from ([^:\s]+):(\d+)", body)
+        flow.update(lines=body.count("\n") if status == 200 else 0, ended=time.time() - start,
+                    backend="http://%s:%s" % served.groups() if served else "")
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    streamer = threading.Thread(target=long_stream, daemon=True)
+    streamers = [threading.Thread(target=long_stream, args=(flow,), daemon=True) for flow in flows]
     try:
         for step, (clients_wanted, instances_wanted, seconds) in enumerate(
                 [(2, 1, step_seconds[0]), (6, 3, step_seconds[1]), (2, 1, step_seconds[2])]):
@@ -243,31 +257,39 @@ def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300):
             while time.time() - began < seconds:
                 if reached is None and len(stack.routed(SERVICE)) >= instances_wanted and step != 2:
                     reached = time.time() - began
-                if step == 1 and not streamer.is_alive() and "status" not in stream and time.time() - began > 40:
-                    streamer.start()
+                if step == 1 and time.time() - began > 40 and not streamers[0].is_alive() and not flows[0]:
+                    for streamer in streamers:
+                        streamer.start()
+                        time.sleep(0.3)
                 time.sleep(0.5)
             if step != 2:
                 to_routed.append(("%dx" % clients_wanted, instances_wanted, reached))
         clients.set(0)
         clients.finish()
-        clients_ended = time.time()
+        clients_ended = time.time() - start
         back = None
         deadline = time.time() + 300
         while time.time() < deadline:
-            if streamer.is_alive() or instances(stack) != (0, 0):
+            if any(streamer.is_alive() for streamer in streamers) or instances(stack) != (0, 0):
                 time.sleep(1)
                 continue
-            back = time.time() - max(clients_ended, stream.get("ended", 0))
+            back = time.time() - start - max([clients_ended] + [flow.get("ended", 0) for flow in flows])
             break
-        streamer.join(600)
+        for streamer in streamers:
+            streamer.join(600)
     finally:
         clients.finish()
         stop_watch.set()
         watcher.join(5)
     bad = [r for r in clients.results if r[0] != 200]
     return Steps(len(clients.results), len(bad), ["%s %s" % (r[0], r[1][:80]) for r in bad[:5]], to_routed,
-                 timeline, stream.get("lines", 0), stream_lines, stream.get("lines", 0) != stream_lines,
-                 (round(stream.get("began", 0) - start, 1), round(stream.get("ended", 0) - start, 1)), back)
+                 timeline, [_stream(flow, stream_lines, routed_sets) for flow in flows], back)
+
+
+def _stream(flow, expected, routed_sets):
+    began, ended, backend = flow.get("began", 0.0), flow.get("ended", 0.0), flow.get("backend", "")
+    drained = any(began <= t <= ended and backend not in routed for t, routed in routed_sets)
+    return Stream(flow.get("lines", 0), expected, round(began, 1), round(ended, 1), backend, bool(backend) and drained)
 
 
 # -- W4 ---------------------------------------------------------------------------------------------
