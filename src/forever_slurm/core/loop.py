@@ -181,10 +181,12 @@ class Controller:
     def _probe_and_route(self, desired, loaded, fresh):
         now = self.clock()
         snap = self.snapshot
-        targets = {}
+        targets, health = {}, {}    # health: per service, not per job (10,000 template look-ups a pass)
         for job_id, url in reconcile.probe_targets(snap.memory, snap.jobs).items():
-            path, status = _health_of(loaded.get(snap.memory.jobs[job_id].service))
-            targets[job_id] = (url, path, status)
+            service = snap.memory.jobs[job_id].service
+            if service not in health:
+                health[service] = _health_of(loaded.get(service))
+            targets[job_id] = (url,) + health[service]
         results = self.probe_all(targets, timeout=self.settings.probe_timeout)
         memory, events = reconcile.apply_probes(snap.memory, results, now, self.policy)
         self._log_events(events)
