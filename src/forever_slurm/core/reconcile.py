@@ -347,10 +347,13 @@ def _probes_that_matter(job_mem, results):
 
 def probe_targets(memory, jobs):
     """{job_id: url} of running jobs that published a valid URL and are not being stopped."""
-    job_mem = memory.jobs
-    found = [job.job_id for job in jobs if job.running and job.job_id in job_mem]
-    return {job_id: job_mem[job_id].url for job_id in sorted(set(found))
-            if job_mem[job_id].url and not job_mem[job_id].stopping}
+    found = {}
+    for job in jobs:
+        if job.running:
+            m = memory.jobs.get(job.job_id)
+            if m is not None and m.url and not m.stopping:
+                found[job.job_id] = m.url
+    return {job_id: found[job_id] for job_id in sorted(found)}
 
 
 def renew_lead(desired_count, service_memory, policy, warning_seconds=0):

@@ -91,7 +91,9 @@ def parse_squeue(text, markers, now=None, cache=None):
     for chunk in chunks[1:]:
         if chunk.endswith("\n"):
             chunk = chunk[:-1]      # the line end squeue adds after each row
-        row = cache[chunk] if chunk in cache else _row_from(chunk.split(_KEY_FIELD))
+        row = cache.get(chunk, _UNSEEN)
+        if row is _UNSEEN:
+            row = _row_from(chunk.split(_KEY_FIELD))
         fresh[chunk] = row
         if row is None:
             junk.append(chunk.replace(_KEY_FIELD, markers.field))
@@ -104,6 +106,7 @@ def parse_squeue(text, markers, now=None, cache=None):
 
 # Never in an argv (unlike the markers, which `ps` shows): a job cannot write it into its Comment.
 _KEY_FIELD = "<k%s>" % secrets.token_hex(8)
+_UNSEEN = object()      # a row not in the cache (None there is a row known to be unreadable)
 
 
 class _Row(NamedTuple):
