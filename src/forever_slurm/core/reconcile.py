@@ -165,7 +165,7 @@ def absorb(memory, jobs, now, policy):
     sbatch and saving) is adopted, using up the oldest intent of its service if there is one."""
     job_mem = dict(memory.jobs)
     services = dict(memory.services)
-    seen, ended_states, completing = _sort_observed(jobs)
+    seen, ended_states, completing = _split_observed(jobs)
     known, eventful = _absorb_known(job_mem, seen, now, policy)
     events = _absorb_in_order(job_mem, services, seen, known, eventful, now, policy)
     for job_id in sorted(k for k in memory.jobs if k not in seen):
@@ -183,7 +183,7 @@ def absorb(memory, jobs, now, policy):
     return Memory(job_mem, services), events
 
 
-def _sort_observed(jobs):
+def _split_observed(jobs):
     """({job_id: active job}, {job_id: final state of an ended job}, {ids of completing jobs})."""
     seen, ended_states, completing = {}, {}, set()
     for job in jobs:
