@@ -515,6 +515,8 @@ def plan_service(view, policy, fresh, budget, inflight):
 
 
 def _with_memory(view, changed):
+    if not changed:
+        return view
     merged = dict(view.jobs)
     merged.update(changed)
     return view._replace(jobs=merged)
