@@ -11,7 +11,7 @@ import schema_values
 from original_tool import ORIGINAL_YML
 
 from forever_slurm.common import settings
-from forever_slurm.systems import traefik, traefik_schema, yamlish
+from forever_slurm.systems import traefik, traefik_files, traefik_schema, yamlish
 from forever_slurm.common.errors import ConfigError
 from forever_slurm.systems.traefik import Server
 
@@ -42,7 +42,7 @@ def check_golden(name, text):
 
 
 def bundled(service):
-    return traefik.load_template(os.path.join(REPO, "services", service, service + ".yml"), service)
+    return traefik_files.load_template(os.path.join(REPO, "services", service, service + ".yml"), service)
 
 
 def write(tmp_path, text, name="svc.yml"):
@@ -112,7 +112,7 @@ def test_static_config_brackets_an_ipv6_bind(tmp_path):
 
 
 def test_original_retry_name_is_namespaced(tmp_path):
-    template = traefik.load_template(write(tmp_path, ORIGINAL), "hello-python")
+    template = traefik_files.load_template(write(tmp_path, ORIGINAL), "hello-python")
     text = traefik.render_dynamic("hello-python", template, SERVER_SETS["1-server"])
     check_golden("original-hello-python-1-server.yml", text)
     http = yamlish.load(text, "rendered")["http"]
@@ -131,7 +131,7 @@ def test_two_original_style_services_do_not_share_retry(tmp_path):
     other = ORIGINAL.replace("hello-python", "other")
     names = set()
     for service, text in (("hello-python", ORIGINAL), ("other", other)):
-        template = traefik.load_template(write(tmp_path, text, service + ".yml"), service)
+        template = traefik_files.load_template(write(tmp_path, text, service + ".yml"), service)
         rendered = yamlish.load(traefik.render_dynamic(service, template, []), service)
         names.update(rendered["http"]["middlewares"])
     assert len(names) == 4
@@ -141,7 +141,7 @@ def test_chain_references_are_renamed(tmp_path):
     text = ORIGINAL.replace("        - retry\n        - strip-hello-python-prefix\n", "        - both\n").replace(
         "  middlewares:\n    retry:",
         "  middlewares:\n    both:\n      chain:\n        middlewares: [retry, strip-hello-python-prefix]\n    retry:")
-    template = traefik.load_template(write(tmp_path, text), "hello-python")
+    template = traefik_files.load_template(write(tmp_path, text), "hello-python")
     http = yamlish.load(traefik.render_dynamic("hello-python", template, []), "r")["http"]
     assert http["routers"]["hello-python-router"]["middlewares"] == ["hello-python-both"]
     assert http["middlewares"]["hello-python-both"]["chain"]["middlewares"] == [
@@ -159,12 +159,12 @@ def test_health_status_from_bundled_template():
 
 def test_health_status_accepts_a_quoted_number(tmp_path):
     text = ORIGINAL.replace('#status: "401"', 'status: "401"')
-    assert traefik.health_status(traefik.load_template(write(tmp_path, text), "hello-python")) == 401
+    assert traefik.health_status(traefik_files.load_template(write(tmp_path, text), "hello-python")) == 401
 
 
 def test_keys_match_case_insensitively_like_traefik(tmp_path):
     text = ORIGINAL.replace("healthCheck:", "healthcheck:").replace("loadBalancer:", "LoadBalancer:")
-    template = traefik.load_template(write(tmp_path, text), "hello-python")
+    template = traefik_files.load_template(write(tmp_path, text), "hello-python")
     assert traefik.health_path(template) == "/test"
     servers = lb_of_upper(traefik.render_dynamic("hello-python", template, SERVER_SETS["1-server"]))
     assert servers == [{"url": "http://node001:41234"}]
@@ -209,7 +209,7 @@ def test_template_errors_name_the_line(tmp_path, change, needle, words):
     text = ORIGINAL.replace(old, new, 1)
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(path, "hello-python")
+        traefik_files.load_template(path, "hello-python")
     err = caught.value
     assert words in err.message
     assert err.path == path
@@ -233,14 +233,14 @@ def test_template_errors_name_the_line(tmp_path, change, needle, words):
 ])
 def test_yml_that_is_not_a_template(tmp_path, text, words):
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(write(tmp_path, text), "svc")
+        traefik_files.load_template(write(tmp_path, text), "svc")
     assert words in caught.value.message
     assert str(caught.value).startswith(str(tmp_path))
 
 
 def test_missing_template_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(str(tmp_path / "absent.yml"), "svc")
+        traefik_files.load_template(str(tmp_path / "absent.yml"), "svc")
     assert "cannot read" in str(caught.value)
 
 
@@ -290,11 +290,11 @@ def test_write_if_changed(tmp_path):
     watch, tmp = tmp_path / "watch", tmp_path / "tmp"
     watch.mkdir()
     target = str(watch / "svc.yml")
-    assert traefik.write_if_changed(target, "one\n", str(tmp)) is True
+    assert traefik_files.write_if_changed(target, "one\n", str(tmp)) is True
     first = os.stat(target)
-    assert traefik.write_if_changed(target, "one\n", str(tmp)) is False
+    assert traefik_files.write_if_changed(target, "one\n", str(tmp)) is False
     assert os.stat(target).st_ino == first.st_ino
-    assert traefik.write_if_changed(target, "two\n", str(tmp)) is True
+    assert traefik_files.write_if_changed(target, "two\n", str(tmp)) is True
     with open(target) as handle:
         assert handle.read() == "two\n"
     assert os.listdir(str(watch)) == ["svc.yml"]
@@ -310,9 +310,9 @@ def test_remove_stale_only_touches_our_files(tmp_path):
     (watch / "users-own.yml").write_text("http: {}\n")
     (watch / "notes.txt").write_text("")
     (watch / "sub").mkdir()
-    assert traefik.remove_stale(str(watch), ["keep.yml"]) == ["gone.yml"]
+    assert traefik_files.remove_stale(str(watch), ["keep.yml"]) == ["gone.yml"]
     assert sorted(os.listdir(str(watch))) == ["keep.yml", "notes.txt", "sub", "users-own.yml"]
-    assert traefik.remove_stale(str(tmp_path / "absent"), []) == []
+    assert traefik_files.remove_stale(str(tmp_path / "absent"), []) == []
 
 
 def test_dynamic_name():
@@ -381,7 +381,7 @@ def test_every_schema_key_accepts_right_types(path, kind, since):
 def test_interval_banana_is_refused_with_its_line(tmp_path):
     text = ORIGINAL.replace('interval: "900s"', 'interval: "banana"')
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(write(tmp_path, text), "hello-python")
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
     assert caught.value.line == line_of(text, "banana")
     assert "duration" in caught.value.message
     assert str(caught.value).startswith("%s:%d: " % (tmp_path / "svc.yml", caught.value.line))
@@ -392,10 +392,10 @@ def test_interval_banana_is_refused_with_its_line(tmp_path):
 def test_durations_follow_go(tmp_path, interval, ok):
     text = ORIGINAL.replace('interval: "900s"', "interval: %s" % yamlish.dump(interval).strip())
     if ok:
-        traefik.load_template(write(tmp_path, text), "hello-python")
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
     else:
         with pytest.raises(ConfigError):
-            traefik.load_template(write(tmp_path, text), "hello-python")
+            traefik_files.load_template(write(tmp_path, text), "hello-python")
 
 
 def test_random_strings_with_control_characters_or_braces_are_refused():
@@ -449,7 +449,7 @@ def test_references_and_rules_stay_inside_the_service(tmp_path, change, words):
     assert old in ORIGINAL
     text = ORIGINAL.replace(old, new, 1)
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(write(tmp_path, text), "hello-python")
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
     assert words in caught.value.message
     assert caught.value.line is not None
 
@@ -460,13 +460,13 @@ def test_confined_rules_and_priorities_that_are_accepted(tmp_path):
                            ("PathPrefix(`/hello-python/`)", 27)]:
         text = ORIGINAL.replace("      rule: \"PathPrefix(`/hello-python`)\"", "      rule: %s%s" % (
             yamlish.dump(rule).strip(), "\n      priority: %d" % priority if priority else ""))
-        traefik.load_template(write(tmp_path, text), "hello-python")
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
 
 
 def test_every_name_is_namespaced_and_references_follow(tmp_path):
     text = ORIGINAL.replace("hello-python-router:", "web:").replace("service: hello-python", "service: backend") \
         .replace("    hello-python:\n      loadBalancer:", "    backend:\n      loadBalancer:")
-    template = traefik.load_template(write(tmp_path, text), "hello-python")
+    template = traefik_files.load_template(write(tmp_path, text), "hello-python")
     http = yamlish.load(traefik.render_dynamic("hello-python", template, []), "r")["http"]
     assert set(http["routers"]) == {"hello-python-web"}
     # The balancer takes the service's own name, so the access log's ServiceName names the service.
@@ -480,7 +480,7 @@ def test_two_services_with_the_same_names_render_disjoint_names(tmp_path):
     names = []
     for service in ("alpha", "beta"):
         text = same.replace("/hello-python", "/" + service)
-        template = traefik.load_template(write(tmp_path, text, service + ".yml"), service)
+        template = traefik_files.load_template(write(tmp_path, text, service + ".yml"), service)
         http = yamlish.load(traefik.render_dynamic(service, template, []), service)["http"]
         names.append({kind: set(http[kind]) for kind in ("routers", "middlewares", "services")})
     for kind in ("routers", "middlewares", "services"):
@@ -490,7 +490,7 @@ def test_two_services_with_the_same_names_render_disjoint_names(tmp_path):
 def test_a_name_in_a_longer_neighbours_namespace_is_refused(tmp_path):
     # A folder copied from hello-python to 'hello' without renaming its objects.
     text = ORIGINAL.replace("/hello-python", "/hello")
-    template = traefik.load_template(write(tmp_path, text), "hello")
+    template = traefik_files.load_template(write(tmp_path, text), "hello")
     traefik.render_dynamic("hello", template, [])      # alone it is fine
     with pytest.raises(ConfigError) as caught:
         traefik.render_dynamic("hello", template, [], neighbours=["hello", "hello-python"])
@@ -510,27 +510,27 @@ def test_passive_health_check_only_where_traefik_has_it(version, expected):
 
 
 def test_passive_health_check_golden_for_the_original_template(tmp_path):
-    template = traefik.load_template(write(tmp_path, ORIGINAL), "hello-python")
+    template = traefik_files.load_template(write(tmp_path, ORIGINAL), "hello-python")
     text = traefik.render_dynamic("hello-python", template, SERVER_SETS["2-servers"], (3, 7, 15))
     check_golden("original-hello-python-2-servers-traefik-3.7.yml", text)
 
 
 def test_a_template_setting_its_own_passive_check_keeps_it_and_old_traefik_refuses_it(tmp_path):
     text = ORIGINAL.replace("        healthCheck:", "        passiveHealthCheck: {failureWindow: 3s}\n        healthCheck:")
-    template = traefik.load_template(write(tmp_path, text), "hello-python")
+    template = traefik_files.load_template(write(tmp_path, text), "hello-python")
     assert lb_of(traefik.render_dynamic("hello-python", template, [], (3, 7, 0)))["passiveHealthCheck"] == {
         "failureWindow": "3s"}
     with pytest.raises(ConfigError) as caught:
         traefik.render_dynamic("hello-python", template, [], (3, 5, 0))
     assert "needs Traefik 3.6" in caught.value.message
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(write(tmp_path, text), "hello-python", (3, 5, 0))
+        traefik_files.load_template(write(tmp_path, text), "hello-python", (3, 5, 0))
     assert caught.value.line == line_of(text, "passiveHealthCheck")
 
 
 def test_a_route_to_the_wake_proxy_has_no_passive_check_even_one_the_template_sets(tmp_path):
     text = ORIGINAL.replace("        healthCheck:", "        passiveHealthCheck: {failureWindow: 3s}\n        healthCheck:")
-    for template in (traefik.load_template(write(tmp_path, text), "hello-python"),
+    for template in (traefik_files.load_template(write(tmp_path, text), "hello-python"),
                      traefik.default_template("hello-python")):
         lb = lb_of(traefik.render_dynamic("hello-python", template, [Server("http://127.0.0.1:4000")], (3, 7, 15),
                                           passive=False))
@@ -554,10 +554,10 @@ def test_empty_mappings_only_where_traefik_allows_them(tmp_path, change, ok):
     old, new = change
     text = ORIGINAL.replace(old, new, 1)
     if ok:
-        traefik.load_template(write(tmp_path, text), "hello-python")
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
         return
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(write(tmp_path, text), "hello-python")
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
     assert "empty" in caught.value.message
     needle = [line for line in new.strip().splitlines() if "{" in line][0].strip()
     assert caught.value.line == line_of(text, needle)
@@ -567,7 +567,7 @@ def test_a_name_clash_after_namespacing_is_found_at_load(tmp_path):
     text = ORIGINAL.replace("  middlewares:\n    retry:", "  middlewares:\n    hello-python-retry:\n"
                             "      retry: {attempts: 1}\n    retry:")
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(write(tmp_path, text), "hello-python")
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
     assert "would all be called 'hello-python-retry'" in caught.value.message
 
 
@@ -602,7 +602,7 @@ def test_text_inside_lists_and_maps_is_checked_too(path, value):
 def test_two_spellings_of_one_key_are_refused(tmp_path):
     text = ORIGINAL.replace('          timeout: "1s"', '          timeout: "1s"\n          Timeout: "2s"')
     with pytest.raises(ConfigError) as caught:
-        traefik.load_template(write(tmp_path, text), "hello-python")
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
     assert "same key to Traefik" in caught.value.message
     assert caught.value.line == line_of(text, 'Timeout: "2s"')
 

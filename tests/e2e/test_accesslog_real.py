@@ -14,7 +14,7 @@ from harness.net import LoopbackServer, free_port, http_get, wait_for
 
 from forever_slurm.observe import accesslog
 from forever_slurm.common import settings
-from forever_slurm.systems import traefik
+from forever_slurm.systems import traefik, traefik_files
 from forever_slurm.systems.traefik import Server
 
 pytestmark = pytest.mark.e2e
@@ -71,12 +71,12 @@ def running(tmp_path):
                                % (web_port, ping_port))
     layout = settings.Layout(str(root))
     layout.make_dirs()
-    traefik.write_if_changed(layout.traefik_static, traefik.render_static(settings.load(layout), layout),
+    traefik_files.write_if_changed(layout.traefik_static, traefik.render_static(settings.load(layout), layout),
                              layout.staging_tmp)
     backend = Backend()
     for name, servers in (("svc", [Server(backend.url)]), ("empty", [])):
         text = traefik.render_dynamic(name, traefik.default_template(name), servers)
-        traefik.write_if_changed(os.path.join(layout.watch, traefik.dynamic_name(name)), text, layout.staging_tmp)
+        traefik_files.write_if_changed(os.path.join(layout.watch, traefik.dynamic_name(name)), text, layout.staging_tmp)
     with open(os.path.join(layout.log, "traefik-stdout.log"), "wb") as out:
         proc = subprocess.Popen([TRAEFIK, "--configFile=" + layout.traefik_static], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

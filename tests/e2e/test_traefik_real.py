@@ -16,7 +16,7 @@ from harness.net import LoopbackServer, free_port, http_get, wait_for
 import schema_values
 from forever_slurm.core import loop
 from forever_slurm.common import settings
-from forever_slurm.systems import slurm, traefik, yamlish
+from forever_slurm.systems import slurm, traefik, traefik_files, yamlish
 from original_tool import ORIGINAL_YML
 from forever_slurm.systems.traefik import Server
 
@@ -120,7 +120,7 @@ class RunningTraefik:
     def publish(self, service, template, servers, version=None):
         """Render and atomically write a service's dynamic config; returns the time the write finished."""
         text = traefik.render_dynamic(service, template, servers, version)
-        traefik.write_if_changed(os.path.join(self.layout.watch, traefik.dynamic_name(service)), text,
+        traefik_files.write_if_changed(os.path.join(self.layout.watch, traefik.dynamic_name(service)), text,
                                  self.layout.staging_tmp)
         return time.monotonic()
 
@@ -149,7 +149,7 @@ def running(tmp_path_factory):
     layout = settings.Layout(str(root))
     layout.make_dirs()
     static = traefik.render_static(settings.load(layout), layout)
-    traefik.write_if_changed(layout.traefik_static, static, layout.staging_tmp)
+    traefik_files.write_if_changed(layout.traefik_static, static, layout.staging_tmp)
     with open(os.path.join(layout.log, "traefik-stdout.log"), "wb") as out:
         proc = subprocess.Popen([TRAEFIK, "--configFile=" + layout.traefik_static], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -223,7 +223,7 @@ def test_original_template_is_accepted(running, backends, tmp_path):
     a, _ = backends
     path = tmp_path / "hello-python.yml"
     path.write_text(ORIGINAL)
-    template = traefik.load_template(str(path), "hello-python")
+    template = traefik_files.load_template(str(path), "hello-python")
     running.publish("hello-python", template, [Server(a.url)])
     assert wait_for(served_by(running, "/hello-python/anything", "A"), 5.0), running.get("/hello-python/anything")
     watch_errors = [line for line in running.log_errors() if running.layout.watch in line]
@@ -337,7 +337,7 @@ def test_passive_health_check_takes_a_dead_server_out_at_once(running, tmp_path,
     a, b = Backend("A"), Backend("B")
     try:
         text = ORIGINAL.replace("hello-python", service)
-        template = traefik.load_template(write_text(tmp_path / "t.yml", text), service)
+        template = traefik_files.load_template(write_text(tmp_path / "t.yml", text), service)
         running.publish(service, template, [Server(a.url), Server(b.url)], version)
         assert wait_for(lambda: running.get("/%s/" % service)[0] == 200, 5.0)
         assert running.server_up(service, a.url) != 0.0

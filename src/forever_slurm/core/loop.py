@@ -12,7 +12,7 @@ from typing import NamedTuple
 from ..observe import accesslog, joblog
 from ..common import backoff, fsutil, services
 from . import inflight, probe, reconcile, scale, state
-from ..systems import traefik
+from ..systems import traefik, traefik_files
 from ..setup import traefik_bin
 from ..common import settings as settings_mod
 from ..systems import slurm as slurm_mod
@@ -181,10 +181,12 @@ class Controller:
     def _probe_and_route(self, desired, loaded, fresh):
         now = self.clock()
         snap = self.snapshot
-        targets = {}
+        targets, health = {}, {}    # health: per service, not per job (10,000 template look-ups a pass)
         for job_id, url in reconcile.probe_targets(snap.memory, snap.jobs).items():
-            path, status = _health_of(loaded.get(snap.memory.jobs[job_id].service))
-            targets[job_id] = (url, path, status)
+            service = snap.memory.jobs[job_id].service
+            if service not in health:
+                health[service] = _health_of(loaded.get(service))
+            targets[job_id] = (url,) + health[service]
         results = self.probe_all(targets, timeout=self.settings.probe_timeout)
         memory, events = reconcile.apply_probes(snap.memory, results, now, self.policy)
         self._log_events(events)
@@ -451,7 +453,7 @@ class Controller:
                 errors.append("%s: cannot load the service folder: %s" % (name, exc))
             try:
                 if definition is not None and definition.template:
-                    template = traefik.load_template(definition.template, name)
+                    template = traefik_files.load_template(definition.template, name)
                 elif definition is not None or name not in desired:
                     template = traefik.default_template(name)
             except ConfigError as exc:
@@ -498,7 +500,7 @@ class Controller:
             self._clear_fault("render:" + service)
             try:
                 _set_aside_foreign(path, self.layout)
-                written = self.reserve.write(lambda: traefik.write_if_changed(path, text, self.layout.staging_tmp))
+                written = self.reserve.write(lambda: traefik_files.write_if_changed(path, text, self.layout.staging_tmp))
             except OSError as exc:
                 self._fault("traefik:" + service, "cannot write %s: %s; Traefik keeps the last good file, "
                             "retrying" % (path, exc.strerror or exc))
@@ -509,7 +511,7 @@ class Controller:
                     s.url + (" (draining)" if s.weight == 0 else " (wake proxy)" if not passive else "")
                     for s in servers) or "no backends (503)")
         try:
-            for removed in traefik.remove_stale(self.layout.watch, sorted(keep)):
+            for removed in traefik_files.remove_stale(self.layout.watch, sorted(keep)):
                 log.info("traefik: removed %s (service no longer active)", removed)
         except OSError as exc:
             self._fault("traefik-clean", "cannot tidy %s: %s" % (self.layout.watch, exc.strerror or exc))

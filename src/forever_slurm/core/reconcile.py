@@ -11,6 +11,7 @@ is never counted, routed or cancelled, whatever its name.
 """
 
 import functools
+import itertools
 import traceback
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -164,26 +165,12 @@ def absorb(memory, jobs, now, policy):
     sbatch and saving) is adopted, using up the oldest intent of its service if there is one."""
     job_mem = dict(memory.jobs)
     services = dict(memory.services)
-    events = []
-    seen = {job.job_id: job for job in jobs if job.active}
-    intents = _intents_by_service(job_mem)
-    for job_id, job in sorted(seen.items(), key=lambda item: _number(item[0])):
-        old = job_mem.get(job_id)
-        if old is None:
-            waiting = intents.get(job.name)
-            if waiting:
-                intent_key = waiting.pop(0)
-                old = job_mem.pop(intent_key)._replace(service=job.name)
-                events.append("job %s of %s found in squeue: the submission recorded before a restart"
-                              % (job_id, job.name))
-            else:
-                old = JobMemory(service=job.name)
-                events.append("job %s of %s found in squeue (%s), adopted" % (job_id, job.name, job.state))
-        job_mem[job_id] = _absorb_job(old, job, now, policy, services, events)
-    ended_states = {job.job_id: job.state for job in jobs if not job.active}
-    completing = {job.job_id for job in jobs if job.state == "CG"}
-    for job_id, old in sorted(memory.jobs.items()):
-        if job_id in seen or job_id in completing or job_id not in job_mem:
+    seen, ended_states, completing = _split_observed(jobs)
+    known, eventful = _absorb_known(job_mem, seen, now, policy)
+    events = _absorb_in_order(job_mem, services, seen, known, eventful, now, policy)
+    for job_id in sorted(k for k in memory.jobs if k not in seen):
+        old = memory.jobs[job_id]
+        if job_id in completing or job_id not in job_mem:
             continue    # CG: ending, but its final state (how it ended) is not known yet
         if old.seen_at is None and old.submitted_at is not None and 0 <= now - old.submitted_at < policy.expect_timeout:
             continue    # submitted, not visible yet: still expected
@@ -196,23 +183,80 @@ def absorb(memory, jobs, now, policy):
     return Memory(job_mem, services), events
 
 
+def _split_observed(jobs):
+    """({job_id: active job}, {job_id: final state of an ended job}, {ids of completing jobs})."""
+    seen, ended_states, completing = {}, {}, set()
+    for job in jobs:
+        if job.active:
+            seen[job.job_id] = job
+        else:
+            ended_states[job.job_id] = job.state
+            if job.state == "CG":
+                completing.add(job.job_id)
+    return seen, ended_states, completing
+
+
+def _absorb_known(job_mem, seen, now, policy):
+    """Known jobs folded in at once when they say nothing new (at 10,000 jobs, nearly all of them);
+    returns ({job_id: (memory, events, crash)} of the others, [ids left for _absorb_in_order])."""
+    known, eventful = {}, []
+    for job_id, job in seen.items():
+        old = job_mem.get(job_id)
+        if old is not None:
+            result = _absorb_job(old, job, now, policy)
+            if not result[1] and not result[2]:
+                job_mem[job_id] = result[0]
+                continue
+            known[job_id] = result
+        eventful.append(job_id)
+    return known, eventful
+
+
+def _absorb_in_order(job_mem, services, seen, known, eventful, now, policy):
+    """New and changing jobs in job id order, so events, adoptions and crash counts come out in it."""
+    events = []
+    intents = _intents_by_service(job_mem) if len(known) < len(eventful) else {}
+    for job_id in sorted(eventful, key=_number):
+        job = seen[job_id]
+        result = known.get(job_id)
+        if result is None:
+            waiting = intents.get(job.name)
+            if waiting:
+                intent_key = waiting.pop(0)
+                old = job_mem.pop(intent_key)._replace(service=job.name)
+                events.append("job %s of %s found in squeue: the submission recorded before a restart"
+                              % (job_id, job.name))
+            else:
+                old = JobMemory(service=job.name)
+                events.append("job %s of %s found in squeue (%s), adopted" % (job_id, job.name, job.state))
+            result = _absorb_job(old, job, now, policy)
+        new, found, crash = result
+        if crash:
+            _fail(services, job.name, crash, now, policy)
+        events += found
+        job_mem[job_id] = new
+    return events
+
+
 def _intents_by_service(job_mem):
+    intents = [(m.submitted_at or 0, key, m.service) for key, m in job_mem.items() if is_intent(key)]
     found = {}
-    for key, m in sorted(job_mem.items(), key=lambda item: (item[1].submitted_at or 0, item[0])):
-        if is_intent(key):
-            found.setdefault(m.service, []).append(key)
+    for _, key, service in sorted(intents):
+        found.setdefault(service, []).append(key)
     return found
 
 
-def _absorb_job(old, job, now, policy, services, events):
-    """One active job's memory after this observation."""
+def _absorb_job(old, job, now, policy):
+    """(memory, events, crash message or '') of one active job after this observation."""
     new = old
+    events = []
+    running = job.running
     if old.seen_at is None:
         new = new._replace(seen_at=now)
-    if job.running and old.running_since is None:
+    if running and old.running_since is None:
         new = new._replace(running_since=now - (job.time_used or 0))
         events.append("job %s of %s started on %s" % (job.job_id, job.name, job.nodes or "?"))
-    url, problem = parse_comment(job.comment, job.name) if job.running else (None, "")
+    url, problem = parse_comment(job.comment, job.name) if running else (None, "")
     url = url or ""
     if url != old.url:
         new = new._replace(url=url, ready_since=None, probe_failures=0)
@@ -222,13 +266,13 @@ def _absorb_job(old, job, now, policy, services, events):
         new = new._replace(comment_problem=problem)
         if problem:
             events.append("job %s of %s: %s; not routed" % (job.job_id, job.name, problem))
-    if (job.running and not url and not new.publish_late and new.running_since is not None
+    crash = ""
+    if (running and not url and not new.publish_late and new.running_since is not None
             and now - new.running_since > policy.publish_timeout):
         new = new._replace(publish_late=True)
-        message = "job %s published no URL within %ds" % (job.job_id, policy.publish_timeout)
-        _fail(services, job.name, message, now, policy)
-        events.append("%s (%s)" % (message, job.name))
-    return new
+        crash = "job %s published no URL within %ds" % (job.job_id, policy.publish_timeout)
+        events.append("%s (%s)" % (crash, job.name))
+    return new, events, crash
 
 
 def _forget_ended(job_id, old, final, now, policy, services, events):
@@ -264,13 +308,10 @@ def apply_probes(memory, results, now, policy):
     job_mem = dict(memory.jobs)
     services = dict(memory.services)
     events = []
-    for job_id, result in sorted(results.items()):
-        old = job_mem.get(job_id)
-        if old is None or not old.url:
-            continue
+    for job_id in sorted(_probes_that_matter(job_mem, results)):
+        old = job_mem[job_id]
+        result = results[job_id]
         if result.ok:
-            if old.ready_since is not None and not old.probe_failures and not old.probe_detail:
-                continue    # ready and still fine: the common case at 10,000 jobs costs nothing
             new = old._replace(probe_failures=0, probe_detail="")
             if old.ready_since is None:
                 new = new._replace(ready_since=now, ever_ready=True)
@@ -290,11 +331,29 @@ def apply_probes(memory, results, now, policy):
     return Memory(job_mem, services), events
 
 
+def _probes_that_matter(job_mem, results):
+    """Ids of probed jobs with a URL whose result changes something: a ready job that is still fine
+    (the common case at 10,000 jobs) is left out before anything is sorted."""
+    found = []
+    for job_id, result in results.items():
+        old = job_mem.get(job_id)
+        if old is None or not old.url:
+            continue
+        if result.ok and old.ready_since is not None and not old.probe_failures and not old.probe_detail:
+            continue
+        found.append(job_id)
+    return found
+
+
 def probe_targets(memory, jobs):
     """{job_id: url} of running jobs that published a valid URL and are not being stopped."""
-    running = {job.job_id for job in jobs if job.running}
-    return {job_id: m.url for job_id, m in sorted(memory.jobs.items())
-            if job_id in running and m.url and not m.stopping}
+    found = {}
+    for job in jobs:
+        if job.running:
+            m = memory.jobs.get(job.job_id)
+            if m is not None and m.url and not m.stopping:
+                found[job.job_id] = m.url
+    return {job_id: found[job_id] for job_id in sorted(found)}
 
 
 def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
@@ -360,20 +419,29 @@ def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None
         by_service.setdefault(m.service, {})[job_id] = m
     views = {}
     for name in sorted(set(desired) | set(by_service)):
-        mine = sorted(active.get(name, []), key=_oldest_first)
+        running, pending = [], []
+        for job in sorted(active.get(name, []), key=_oldest_first):
+            (running if job.running else pending).append(job)
         job_mem = by_service.get(name, {})
+        unseen, ready_ids = _unseen_and_ready(job_mem, observed_ids)
         svc = memory.services.get(name, ServiceMemory())
         views[name] = ServiceView(
-            name=name, wanted=desired.get(name, 0),
-            running=[j for j in mine if j.running],
-            pending=[j for j in mine if not j.running],
-            unseen=sorted(k for k, m in job_mem.items() if m.seen_at is None and k not in observed_ids),
+            name=name, wanted=desired.get(name, 0), running=running, pending=pending, unseen=unseen,
             jobs=job_mem, service=svc,
             lead=renew_lead(desired.get(name, 0), svc, policy, (warnings or {}).get(name, 0)),
-            now=now, age=max(0.0, now - observed_at),
-            ready_ids=frozenset(k for k, m in job_mem.items()
-                                if m.ready_since is not None and m.url and not m.stopping))
+            now=now, age=max(0.0, now - observed_at), ready_ids=ready_ids)
     return views
+
+
+def _unseen_and_ready(job_mem, observed_ids):
+    """(sorted ids submitted but not in squeue yet, frozenset of ids ready to route), in one pass."""
+    unseen, ready = [], []
+    for job_id, m in job_mem.items():
+        if m.seen_at is None and job_id not in observed_ids:
+            unseen.append(job_id)
+        if m.ready_since is not None and m.url and not m.stopping:
+            ready.append(job_id)
+    return sorted(unseen), frozenset(ready)
 
 
 def drain_finished(memory, inflight_count, now, policy, time_left):
@@ -399,7 +467,7 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     Each service is planned on its own: a bug met while planning one is returned in `failed`
     (its memory and Traefik file stay as they were) and the others go on."""
     observed_at = now if observed_at is None else observed_at
-    job_mem = {k: m for k, m in memory.jobs.items()}
+    job_mem = dict(memory.jobs)
     services = dict(memory.services)
     actions, events, routes, failed = [], [], {}, {}
     budget = policy.max_submit_per_cycle
@@ -447,6 +515,8 @@ def plan_service(view, policy, fresh, budget, inflight):
 
 
 def _with_memory(view, changed):
+    if not changed:
+        return view
     merged = dict(view.jobs)
     merged.update(changed)
     return view._replace(jobs=merged)
@@ -462,18 +532,26 @@ def _reset_backoff_if_healthy(view, policy, events):
 
 def retiring_jobs(view):
     """Running jobs within the renewal lead of their end, soonest end first."""
-    near = [job for job in view.running if view.left(job) is not None and view.left(job) <= view.lead]
-    return sorted(near, key=view.left)
+    near = []
+    for job in view.running:
+        left = view.left(job)
+        if left is not None and left <= view.lead:
+            near.append((left, job))
+    near.sort(key=_first)
+    return [job for _, job in near]
 
 
 def drains_to_start(view, retiring, policy):
     """Retiring jobs to drain now: while the others still carry N, or when a job ends anyway soon."""
-    live = sum(1 for job in view.running if view.ready(job) and view.memory_of(job).drain_since is None)
+    if not retiring:
+        return []
+    ready, mem = view.ready_ids, view.jobs      # every ready id has its memory there
+    live = sum(1 for job in view.running if job.job_id in ready and mem[job.job_id].drain_since is None)
     chosen = []
     for job in retiring:
-        if view.memory_of(job).drain_since is not None or not view.ready(job):
+        if job.job_id not in ready or mem[job.job_id].drain_since is not None:
             continue
-        if live - 1 >= view.wanted or (view.left(job) <= policy.drain_seconds + 5 and live > 1):
+        if live - 1 >= view.wanted or (live > 1 and view.left(job) <= policy.drain_seconds + 5):
             chosen.append(job)
             live -= 1
     return chosen
@@ -482,9 +560,12 @@ def drains_to_start(view, retiring, policy):
 def _keepers(view, retiring):
     """Jobs that will carry the service: active or expected, and neither retiring, draining nor stopping."""
     retiring_ids = {job.job_id for job in retiring}
-    kept = [job for job in view.running + view.pending
-            if job.job_id not in retiring_ids and not view.memory_of(job).stopping
-            and view.memory_of(job).drain_since is None]
+    kept = []
+    for job in itertools.chain(view.running, view.pending):
+        if job.job_id not in retiring_ids:
+            m = view.memory_of(job)
+            if m.drain_since is None and not m.stopping:
+                kept.append(job)
     return kept, len(kept) + len(view.unseen)
 
 
@@ -498,9 +579,9 @@ def cancels_due(view, retiring, policy, inflight):
     first rather than cancelled, since it may be streaming an answer."""
     cancels = []
     retiring_ids = {job.job_id for job in retiring}
-    for job in view.running + view.pending:
+    for job in itertools.chain(view.running, view.pending):
         m = view.memory_of(job)
-        if not _may_cancel(m, view.now):
+        if (m.drain_since is None and not m.cancel_failures) or not _may_cancel(m, view.now):
             continue
         if m.cancel_failures:
             cancels.append(Cancel(job.job_id, view.name, "retrying a failed scancel"))
@@ -538,7 +619,7 @@ def submissions(view, retiring, cancels, policy, budget):
     gone_soon = sum(1 for job in retiring if job.job_id in cancelled)
     room = view.wanted + policy.surge - (len(view.running) + len(view.pending) + len(view.unseen) - gone_soon)
     number = max(0, min(view.wanted - count, room, budget))
-    if number and view.now < view.service.next_try:
+    if not number or view.now < view.service.next_try:
         return []
     if policy.spread and 1 < number <= policy.spread_ramp_max:
         # Where Slurm puts a job is known only once it runs: submit one per cycle, so the
@@ -564,9 +645,9 @@ def servers_for(view, stopping_now):
         return None
     servers = []
     for job in view.running:
-        if view.ready(job) and job.job_id not in stopping_now:
-            m = view.memory_of(job)
-            servers.append(Server(m.url, 0 if m.drain_since is not None else 1))
+        if job.job_id in view.ready_ids and job.job_id not in stopping_now:
+            m = view.jobs[job.job_id]     # every ready id has its memory there
+            servers.append(_server((m.url, 0 if m.drain_since is not None else 1)))
     if view.wanted > 0 and servers and all(s.weight == 0 for s in servers):
         servers = [s._replace(weight=1) for s in servers]   # draining beats 503, while the service is wanted
     return servers
@@ -582,10 +663,12 @@ def next_look(views, policy, steady):
     best = (float(steady), "steady")
     for view in views.values():
         for job in view.running:
-            m = view.memory_of(job)
             left = view.left(job)
-            if left is not None and left > view.lead:
+            if left is not None and left > view.lead and left - view.lead <= best[0]:
                 best = min(best, (left - view.lead, "renewal of job %s" % job.job_id))
+            m = view.memory_of(job)
+            if m.drain_since is None and m.cancel_retry_at is None:
+                continue    # (the common case, decided without the two checks below)
             if m.drain_since is not None and m.cancelled_at is None:
                 # The shortest drain is due at a known time; after that the loop looks as soon as the
                 # requests in flight are done (Controller: drain_finished on a probe pass), or at the longest.
@@ -665,6 +748,14 @@ def record_exclude_cleared(memory, job_id):
 def _healthy_for(job_mem, now):
     times = [now - m.ready_since for m in job_mem.values() if m.ready_since is not None]
     return max(times) if times else 0.0
+
+
+def _first(pair):
+    return pair[0]
+
+
+# Server(url, weight) without the keyword handling of its __new__: servers_for makes one per routed job.
+_server = functools.partial(tuple.__new__, Server)
 
 
 def _number(job_id):

@@ -4,7 +4,7 @@ import os
 from typing import List, NamedTuple
 
 from ..common import services, settings as settings_mod
-from ..systems import traefik
+from ..systems import traefik, traefik_files
 from ..setup import traefik_bin
 from ..common.errors import ForeverError
 
@@ -45,7 +45,7 @@ def _check_service(layout, name, count, version, neighbours):
     definition = services.load(layout, name, unpack=False)
     if definition.template:
         # Rendered once with no servers, as the loop would: version gate and name clashes included.
-        template = traefik.load_template(definition.template, name, version)
+        template = traefik_files.load_template(definition.template, name, version)
         traefik.render_dynamic(name, template, [], version, neighbours)
     return "ok: %s/%s (%s%s)" % (name, count.text, os.path.relpath(definition.script, layout.root),
                                  ", " + os.path.relpath(definition.template, layout.root)

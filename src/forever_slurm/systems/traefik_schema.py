@@ -82,7 +82,7 @@ class Type(NamedTuple):
     expected: str        # what a message says the value should be
 
 
-# One entry per value type. The reference types are checked further in traefik.py, which knows the
+# One entry per value type. The reference types are checked further in traefik_check.py, which knows the
 # service's own names; here they only need the right shape.
 TYPES = {
     "bool": Type(_check_scalar(lambda text: text in _GO_BOOLS), "true or false"),
@@ -98,7 +98,7 @@ TYPES = {
     "string_map": Type(_check_map(_string), "a mapping of names to texts, like {X-Probe: \"yes\"}"),
     "status": Type(_status, "an HTTP status number from 100 to 599, like 401"),
     "status_ranges": Type(_check_list(_status_range), "a list of statuses or ranges, like [\"502\", \"500-599\"]"),
-    # References to the service's own names (checked in traefik.py) and the router's rule and priority.
+    # References to the service's own names (checked in traefik_check.py) and the router's rule and priority.
     "entry_points": Type(_check_list(_check_scalar(lambda text: bool(text))), "a list of names, like [web]"),
     "middleware_refs": Type(_check_list(_check_scalar(lambda text: bool(text))),
                             "a list of middleware names from this file"),
