@@ -317,7 +317,7 @@ def test_an_unwritable_watch_folder_keeps_the_others_and_is_shown(root, shim_sta
             raise OSError(errno.EROFS, "Read-only file system")
         return real(path, *args, **kwargs)
     monkeypatch.setattr(fsutil, "atomic_write", refuse_hello)
-    monkeypatch.setattr(loop.traefik, "write_if_changed",
+    monkeypatch.setattr(loop.traefik_files, "write_if_changed",
                         lambda path, text, tmp: refuse_hello(path, text, tmp_dir=tmp, only_if_changed=True))
     prober_dead = job_of(shim_state, "other")
     clock.sleep(10)

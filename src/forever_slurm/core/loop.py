@@ -107,6 +107,7 @@ class Controller:
         self.wake = wake
         self.ready_urls = {}        # {service: [routed backend URL]}, read by the wake proxy's threads
         self.waking_ports = {}      # {service: port of its wake proxy listener}
+        self.warnings = {}          # {service: seconds of its --signal warning}, from the last pass
 
     def _load_state(self):
         snapshot, problem = state.read(self.layout.state_file)
@@ -194,6 +195,7 @@ class Controller:
                              for k, old in snap.memory.jobs.items() if k in memory.jobs):
             self.look_now = True    # a backend went away: find out from Slurm whether its job did
         warnings = {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
+        self.warnings = warnings    # the scheduling of the next look renews by the same lead
         draining = {job_id: m.url for job_id, m in memory.jobs.items()
                     if m.drain_since is not None and m.cancelled_at is None and m.url}
         scaled = scaled_backends(memory, self.settings.scaling)
@@ -608,7 +610,7 @@ class Controller:
                 delay = FOLLOW_UP_DELAY if age < FOLLOW_UP_WINDOW else age / 2
             return min(self.settings.sleep_interval, delay)
         views = reconcile.service_views(self.desired_now(), snap.jobs, snap.memory, now, self.policy,
-                                        snap.observed_at or now)
+                                        snap.observed_at or now, self.warnings)
         seconds, why = reconcile.next_look(views, self.policy, self.settings.sleep_interval)
         if why != "steady":
             log.debug("next look at Slurm in %.0fs (%s)", seconds, why)

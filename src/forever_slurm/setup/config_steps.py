@@ -12,7 +12,7 @@ import sys
 
 from . import configure, startup_check, traefik_bin, units
 from ..common import fsutil, services, settings as settings_mod
-from ..systems import proc, traefik
+from ..systems import proc, traefik, traefik_files
 from ..common.errors import ForeverError
 
 
@@ -89,7 +89,7 @@ def stage_services(layout, conf, definitions, say):
 
 def prepare_traefik(layout, conf, say):
     """Write Traefik's static config and find (or download) its binary; returns the binary's path."""
-    traefik.write_if_changed(layout.traefik_static, traefik.render_static(conf, layout), layout.staging_tmp)
+    traefik_files.write_if_changed(layout.traefik_static, traefik.render_static(conf, layout), layout.staging_tmp)
     say("Traefik's static config: %s" % layout.traefik_static)
     binary = traefik_bin.ensure(conf.traefik_bin, layout, os.environ, say)
     say("Traefik: %s" % binary)

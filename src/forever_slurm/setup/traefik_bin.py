@@ -299,13 +299,13 @@ def run_in_place(layout, conf, print_only=False, say=print):
     """The `traefik` command: write the static config, find (or fetch) Traefik and exec it in this process.
 
     Its pid is this process's, written to .work/traefik.pid, so the unit or cron supervises Traefik itself."""
-    from ..systems import traefik
+    from ..systems import traefik, traefik_files
     layout.make_dirs()
     text = traefik.render_static(conf, layout)
     if print_only:
         say(text)
         return 0
-    traefik.write_if_changed(layout.traefik_static, text, layout.staging_tmp)
+    traefik_files.write_if_changed(layout.traefik_static, text, layout.staging_tmp)
     binary = ensure(conf.traefik_bin, layout, os.environ, say=say)
     with open(os.path.join(layout.work, "traefik.pid"), "w") as handle:
         handle.write("%d\n" % os.getpid())

@@ -257,9 +257,3 @@ def _check_neighbours(data, service, neighbours):
                     raise ConfigError("%s %r of %s would be taken for one of service %s's; rename it so it "
                                       "does not start with %s-" % (kind[:-1], name, service, other, other))
 
-
-def write_if_changed(path, text, tmp_dir):
-    """Kept only for setup/config_steps.py and setup/traefik_bin.py (left alone on the perf branch) until
-    they call traefik_files.write_if_changed; remove it then. Everything else writes through traefik_files."""
-    from . import traefik_files     # here, not at the top: traefik_files imports this module
-    return traefik_files.write_if_changed(path, text, tmp_dir)
