@@ -64,7 +64,8 @@ def _add_setup_commands(add):
             "the ssh tunnel to the login node.")
     p.add_argument("--yes", action="store_true", help="ask nothing: keep current values and defaults")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a .env key")
-    p.add_argument("--service", action="append", default=[], metavar="NAME=N", help="run N instances of NAME")
+    p.add_argument("--service", action="append", default=[], metavar="NAME=N",
+                   help="run N instances of NAME (NAME=MIN-MAX: by demand, 0 removes it)")
     p.add_argument("--ssh", action="store_true", help="on a web server: set up the ssh tunnel to the login node")
     p.add_argument("--no-install", action="store_true", help="write the configuration, install no units")
     p.set_defaults(func=cmd_config)

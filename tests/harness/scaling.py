@@ -217,14 +217,15 @@ class Clients:
 
 
 def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300, streams=2):
-    """1x (2 clients) -> 3x (6 clients) -> 1x -> idle. `streams` streams start 40 s into 3x, one after
-    the other (so round robin puts them on different backends), and last 150 s: through the
-    scale-downs of the 1x step and into the quiet stretch."""
+    """1x (2 clients) -> 3x (6 clients) -> 1x -> idle. `streams` streams start 40 s into 3x, each on a
+    backend of its own, and last 150 s: through the scale-downs of the 1x step (2 streams on 2 of 3
+    backends: whichever jobs are drained, one of them carries a stream) and into the quiet stretch."""
     stack.wait_for(lambda: scale_info(stack).get("phase") in ("asleep", "up"), 120, 0.5, "a settled service")
     clients = Clients(stack.port)
     timeline, to_routed, routed_sets = [], [], []
     start = time.time()
     flows = [{} for _ in range(streams)]
+    lock = threading.Lock()
     stop_watch = threading.Event()
 
     def watch():
@@ -238,12 +239,31 @@ def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300, streams=2):
                 last = now
             time.sleep(0.5)
 
+    placed = []
+
     def long_stream(flow):
-        flow["began"] = time.time() - start
-        status, body, _, _ = request(stack.port, "/%s/stream?stream=%d" % (SERVICE, stream_lines), 600)
-        served = re.search(r" from ([^:\s]+):(\d+)", body)
-        flow.update(lines=body.count("\n") if status == 200 else 0, ended=time.time() - start,
-                    backend="http://%s:%s" % served.groups() if served else "")
+        """A stream on a backend no other stream uses (retried a few times), read line by line."""
+        for _ in range(10):
+            flow["began"] = time.time() - start
+            conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=600)
+            try:
+                conn.request("GET", "/%s/stream?stream=%d" % (SERVICE, stream_lines))
+                response = conn.getresponse()
+                first = response.readline().decode("utf-8", "replace")
+                served = re.search(r" from ([^:\s]+):(\d+)", first)
+                backend = "http://%s:%s" % served.groups() if served else ""
+                with lock:
+                    if backend in placed:
+                        continue
+                    placed.append(backend)
+                rest = response.read().decode("utf-8", "replace")
+                lines = (first + rest).count("\n") if response.status == 200 else 0
+            except (OSError, http.client.HTTPException):
+                backend, lines = "", 0
+            finally:
+                conn.close()
+            flow.update(lines=lines, ended=time.time() - start, backend=backend)
+            return
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -260,7 +280,7 @@ def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300, streams=2):
                 if step == 1 and time.time() - began > 40 and not streamers[0].is_alive() and not flows[0]:
                     for streamer in streamers:
                         streamer.start()
-                        time.sleep(0.3)
+                        time.sleep(0.5)
                 time.sleep(0.5)
             if step != 2:
                 to_routed.append(("%dx" % clients_wanted, instances_wanted, reached))
