@@ -203,3 +203,20 @@ def test_a_job_waiting_in_the_queue_is_looked_for_less_often_as_it_waits(root, s
     for age, delay in ((5, 2.0), (29, 2.0), (40, 20.0), (100, 50.0), (400, 60.0)):
         clock.now = ctl.snapshot.memory.jobs[next(iter(ctl.snapshot.memory.jobs))].submitted_at + age
         assert ctl.next_observe_delay() == delay, age
+
+
+def test_a_fixed_service_made_min_max_keeps_its_jobs_until_idle(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n'
+                                                    'FS_SLEEP_INTERVAL=60\nFS_IDLE_SECONDS=60\n')
+    ctl.cycle()
+    publish_all(shim_state)
+    clock.sleep(2)
+    ctl.cycle()
+    (root / ".env").write_text(ENV)
+    targets = []
+    for _ in range(40):
+        clock.sleep(2)
+        ctl.cycle()
+        targets.append(ctl.snapshot.desired["hello-python"])
+    assert targets[0] == 2, "nothing is stopped the moment the service becomes MIN-MAX"
+    assert targets[-1] == 0 and targets.index(0) * 2 >= 60 - 2, "idle counts from the change"

@@ -236,7 +236,7 @@ class Controller:
         """desired with each MIN-MAX service's count set from its demand (core/scale.py). A rise makes
         the loop look at Slurm at once, so the job is submitted now, not at the next cycle."""
         scaling = self.settings.scaling
-        self.demand = {name: self.demand.get(name, scale.Demand()) for name in scaling}
+        self.demand = {name: self.demand.get(name) or _initial_demand(name, memory, now) for name in scaling}
         if not scaling:
             return desired
         held = self.wake.held() if self.wake else {}
@@ -658,6 +658,15 @@ class Controller:
         except Exception:   # noqa: a bug costs one pass, never the loop
             self._log_bug("%s failed (a bug; the loop goes on)" % what, traceback.format_exc())
         return default
+
+
+def _initial_demand(name, memory, now):
+    """A service that becomes MIN-MAX while jobs of it run (an edited SERVICE_LIST, a lost state.json)
+    keeps them as if it had just been asked for them: down by the usual delay, idle from now."""
+    running = sum(1 for m in memory.jobs.values() if m.service == name and not m.stopping and m.drain_since is None)
+    if not running:
+        return scale.Demand()
+    return scale.Demand(target=running, last_request_at=now, asks=((now, running),))
 
 
 def scaled_backends(memory, scaling):
