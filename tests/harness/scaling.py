@@ -271,6 +271,7 @@ def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300, streams=2):
     try:
         for step, (clients_wanted, instances_wanted, seconds) in enumerate(
                 [(2, 1, step_seconds[0]), (6, 3, step_seconds[1]), (2, 1, step_seconds[2])]):
+            label = "%dx" % (clients_wanted // 2)
             clients.set(clients_wanted)
             began = time.time()
             reached = None
@@ -283,7 +284,7 @@ def w2_w3_steps(stack, step_seconds=(45, 60, 60), stream_lines=300, streams=2):
                         time.sleep(0.5)
                 time.sleep(0.5)
             if step != 2:
-                to_routed.append(("%dx" % clients_wanted, instances_wanted, reached))
+                to_routed.append((label, instances_wanted, reached))
         clients.set(0)
         clients.finish()
         clients_ended = time.time() - start
