@@ -12,6 +12,7 @@ is never counted, routed or cancelled, whatever its name.
 
 import functools
 import itertools
+import operator
 import traceback
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -420,7 +421,7 @@ def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None
     views = {}
     for name in sorted(set(desired) | set(by_service)):
         running, pending = [], []
-        for job in sorted(active.get(name, []), key=_oldest_first):
+        for job in _oldest_first_sorted(active.get(name, [])):
             (running if job.running else pending).append(job)
         job_mem = by_service.get(name, {})
         unseen, ready_ids = _unseen_and_ready(job_mem, observed_ids)
@@ -533,10 +534,12 @@ def _reset_backoff_if_healthy(view, policy, events):
 def retiring_jobs(view):
     """Running jobs within the renewal lead of their end, soonest end first."""
     near = []
+    age, lead = view.age, view.lead
     for job in view.running:
-        left = view.left(job)
-        if left is not None and left <= view.lead:
-            near.append((left, job))
+        if job.time_left is not None:
+            left = job.time_left - age      # view.left(job), inline: every running job, every pass
+            if left <= lead:
+                near.append((left, job))
     near.sort(key=_first)
     return [job for _, job in near]
 
@@ -546,7 +549,10 @@ def drains_to_start(view, retiring, policy):
     if not retiring:
         return []
     ready, mem = view.ready_ids, view.jobs      # every ready id has its memory there
-    live = sum(1 for job in view.running if job.job_id in ready and mem[job.job_id].drain_since is None)
+    live = 0
+    for job in view.running:
+        if job.job_id in ready and mem[job.job_id].drain_since is None:
+            live += 1
     chosen = []
     for job in retiring:
         if job.job_id not in ready or mem[job.job_id].drain_since is not None:
@@ -561,10 +567,11 @@ def _keepers(view, retiring):
     """Jobs that will carry the service: active or expected, and neither retiring, draining nor stopping."""
     retiring_ids = {job.job_id for job in retiring}
     kept = []
+    known = view.jobs.get       # a job without memory is neither draining nor stopping
     for job in itertools.chain(view.running, view.pending):
         if job.job_id not in retiring_ids:
-            m = view.memory_of(job)
-            if m.drain_since is None and not m.stopping:
+            m = known(job.job_id)
+            if m is None or (m.drain_since is None and not m.stopping):
                 kept.append(job)
     return kept, len(kept) + len(view.unseen)
 
@@ -579,9 +586,10 @@ def cancels_due(view, retiring, policy, inflight):
     first rather than cancelled, since it may be streaming an answer."""
     cancels = []
     retiring_ids = {job.job_id for job in retiring}
+    known = view.jobs.get       # a job without memory is neither draining nor stopping
     for job in itertools.chain(view.running, view.pending):
-        m = view.memory_of(job)
-        if (m.drain_since is None and not m.cancel_failures) or not _may_cancel(m, view.now):
+        m = known(job.job_id)
+        if m is None or (m.drain_since is None and not m.cancel_failures) or not _may_cancel(m, view.now):
             continue
         if m.cancel_failures:
             cancels.append(Cancel(job.job_id, view.name, "retrying a failed scancel"))
@@ -644,9 +652,11 @@ def servers_for(view, stopping_now):
     if view.wanted <= 0 and not any(view.ready(j) for j in view.running):
         return None
     servers = []
+    ready, mem = view.ready_ids, view.jobs     # every ready id has its memory there
     for job in view.running:
-        if job.job_id in view.ready_ids and job.job_id not in stopping_now:
-            m = view.jobs[job.job_id]     # every ready id has its memory there
+        job_id = job.job_id
+        if job_id in ready and job_id not in stopping_now:
+            m = mem[job_id]
             servers.append(_server((m.url, 0 if m.drain_since is not None else 1)))
     if view.wanted > 0 and servers and all(s.weight == 0 for s in servers):
         servers = [s._replace(weight=1) for s in servers]   # draining beats 503, while the service is wanted
@@ -771,3 +781,16 @@ def _oldest_first(job):
 
 def _newest_first(job):
     return -_oldest_first(job)
+
+
+_job_id_of = operator.attrgetter("job_id")
+
+
+def _oldest_first_sorted(jobs):
+    """sorted(jobs, key=_oldest_first), with the int keys made in C when every id is a number (always,
+    from squeue): no Python call per job."""
+    try:
+        keys = list(map(int, map(_job_id_of, jobs)))
+    except ValueError:
+        return sorted(jobs, key=_oldest_first)
+    return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
