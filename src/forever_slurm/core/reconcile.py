@@ -501,7 +501,8 @@ def plan_service(view, policy, fresh, budget, inflight):
     view = _with_memory(view, jobs)
     actions = []
     if fresh:
-        cancels, surplus_drains = cancels_due(view, retiring, policy, inflight)
+        kept, count = _keepers(view, retiring)
+        cancels, surplus_drains = cancels_due(view, retiring, policy, inflight, kept, count)
         for job in surplus_drains:
             # It may be streaming answers: drained first, cancelled once nothing is in flight.
             jobs[job.job_id] = view.memory_of(job)._replace(drain_since=view.now)
@@ -509,7 +510,8 @@ def plan_service(view, policy, fresh, budget, inflight):
                                                                                     view.wanted))
         view = _with_memory(view, jobs)
         actions += cancels
-        actions += submissions(view, retiring, cancels, policy, budget)
+        # The surplus drains just started carry the service no longer; nothing else changed the keepers.
+        actions += submissions(view, retiring, cancels, policy, budget, count - len(surplus_drains))
         actions += exclusions_to_clear(view, policy)
     stopping_now = {a.job_id for a in actions if isinstance(a, Cancel)}
     return ServicePlan(actions, servers_for(view, stopping_now), jobs, service, events)
@@ -580,10 +582,10 @@ def _may_cancel(m, now):
     return m.cancelled_at is None and (m.cancel_retry_at is None or now >= m.cancel_retry_at)
 
 
-def cancels_due(view, retiring, policy, inflight):
+def cancels_due(view, retiring, policy, inflight, kept, count):
     """(cancels, jobs to drain): drained jobs with nothing left in flight (drain_finished), retries of
     a failed scancel, and the newest surplus jobs when N went down; a ready surplus job is drained
-    first rather than cancelled, since it may be streaming an answer."""
+    first rather than cancelled, since it may be streaming an answer. kept, count: _keepers(view)."""
     cancels = []
     retiring_ids = {job.job_id for job in retiring}
     known = view.jobs.get       # a job without memory is neither draining nor stopping
@@ -599,7 +601,6 @@ def cancels_due(view, retiring, policy, inflight):
             cancels.append(Cancel(job.job_id, view.name, "drained for %s" % why))
     chosen = {c.job_id for c in cancels}
     drains = []
-    kept, count = _keepers(view, retiring)
     excess = count - view.wanted
     if excess > 0:
         kept_ids = {job.job_id for job in kept}
@@ -619,10 +620,10 @@ def cancels_due(view, retiring, policy, inflight):
     return cancels, drains
 
 
-def submissions(view, retiring, cancels, policy, budget):
+def submissions(view, retiring, cancels, policy, budget, count):
     """Submit what is missing: up to N plus the surge while renewing, within the cycle's budget,
-    never during crash backoff, and one per cycle while spreading a small gap over nodes."""
-    _, count = _keepers(view, retiring)
+    never during crash backoff, and one per cycle while spreading a small gap over nodes.
+    count: the jobs that will carry the service (_keepers)."""
     cancelled = {c.job_id for c in cancels}
     gone_soon = sum(1 for job in retiring if job.job_id in cancelled)
     room = view.wanted + policy.surge - (len(view.running) + len(view.pending) + len(view.unseen) - gone_soon)
