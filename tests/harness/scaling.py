@@ -43,11 +43,11 @@ def make_stack(cluster, base, services="%s/0-3" % SERVICE, extra=()):
     return stack
 
 
-def request(port, path, timeout=120.0):
+def request(port, path, timeout=120.0, host="127.0.0.1"):
     """(status or None, body text, seconds, first-byte seconds)."""
     started = time.time()
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
         conn.request("GET", path)
         response = conn.getresponse()
         first = time.time() - started
@@ -104,23 +104,11 @@ def watch_backend(stack, found):
                     url = (match.group(1), int(match.group(2)))
             time.sleep(0.1)
             continue
-        status, _, _, _ = request_to(url[0], url[1], "/health", 1.0)
+        status, _, _, _ = request(url[1], "/health", 1.0, host=url[0])
         if status == 200:
             found["ready"] = time.time()
             return
         time.sleep(0.05)
-
-
-def request_to(host, port, path, timeout):
-    try:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        conn.close()
-        return response.status, None, None, None
-    except (OSError, http.client.HTTPException):
-        return None, None, None, None
 
 
 def w1_wake(stack, count=20):
