@@ -1,5 +1,6 @@
 """Supervision: render, install and remove the user systemd units, or crontab lines where systemd cannot serve."""
 
+import fcntl
 import hashlib
 import os
 import re
@@ -513,7 +514,9 @@ def stop_cron_run(layout, name, proc_root="/proc", kill=os.kill, say=None, secon
     if pids and say:
         say("stopped %s (pid %s)" % (name, ", ".join(str(p) for p in pids)))
     deadline = clock() + seconds
-    while lock_holders(lock, proc_root) and clock() < deadline:
+    # No holder left in /proc is not yet a free lock (a process on its way out may still hold it), and
+    # the next start's `flock -n` would then exit at once: wait until the lock can really be taken.
+    while (lock_holders(lock, proc_root) or not _lock_free(lock)) and clock() < deadline:
         sleep(0.1)
     for pid in lock_holders(lock, proc_root):
         try:
@@ -521,6 +524,21 @@ def stop_cron_run(layout, name, proc_root="/proc", kill=os.kill, say=None, secon
         except (ProcessLookupError, PermissionError):
             pass
     return pids
+
+
+def _lock_free(path):
+    """Could `flock -n path` take the lock now? (the same flock(2) call, released at once)"""
+    try:
+        handle = open(path, "a")
+    except OSError:
+        return True         # no lock file: nothing can hold it
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
 
 
 def uninstall(names, layout, run, environ, say, uid=None, run_user_dir="/run/user", proc_root="/proc",
