@@ -90,14 +90,12 @@ def parse_squeue(text, markers, now=None, cache=None):
         junk.append(chunks[0].replace(_KEY_FIELD, markers.field))
     get, append, new = cache.get, jobs.append, _new_tuple
     for chunk in chunks[1:]:
-        if chunk.endswith("\n"):
-            chunk = chunk[:-1]      # the line end squeue adds after each row
-        row = get(chunk, _UNSEEN)
+        row = get(chunk, _UNSEEN)   # (the key keeps the line end squeue adds after each row)
         if row is _UNSEEN:
-            row = _row_from(chunk.split(_KEY_FIELD))
+            row = _row_from(_without_line_end(chunk).split(_KEY_FIELD))
         fresh[chunk] = row
         if row is None:
-            junk.append(chunk.replace(_KEY_FIELD, markers.field))
+            junk.append(_without_line_end(chunk).replace(_KEY_FIELD, markers.field))
             continue
         # The Job at `now`, built here rather than in a function: this runs once a job a cycle.
         job_id, state, name, nodes, used_from, ends, reason, comment, workdir = row
@@ -143,6 +141,10 @@ def _row_from(parts):
     return _Row(job_id.strip(), state, name.strip(), nodes.strip() if has_run else "",
                 parse_time(started) if has_run else None, parse_time(ends), reason.strip(),
                 "" if comment.strip() == "(null)" else comment.strip(), workdir.strip())
+
+
+def _without_line_end(chunk):
+    return chunk[:-1] if chunk.endswith("\n") else chunk
 
 
 _new_tuple = tuple.__new__     # Job(...) by keyword-free construction: a third of the cost, 10,000 times a cycle
