@@ -1,5 +1,6 @@
 """status.collect/render: a pure reader built on the planner's own view of each service."""
 
+import json
 import os
 
 from forever_slurm.core import reconcile, state
@@ -69,3 +70,27 @@ def test_min_max_services_show_asleep_waking_and_up_with_target_and_load(root):
     assert "0 (0-3)" in lines["a"] and "asleep" in lines["a"]
     assert "waking, 3 requests held for 12s" in lines["b"]
     assert "up, load 5.5 in flight (2.8 a backend)" in lines["c"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_show_prints_once_or_every_interval_and_reads_only(root, capsys):
+    layout = settings.Layout(str(root))
+    os.makedirs(layout.work)
+    assert status.show(layout, as_json=True) == 0
+    assert json.loads(capsys.readouterr().out)["services"] == []
+    naps = []
+
+    def sleep(seconds):
+        naps.append(seconds)
+        if len(naps) == 2:
+            raise _Stop()
+    try:
+        status.show(layout, every=2.5, sleep=sleep)
+    except _Stop:
+        pass
+    out = capsys.readouterr().out
+    assert naps == [2.5, 2.5] and out.count("loop: not running") == 2
+    assert os.listdir(layout.work) == []

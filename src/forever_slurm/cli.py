@@ -1,10 +1,8 @@
 """Command line: argparse wiring, one function per subcommand; the one place errors become exit codes."""
 
 import argparse
-import json
 import os
 import sys
-import time
 
 from . import __version__
 from .common import logfiles, settings as settings_mod
@@ -153,19 +151,7 @@ def cmd_run(args):
 
 def cmd_status(args):
     from .observe import status
-    layout = _set_up_layout(args)
-    while True:
-        report = status.collect(layout)
-        if args.json:
-            text = json.dumps(report, indent=1, sort_keys=True)
-        else:
-            text = status.render(report, color=sys.stdout.isatty())
-        if args.watch:
-            sys.stdout.write("\033[H\033[2J" if sys.stdout.isatty() else "\n")
-        print(text)
-        if not args.watch:
-            return 0
-        time.sleep(args.watch)
+    return status.show(_set_up_layout(args), as_json=args.json, every=args.watch)
 
 
 def cmd_check(args):

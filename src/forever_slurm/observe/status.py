@@ -1,6 +1,8 @@
 """`status`: what the loop knows (state.json) and what users got (Traefik's access log), for people and scripts."""
 
+import json
 import os
+import sys
 import time
 
 from ..core import reconcile, state
@@ -175,6 +177,22 @@ def _duration(seconds):
 def _table(rows):
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def show(layout, as_json=False, every=None, out=None, sleep=time.sleep):
+    """Print the report once, or every `every` seconds until interrupted (the screen is cleared on a
+    terminal, a blank line separates reports elsewhere). Returns the exit code."""
+    out = out or sys.stdout
+    while True:
+        report = collect(layout)
+        text = json.dumps(report, indent=1, sort_keys=True) if as_json else render(report, color=out.isatty())
+        if every:
+            out.write("\033[H\033[2J" if out.isatty() else "\n")
+        out.write(text + "\n")
+        out.flush()
+        if not every:
+            return 0
+        sleep(every)
 
 
 def render(report, color=False):
