@@ -4,6 +4,7 @@ import copy
 import glob
 import os
 import random
+import time
 
 import pytest
 
@@ -452,6 +453,17 @@ def test_references_and_rules_stay_inside_the_service(tmp_path, change, words):
         traefik_files.load_template(write(tmp_path, text), "hello-python")
     assert words in caught.value.message
     assert caught.value.line is not None
+
+
+def test_a_long_rule_that_does_not_parse_is_refused_at_once(tmp_path):
+    """Refusing it must not take exponential time: the loop reads every template every cycle."""
+    rule = "PathPrefix(" + "`/hello-python`  " * 60 + "/oops)"
+    text = ORIGINAL.replace("      rule: \"PathPrefix(`/hello-python`)\"", "      rule: '%s'" % rule)
+    started = time.process_time()
+    with pytest.raises(ConfigError) as caught:
+        traefik_files.load_template(write(tmp_path, text), "hello-python")
+    assert time.process_time() - started < 1.0
+    assert "own path" in caught.value.message and caught.value.line is not None
 
 
 def test_confined_rules_and_priorities_that_are_accepted(tmp_path):

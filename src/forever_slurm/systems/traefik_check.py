@@ -305,8 +305,10 @@ def _check_balancer(found, where, keys):
 
 # -- rules: a router stays inside its service's own path --------------------------------------------
 
-_TOKEN_RE = re.compile(r"\s*(?:(&&)|(\|\|)|(!)|(\()|(\))|([A-Za-z][A-Za-z0-9]*)\(((?:\s*(?:`[^`]*`|\"(?:[^\"\\]|\\.)*\")"
-                       r"\s*,?)*)\s*\))")
+# Arguments: each starts with ` or ", so the spaces between two of them belong to one \s* only (two
+# \s* side by side would make a rule that does not parse cost exponential time to refuse).
+_TOKEN_RE = re.compile(r"\s*(?:(&&)|(\|\|)|(!)|(\()|(\))|([A-Za-z][A-Za-z0-9]*)\((\s*(?:(?:`[^`]*`|\"(?:[^\"\\]|\\.)*\")"
+                       r"\s*(?:,\s*)?)*)\s*\))")
 _ARG_RE = re.compile(r"`([^`]*)`|\"((?:[^\"\\]|\\.)*)\"")
 _NONE, _LOOSE, _BOUNDED = 0, 1, 2
 
