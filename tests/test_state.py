@@ -60,6 +60,31 @@ def test_records_of_the_wrong_shape_are_dropped_one_by_one():
     assert snap.memory.jobs["7"].excluded == ("n3",), "lists come back as tuples"
 
 
+def test_list_items_and_numbers_are_checked_too():
+    """A string in a service's start-up times made every plan raise, for every service (renew_lead)."""
+    data = json.loads(state.to_json(snapshot()))
+    data["services"] = {"a": {"startup": ["slow"]}, "b": {"drains": [1e400]}, "c": {"next_try": 1e400},
+                        "d": {"startup": [True]}, "e": {"startup": [12.5, 3]}}
+    data["jobs"]["8"] = {"service": "svc", "excluded": [1]}
+    data["jobs"]["9"] = {"service": "svc", "drain_since": -1e400}
+    data["desired"] = {"svc": True, "other": 2}
+    text = json.dumps(data)
+    assert "Infinity" in text
+    snap = state.from_json(text)
+    assert snap.memory.services == {"e": reconcile.ServiceMemory(startup=(12.5, 3))}
+    assert sorted(snap.memory.jobs) == ["7"]
+    assert snap.desired == {"other": 2}
+    plan = reconcile.plan({"e": 1, "svc": 1}, [], snap.memory, 1000.0, reconcile.Policy())
+    assert not plan.failed and [a.service for a in plan.actions] == ["e"]   # svc has job 7
+
+
+def test_a_state_file_nested_too_deeply_is_unreadable_not_a_crash(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    snap, problem = state.read(str(path))
+    assert snap == state.empty_snapshot() and "nested too deeply" in problem
+
+
 def test_from_json_refuses_what_is_not_an_object():
     with pytest.raises(ValueError):
         state.from_json("[]")

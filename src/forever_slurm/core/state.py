@@ -7,6 +7,7 @@ never changes anything (`status` reads it too); only the loop sets a corrupt fil
 
 import json
 import logging
+import math
 import os
 import time
 from typing import Dict, List, NamedTuple, Optional
@@ -67,17 +68,25 @@ def to_json(snapshot):
     return json.dumps(data, sort_keys=True)
 
 
+class _ListOf(NamedTuple):
+    """A field saved as a JSON list (read back as a tuple) whose every item has one of `items` types."""
+    items: tuple
+
+
 # Field types of the persisted records: a value of another type drops the record, not the loop.
+# Numbers are finite (NaN and Infinity would poison every comparison and sum the planner makes).
 _NUMBER = (int, float)
 _OPTIONAL_NUMBER = (int, float, type(None))
+_NODES = _ListOf((str,))
+_SECONDS = _ListOf(_NUMBER)
 _TYPES = {
     JobMemory: {"service": str, "submitted_at": _OPTIONAL_NUMBER, "seen_at": _OPTIONAL_NUMBER,
                 "running_since": _OPTIONAL_NUMBER, "url": str, "comment_problem": str,
                 "ready_since": _OPTIONAL_NUMBER, "ever_ready": bool, "probe_failures": int, "probe_detail": str,
                 "drain_since": _OPTIONAL_NUMBER, "cancelled_at": _OPTIONAL_NUMBER, "cancel_failures": int,
-                "cancel_retry_at": _OPTIONAL_NUMBER, "excluded": (list, tuple), "publish_late": bool},
-    ServiceMemory: {"failures": int, "next_try": _NUMBER, "last_error": str, "startup": (list, tuple),
-                    "drains": (list, tuple)},
+                "cancel_retry_at": _OPTIONAL_NUMBER, "excluded": _NODES, "publish_late": bool},
+    ServiceMemory: {"failures": int, "next_try": _NUMBER, "last_error": str, "startup": _SECONDS,
+                    "drains": _SECONDS},
     Job: {"job_id": str, "state": str, "name": str, "nodes": str, "time_left": (int, type(None)),
           "time_used": (int, type(None)), "reason": str, "comment": str, "workdir": str},
     Server: {"url": str, "weight": int},
@@ -93,14 +102,13 @@ def _record(cls, data):
     for key, value in data.items():
         if key not in types:
             continue            # a field of another version
-        if not isinstance(value, types[key]) or (types[key] is int and isinstance(value, bool)):
-            return None
-        if isinstance(value, float) and value != value:
-            return None         # NaN would poison every comparison
-        if isinstance(value, list):
-            if not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value):
+        expected = types[key]
+        if isinstance(expected, _ListOf):
+            if not isinstance(value, list) or not all(_is_a(item, expected.items) for item in value):
                 return None
             value = tuple(value)
+        elif not _is_a(value, expected):
+            return None
         fields[key] = value
     if cls is JobMemory and "service" not in fields:
         return None
@@ -112,6 +120,15 @@ def _record(cls, data):
         return cls(**{k: fields.get(k, _default(cls, k)) for k in cls._fields})
     except TypeError:
         return None
+
+
+def _is_a(value, types):
+    """isinstance, except that a bool is no number and a number must be finite."""
+    if isinstance(value, bool):
+        return bool in (types if isinstance(types, tuple) else (types,))
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return isinstance(value, types)
 
 
 def _default(cls, key):
@@ -151,7 +168,7 @@ def from_json(text):
         slurm_error=str(slurm_state.get("error") or ""),
         slurm_since=_number_or_none(slurm_state.get("since")),
         routes=routes,
-        desired={k: v for k, v in _mapping(data, "desired").items() if isinstance(v, int)},
+        desired={k: v for k, v in _mapping(data, "desired").items() if _is_a(v, int)},
         service_errors={k: str(v) for k, v in _mapping(data, "service_errors").items()},
         updated_at=_number_or_none(data.get("updated_at")),
         pid=data.get("pid") if isinstance(data.get("pid"), int) and not isinstance(data.get("pid"), bool) else None,
@@ -171,9 +188,7 @@ def _scale_entry(entry):
 
 
 def _number_or_none(value):
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-        return value
-    return None
+    return value if _is_a(value, _NUMBER) else None
 
 
 def read(path):
@@ -188,6 +203,8 @@ def read(path):
         return empty_snapshot(), str(exc)
     try:
         return from_json(text), ""
+    except RecursionError:      # (json nests only so deep)
+        return empty_snapshot(), "%s: cannot be read (nested too deeply)" % path
     except ValueError as exc:
         return empty_snapshot(), "%s: cannot be read (%s)" % (path, exc)
 
