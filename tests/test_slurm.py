@@ -136,6 +136,9 @@ def test_parse_time(text, epoch):
     ("#!/bin/bash\n#SBATCH -J svc\n", "svc", 2),
     ("#!/bin/bash\n## #SBATCH --job-name off\n#SBATCH --mem 1\n", None, None),
     ("#!/bin/bash\necho hi\n#SBATCH --job-name late\n", None, None),   # sbatch stops at the first command
+    ("#!/bin/bash\n#SBATCH --job-name web\n#SBATCH --job-name web-test\n", "web-test", 3),   # the last one wins
+    ("#!/bin/bash\n#SBATCH -Jweb\n", "web", 2),
+    ("#!/bin/bash\n# a form feed \f here\n#SBATCH -J web\n", "web", 3),     # lines end at \n only
 ])
 def test_script_job_name(script, name, line):
     assert slurm.script_job_name(script) == (name, line)
@@ -180,10 +183,10 @@ def test_submit_parses_parsable_output_with_cluster():
     run = FakeRun(stdout="4242;cluster\n")
     cluster = slurm.Slurm(run=run, environ={})
     assert cluster.submit("/r/.work/s.sub", "/r/.work/slurm-output", exclude=("node1", "node2"),
-                          output="%x-%j.out", extra_env={"FOREVER_ROOT": "/r"}) == "4242"
+                          output="%x-%j.out", extra_env={"FOREVER_ROOT": "/r"}, job_name="svc") == "4242"
     argv, env = run.calls[0]
-    assert argv == ["sbatch", "--parsable", "--chdir=/r/.work/slurm-output", "--exclude=node1,node2",
-                    "--output=%x-%j.out", "/r/.work/s.sub"]
+    assert argv == ["sbatch", "--parsable", "--chdir=/r/.work/slurm-output", "--job-name=svc",
+                    "--exclude=node1,node2", "--output=%x-%j.out", "/r/.work/s.sub"]
     assert env["FOREVER_ROOT"] == "/r"
 
 

@@ -404,7 +404,7 @@ class Controller:
         exclude = action.exclude
         try:
             try:
-                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env)
+                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service)
             except CommandError as exc:
                 if not exclude:
                     raise
@@ -413,7 +413,7 @@ class Controller:
                 log.info("%s: sbatch with --exclude=%s failed (%s); submitting without it",
                          action.service, ",".join(exclude), exc)
                 exclude = ()
-                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env)
+                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service)
         except CommandError as exc:
             memory = reconcile.record_submit_failed(memory, action.service, "sbatch failed: %s" % exc,
                                                     now, self.policy, intent)

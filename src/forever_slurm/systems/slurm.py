@@ -178,18 +178,21 @@ _normpath = functools.lru_cache(maxsize=256)(os.path.normpath)
 def script_job_name(text):
     """(job name, line number) from a batch script's #SBATCH header, or (None, None).
 
-    sbatch stops reading #SBATCH lines at the first command, and so do we.
-    """
+    sbatch stops reading #SBATCH lines at the first command, and so do we; a later --job-name
+    overrides an earlier one, as in sbatch."""
+    found = None, None
     for number, option, value in sbatch_options(text):
         if option in ("--job-name", "-J"):
-            return value, number
-    return None, None
+            found = value, number
+        elif option.startswith("-J") and not value:
+            found = option[2:].strip("\"'"), number       # -Jname
+    return found
 
 
 def sbatch_options(text):
     """[(line, option, value)] from the #SBATCH lines before the first command."""
     found = []
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):     # (splitlines would also split at \f, \x1c, ...)
         line = raw.strip()
         if number == 1 and line.startswith("#!"):
             continue
@@ -241,8 +244,11 @@ class Slurm:
                 log.warning("squeue printed a row we cannot read (skipped): %s", shown)
         return jobs
 
-    def sbatch_argv(self, script, chdir, exclude=(), output=None):
+    def sbatch_argv(self, script, chdir, exclude=(), output=None, job_name=None):
         argv = ["sbatch", "--parsable", "--chdir=%s" % chdir]
+        if job_name:
+            # The loop counts jobs by name: on the command line it beats $SBATCH_JOB_NAME and the script.
+            argv.append("--job-name=%s" % job_name)
         if exclude:
             argv.append("--exclude=%s" % ",".join(exclude))
         if output:
@@ -250,11 +256,11 @@ class Slurm:
         argv.append(script)
         return argv
 
-    def submit(self, script, chdir, exclude=(), output=None, extra_env=None):
+    def submit(self, script, chdir, exclude=(), output=None, extra_env=None, job_name=None):
         """Submit a batch script and return its job id."""
         env = dict(self._env)
         env.update(extra_env or {})
-        argv = self.sbatch_argv(script, chdir, exclude, output)
+        argv = self.sbatch_argv(script, chdir, exclude, output, job_name)
         done = self._run(argv, timeout=self.timeout, env=env, cwd=chdir)
         job_id = done.stdout.strip().split(";")[0].strip()
         if not ascii_digits(job_id):
