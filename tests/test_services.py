@@ -109,3 +109,60 @@ def test_stage_copies_all_but_the_template_and_keeps_a_changed_copy(layout):
         assert handle.read() == "print(2)\n"
     services.stage(layout, services.load(layout, "web"))
     assert len([n for n in os.listdir(layout.work) if n.startswith("serve.py.bak-")]) == 1, "unchanged: no backup"
+
+
+def test_the_script_and_template_named_like_the_service_win_over_others(layout):
+    folder = service(layout, "web", files={"web.yml": "http: {}\n", "web.bak.yml": "http: {}\n",
+                                           "web-old.sub": SUB % ("web", "")})
+    found = services.load(layout, "web")
+    assert (found.script, found.template) == (os.path.join(folder, "web.sub"), os.path.join(folder, "web.yml"))
+    os.remove(os.path.join(folder, "web.sub"))
+    assert services.load(layout, "web").script == os.path.join(folder, "web-old.sub"), "else the first, as before"
+
+
+@pytest.mark.parametrize("own", ["state.json", "forever-slurm.lock", "traefik.pid", "cron-forever-traefik.lock",
+                                 "disk-reserve", "slurm-output"])
+def test_a_service_file_named_like_one_of_ours_in_work_is_refused_and_nothing_is_staged(layout, own):
+    folder = service(layout, "web", files={own: "mine\n", "serve.py": "print(1)\n"})
+    os.makedirs(layout.work)
+    with open(layout.state_file, "w") as handle:
+        handle.write("{}")
+    with pytest.raises(ConfigError, match="forever-slurm uses in .work/") as caught:
+        services.stage(layout, services.load(layout, "web"))
+    assert caught.value.path == os.path.join(folder, own)
+    assert sorted(os.listdir(layout.work)) == ["state.json"]
+    with open(layout.state_file) as handle:
+        assert handle.read() == "{}"
+
+
+def test_every_name_the_code_writes_in_work_counts_as_ours():
+    """Scans src/ for os.path.join(<layout>.work, "<name>"...): a new file of ours must be added to
+    settings._OWN_WORK_NAME_RE, or a service file of that name would be staged over it."""
+    import re
+    top = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "forever_slurm")
+    names = set()
+    for folder, _, files in os.walk(top):
+        for filename in files:
+            if filename.endswith(".py"):
+                with open(os.path.join(folder, filename)) as handle:
+                    text = handle.read()
+                names.update(re.findall(r"os\.path\.join\((?:self|self\.layout|layout)\.work, \"([^\"]+)\"", text))
+    assert {"state.json", "traefik.pid", "disk-reserve", "backup"} <= {n.replace("%s", "x") for n in names}
+    for name in names:
+        assert settings.Layout.is_own_work_name(name.replace("%s", "x")), name
+    assert not settings.Layout.is_own_work_name("serve.py")
+
+
+def test_a_large_file_is_staged_whole(layout):
+    folder = service(layout, "web")
+    big = os.path.join(folder, "model.bin")
+    with open(big, "wb") as handle:
+        handle.truncate(65 * 1024 * 1024)
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"end")
+    services.stage(layout, services.load(layout, "web"))
+    staged = os.path.join(layout.work, "model.bin")
+    assert os.path.getsize(staged) == os.path.getsize(big)
+    with open(staged, "rb") as handle:
+        handle.seek(-3, os.SEEK_END)
+        assert handle.read() == b"end"

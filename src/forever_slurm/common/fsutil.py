@@ -8,6 +8,7 @@ and absurdly large files instead of blocking on them or reading gigabytes.
 
 import errno
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -20,7 +21,7 @@ MAX_TEXT_BYTES = 1024 * 1024    # a .env, .sub or .yml larger than this is a mis
 
 
 def atomic_write(path, data, mode=PRIVATE_FILE, tmp_dir=None, only_if_changed=False):
-    """Replace `path` with `data` (str or bytes) in one step; True when the file was written.
+    """Replace `path` with `data` (str, bytes, or a binary file to copy) in one step; True when written.
 
     The temp file is synced before os.replace, so readers see the old or the new file, never a
     part. tmp_dir (same filesystem) keeps the temp file out of a watched directory. `mode` is set
@@ -29,14 +30,17 @@ def atomic_write(path, data, mode=PRIVATE_FILE, tmp_dir=None, only_if_changed=Fa
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
-    if only_if_changed and _holds(path, data):
+    if only_if_changed and not hasattr(data, "read") and _holds(path, data):
         return False
     directory = tmp_dir or os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if hasattr(data, "read"):
+                shutil.copyfileobj(data, handle)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -73,12 +77,10 @@ def backup(path, now=None):
     """Copy path to backup_name(path) (atomically, same mode); the backup's path, or None if path is missing."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+            target = backup_name(path, now)
+            atomic_write(target, handle, mode=stat.S_IMODE(os.fstat(handle.fileno()).st_mode))
     except FileNotFoundError:
         return None
-    target = backup_name(path, now)
-    atomic_write(target, data, mode=mode)
     return target
 
 

@@ -1,5 +1,6 @@
 """Service folders: find them (the user's and the bundled ones), read their .sub and .yml, stage them."""
 
+import filecmp
 import glob
 import os
 from typing import NamedTuple, Optional
@@ -88,10 +89,9 @@ def load(layout, name, unpack=True):
         else:
             raise ConfigError("unknown service %r: no folder %s and no bundled service of that name "
                               "(available: %s)" % (name, folder, ", ".join(available(layout)) or "none"))
-    scripts = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + "*.sub")))
-    if not scripts:
+    script = _pick(folder, name, ".sub")
+    if script is None:
         raise ConfigError("no Slurm script: expected a file named %s*.sub in this folder" % name, folder)
-    script = scripts[0]
     text = _read(script)
     job_name, line = slurm.script_job_name(text)
     if job_name is None:
@@ -107,10 +107,19 @@ def load(layout, name, unpack=True):
         if opt == "--signal":
             when = value.rpartition("@")[2] if "@" in value else "60"
             warning = int(when) if validate.ascii_digits(when) else 60
-    templates = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + "*.yml")))
-    return ServiceDef(name=name, folder=folder, script=script,
-                      template=templates[0] if templates else None, script_sets_output=sets_output,
-                      warning_seconds=warning)
+    return ServiceDef(name=name, folder=folder, script=script, template=_pick(folder, name, ".yml"),
+                      script_sets_output=sets_output, warning_seconds=warning)
+
+
+def _pick(folder, name, suffix):
+    """<name><suffix> when the folder has it, else the first <name>*<suffix> by name (the original
+    tool's rule: a web-old.sub beside web.sub is not the one used); None when there is none.
+    `check` names the file chosen."""
+    exact = os.path.join(folder, name + suffix)
+    if os.path.isfile(exact):
+        return exact
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + "*" + suffix)))
+    return found[0] if found else None
 
 
 def stage(layout, service):
@@ -118,29 +127,30 @@ def stage(layout, service):
     ${FOREVER_ROOT}/.work/<file>. Returns the staged script path; a changed staged file is kept as .bak."""
     os.makedirs(layout.work, exist_ok=True)
     ensure_freeport(layout)
-    for entry in sorted(os.listdir(service.folder)):
-        source = os.path.join(service.folder, entry)
-        if not os.path.isfile(source) or entry.endswith(".yml"):
-            continue
-        target = os.path.join(layout.work, entry)
-        _copy_if_changed(source, target)
+    entries = [e for e in sorted(os.listdir(service.folder))
+               if os.path.isfile(os.path.join(service.folder, e)) and not e.endswith(".yml")]
+    for entry in entries:
+        if layout.is_own_work_name(entry):
+            raise ConfigError("%r is a name forever-slurm uses in .work/ itself, where service files are "
+                              "copied: rename the file (and where the script uses it)" % entry,
+                              os.path.join(service.folder, entry))
+    for entry in entries:
+        _copy_if_changed(os.path.join(service.folder, entry), os.path.join(layout.work, entry))
     return os.path.join(layout.work, os.path.basename(service.script))
 
 
 def _copy_if_changed(source, target):
     """Copy with the source's exec bits but never group/other write; an older staged copy is kept
-    as a backup (fsutil.backup_name) before it is replaced."""
+    as a backup (fsutil.backup_name) before it is replaced. Files of any size are copied whole."""
     with open(source, "rb") as handle:
-        data = handle.read(fsutil.MAX_TEXT_BYTES * 64 + 1)
-    mode = 0o755 if os.stat(source).st_mode & 0o111 else 0o644
-    try:
-        with open(target, "rb") as handle:
-            if handle.read() == data:
+        mode = 0o755 if os.fstat(handle.fileno()).st_mode & 0o111 else 0o644
+        try:
+            if filecmp.cmp(source, target, shallow=False):
                 return False
-        fsutil.backup(target)
-    except FileNotFoundError:
-        pass
-    fsutil.atomic_write(target, data, mode=mode)
+            fsutil.backup(target)
+        except FileNotFoundError:
+            pass
+        fsutil.atomic_write(target, handle, mode=mode)
     return True
 
 

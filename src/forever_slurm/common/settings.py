@@ -12,6 +12,14 @@ from .errors import ConfigError
 
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+# What forever-slurm keeps in .work/ itself (tests/test_services.py finds every such name in src/).
+# Service files are staged there too, as the original tool did: one of these names must not be, as it
+# would replace the loop's state, its lock, Traefik's files or a folder of ours.
+_OWN_WORK_NAME_RE = re.compile(
+    r"^(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
+    r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|"
+    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup)$")
+
 
 class Layout(NamedTuple):
     """Where everything lives under one root (the original bash tool's conventions)."""
@@ -65,6 +73,11 @@ class Layout(NamedTuple):
     @property
     def traefik_static(self):
         return os.path.join(self.work, "traefik-static.yml")
+
+    @staticmethod
+    def is_own_work_name(name):
+        """True for a name in .work/ that forever-slurm writes itself (never a staged service file)."""
+        return bool(_OWN_WORK_NAME_RE.match(name))
 
     def make_dirs(self):
         """Every folder under .work, private to the user (0700) whatever the umask."""
