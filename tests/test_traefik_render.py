@@ -193,6 +193,8 @@ def line_of(text, needle):
     (("          timeout: \"1s\"", "          timeout: \"1s\"\n          retries: 2"), "retries", "unknown key"),
     (("      rule:", "      rules:"), "rules:", "unknown key 'rules'"),
     (("        attempts: 3", "        attempts: 0"), "attempts", "above 0"),
+    (("        attempts: 3", "        attempts: " + "9" * 4400), "attempts", "whole number"),
+    (("        attempts: 3", "        attempts: \"%s\"" % ("9" * 4400)), "attempts", "whole number"),
     (("      retry:\n", "      retryy:\n"), "retryy", "unknown key 'retryy'"),
     (("      service: hello-python", "      service: nope"), "service: nope", "not defined in this file"),
     (("        - retry\n", "        - missing\n"), "- missing", "middleware 'missing'"),

@@ -103,6 +103,9 @@ def test_load_values(text, expected):
     ("? complex\n", 1, "complex keys"),
     ("%YAML 1.2\na: 1\n", 1, "directives"),
     ("  a: 1\n", 1, "indented"),
+    ("a:\n  path: \"/h\\U00110000\"\n", 2, "beyond the last Unicode character"),
+    ("a:\n  p: " + "[" * 3000 + "]" * 3000 + "\n", 2, "nested more than 40 levels"),
+    ("".join(" " * (2 * i) + "k%d:\n" % i for i in range(3000)) + " " * 6000 + "x: 1\n", 42, "nested more than 40"),
 ])
 def test_errors_name_the_line(text, line, words):
     with pytest.raises(ConfigError) as caught:
@@ -127,6 +130,10 @@ def test_round_trip(obj):
     text = yamlish.dump(obj)
     assert yamlish.load(text, "round.yml") == obj
     assert yamlish.dump(yamlish.load(text, "round.yml")) == text
+
+
+def test_a_run_of_digits_too_long_for_a_number_stays_text():
+    assert yamlish.load("a: %s\nb: %s\n" % ("9" * 64, "9" * 4400), "svc.yml") == {"a": int("9" * 64), "b": "9" * 4400}
 
 
 def test_dump_is_sorted_quoted_and_plain_for_numbers():

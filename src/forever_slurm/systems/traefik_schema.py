@@ -40,7 +40,8 @@ def go_text(value):
 
 
 def _is_int(text):
-    return bool(_INT_RE.match(text)) and _INT64[0] <= int(text) <= _INT64[1]
+    """A whole number Go's int64 holds (20 characters at most: int() of a huge one would raise)."""
+    return len(text) <= 20 and bool(_INT_RE.match(text)) and _INT64[0] <= int(text) <= _INT64[1]
 
 
 def _is_duration(text):

@@ -52,10 +52,19 @@ def load(text, path):
     return parse(text, path).data
 
 
+MAX_DEPTH = 40       # Traefik's deepest key is 6 levels down; deeper nesting is a mistake, or an attack
+MAX_INT_DIGITS = 64  # a longer run of digits stays text (int() of 4,301 digits raises since Python 3.11)
+
+
 def parse(text, path):
     """Like load, but returns a Document that also knows the line of every key and item."""
     reader = _Reader(_lines(text, path), path)
-    data = reader.document()
+    try:
+        data = reader.document()
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # Only a case this reader missed gets here: still one message with the file and line.
+        line = reader.lines[min(reader.pos, len(reader.lines) - 1)].number if reader.lines else None
+        raise ConfigError("cannot read this line (%s)" % str(exc)[:200], path, line)
     return Document(data, reader.key_lines, path)
 
 
@@ -125,6 +134,8 @@ class _Reader:
 
     def block(self, indent, keys):
         line = self.lines[self.pos]
+        if len(keys) > MAX_DEPTH:
+            self.fail("nested more than %d levels deep" % MAX_DEPTH, line.number)
         if _is_item(line.text):
             return self.sequence(indent, keys)
         return self.mapping(indent, keys)
@@ -261,6 +272,9 @@ def _quoted(text, start, path, number):
                 digits = text[i + 2:i + 2 + _HEX_LEN[code]]
                 if len(digits) != _HEX_LEN[code] or not all(c in "0123456789abcdefABCDEF" for c in digits):
                     raise ConfigError("bad escape \\%s%s in a double-quoted string" % (code, digits), path, number)
+                if int(digits, 16) > 0x10FFFF:
+                    raise ConfigError("escape \\%s%s is beyond the last Unicode character (10FFFF)"
+                                      % (code, digits), path, number)
                 out.append(chr(int(digits, 16)))
                 i += 2 + _HEX_LEN[code]
                 continue
@@ -315,7 +329,7 @@ def _scalar_or_flow(text, path, number):
 
 
 def _plain(text):
-    if _INT_RE.match(text):
+    if _INT_RE.match(text) and len(text) <= MAX_INT_DIGITS:
         return int(text)
     if text in _TRUE:
         return True
@@ -335,6 +349,7 @@ class _Flow:
         self.text = text
         self.path = path
         self.number = number
+        self.depth = 0
 
     def fail(self, message):
         raise ConfigError(message, self.path, self.number)
@@ -393,6 +408,15 @@ class _Flow:
     def _flow(self, i, close, item, what):
         """Read the comma-separated items of a [ ] or { } up to `close`; item(i) reads one and returns
         the index after it. Returns the index after `close`."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail("[ ] and { } nested more than %d levels deep" % MAX_DEPTH)
+        try:
+            return self._items(i, close, item, what)
+        finally:
+            self.depth -= 1
+
+    def _items(self, i, close, item, what):
         i = self.skip(i)
         if self.text[i:i + 1] == close:
             return i + 1
