@@ -138,3 +138,49 @@ def test_random_garbage_is_read_or_refused_with_its_line(tmp_path):
         assert isinstance(value, str) and "\x00" not in value and "\ufffd" not in value, junk
         assert values["Z"].line == line + 1
     assert outcomes["read"] > 100 and outcomes["refused"] > 100, outcomes
+
+
+def test_values_read_as_the_shell_reads_them():
+    """Differential: every value the reader accepts, /bin/sh (POSIX) assigns the same way."""
+    import re
+    import subprocess
+    rng = random.Random(7)
+    pieces = ["a", "1", " ", "'", '"', "\\", "$", "$A", "${A}", "${B}x", "}", "{", "#", "=", "é", "\\$", "\\\"",
+              "\\\\", "/", ":", "-", "~", "%", "@", "+", ",", "."]
+    cases = []
+    for _ in range(3000):
+        junk = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        if re.search(r"\$(?![A-Za-z_{]|$)", junk) or junk[:1] == " ":
+            # $1, $$, $? ... are sh's special parameters, not a .env's business; and KEY= value, which
+            # sh reads as a command to run, is read leniently as the value.
+            continue
+        try:
+            value = envfile.parse("A=1\nB=2\nKEY=%s\n" % junk, ".env", environ={})["KEY"].value
+        except ConfigError:
+            continue
+        cases.append((junk, value))
+    assert len(cases) > 500
+    script = "".join("A=1; B=2\nKEY=%s\nprintf '%%s\\0' \"$KEY\"\n" % junk for junk, _ in cases)
+    done = subprocess.run(["sh", "-c", script], stdout=subprocess.PIPE, env={"PATH": os.environ["PATH"]},
+                          check=True)
+    from_shell = done.stdout.decode("utf-8").split("\0")[:-1]
+    for (junk, value), shell_value in zip(cases, from_shell):
+        assert value == shell_value, junk
+    assert len(from_shell) == len(cases)
+
+
+@pytest.mark.parametrize("value", ["/opt/tr$x/traefik", "~/.ssh/key`1`", "a$FOO", "price $5", "\\$", 'say "hi"',
+                                   "tab\there", "#not a comment", "a#b", "${A}", "", "'", "\\"])
+def test_quote_reads_back_unchanged(value):
+    assert envfile.parse("KEY=%s\n" % envfile.quote(value), ".env", environ={"FOO": "zzz", "A": "1"})["KEY"].value == value
+
+
+@pytest.mark.parametrize("text, words", [
+    ("KEY=$(hostname)\n", "command substitution"), ("KEY=`hostname`\n", "command substitution"),
+    ('KEY="${A:-x}"\n', "only ${NAME}"), ("KEY=a\\\n", "ends the line"), ("KEY='open\n", "not closed"),
+    ("KEY=two words\n", "must be quoted"),
+])
+def test_what_the_shell_would_run_or_compute_is_refused_with_the_line(text, words):
+    with pytest.raises(ConfigError) as caught:
+        envfile.parse("A=1\n" + text, ".env", environ={})
+    assert words in caught.value.message and caught.value.line == 2

@@ -7,7 +7,6 @@ with its line number, so what comes out is text that every later step can use.
 
 import os
 import re
-import shlex
 import unicodedata
 from typing import NamedTuple
 
@@ -15,7 +14,8 @@ from . import fsutil
 from .errors import ConfigError
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRACED_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class EnvValue(NamedTuple):
@@ -70,15 +70,78 @@ def _check_characters(line, is_comment, path, number):
 
 
 def _value(rest, scope, path, number):
-    if not rest.strip().startswith("'"):
-        rest = VAR_RE.sub(lambda m: scope.get(m.group(1) or m.group(2), ""), rest)
-    try:
-        words = shlex.split(rest, comments=True)
-    except ValueError as exc:
-        raise ConfigError("cannot read value: %s" % exc, path, number)
-    if len(words) > 1:
-        raise ConfigError("a value with spaces must be quoted: %s" % rest.strip(), path, number)
-    return words[0] if words else ""
+    """The value after KEY=, read as sh reads one word: '...' is literal; "..." expands $NAME and
+    ${NAME}, and a backslash in it escapes only $ ` " and itself; unquoted, a backslash escapes any
+    character, and a blank ends the word (only a # comment may follow it). What sh would run or
+    compute ($(...), `...`, ${NAME:-...}) is refused rather than kept as text."""
+    def fail(message):
+        raise ConfigError(message, path, number)
+    text = rest.lstrip(" \t")
+    if text.startswith("#") and text != rest:
+        return ""                   # KEY= # a comment
+    out, i = [], 0
+    while i < len(text):
+        char = text[i]
+        if char in " \t":
+            tail = text[i:].strip()
+            if tail and not tail.startswith("#"):
+                fail("a value with spaces must be quoted: %s" % rest.strip())
+            break
+        if char == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                fail("cannot read value: a ' is not closed")
+            out.append(text[i + 1:end])
+            i = end + 1
+        elif char == '"':
+            i = _double_quoted(text, i + 1, out, scope, fail)
+        elif char == "\\":
+            if i + 1 >= len(text):
+                fail("cannot read value: a \\ ends the line (continued lines are not supported)")
+            out.append(text[i + 1])
+            i += 2
+        elif char in "$`":
+            i = _expanded(text, i, out, scope, fail)
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _double_quoted(text, i, out, scope, fail):
+    """Append the "..." that starts at text[i] (after its quote); the index after the closing quote."""
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            return i + 1
+        if char == "\\" and text[i + 1:i + 2] in ("$", "`", '"', "\\"):
+            out.append(text[i + 1])
+            i += 2
+        elif char in "$`":
+            i = _expanded(text, i, out, scope, fail)
+        else:
+            out.append(char)
+            i += 1
+    fail('cannot read value: a " is not closed')
+
+
+def _expanded(text, i, out, scope, fail):
+    """Append what the $ or ` at text[i] stands for; the index after it. A $ before anything but a
+    name or {name} is a plain $."""
+    if text[i] == "`" or text.startswith("$(", i):
+        fail("command substitution (`...` or $(...)) is not supported in .env: write the value itself")
+    name = _NAME_RE.match(text, i + 1)
+    if name:
+        out.append(scope.get(name.group(0), ""))
+        return name.end()
+    if text.startswith("${", i):
+        braced = _BRACED_RE.match(text, i + 1)
+        if not braced:
+            fail("only ${NAME} is supported in .env, not %s..." % text[i:i + 12])
+        out.append(scope.get(braced.group(1), ""))
+        return braced.end()
+    out.append("$")
+    return i + 1
 
 
 def read(path, environ=None, known=None):
