@@ -201,3 +201,20 @@ def test_failed_squeue_raises_with_stderr():
     with pytest.raises(CommandError) as info:
         slurm.Slurm(run=run, environ={}).observe()
     assert "Unable to contact" in str(info.value) and info.value.returncode == 1
+
+
+def test_an_answer_with_no_readable_row_is_no_answer_but_an_empty_queue_is_one():
+    """Exit 0 with only an error message on stdout (a site's wrapper) must not read as 'all our jobs are gone'."""
+    run = FakeRun(stdout="squeue: error: slurm_receive_msg: Socket timed out on send/recv operation\n")
+    with pytest.raises(CommandError, match="no row we can read.*Socket timed out"):
+        slurm.Slurm(run=run, environ={}).observe()
+    assert slurm.Slurm(run=FakeRun(stdout=""), environ={}).observe() == []
+
+
+def test_a_banner_before_the_rows_is_skipped_and_the_rows_are_read():
+    class Banner(FakeRun):
+        def __call__(self, argv, timeout=None, env=None, cwd=None):
+            done = super().__call__(argv, timeout, env, cwd)
+            done.stdout = "Welcome to the cluster\n" + done.stdout
+            return done
+    assert [j.job_id for j in slurm.Slurm(run=Banner(rows=ROWS), environ={}).observe()] == [r[0] for r in ROWS]

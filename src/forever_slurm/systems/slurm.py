@@ -236,6 +236,11 @@ class Slurm:
         markers = new_markers()
         done = self._run(self.squeue_argv(markers), timeout=self.timeout, env=self._env)
         jobs, junk = parse_squeue(done.stdout, markers, time.time(), self._rows)
+        if junk and not jobs:
+            # Exit 0, and not one row: an error printed to stdout (a site's wrapper), not an empty queue,
+            # which prints nothing. Taken as no answer, so that no job of ours counts as gone.
+            raise CommandError(self.squeue_argv(markers), done.returncode, done.stderr,
+                               "squeue printed no row we can read: %r" % junk[0].replace(markers.field, "|").strip()[:200])
         for row in junk:
             shown = repr(row.replace(markers.field, "|")[:200])
             if shown not in self._reported:
