@@ -172,7 +172,8 @@ def test_values_read_as_the_shell_reads_them():
 @pytest.mark.parametrize("value", ["/opt/tr$x/traefik", "~/.ssh/key`1`", "a$FOO", "price $5", "\\$", 'say "hi"',
                                    "tab\there", "#not a comment", "a#b", "${A}", "", "'", "\\"])
 def test_quote_reads_back_unchanged(value):
-    assert envfile.parse("KEY=%s\n" % envfile.quote(value), ".env", environ={"FOO": "zzz", "A": "1"})["KEY"].value == value
+    line = "KEY=%s\n" % envfile.quote(value)
+    assert envfile.parse(line, ".env", environ={"FOO": "zzz", "A": "1"})["KEY"].value == value
 
 
 @pytest.mark.parametrize("text, words", [

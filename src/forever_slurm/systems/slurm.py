@@ -239,8 +239,9 @@ class Slurm:
         if junk and not jobs:
             # Exit 0, and not one row: an error printed to stdout (a site's wrapper), not an empty queue,
             # which prints nothing. Taken as no answer, so that no job of ours counts as gone.
+            shown = junk[0].replace(markers.field, "|").strip()[:200]
             raise CommandError(self.squeue_argv(markers), done.returncode, done.stderr,
-                               "squeue printed no row we can read: %r" % junk[0].replace(markers.field, "|").strip()[:200])
+                               "squeue printed no row we can read: %r" % shown)
         for row in junk:
             shown = repr(row.replace(markers.field, "|")[:200])
             if shown not in self._reported:

@@ -307,8 +307,8 @@ def _check_balancer(found, where, keys):
 
 # Arguments: each starts with ` or ", so the spaces between two of them belong to one \s* only (two
 # \s* side by side would make a rule that does not parse cost exponential time to refuse).
-_TOKEN_RE = re.compile(r"\s*(?:(&&)|(\|\|)|(!)|(\()|(\))|([A-Za-z][A-Za-z0-9]*)\((\s*(?:(?:`[^`]*`|\"(?:[^\"\\]|\\.)*\")"
-                       r"\s*(?:,\s*)?)*)\s*\))")
+_TOKEN_RE = re.compile(r"\s*(?:(&&)|(\|\|)|(!)|(\()|(\))|([A-Za-z][A-Za-z0-9]*)\("
+                       r"(\s*(?:(?:`[^`]*`|\"(?:[^\"\\]|\\.)*\")\s*(?:,\s*)?)*)\s*\))")
 _ARG_RE = re.compile(r"`([^`]*)`|\"((?:[^\"\\]|\\.)*)\"")
 _NONE, _LOOSE, _BOUNDED = 0, 1, 2
 
