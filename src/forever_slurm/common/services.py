@@ -112,9 +112,8 @@ def load(layout, name, unpack=True):
 
 
 def _pick(folder, name, suffix):
-    """<name><suffix> when the folder has it, else the first <name>*<suffix> by name (the original
-    tool's rule: a web-old.sub beside web.sub is not the one used); None when there is none.
-    `check` names the file chosen."""
+    """<name><suffix> when the folder has it (a web-old.sub beside web.sub is not the one meant), else
+    the first <name>*<suffix> by name, as before; None when there is none. `check` names the file chosen."""
     exact = os.path.join(folder, name + suffix)
     if os.path.isfile(exact):
         return exact
