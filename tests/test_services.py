@@ -166,3 +166,8 @@ def test_a_large_file_is_staged_whole(layout):
     with open(staged, "rb") as handle:
         handle.seek(-3, os.SEEK_END)
         assert handle.read() == b"end"
+
+
+def test_short_options_glued_to_their_value_are_read(layout):
+    service(layout, "web", script="#!/bin/bash\n#SBATCH -Jweb\n#SBATCH -oweb.log\nexec true\n")
+    assert services.load(layout, "web").script_sets_output

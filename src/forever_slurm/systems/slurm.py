@@ -184,8 +184,6 @@ def script_job_name(text):
     for number, option, value in sbatch_options(text):
         if option in ("--job-name", "-J"):
             found = value, number
-        elif option.startswith("-J") and not value:
-            found = option[2:].strip("\"'"), number       # -Jname
     return found
 
 
@@ -211,7 +209,10 @@ def sbatch_options(text):
         option, sep, value = body.partition("=")
         if not sep:
             option, _, value = body.partition(" ")
-        found.append((number, option.strip(), value.strip().strip("\"'")))
+        option = option.strip()
+        if not value.strip() and len(option) > 2 and option[0] == "-" and option[1].isalpha():
+            option, value = option[:2], option[2:]      # a short option glued to its value: -Jname, -ofile
+        found.append((number, option, value.strip().strip("\"'")))
     return found
 
 
