@@ -13,7 +13,7 @@ import random
 import pytest
 
 from forever_slurm.common import fsutil, settings
-from forever_slurm.core import loop, probe, reconcile, state
+from forever_slurm.core import lock, loop, probe, reconcile, state
 from forever_slurm.systems import slurm
 from forever_slurm.observe import status
 
@@ -356,7 +356,7 @@ def test_an_unusable_lock_file_is_a_clear_error(root):
     layout = settings.Layout(str(root))
     os.makedirs(layout.lock_file)            # a directory where the lock file should be
     with pytest.raises(ForeverError, match="cannot open the lock file"):
-        loop.RootLock(layout.lock_file).acquire()
+        lock.RootLock(layout.lock_file).acquire()
 
 
 # -- 6. time, retries ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from forever_slurm.core import loop, reconcile, state
+from forever_slurm.core import lock, loop, reconcile, state
 from forever_slurm.common import settings
 from forever_slurm.systems import slurm
 
@@ -300,7 +300,7 @@ def test_one_loop_per_root(root, shim_state):
     (root / ".env").write_text('SERVICE_LIST="hello-python/1"\n')
     layout = settings.Layout(str(root))
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-    with loop.RootLock(layout.lock_file):
+    with lock.RootLock(layout.lock_file):
         done = subprocess.run([sys.executable, "-m", "forever_slurm", "--root", str(root), "run", "--once"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                               env=dict(os.environ, PYTHONPATH=src), timeout=60)

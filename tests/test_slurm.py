@@ -7,6 +7,7 @@ import time
 import pytest
 
 from forever_slurm.systems import slurm
+from forever_slurm.common import sbatch_script
 from forever_slurm.common.errors import CommandError
 
 NOW = 1_800_000_000.0
@@ -141,7 +142,7 @@ def test_parse_time(text, epoch):
     ("#!/bin/bash\n# a form feed \f here\n#SBATCH -J web\n", "web", 3),     # lines end at \n only
 ])
 def test_script_job_name(script, name, line):
-    assert slurm.script_job_name(script) == (name, line)
+    assert sbatch_script.script_job_name(script) == (name, line)
 
 
 class FakeRun:

@@ -5,8 +5,7 @@ import glob
 import os
 from typing import NamedTuple, Optional
 
-from . import fsutil, resources, validate
-from ..systems import slurm
+from . import fsutil, resources, sbatch_script, validate
 from .errors import ConfigError
 from .settings import SERVICE_NAME_RE
 
@@ -93,14 +92,14 @@ def load(layout, name, unpack=True):
     if script is None:
         raise ConfigError("no Slurm script: expected a file named %s*.sub in this folder" % name, folder)
     text = _read(script)
-    job_name, line = slurm.script_job_name(text)
+    job_name, line = sbatch_script.script_job_name(text)
     if job_name is None:
         raise ConfigError("no '#SBATCH --job-name %s' line before the first command; the job name "
                           "must equal the service name" % name, script, 1)
     if job_name != name:
         raise ConfigError("job name %r differs from the service name %r; forever-slurm counts jobs by "
                           "their name, so set '#SBATCH --job-name %s'" % (job_name, name, name), script, line)
-    options = slurm.sbatch_options(text)
+    options = sbatch_script.sbatch_options(text)
     sets_output = any(opt in ("--output", "-o") for _, opt, _ in options)
     warning = 0
     for _, opt, value in options:

@@ -1,6 +1,5 @@
 """The reconcile loop: observe (one squeue), probe, plan (pure), act (sbatch/scancel), write Traefik config."""
 
-import fcntl
 import logging
 import os
 import shutil
@@ -16,7 +15,7 @@ from ..systems import traefik, traefik_files
 from ..setup import traefik_bin
 from ..common import settings as settings_mod
 from ..systems import slurm as slurm_mod
-from ..common.errors import CommandError, ConfigError, ForeverError, LockedError
+from ..common.errors import CommandError, ConfigError, ForeverError
 from .reconcile import Cancel, ClearExclude, Server, Submit
 
 log = logging.getLogger("forever_slurm")
@@ -722,47 +721,6 @@ def _set_aside_foreign(path, layout):
     target = os.path.join(backup_dir, "%s.%d" % (os.path.basename(path), int(time.time())))
     shutil.move(path, target)
     log.warning("moved %s (not written by forever-slurm) to %s", path, target)
-
-
-class RootLock:
-    """One loop per root: an fcntl lock on .work/forever-slurm.lock holding the owner's pid."""
-
-    def __init__(self, path):
-        self.path = path
-        self.handle = None
-
-    def acquire(self):
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            handle = open(self.path, "a+")
-        except OSError as exc:
-            raise ForeverError("cannot open the lock file: %s; check that .work/ is yours and writable"
-                               % (exc.strerror or exc), self.path)
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            handle.close()
-            raise LockedError("another forever-slurm loop (pid %s) already runs for this root; stop it "
-                              "first (e.g. systemctl --user stop forever-slurm)" % holder, self.path)
-        handle.seek(0)
-        handle.truncate()
-        handle.write("%d\n" % os.getpid())
-        handle.flush()
-        self.handle = handle
-        return self
-
-    def release(self):
-        if self.handle:
-            self.handle.close()
-            self.handle = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 def failure_context(layout, job_id, service, lines=5):

@@ -3,7 +3,7 @@
 import logging
 import signal
 
-from . import loop
+from . import lock, loop
 from .. import __version__
 from ..common import logfiles, settings as settings_mod
 from ..common.errors import ForeverError
@@ -22,7 +22,7 @@ def run_command(layout, once=False):
     logfiles.to_file(layout, "loop.log")
     if not conf.service_list:
         log.warning("SERVICE_LIST is empty in %s: nothing to run (try: config)", layout.env_file)
-    with loop.RootLock(layout.lock_file):
+    with lock.RootLock(layout.lock_file):
         controller = loop.Controller(layout, conf, slurm.Slurm(timeout=conf.slurm_timeout),
                                      pyz=settings_mod.running_pyz())
         if once:
