@@ -109,6 +109,9 @@ def install_supervision(layout, names, say, inputs=None, extra_tools=()):
                            "or use --no-install")
     passed_on = tuple((key, os.environ[key]) for key in SLURM_CLIENT_VARIABLES if os.environ.get(key))
     path = units.minimal_path(sys.executable, os.environ.get("PATH"), extra_tools)
+    for tool, mine, theirs in units.path_differences(path, os.environ.get("PATH")):
+        say("! The units would run %s where your shell runs %s; put %s's directory first on PATH (or load "
+            "its module) and run config again." % (theirs or "no %s" % tool, mine, tool))
     specs = units.standard_specs(layout, sys.executable, pyz, which=names, path=path, extra_env=passed_on)
     report = units.install_supervision(specs, layout, proc.run, os.environ, say, inputs=inputs)
     say("Supervision: %s (%s)" % (report.method, ", ".join(names)))
