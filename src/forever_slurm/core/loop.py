@@ -8,11 +8,9 @@ import time
 import traceback
 from typing import NamedTuple
 
-from ..observe import accesslog, joblog
 from ..common import backoff, fsutil, services
 from . import inflight, probe, reconcile, scale, state
-from ..systems import traefik, traefik_files
-from ..setup import traefik_bin
+from ..systems import slurm_output, traefik, traefik_binary, traefik_files, traefik_logs
 from ..common import settings as settings_mod
 from ..systems import slurm as slurm_mod
 from ..common.errors import CommandError, ConfigError, ForeverError
@@ -102,7 +100,7 @@ class Controller:
         self.demand = {name: scale.Demand(target=int(info.get("target", 0)),
                                           last_request_at=info.get("last_request_at"))
                        for name, info in self.snapshot.scale.items()}
-        self.access = accesslog.Follower(os.path.join(layout.log, "traefik-access.log"))
+        self.access = traefik_logs.Follower(os.path.join(layout.log, "traefik-access.log"))
         self.wake = wake
         self.ready_urls = {}        # {service: [routed backend URL]}, read by the wake proxy's threads
         self.waking_ports = {}      # {service: port of its wake proxy listener}
@@ -270,7 +268,7 @@ class Controller:
         seen = set()
         for entry in entries:
             url = entry.get("ServiceURL")
-            seen.add(by_url[url] if isinstance(url, str) and url in by_url else accesslog.service_of(entry))
+            seen.add(by_url[url] if isinstance(url, str) and url in by_url else traefik_logs.service_of(entry))
         return seen
 
     def _with_wake_routes(self, routes, loaded):
@@ -344,7 +342,7 @@ class Controller:
 
     def _rotate_traefik_access_log(self):
         try:
-            for path in accesslog.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
+            for path in traefik_logs.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
                                                   os.path.join(self.layout.work, "traefik.pid")):
                 log.info("rotated %s (Traefik reopens it on USR1)", path)
         except OSError as exc:
@@ -478,7 +476,9 @@ class Controller:
         keep |= set(traefik.dynamic_name(name) for name, item in loaded.items() if item.template is None)
         # Which Traefik features to render (the passive health check): asked from `traefik version`, cached.
         try:
-            version = traefik_bin.version_in_use(self.settings.traefik_bin, self.layout, os.environ)
+            found = traefik_binary.version_in_use(self.settings.traefik_bin, self.layout, os.environ)
+            traefik_binary.remember_version(self.layout, found)
+            version = found.version if found else None
         except Exception as exc:   # noqa: without a version we render what every Traefik 3 accepts
             self._fault("traefik-version", "cannot tell the Traefik version: %s" % exc)
             version = None
@@ -724,5 +724,5 @@ def _set_aside_foreign(path, layout):
 
 
 def failure_context(layout, job_id, service, lines=5):
-    path = joblog.output_file(layout, job_id, service)
-    return joblog.tail(path, lines) if path else []
+    path = slurm_output.output_file(layout, job_id, service)
+    return slurm_output.tail(path, lines) if path else []
