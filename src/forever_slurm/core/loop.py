@@ -445,6 +445,7 @@ class Controller:
         for name in sorted(names):
             definition, template, errors = None, None, []
             try:
+                services.unpack_bundled(self.layout, name)
                 definition = services.load(self.layout, name)
             except ConfigError as exc:
                 errors.append(str(exc))

@@ -131,7 +131,7 @@ def _traefik(layout, conf):
 def _warning(layout, name):
     from ..common import services
     try:
-        return services.load(layout, name, unpack=False).warning_seconds
+        return services.load(layout, name).warning_seconds
     except ForeverError:
         return 0
 
