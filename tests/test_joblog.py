@@ -6,7 +6,7 @@ import pytest
 
 from forever_slurm.common import settings
 from forever_slurm.common.errors import ForeverError
-from forever_slurm.core import reconcile, state
+from forever_slurm.core import model, state
 from forever_slurm.observe import joblog
 from forever_slurm.systems import slurm_output
 
@@ -56,8 +56,8 @@ def test_tail_survives_bytes_that_are_not_utf8(layout):
 
 
 def test_targets_for_every_service_are_the_newest_job_of_each(layout):
-    memory = reconcile.Memory({"5": reconcile.JobMemory("a"), "30": reconcile.JobMemory("a"),
-                               "9": reconcile.JobMemory("b")}, {})
+    memory = model.Memory({"5": model.JobMemory("a"), "30": model.JobMemory("a"),
+                               "9": model.JobMemory("b")}, {})
     snap = state.empty_snapshot()._replace(memory=memory, desired={"a": 1, "c": 1})
     output(layout, "c-77.out")
     assert joblog.targets(layout, snap) == [("30", "a"), ("9", "b"), ("77", "c")]
@@ -67,7 +67,7 @@ def test_targets_for_every_service_are_the_newest_job_of_each(layout):
 
 def test_show_prints_a_heading_and_the_tail_of_each_target(layout):
     state.save(layout.state_file, state.empty_snapshot()._replace(
-        memory=reconcile.Memory({"8": reconcile.JobMemory("svc"), "9": reconcile.JobMemory("gone")}, {})))
+        memory=model.Memory({"8": model.JobMemory("svc"), "9": model.JobMemory("gone")}, {})))
     output(layout, "svc-8.out", "starting\nserving on :8080\n")
     printed = []
     assert joblog.show(layout, None, 1, printed.append) == 0
