@@ -7,7 +7,7 @@ import pytest
 
 from forever_slurm.common import settings
 from forever_slurm.observe import checks
-from forever_slurm.setup import traefik_bin
+from forever_slurm.systems import traefik_binary
 
 SUB = "#!/bin/bash\n#SBATCH --job-name %s\nexec true\n"
 
@@ -15,7 +15,7 @@ SUB = "#!/bin/bash\n#SBATCH --job-name %s\nexec true\n"
 @pytest.fixture
 def layout(tmp_path, monkeypatch):
     # No Traefik is asked its version: render for what every Traefik v3 understands.
-    monkeypatch.setattr(traefik_bin, "version_in_use", lambda *args, **kwargs: None)
+    monkeypatch.setattr(traefik_binary, "version_in_use", lambda *args, **kwargs: None)
     return settings.Layout(str(tmp_path))
 
 

@@ -13,7 +13,7 @@ import random
 import pytest
 
 from forever_slurm.common import fsutil, settings
-from forever_slurm.core import lock, loop, probe, reconcile, state
+from forever_slurm.core import absorb, lock, loop, model, outcomes, planner, probe, state
 from forever_slurm.systems import slurm
 from forever_slurm.observe import status
 
@@ -77,10 +77,10 @@ def test_ipv6_literals_are_one_rule_for_the_parser_and_the_writer():
     from forever_slurm.systems import traefik
     from forever_slurm.common import urls
     for url in ["http://[::1]:8080", "http://[fe80::1]:1", "http://node7:40123", "https://10.0.0.1:443"]:
-        assert reconcile.parse_comment("traefik,s," + url, "s") == (url, "")
+        assert absorb.parse_comment("traefik,s," + url, "s") == (url, "")
         assert traefik.valid_server_url(url)
     for url in ["http://[::g]:80", "http://a..b:80", "http://h:\u0664\u0660", "http://h:80\n", "http://h:80/x"]:
-        assert reconcile.parse_comment("traefik,s," + url, "s")[0] is None
+        assert absorb.parse_comment("traefik,s," + url, "s")[0] is None
         assert not traefik.valid_server_url(url) and not urls.valid_backend_url(url)
 
 
@@ -135,13 +135,13 @@ def test_odd_bytes_from_squeue_are_skipped_and_reported_once(root, shim_state, c
 def test_a_bug_while_planning_one_service_costs_only_that_service(root, shim_state, monkeypatch, caplog):
     ctl, clock, layout = two_services(root, shim_state)
     hello = watch_file(layout, "hello-python")
-    real = reconcile.plan_service
+    real = planner.plan_service
 
     def broken(view, *args, **kwargs):
         if view.name == "hello-python":
             raise ZeroDivisionError("planner bug")
         return real(view, *args, **kwargs)
-    monkeypatch.setattr(reconcile, "plan_service", broken)
+    monkeypatch.setattr(planner, "plan_service", broken)
     (root / ".env").write_text('SERVICE_LIST="hello-python/1 other/2"\nFS_SPREAD=no\n')
     ctl.settings = settings.load(layout)
     for _ in range(3):
@@ -224,7 +224,7 @@ def test_a_kill_between_sbatch_and_saving_neither_orphans_nor_doubles(root, shim
     ctl.cycle()
     assert len(jobs_file(shim_state)) == 1
     intent_only = saved[0]                                  # what was on disk while sbatch ran
-    assert any(k.startswith(reconcile.INTENT_PREFIX) for k in json.loads(intent_only)["jobs"])
+    assert any(k.startswith(model.INTENT_PREFIX) for k in json.loads(intent_only)["jobs"])
     monkeypatch.setattr(state, "save", real_save)
     open(layout.state_file, "w").write(intent_only)         # the loop died right after sbatch
     again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
@@ -237,8 +237,8 @@ def test_a_kill_between_sbatch_and_saving_neither_orphans_nor_doubles(root, shim
 
 
 def test_an_intent_that_never_shows_up_is_dropped_without_counting_a_crash():
-    memory, keys = reconcile.record_intents(reconcile.empty_memory(), [reconcile.Submit("svc")], 1000.0)
-    memory, events = reconcile.absorb(memory, [], 1000.0 + 121, reconcile.Policy())
+    memory, keys = outcomes.record_intents(model.empty_memory(), [model.Submit("svc")], 1000.0)
+    memory, events = absorb.absorb(memory, [], 1000.0 + 121, model.Policy())
     assert memory.jobs == {} and "never showed up" in events[0] and "svc" not in memory.services
 
 
@@ -441,8 +441,8 @@ def test_logs_finds_the_newest_job_of_a_service_from_memory_or_output_files(root
         os.utime(str(root / ".work" / "slurm-output" / ("svc-%s.out" % job_id)), (int(job_id), int(job_id)))
     empty = state.empty_snapshot()._replace(desired={"svc": 1})
     assert joblog.targets(layout, empty) == [("12", "svc")]
-    memory = reconcile.Memory({"9": reconcile.JobMemory("svc"), "10": reconcile.JobMemory("svc"),
-                               reconcile.INTENT_PREFIX + "svc:1": reconcile.JobMemory("svc")}, {})
+    memory = model.Memory({"9": model.JobMemory("svc"), "10": model.JobMemory("svc"),
+                               model.INTENT_PREFIX + "svc:1": model.JobMemory("svc")}, {})
     assert joblog.targets(layout, empty._replace(memory=memory)) == [("10", "svc")]
     assert joblog.targets(layout, empty, "\u00b2") == []                   # not a job id, not a service
     assert joblog.targets(layout, empty, "7") == [("7", None)]

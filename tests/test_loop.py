@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from forever_slurm.core import lock, loop, reconcile, state
+from forever_slurm.core import lock, loop, model, state
 from forever_slurm.common import settings
 from forever_slurm.systems import slurm
 
@@ -30,7 +30,7 @@ class Prober:
 
     def __call__(self, targets, timeout=2.0):
         self.calls += 1
-        return {job_id: reconcile.ProbeResult(url not in self.dead, "" if url not in self.dead else "refused",
+        return {job_id: model.ProbeResult(url not in self.dead, "" if url not in self.dead else "refused",
                                               refused=url in self.dead)
                 for job_id, (url, path, status) in targets.items()}
 

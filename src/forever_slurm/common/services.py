@@ -71,20 +71,18 @@ def ensure_freeport(layout):
     return True
 
 
-def load(layout, name, unpack=True):
+def load(layout, name):
     """The ServiceDef of `name`; ConfigError naming the file and line when it is not usable.
 
-    A bundled service without a folder yet is unpacked into services/ first (the loop does that);
-    readers (`status`, `check`) pass unpack=False and get a ConfigError instead."""
+    Reads only: a bundled service without a folder yet is a ConfigError until someone who may write
+    (the loop, `config`) calls unpack_bundled first."""
     if not SERVICE_NAME_RE.match(name):
         raise ConfigError("%r is not a valid service name (no spaces; letters, digits, . _ -)" % name)
     folder = os.path.join(layout.services, name)
     if not os.path.isdir(folder):
-        if name in bundled_names() and not unpack:
+        if name in bundled_names():
             raise ConfigError("bundled service %s is not unpacked yet (the loop does it on its first "
                               "cycle)" % name, folder)
-        if name in bundled_names():
-            unpack_bundled(layout, name)
         else:
             raise ConfigError("unknown service %r: no folder %s and no bundled service of that name "
                               "(available: %s)" % (name, folder, ", ".join(available(layout)) or "none"))

@@ -8,15 +8,14 @@ import time
 import traceback
 from typing import NamedTuple
 
-from ..observe import accesslog, joblog
 from ..common import backoff, fsutil, services
-from . import inflight, probe, reconcile, scale, state
-from ..systems import traefik, traefik_files
-from ..setup import traefik_bin
+from . import absorb, inflight, model, outcomes, planner, probe, scale, state
+from ..systems import slurm_output, traefik, traefik_binary, traefik_files, traefik_logs
 from ..common import settings as settings_mod
 from ..systems import slurm as slurm_mod
 from ..common.errors import CommandError, ConfigError, ForeverError
-from .reconcile import Cancel, ClearExclude, Server, Submit
+from .model import Cancel, ClearExclude, Submit
+from ..systems.traefik import Server
 
 log = logging.getLogger("forever_slurm")
 
@@ -25,17 +24,6 @@ FOLLOW_UP_WINDOW = 30.0     # ... for this long after the submission; then every
 MIN_LOOK_GAP = 1.0          # never two looks at Slurm closer than this
 WAKING_LOOK_SHARE = 0.1     # while requests are held: a look every tenth of the job's wait so far
 WAKING_PROBE_DELAY = 0.5    # between probe passes while requests are held: they wait for the first ready
-
-
-def policy_from(settings):
-    return reconcile.Policy(
-        surge=settings.surge,
-        drain_seconds=settings.drain_seconds,
-        drain_max_seconds=settings.drain_max_seconds,
-        renew_lead=settings.renew_lead,
-        renew_margin=settings.renew_margin,
-        spread=settings.spread,
-    )
 
 
 class Loaded(NamedTuple):
@@ -82,7 +70,7 @@ class Controller:
         self.probe_all = probe_all
         self.count_inflight = count_inflight
         self.pyz = pyz
-        self.policy = policy_from(settings)
+        self.policy = model.policy_from(settings)
         self.workdirs = {os.path.normpath(layout.slurm_output),
                          os.path.normpath(os.path.realpath(layout.slurm_output))}
         self.faults = {}
@@ -102,7 +90,7 @@ class Controller:
         self.demand = {name: scale.Demand(target=int(info.get("target", 0)),
                                           last_request_at=info.get("last_request_at"))
                        for name, info in self.snapshot.scale.items()}
-        self.access = accesslog.Follower(os.path.join(layout.log, "traefik-access.log"))
+        self.access = traefik_logs.Follower(os.path.join(layout.log, "traefik-access.log"))
         self.wake = wake
         self.ready_urls = {}        # {service: [routed backend URL]}, read by the wake proxy's threads
         self.waking_ports = {}      # {service: port of its wake proxy listener}
@@ -135,7 +123,7 @@ class Controller:
         if fresh != self.settings:
             log.info(".env changed: services now %s", settings_mod.format_service_list(fresh.service_list) or "none")
             self.settings = fresh
-            self.policy = policy_from(fresh)
+            self.policy = model.policy_from(fresh)
             self.scale_policy = scale.policy_from(fresh)
         return True
 
@@ -164,7 +152,7 @@ class Controller:
             elif job.active and job.name in tracked:
                 foreign.append(job)
         self._log_foreign(foreign)
-        memory, events = reconcile.absorb(old, ours, now, self.policy)
+        memory, events = absorb.absorb(old, ours, now, self.policy)
         self._log_events(events)
         self._log_crash_output(old, memory)
         self.snapshot = self.snapshot._replace(memory=memory, jobs=ours, foreign=foreign, observed_at=now)
@@ -182,13 +170,13 @@ class Controller:
         now = self.clock()
         snap = self.snapshot
         targets, health = {}, {}    # health: per service, not per job (10,000 template look-ups a pass)
-        for job_id, url in reconcile.probe_targets(snap.memory, snap.jobs).items():
+        for job_id, url in absorb.probe_targets(snap.memory, snap.jobs).items():
             service = snap.memory.jobs[job_id].service
             if service not in health:
                 health[service] = _health_of(loaded.get(service))
             targets[job_id] = (url,) + health[service]
         results = self.probe_all(targets, timeout=self.settings.probe_timeout)
-        memory, events = reconcile.apply_probes(snap.memory, results, now, self.policy)
+        memory, events = absorb.apply_probes(snap.memory, results, now, self.policy)
         self._log_events(events)
         if not fresh and any(old.ready_since is not None and memory.jobs[k].ready_since is None
                              for k, old in snap.memory.jobs.items() if k in memory.jobs):
@@ -203,7 +191,7 @@ class Controller:
         if not fresh and self._drain_done(memory, snap, inflight, now):
             self.look_now = True    # nothing in flight on a drained backend: cancel it at once
         desired = self._follow_demand(desired, memory, scaled, counted, now)
-        result = reconcile.plan(desired, snap.jobs, memory, now, self.policy,
+        result = planner.plan(desired, snap.jobs, memory, now, self.policy,
                                 observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings,
                                 inflight=inflight)
         self._log_events(result.events)
@@ -270,7 +258,7 @@ class Controller:
         seen = set()
         for entry in entries:
             url = entry.get("ServiceURL")
-            seen.add(by_url[url] if isinstance(url, str) and url in by_url else accesslog.service_of(entry))
+            seen.add(by_url[url] if isinstance(url, str) and url in by_url else traefik_logs.service_of(entry))
         return seen
 
     def _with_wake_routes(self, routes, loaded):
@@ -338,13 +326,13 @@ class Controller:
             return False
         age = now - (snap.observed_at or now)
         left = {job.job_id: None if job.time_left is None else job.time_left - age for job in snap.jobs}
-        return any(reconcile.drain_finished(memory.jobs[job_id], count, now, self.policy, left.get(job_id))
+        return any(planner.drain_finished(memory.jobs[job_id], count, now, self.policy, left.get(job_id))
                    for job_id, count in inflight.items()
                    if job_id in memory.jobs and not memory.jobs[job_id].stopping)
 
     def _rotate_traefik_access_log(self):
         try:
-            for path in accesslog.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
+            for path in traefik_logs.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
                                                   os.path.join(self.layout.work, "traefik.pid")):
                 log.info("rotated %s (Traefik reopens it on USR1)", path)
         except OSError as exc:
@@ -362,7 +350,7 @@ class Controller:
             if isinstance(action, ClearExclude):
                 try:
                     self.slurm.clear_exclude(action.job_id)
-                    memory = reconcile.record_exclude_cleared(memory, action.job_id)
+                    memory = outcomes.record_exclude_cleared(memory, action.job_id)
                     log.info("job %s of %s: still pending, may now run on any node", action.job_id, action.service)
                 except CommandError as exc:
                     log.warning("job %s: could not clear its node exclusion (retried next cycle): %s",
@@ -372,7 +360,7 @@ class Controller:
     def _submit_all(self, submits, memory, loaded, now):
         """Record the intent of every submission on disk first: a crash between sbatch and the next
         save then neither loses the job (it is adopted from squeue) nor submits it twice."""
-        with_intents, keys = reconcile.record_intents(memory, submits, now)
+        with_intents, keys = outcomes.record_intents(memory, submits, now)
         if not self._save_state(self.snapshot._replace(memory=with_intents)):
             log.error("not submitting %d job(s) while the state file cannot be written",
                       len(submits))
@@ -394,7 +382,7 @@ class Controller:
             script = services.stage(self.layout, definition)
         except (OSError, ConfigError) as exc:
             log.error("%s: cannot stage %s into %s: %s", action.service, definition.folder, self.layout.work, exc)
-            return reconcile.record_submit_failed(memory, action.service, "cannot stage: %s" % exc, now,
+            return outcomes.record_submit_failed(memory, action.service, "cannot stage: %s" % exc, now,
                                                   self.policy, intent), False
         output = None if definition.script_sets_output else "%x-%j.out"
         env = {"FOREVER_ROOT": self.layout.root}
@@ -414,7 +402,7 @@ class Controller:
                 exclude = ()
                 job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service)
         except CommandError as exc:
-            memory = reconcile.record_submit_failed(memory, action.service, "sbatch failed: %s" % exc,
+            memory = outcomes.record_submit_failed(memory, action.service, "sbatch failed: %s" % exc,
                                                     now, self.policy, intent)
             delay = memory.services[action.service].next_try - now
             log.error("%s: sbatch failed: %s; next try in %ds", action.service,
@@ -422,14 +410,14 @@ class Controller:
             return memory, False
         log.info("submitted job %s of %s (%s%s)", job_id, action.service, action.reason,
                  ", avoiding %s" % ",".join(exclude) if exclude else "")
-        return reconcile.record_submitted(memory, action.service, job_id, now, exclude, intent), True
+        return outcomes.record_submitted(memory, action.service, job_id, now, exclude, intent), True
 
     def _cancel(self, cancels, memory, now):
         ids = [a.job_id for a in cancels]
         try:
             self.slurm.cancel(ids)
         except CommandError as exc:
-            memory = reconcile.record_cancel_failed(memory, ids, now, self.policy)
+            memory = outcomes.record_cancel_failed(memory, ids, now, self.policy)
             retry = min(memory.jobs[i].cancel_retry_at for i in ids if i in memory.jobs) \
                 if any(i in memory.jobs for i in ids) else now
             log.error("scancel %s failed: %s; the job(s) stay out of Traefik, retry in %ds",
@@ -437,7 +425,7 @@ class Controller:
             return memory
         for action in cancels:
             log.info("cancelled job %s of %s (%s)", action.job_id, action.service, action.reason)
-        return reconcile.record_cancelled(memory, ids, now)
+        return outcomes.record_cancelled(memory, ids, now)
 
     # -- inputs and outputs ----------------------------------------------------------------------
     def _load_services(self, desired):
@@ -447,6 +435,7 @@ class Controller:
         for name in sorted(names):
             definition, template, errors = None, None, []
             try:
+                services.unpack_bundled(self.layout, name)
                 definition = services.load(self.layout, name)
             except ConfigError as exc:
                 errors.append(str(exc))
@@ -478,7 +467,9 @@ class Controller:
         keep |= set(traefik.dynamic_name(name) for name, item in loaded.items() if item.template is None)
         # Which Traefik features to render (the passive health check): asked from `traefik version`, cached.
         try:
-            version = traefik_bin.version_in_use(self.settings.traefik_bin, self.layout, os.environ)
+            found = traefik_binary.version_in_use(self.settings.traefik_bin, self.layout, os.environ)
+            traefik_binary.remember_version(self.layout, found)
+            version = found.version if found else None
         except Exception as exc:   # noqa: without a version we render what every Traefik 3 accepts
             self._fault("traefik-version", "cannot tell the Traefik version: %s" % exc)
             version = None
@@ -560,7 +551,7 @@ class Controller:
     def _log_crash_output(self, old, new):
         """For each job that just counted as a crash, the last lines of its Slurm output."""
         for job_id, gone in sorted(old.jobs.items()):
-            if job_id in new.jobs or gone.cancelled_at is not None or reconcile.is_intent(job_id):
+            if job_id in new.jobs or gone.cancelled_at is not None or model.is_intent(job_id):
                 continue
             before = old.services.get(gone.service)
             after = new.services.get(gone.service)
@@ -590,7 +581,7 @@ class Controller:
     # -- forever ---------------------------------------------------------------------------------
     def next_observe_delay(self):
         """Seconds until the next look at Slurm: the steady FS_SLEEP_INTERVAL, or sooner when the plan
-        needs it (reconcile.next_look); while a submission has not published its URL, every 2 s for
+        needs it (planner.next_look); while a submission has not published its URL, every 2 s for
         its first 30 s, then every half its age (a job that starts late is seen late by a bounded
         share, at a few calls in all), every tenth of its age while requests wait for it; doubling
         up to 2 min while Slurm does not answer."""
@@ -608,9 +599,9 @@ class Controller:
             else:
                 delay = FOLLOW_UP_DELAY if age < FOLLOW_UP_WINDOW else age / 2
             return min(self.settings.sleep_interval, delay)
-        views = reconcile.service_views(self.desired_now(), snap.jobs, snap.memory, now, self.policy,
+        views = planner.service_views(self.desired_now(), snap.jobs, snap.memory, now, self.policy,
                                         snap.observed_at or now, self.warnings)
-        seconds, why = reconcile.next_look(views, self.policy, self.settings.sleep_interval)
+        seconds, why = planner.next_look(views, self.policy, self.settings.sleep_interval)
         if why != "steady":
             log.debug("next look at Slurm in %.0fs (%s)", seconds, why)
         return max(seconds, FOLLOW_UP_DELAY / 2) if why != "steady" else seconds
@@ -724,5 +715,5 @@ def _set_aside_foreign(path, layout):
 
 
 def failure_context(layout, job_id, service, lines=5):
-    path = joblog.output_file(layout, job_id, service)
-    return joblog.tail(path, lines) if path else []
+    path = slurm_output.output_file(layout, job_id, service)
+    return slurm_output.tail(path, lines) if path else []

@@ -14,7 +14,8 @@ from typing import Dict, List, NamedTuple, Optional
 
 from ..common import fsutil
 from ..common.errors import ConfigError
-from .reconcile import JobMemory, Memory, ServiceMemory, Server, empty_memory
+from .model import JobMemory, Memory, ServiceMemory, empty_memory
+from ..systems.traefik import Server
 from ..systems.slurm import Job
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,7 @@ import os
 from typing import List, NamedTuple
 
 from ..common import services, settings as settings_mod
-from ..systems import traefik, traefik_files
-from ..setup import traefik_bin
+from ..systems import traefik, traefik_binary, traefik_files
 from ..common.errors import ForeverError
 
 
@@ -24,7 +23,8 @@ def check_root(layout):
     problems = [str(exc) for exc in errors]
     ok = []
     wanted = conf.service_list if conf else []
-    version = traefik_bin.version_in_use(conf.traefik_bin, layout, os.environ, remember=False) if conf else None
+    found = traefik_binary.version_in_use(conf.traefik_bin, layout, os.environ) if conf else None
+    version = found.version if found else None
     neighbours = [name for name, _ in wanted]
     for name, count in wanted:
         try:
@@ -42,7 +42,7 @@ def _check_service(layout, name, count, version, neighbours):
     """The ok line of one service; ForeverError naming the file and line of its first problem."""
     if name in services.bundled_names() and not os.path.isdir(os.path.join(layout.services, name)):
         return "ok: %s/%s (bundled; the loop unpacks it into services/%s/ on its first cycle)" % (name, count.text, name)
-    definition = services.load(layout, name, unpack=False)
+    definition = services.load(layout, name)
     if definition.template:
         # Rendered once with no servers, as the loop would: version gate and name clashes included.
         template = traefik_files.load_template(definition.template, name, version)

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from ..core import reconcile, state
+from ..core import model, planner, state
 from ..common import settings as settings_mod, validate
 from ..common.errors import ForeverError
 
@@ -19,14 +19,14 @@ def collect(layout, now=None, traffic_window=300.0):
     # A MIN-MAX service wants what the loop last made of its demand.
     desired.update({name: snap.desired[name] for name in (conf.scaling if conf else snap.scale)
                     if name in snap.desired})
-    policy = _policy(conf) if conf else reconcile.Policy()
+    policy = _policy(conf) if conf else model.Policy()
     names = set(desired) | {m.service for m in snap.memory.jobs.values()}
     warnings = {name: _warning(layout, name) for name in names}
     # The planner's own view of each service: the same counts, lead and readiness the loop acts on.
-    views = reconcile.service_views(desired, snap.jobs, snap.memory, now, policy,
+    views = planner.service_views(desired, snap.jobs, snap.memory, now, policy,
                                     snap.observed_at if snap.observed_at is not None else now, warnings)
     for name in set(snap.routes) - set(views):
-        views[name] = reconcile.service_views({name: 0}, [], reconcile.empty_memory(), now, policy, now)[name]
+        views[name] = planner.service_views({name: 0}, [], model.empty_memory(), now, policy, now)[name]
     observed_age = None if snap.observed_at is None else now - snap.observed_at
     service_rows, job_rows = [], []
     for name, view in sorted(views.items()):
@@ -131,14 +131,13 @@ def _traefik(layout, conf):
 def _warning(layout, name):
     from ..common import services
     try:
-        return services.load(layout, name, unpack=False).warning_seconds
+        return services.load(layout, name).warning_seconds
     except ForeverError:
         return 0
 
 
 def _policy(conf):
-    from ..core.loop import policy_from
-    return policy_from(conf)
+    return model.policy_from(conf)
 
 
 def _loop_state(layout, snap, now):

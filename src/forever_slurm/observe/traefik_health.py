@@ -11,7 +11,7 @@ import re
 import socket
 from typing import NamedTuple, Optional
 
-from . import joblog
+from ..systems import slurm_output
 from ..common import ports
 
 _LISTEN = "0A"          # TCP state LISTEN in /proc/net/tcp
@@ -154,7 +154,7 @@ def ping(port, timeout=1.0):
 def last_error(layout, lines=200):
     """Traefik's last error in its log, as `<log> says: <message>`, or ""."""
     path = traefik_log(layout)
-    for line in reversed(joblog.tail(path, lines)):
+    for line in reversed(slurm_output.tail(path, lines)):
         if _ERROR_LINE.search(line):
             found = _ERROR_TEXT.search(line)
             message = found.group(1).replace('\\"', '"') if found else line.strip()

@@ -8,7 +8,8 @@ import time
 from . import configure
 from ..common.errors import ConfigError
 from ..core import state
-from ..observe import joblog, traefik_health
+from ..observe import traefik_health
+from ..systems import slurm_output
 from ..systems import proc
 
 PORT_KEYS = (("FS_TRAEFIK_PORT", "FS_TRAEFIK_BIND"), ("FS_TRAEFIK_PING_PORT", None))
@@ -109,7 +110,7 @@ def _loop_problem(layout, report, run):
         if unit_state:
             why += " (systemd says: %s)" % unit_state
     log_path = os.path.join(layout.log, "forever-slurm.log")
-    tail = [line.strip() for line in joblog.tail(log_path, 3) if line.strip()]
+    tail = [line.strip() for line in slurm_output.tail(log_path, 3) if line.strip()]
     if tail:
         why += "; %s ends with: %s" % (os.path.relpath(log_path, layout.root), " | ".join(tail))
     return why

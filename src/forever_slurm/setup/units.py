@@ -12,7 +12,7 @@ import time
 from typing import NamedTuple
 
 from ..common import fsutil
-from ..observe import joblog
+from ..systems import slurm_output
 from ..common.errors import CommandError, ForeverError
 
 UNIT_NAMES = ("forever-traefik", "forever-slurm", "forever-ssh-forward")
@@ -529,7 +529,7 @@ def watch_start(children, layout, seconds=START_CHECK_SECONDS, clock=time.monoto
                 waiting.remove((spec, child))
                 if code == 1 and lock_holders(cron_lock(layout, spec.name)):
                     continue    # flock -n: a copy that cron started a moment ago holds the lock
-                tail = [line for line in joblog.tail(spec.log_path, 0, 16384) if line.strip()][-3:]
+                tail = [line for line in slurm_output.tail(spec.log_path, 0, 16384) if line.strip()][-3:]
                 problems.append("%s stopped at once (exit %d)%s" % (
                     spec.name, code, "; %s ends with:\n    %s" % (spec.log_path, "\n    ".join(tail)) if tail else ""))
         if not waiting or clock() >= deadline:

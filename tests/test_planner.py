@@ -1,11 +1,12 @@
-"""reconcile.py: the plan as tables of situations and expected decisions (no fakes needed)."""
+"""core/absorb, planner, outcomes: the plan as tables of situations and expected decisions (no fakes needed)."""
 
 import pytest
 
-from forever_slurm.core import reconcile as rc
+from forever_slurm.core import absorb, model, outcomes, planner
+from forever_slurm.systems import traefik
 from forever_slurm.systems.slurm import Job
 
-POLICY = rc.Policy(surge=1, drain_seconds=20, renew_lead=None, renew_margin=60, default_startup=60)
+POLICY = model.Policy(surge=1, drain_seconds=20, renew_lead=None, renew_margin=60, default_startup=60)
 
 
 def job(job_id, state="R", name="svc", node="node1", left=3600, used=60, comment=None, reason="None"):
@@ -17,12 +18,12 @@ def job(job_id, state="R", name="svc", node="node1", left=3600, used=60, comment
 def ready_memory(jobs, now=1000.0, ready=True):
     mem = {}
     for j in jobs:
-        url, _ = rc.parse_comment(j.comment, j.name)
-        mem[j.job_id] = rc.JobMemory(service=j.name, submitted_at=now - 100, seen_at=now - 90,
+        url, _ = absorb.parse_comment(j.comment, j.name)
+        mem[j.job_id] = model.JobMemory(service=j.name, submitted_at=now - 100, seen_at=now - 90,
                                      running_since=now - 80 if j.running else None, url=url or "",
                                      ready_since=now - 70 if (ready and j.running and url) else None,
                                      ever_ready=bool(ready and j.running and url))
-    return rc.Memory(jobs=mem, services={})
+    return model.Memory(jobs=mem, services={})
 
 
 def kinds(actions):
@@ -42,7 +43,7 @@ def kinds(actions):
     ("some comment", None, "not traefik,<service>,<url>"),
 ])
 def test_parse_comment(comment, url, problem):
-    got_url, got_problem = rc.parse_comment(comment, "svc")
+    got_url, got_problem = absorb.parse_comment(comment, "svc")
     assert got_url == url
     assert problem in got_problem and bool(problem) == bool(got_problem)
 
@@ -61,13 +62,13 @@ def test_parse_comment(comment, url, problem):
 ])
 def test_counting(situation, desired, jobs, expect):
     memory = ready_memory([j for j in jobs if j.name == "svc"])
-    plan = rc.plan({"svc": desired}, jobs, memory, 1000.0, POLICY)
+    plan = planner.plan({"svc": desired}, jobs, memory, 1000.0, POLICY)
     assert sorted(kinds(plan.actions)) == sorted(expect), situation
 
 
 def test_surplus_cancels_pending_first_then_drains_the_newest():
     jobs = [job(1), job(2, node="node2"), job(3, "PD")]
-    plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
+    plan = planner.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
     assert [a.job_id for a in plan.actions] == ["3"]
     assert plan.memory.jobs["2"].drain_since == 1000.0 and plan.memory.jobs["1"].drain_since is None
     assert [s.weight for s in plan.routes["svc"]] == [1, 0]
@@ -75,14 +76,14 @@ def test_surplus_cancels_pending_first_then_drains_the_newest():
 
 def test_scale_down_cancels_the_drained_job_once_its_streams_end():
     jobs = [job(1), job(2, node="node2")]
-    memory = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY).memory
+    memory = planner.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY).memory
     # Past FS_DRAIN_SECONDS with a stream still flowing: kept, at weight 0, nothing new submitted.
-    busy = rc.plan({"svc": 1}, jobs, memory, 1030.0, POLICY, inflight={"2": 1})
+    busy = planner.plan({"svc": 1}, jobs, memory, 1030.0, POLICY, inflight={"2": 1})
     assert busy.actions == [] and [s.weight for s in busy.routes["svc"]] == [1, 0]
-    done = rc.plan({"svc": 1}, jobs, busy.memory, 1031.0, POLICY, inflight={"2": 0})
-    assert done.actions == [rc.Cancel("2", "svc", "drained for fewer instances")]
-    assert done.memory.services.get("svc", rc.ServiceMemory()).drains == ()     # not before it happened
-    assert rc.record_cancelled(done.memory, ["2"], 1031.0).services["svc"].drains == (31.0,)
+    done = planner.plan({"svc": 1}, jobs, busy.memory, 1031.0, POLICY, inflight={"2": 0})
+    assert done.actions == [model.Cancel("2", "svc", "drained for fewer instances")]
+    assert done.memory.services.get("svc", model.ServiceMemory()).drains == ()     # not before it happened
+    assert outcomes.record_cancelled(done.memory, ["2"], 1031.0).services["svc"].drains == (31.0,)
     assert [s.url for s in done.routes["svc"]] == ["http://node1:40001"]
 
 
@@ -90,22 +91,22 @@ def test_renewal_waits_for_the_stream_on_the_drained_job():
     jobs = [job(1, left=100), job(2, node="node2")]
     memory = ready_memory(jobs)
     memory = memory._replace(jobs=dict(memory.jobs, **{"1": memory.jobs["1"]._replace(drain_since=1000.0)}))
-    busy = rc.plan({"svc": 1}, jobs, memory, 1100.0, POLICY, inflight={"1": 2})
-    assert not [a for a in busy.actions if isinstance(a, rc.Cancel)]
-    unknown = rc.plan({"svc": 1}, jobs, memory, 1100.0, POLICY)
-    assert rc.Cancel("1", "svc", "drained for renewal") in unknown.actions
+    busy = planner.plan({"svc": 1}, jobs, memory, 1100.0, POLICY, inflight={"1": 2})
+    assert not [a for a in busy.actions if isinstance(a, model.Cancel)]
+    unknown = planner.plan({"svc": 1}, jobs, memory, 1100.0, POLICY)
+    assert model.Cancel("1", "svc", "drained for renewal") in unknown.actions
 
 
 def test_renew_lead_makes_room_for_the_longest_measured_drain():
     policy = POLICY._replace(drain_seconds=20, renew_margin=60)
-    quick = rc.ServiceMemory(startup=(30.0,))
-    assert rc.renew_lead(2, quick, policy) == 2 * (30 + 20) + 60
+    quick = model.ServiceMemory(startup=(30.0,))
+    assert planner.renew_lead(2, quick, policy) == 2 * (30 + 20) + 60
     streaming = quick._replace(drains=(12.0, 95.0, 40.0))
-    assert rc.renew_lead(2, streaming, policy) == 2 * (30 + 95) + 60
-    assert rc.renew_lead(2, streaming, policy._replace(renew_lead=100)) == 100
+    assert planner.renew_lead(2, streaming, policy) == 2 * (30 + 95) + 60
+    assert planner.renew_lead(2, streaming, policy._replace(renew_lead=100)) == 100
 
 
-DRAINING = rc.JobMemory(service="svc", drain_since=1000.0)
+DRAINING = model.JobMemory(service="svc", drain_since=1000.0)
 
 
 @pytest.mark.parametrize("situation,inflight,now,time_left,finished", [
@@ -121,36 +122,36 @@ DRAINING = rc.JobMemory(service="svc", drain_since=1000.0)
 ])
 def test_drain_finished(situation, inflight, now, time_left, finished):
     policy = POLICY._replace(drain_seconds=20, drain_max_seconds=600)
-    assert rc.drain_finished(DRAINING, inflight, now, policy, time_left) is finished, situation
+    assert planner.drain_finished(DRAINING, inflight, now, policy, time_left) is finished, situation
 
 
 def test_without_spread_all_missing_jobs_go_at_once():
-    plan = rc.plan({"svc": 3}, [], rc.empty_memory(), 1000.0, POLICY._replace(spread=False))
+    plan = planner.plan({"svc": 3}, [], model.empty_memory(), 1000.0, POLICY._replace(spread=False))
     assert kinds(plan.actions) == ["Submit"] * 3
 
 
 def test_spread_excludes_nodes_already_running_the_service():
     jobs = [job(1, node="node1"), job(2, node="node2", name="other")]
-    plan = rc.plan({"svc": 2, "other": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
-    assert plan.actions == [rc.Submit("svc", ("node1",), "missing")]
-    plan = rc.plan({"svc": 2, "other": 1}, jobs, ready_memory(jobs), 1000.0, POLICY._replace(spread=False))
-    assert plan.actions == [rc.Submit("svc", (), "missing")]
+    plan = planner.plan({"svc": 2, "other": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
+    assert plan.actions == [model.Submit("svc", ("node1",), "missing")]
+    plan = planner.plan({"svc": 2, "other": 1}, jobs, ready_memory(jobs), 1000.0, POLICY._replace(spread=False))
+    assert plan.actions == [model.Submit("svc", (), "missing")]
 
 
 def test_expected_submission_counts_until_seen_or_expired():
-    memory = rc.record_submitted(rc.empty_memory(), "svc", "77", now=1000.0)
-    plan = rc.plan({"svc": 1}, [], memory, 1010.0, POLICY)
+    memory = outcomes.record_submitted(model.empty_memory(), "svc", "77", now=1000.0)
+    plan = planner.plan({"svc": 1}, [], memory, 1010.0, POLICY)
     assert plan.actions == []                       # 77 is expected: no double submission
-    memory, events = rc.absorb(memory, [], 1000.0 + POLICY.expect_timeout + 1, POLICY)
+    memory, events = absorb.absorb(memory, [], 1000.0 + POLICY.expect_timeout + 1, POLICY)
     assert "77" not in memory.jobs and "never appeared" in events[0]
     assert memory.services["svc"].failures == 1
 
 
 def test_stale_observation_submits_and_cancels_nothing():
     jobs = [job(1), job(2, "PD"), job(3, "PD")]
-    plan = rc.plan({"svc": 5}, jobs, ready_memory(jobs), 1000.0, POLICY, fresh=False)
+    plan = planner.plan({"svc": 5}, jobs, ready_memory(jobs), 1000.0, POLICY, fresh=False)
     assert plan.actions == []
-    plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY, fresh=False)
+    plan = planner.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY, fresh=False)
     assert plan.actions == []
 
 
@@ -158,34 +159,34 @@ def test_routes_only_ready_jobs_with_valid_urls():
     jobs = [job(1), job(2, node="node2"), job(3, "PD"), job(4, node="node3", comment="traefik,svc,junk")]
     memory = ready_memory(jobs)
     memory.jobs["2"] = memory.jobs["2"]._replace(ready_since=None)
-    plan = rc.plan({"svc": 4}, jobs, memory, 1000.0, POLICY)
-    assert plan.routes == {"svc": [rc.Server("http://node1:40001", 1)]}
+    plan = planner.plan({"svc": 4}, jobs, memory, 1000.0, POLICY)
+    assert plan.routes == {"svc": [traefik.Server("http://node1:40001", 1)]}
 
 
 def test_no_backends_gives_an_empty_list_not_a_missing_service():
-    plan = rc.plan({"svc": 2}, [], rc.empty_memory(), 1000.0, POLICY)
+    plan = planner.plan({"svc": 2}, [], model.empty_memory(), 1000.0, POLICY)
     assert plan.routes == {"svc": []}
 
 
 def test_backoff_blocks_submission_until_next_try():
-    memory = rc.record_submit_failed(rc.empty_memory(), "svc", "sbatch failed: QOS", 1000.0, POLICY)
+    memory = outcomes.record_submit_failed(model.empty_memory(), "svc", "sbatch failed: QOS", 1000.0, POLICY)
     assert memory.services["svc"].next_try == 1000.0 + POLICY.backoff_base
-    assert rc.plan({"svc": 1}, [], memory, 1005.0, POLICY).actions == []
-    assert kinds(rc.plan({"svc": 1}, [], memory, 1011.0, POLICY).actions) == ["Submit"]
+    assert planner.plan({"svc": 1}, [], memory, 1005.0, POLICY).actions == []
+    assert kinds(planner.plan({"svc": 1}, [], memory, 1011.0, POLICY).actions) == ["Submit"]
 
 
 def test_backoff_doubles_to_five_minutes():
-    assert [rc.backoff_delay(n, POLICY) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+    assert [outcomes.backoff_delay(n, POLICY) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
 
 
 def test_crash_soon_after_start_counts_and_healthy_end_does_not():
-    crashed = rc.JobMemory(service="svc", submitted_at=900, seen_at=905, running_since=910,
+    crashed = model.JobMemory(service="svc", submitted_at=900, seen_at=905, running_since=910,
                            url="http://n:1", ready_since=912, ever_ready=True)
-    old = rc.JobMemory(service="svc", submitted_at=0, seen_at=5, running_since=10,
+    old = model.JobMemory(service="svc", submitted_at=0, seen_at=5, running_since=10,
                        url="http://n:2", ready_since=12, ever_ready=True)
-    memory = rc.Memory({"1": crashed, "2": old}, {})
+    memory = model.Memory({"1": crashed, "2": old}, {})
     ended = [Job("1", "F", "svc", "n", None, 90, "None", ""), Job("2", "CD", "svc", "n", None, 990, "None", "")]
-    memory, events = rc.absorb(memory, ended, 1000.0, POLICY)
+    memory, events = absorb.absorb(memory, ended, 1000.0, POLICY)
     assert memory.services["svc"].failures == 1
     assert any("ended (F) 90s after it started" in e for e in events)
     assert any("job 2 of svc ended (CD) after 990s" in e for e in events)
@@ -195,18 +196,18 @@ def test_crash_count_resets_after_ten_healthy_minutes():
     jobs = [job(1)]
     memory = ready_memory(jobs, now=1000.0)
     memory.jobs["1"] = memory.jobs["1"]._replace(ready_since=1000.0 - POLICY.backoff_reset)
-    memory = memory._replace(services={"svc": rc.ServiceMemory(failures=3, next_try=0, last_error="x")})
-    plan = rc.plan({"svc": 1}, jobs, memory, 1000.0, POLICY)
+    memory = memory._replace(services={"svc": model.ServiceMemory(failures=3, next_try=0, last_error="x")})
+    plan = planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY)
     assert plan.memory.services["svc"].failures == 0
 
 
 def test_how_a_job_ended_decides_whether_it_was_a_crash():
     def gone(state, lived=30, ever_ready=True):
-        m = rc.JobMemory(service="svc", submitted_at=900, seen_at=905, running_since=1000 - lived,
+        m = model.JobMemory(service="svc", submitted_at=900, seen_at=905, running_since=1000 - lived,
                          url="http://n:1", ever_ready=ever_ready)
         ended = [Job("1", state, "svc", "node1", None, lived, "None", "")] if state else []
-        memory, events = rc.absorb(rc.Memory({"1": m}, {}), ended, 1000.0, POLICY)
-        return memory.services.get("svc", rc.ServiceMemory()).failures, events[0]
+        memory, events = absorb.absorb(model.Memory({"1": m}, {}), ended, 1000.0, POLICY)
+        return memory.services.get("svc", model.ServiceMemory()).failures, events[0]
 
     assert gone("CA")[0] == 0 and "not counted as a crash" in gone("CA")[1]    # scancel by someone
     assert gone("TO")[0] == 0                                                  # time limit
@@ -221,28 +222,28 @@ def test_how_a_job_ended_decides_whether_it_was_a_crash():
 
 def test_publish_timeout_counts_as_a_crash_once():
     j = job(1, comment="")
-    memory = rc.Memory({"1": rc.JobMemory("svc", seen_at=0, running_since=0)}, {})
+    memory = model.Memory({"1": model.JobMemory("svc", seen_at=0, running_since=0)}, {})
     later = POLICY.publish_timeout + 1
-    memory, events = rc.absorb(memory, [j], later, POLICY)
-    memory, events2 = rc.absorb(memory, [j], later + 10, POLICY)
+    memory, events = absorb.absorb(memory, [j], later, POLICY)
+    memory, events2 = absorb.absorb(memory, [j], later + 10, POLICY)
     assert memory.services["svc"].failures == 1 and events and not events2
 
 
 def test_probes_make_ready_and_unready():
     jobs = [job(1)]
     memory = ready_memory(jobs, ready=False)
-    memory, events = rc.apply_probes(memory, {"1": rc.ProbeResult(True)}, 1000.0, POLICY)
+    memory, events = absorb.apply_probes(memory, {"1": model.ProbeResult(True)}, 1000.0, POLICY)
     assert memory.jobs["1"].ready_since == 1000.0 and "ready" in events[0]
     assert memory.services["svc"].startup == (100.0,)            # submitted at 900
-    memory, _ = rc.apply_probes(memory, {"1": rc.ProbeResult(False, "HTTP 500")}, 1001.0, POLICY)
+    memory, _ = absorb.apply_probes(memory, {"1": model.ProbeResult(False, "HTTP 500")}, 1001.0, POLICY)
     assert memory.jobs["1"].ready_since == 1000.0                 # one slow answer is tolerated
-    memory, events = rc.apply_probes(memory, {"1": rc.ProbeResult(False, "HTTP 500")}, 1002.0, POLICY)
+    memory, events = absorb.apply_probes(memory, {"1": model.ProbeResult(False, "HTTP 500")}, 1002.0, POLICY)
     assert memory.jobs["1"].ready_since is None and "removed from Traefik" in events[0]
 
 
 def test_connection_refused_unreadies_at_once():
     jobs = [job(1)]
-    memory, _ = rc.apply_probes(ready_memory(jobs), {"1": rc.ProbeResult(False, "refused", refused=True)},
+    memory, _ = absorb.apply_probes(ready_memory(jobs), {"1": model.ProbeResult(False, "refused", refused=True)},
                                 1000.0, POLICY)
     assert memory.jobs["1"].ready_since is None
 
@@ -251,29 +252,29 @@ class TestRenewal:
     """Two jobs that started together approach their time limit: replace them one by one, no gap."""
 
     def lead(self):
-        return rc.renew_lead(2, rc.ServiceMemory(startup=(5.0,)), POLICY)   # 2*(5+20)+60 = 110
+        return planner.renew_lead(2, model.ServiceMemory(startup=(5.0,)), POLICY)   # 2*(5+20)+60 = 110
 
     def test_lead_time_from_measured_startup(self):
         assert self.lead() == 110
-        assert rc.renew_lead(2, rc.ServiceMemory(), POLICY._replace(renew_lead=42)) == 42
-        assert rc.renew_lead(1, rc.ServiceMemory(), POLICY) == 60 + 20 + 60
+        assert planner.renew_lead(2, model.ServiceMemory(), POLICY._replace(renew_lead=42)) == 42
+        assert planner.renew_lead(1, model.ServiceMemory(), POLICY) == 60 + 20 + 60
 
     def test_sequence(self):
         memory = ready_memory([job(1), job(2, node="node2")])
-        memory = memory._replace(services={"svc": rc.ServiceMemory(startup=(5.0,))})
+        memory = memory._replace(services={"svc": model.ServiceMemory(startup=(5.0,))})
         now = 1000.0
         # 100 s left, inside the 110 s lead: one surge replacement, nothing drained yet.
         jobs = [job(1, left=100), job(2, node="node2", left=100)]
-        plan = rc.plan({"svc": 2}, jobs, memory, now, POLICY)
-        assert plan.actions == [rc.Submit("svc", ("node1", "node2"), "renewal")]
+        plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
+        assert plan.actions == [model.Submit("svc", ("node1", "node2"), "renewal")]
         assert all(s.weight == 1 for s in plan.routes["svc"])
-        memory = rc.record_submitted(plan.memory, "svc", "3", now)
+        memory = outcomes.record_submitted(plan.memory, "svc", "3", now)
         # The replacement runs and is ready: the older job drains (weight 0), still 2 live backends.
         now += 5
         jobs = [job(1, left=95), job(2, node="node2", left=95), job(3, node="node3")]
-        memory, _ = rc.absorb(memory, jobs, now, POLICY)
-        memory, _ = rc.apply_probes(memory, {"3": rc.ProbeResult(True)}, now, POLICY)
-        plan = rc.plan({"svc": 2}, jobs, memory, now, POLICY)
+        memory, _ = absorb.absorb(memory, jobs, now, POLICY)
+        memory, _ = absorb.apply_probes(memory, {"3": model.ProbeResult(True)}, now, POLICY)
+        plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
         assert plan.actions == []
         weights = {s.url: s.weight for s in plan.routes["svc"]}
         assert sorted(weights.values()) == [0, 1, 1]
@@ -281,30 +282,30 @@ class TestRenewal:
         # After the drain time it is cancelled and the second replacement goes in at once.
         now += POLICY.drain_seconds
         jobs = [job(1, left=75), job(2, node="node2", left=75), job(3, node="node3")]
-        plan = rc.plan({"svc": 2}, jobs, memory, now, POLICY)
+        plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
         assert kinds(plan.actions) == ["Cancel", "Submit"]
         assert plan.actions[0].job_id in ("1", "2")
         assert sum(1 for s in plan.routes["svc"] if s.weight > 0) == 2
 
     def test_no_surge_waits_for_the_old_job(self):
         jobs = [job(1, left=30)]
-        plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY._replace(surge=0))
+        plan = planner.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY._replace(surge=0))
         assert plan.actions == []
 
     def test_last_backend_is_not_drained_into_a_503(self):
         jobs = [job(1, left=10)]
-        plan = rc.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
-        assert plan.routes["svc"] == [rc.Server("http://node1:40001", 1)]
+        plan = planner.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY)
+        assert plan.routes["svc"] == [traefik.Server("http://node1:40001", 1)]
 
 
 def test_signal_warning_widens_the_lead():
-    svc = rc.ServiceMemory(startup=(5.0,))
-    assert rc.renew_lead(2, svc, POLICY, warning_seconds=60) == 110 + 120
-    assert rc.renew_lead(2, svc, POLICY._replace(renew_lead=30), warning_seconds=60) == 150
+    svc = model.ServiceMemory(startup=(5.0,))
+    assert planner.renew_lead(2, svc, POLICY, warning_seconds=60) == 110 + 120
+    assert planner.renew_lead(2, svc, POLICY._replace(renew_lead=30), warning_seconds=60) == 150
 
 
 def views_for(jobs, memory, desired=None, now=1000.0, policy=POLICY):
-    return rc.service_views(desired or {"svc": 1}, jobs, memory, now, policy, now)
+    return planner.service_views(desired or {"svc": 1}, jobs, memory, now, policy, now)
 
 
 @pytest.mark.parametrize("situation,jobs,change,expect_seconds,why", [
@@ -317,21 +318,21 @@ def views_for(jobs, memory, desired=None, now=1000.0, policy=POLICY):
 def test_next_look(situation, jobs, change, expect_seconds, why):
     memory = ready_memory(jobs)
     memory.jobs["1"] = memory.jobs["1"]._replace(**change)
-    seconds, reason = rc.next_look(views_for(jobs, memory), POLICY, 60)
+    seconds, reason = planner.next_look(views_for(jobs, memory), POLICY, 60)
     assert (round(seconds), reason.split()[0]) == (expect_seconds, why), situation
 
 
 def test_next_look_waits_for_a_backoff_only_when_something_is_missing():
-    memory = rc.record_submit_failed(rc.empty_memory(), "svc", "QOS", 1000.0, POLICY)
-    assert rc.next_look(views_for([], memory), POLICY, 60) == (10.0, "backoff of svc ends")
+    memory = outcomes.record_submit_failed(model.empty_memory(), "svc", "QOS", 1000.0, POLICY)
+    assert planner.next_look(views_for([], memory), POLICY, 60) == (10.0, "backoff of svc ends")
     jobs = [job(1, left=36000)]
     memory = ready_memory(jobs)._replace(services=memory.services)
-    assert rc.next_look(views_for(jobs, memory), POLICY, 60)[1] == "steady"
+    assert planner.next_look(views_for(jobs, memory), POLICY, 60)[1] == "steady"
 
 
 def test_scaled_to_zero_every_backend_drains_and_new_requests_get_503_not_a_draining_backend():
     jobs = [job(1), job(2, node="node2")]
-    plan = rc.plan({"svc": 0}, jobs, ready_memory(jobs), 1000.0, POLICY)
+    plan = planner.plan({"svc": 0}, jobs, ready_memory(jobs), 1000.0, POLICY)
     assert [s.weight for s in plan.routes["svc"]] == [0, 0] and plan.actions == []
-    plan = rc.plan({"svc": 1}, [job(1, left=10)], ready_memory([job(1)]), 1000.0, POLICY)
+    plan = planner.plan({"svc": 1}, [job(1, left=10)], ready_memory([job(1)]), 1000.0, POLICY)
     assert [s.weight for s in plan.routes["svc"]] == [1]        # wanted: the last backend keeps serving

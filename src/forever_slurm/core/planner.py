@@ -1,0 +1,373 @@
+"""Planning: from desired counts, observed jobs and memory to actions, routes and the next look.
+
+Pure functions only (no I/O, no clock): the loop passes `now` in, executes the returned actions
+and records their outcomes (outcomes.py). Modelled on the Kubernetes ReplicaSet controller:
+observe -> diff -> act, with expectations (a submission counts as pending until squeue shows it)
+and per-service crash-loop backoff. Each service is planned on its own.
+"""
+
+import functools
+import itertools
+import traceback
+from typing import Dict, List, NamedTuple, Optional
+
+from ..systems.slurm import ACTIVE_STATES, RUNNING_STATES, job_number, oldest_first
+from ..systems.traefik import Server
+from .model import Cancel, ClearExclude, JobMemory, Memory, Plan, ServiceMemory, Submit
+
+# Hot loops below test `job.state in RUNNING_STATES` rather than the property job.running, and
+# JobMemory.stopping's two fields inline: the same test without a Python call, 10,000 times a pass.
+
+def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
+    """Seconds before its end a job is replaced: one start-up plus drain per instance, plus a margin
+    (with a surge of 1 the instances are renewed one after the other), or FS_RENEW_LEAD; plus the
+    script's own --signal warning time and the 60 s Slurm may send it early, so that the job is
+    drained before its server starts to stop. The drain is the longest recently measured one (a
+    drain waits for the answers in flight), at least FS_DRAIN_SECONDS."""
+    if policy.renew_lead is not None:
+        lead = policy.renew_lead
+    else:
+        startup = max(service_memory.startup) if service_memory.startup else policy.default_startup
+        drain = max((policy.drain_seconds,) + tuple(service_memory.drains))
+        lead = max(desired_count, 1) * (startup + drain) + policy.renew_margin
+    return lead + (warning_seconds + 60 if warning_seconds else 0)
+
+
+# -- planning ---------------------------------------------------------------------------------------
+class ServiceView(NamedTuple):
+    """One service as the planner sees it this pass; built once by `service_views`."""
+    name: str
+    wanted: int
+    running: List[object]           # Jobs, oldest first
+    pending: List[object]           # Jobs, oldest first
+    unseen: List[str]               # submitted (or intended), not yet in squeue
+    jobs: Dict[str, JobMemory]      # this service's memory, by job id
+    service: ServiceMemory
+    lead: float
+    now: float
+    age: float                      # seconds since the observation
+    ready_ids: frozenset = frozenset()  # jobs that are ready, published and not being stopped
+
+    def memory_of(self, job):
+        return self.jobs.get(job.job_id) or JobMemory(service=self.name)
+
+    def left(self, job):
+        """Seconds the job has left now, or None when unlimited/unknown."""
+        return None if job.time_left is None else job.time_left - self.age
+
+    def ready(self, job):
+        return job.job_id in self.ready_ids
+
+
+class ServicePlan(NamedTuple):
+    actions: List[object]
+    servers: Optional[List[Server]]     # None: no Traefik file for this service
+    jobs: Dict[str, JobMemory]
+    service: ServiceMemory
+    events: List[str]
+
+
+def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None):
+    """{service: ServiceView} for every wanted service and every service we still have jobs of.
+
+    Groups jobs and memory by service once, so a pass costs O(jobs), not O(jobs x services)."""
+    active = {}
+    for job in jobs:
+        if job.state in ACTIVE_STATES:
+            active.setdefault(job.name, []).append(job)
+    observed_ids = {job.job_id for job in jobs}
+    by_service = {}
+    for job_id, m in memory.jobs.items():
+        by_service.setdefault(m.service, {})[job_id] = m
+    views = {}
+    for name in sorted(set(desired) | set(by_service)):
+        running, pending = [], []
+        for job in oldest_first(active.get(name, [])):
+            (running if job.state in RUNNING_STATES else pending).append(job)
+        job_mem = by_service.get(name, {})
+        unseen, ready_ids = _unseen_and_ready(job_mem, observed_ids)
+        svc = memory.services.get(name, ServiceMemory())
+        views[name] = ServiceView(
+            name=name, wanted=desired.get(name, 0), running=running, pending=pending, unseen=unseen,
+            jobs=job_mem, service=svc,
+            lead=renew_lead(desired.get(name, 0), svc, policy, (warnings or {}).get(name, 0)),
+            now=now, age=max(0.0, now - observed_at), ready_ids=ready_ids)
+    return views
+
+
+def _unseen_and_ready(job_mem, observed_ids):
+    """(sorted ids submitted but not in squeue yet, frozenset of ids ready to route), in one pass."""
+    unseen, ready = [], []
+    for job_id, m in job_mem.items():
+        if m.seen_at is None and job_id not in observed_ids:
+            unseen.append(job_id)
+        if m.ready_since is not None and m.url and m.cancelled_at is None and not m.cancel_failures:
+            ready.append(job_id)    # (not m.stopping)
+    return sorted(unseen), frozenset(ready)
+
+
+def drain_finished(memory, inflight_count, now, policy, time_left):
+    """May a draining job be cancelled now? Not before FS_DRAIN_SECONDS (Traefik must have applied its
+    weight 0; for servers whose requests cannot be counted that is all the wait there is). Then as soon
+    as nothing is in flight, or FS_DRAIN_MAX_SECONDS after the drain began with a stream still
+    flowing, or once the job has reached its own end (its time limit stops it anyway).
+    inflight_count: requests in flight on the backend (see inflight.py), None when unknown."""
+    waited = now - memory.drain_since
+    if waited < policy.drain_seconds:
+        return False
+    if inflight_count is None or inflight_count <= 0 or waited >= policy.drain_max_seconds:
+        return True
+    return time_left is not None and time_left <= 0
+
+
+def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None, inflight=None):
+    """Decide actions and routes for every service. With fresh=False (a probe-only tick on an older
+    observation) only routing and draining change: nothing is submitted or cancelled.
+    warnings: {service: seconds of its --signal warning} (see renew_lead).
+    inflight: {job_id: requests in flight on its backend, or None when unknown} of draining jobs.
+
+    Each service is planned on its own: a bug met while planning one is returned in `failed`
+    (its memory and Traefik file stay as they were) and the others go on."""
+    observed_at = now if observed_at is None else observed_at
+    job_mem = dict(memory.jobs)
+    services = dict(memory.services)
+    actions, events, routes, failed = [], [], {}, {}
+    budget = policy.max_submit_per_cycle
+    for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings).items():
+        try:
+            result = plan_service(view, policy, fresh, budget, inflight or {})
+        except Exception:   # noqa: a planner bug must cost one service, not all of them
+            failed[name] = traceback.format_exc()
+            continue
+        actions += result.actions
+        events += result.events
+        budget -= sum(1 for a in result.actions if isinstance(a, Submit))
+        job_mem.update(result.jobs)
+        services[name] = result.service
+        if result.servers is not None:
+            routes[name] = result.servers
+    return Plan(actions, routes, Memory(job_mem, services), events, failed)
+
+
+def plan_service(view, policy, fresh, budget, inflight):
+    """The phases of one service's plan, in order."""
+    events = []
+    service = _reset_backoff_if_healthy(view, policy, events)
+    view = view._replace(service=service)
+    retiring = retiring_jobs(view)
+    jobs = {}
+    for job in drains_to_start(view, retiring, policy):
+        jobs[job.job_id] = view.memory_of(job)._replace(drain_since=view.now)
+        events.append("job %s of %s draining (%ds left)" % (job.job_id, view.name, view.left(job)))
+    view = _with_memory(view, jobs)
+    actions = []
+    if fresh:
+        kept, count = _keepers(view, retiring)
+        cancels, surplus_drains = cancels_due(view, retiring, policy, inflight, kept, count)
+        for job in surplus_drains:
+            # It may be streaming answers: drained first, cancelled once nothing is in flight.
+            jobs[job.job_id] = view.memory_of(job)._replace(drain_since=view.now)
+            events.append("job %s of %s draining (more than %d instances wanted)" % (job.job_id, view.name,
+                                                                                    view.wanted))
+        view = _with_memory(view, jobs)
+        actions += cancels
+        # The surplus drains just started carry the service no longer; nothing else changed the keepers.
+        actions += submissions(view, retiring, cancels, policy, budget, count - len(surplus_drains))
+        actions += exclusions_to_clear(view, policy)
+    stopping_now = {a.job_id for a in actions if isinstance(a, Cancel)}
+    return ServicePlan(actions, servers_for(view, stopping_now), jobs, service, events)
+
+
+def _with_memory(view, changed):
+    if not changed:
+        return view
+    merged = dict(view.jobs)
+    merged.update(changed)
+    return view._replace(jobs=merged)
+
+
+def _reset_backoff_if_healthy(view, policy, events):
+    svc = view.service
+    if svc.failures and _healthy_for(view.jobs, view.now) >= policy.backoff_reset:
+        events.append("%s healthy for %ds: crash count reset" % (view.name, policy.backoff_reset))
+        return svc._replace(failures=0, next_try=0.0, last_error="")
+    return svc
+
+
+def retiring_jobs(view):
+    """Running jobs within the renewal lead of their end, soonest end first."""
+    near = []
+    age, lead = view.age, view.lead
+    for job in view.running:
+        if job.time_left is not None:
+            left = job.time_left - age      # view.left(job), inline: every running job, every pass
+            if left <= lead:
+                near.append((left, job))
+    near.sort(key=_first)
+    return [job for _, job in near]
+
+
+def drains_to_start(view, retiring, policy):
+    """Retiring jobs to drain now: while the others still carry N, or when a job ends anyway soon."""
+    if not retiring:
+        return []
+    ready, mem = view.ready_ids, view.jobs      # every ready id has its memory there
+    live = 0
+    for job in view.running:
+        if job.job_id in ready and mem[job.job_id].drain_since is None:
+            live += 1
+    chosen = []
+    for job in retiring:
+        if job.job_id not in ready or mem[job.job_id].drain_since is not None:
+            continue
+        if live - 1 >= view.wanted or (live > 1 and view.left(job) <= policy.drain_seconds + 5):
+            chosen.append(job)
+            live -= 1
+    return chosen
+
+
+def _keepers(view, retiring):
+    """Jobs that will carry the service: active or expected, and neither retiring, draining nor stopping."""
+    retiring_ids = {job.job_id for job in retiring}
+    kept = []
+    known = view.jobs.get       # a job without memory is neither draining nor stopping
+    for job in itertools.chain(view.running, view.pending):
+        if job.job_id not in retiring_ids:
+            m = known(job.job_id)
+            if m is None or (m.drain_since is None and m.cancelled_at is None and not m.cancel_failures):
+                kept.append(job)    # (not m.stopping)
+    return kept, len(kept) + len(view.unseen)
+
+
+def _may_cancel(m, now):
+    return m.cancelled_at is None and (m.cancel_retry_at is None or now >= m.cancel_retry_at)
+
+
+def cancels_due(view, retiring, policy, inflight, kept, count):
+    """(cancels, jobs to drain): drained jobs with nothing left in flight (drain_finished), retries of
+    a failed scancel, and the newest surplus jobs when N went down; a ready surplus job is drained
+    first rather than cancelled, since it may be streaming an answer. kept, count: _keepers(view)."""
+    cancels = []
+    retiring_ids = {job.job_id for job in retiring}
+    known = view.jobs.get       # a job without memory is neither draining nor stopping
+    for job in itertools.chain(view.running, view.pending):
+        m = known(job.job_id)
+        if m is None or (m.drain_since is None and not m.cancel_failures) or not _may_cancel(m, view.now):
+            continue
+        if m.cancel_failures:
+            cancels.append(Cancel(job.job_id, view.name, "retrying a failed scancel"))
+        elif m.drain_since is not None and drain_finished(m, inflight.get(job.job_id), view.now, policy,
+                                                          view.left(job)):
+            why = "renewal" if job.job_id in retiring_ids else "fewer instances"
+            cancels.append(Cancel(job.job_id, view.name, "drained for %s" % why))
+    chosen = {c.job_id for c in cancels}
+    drains = []
+    excess = count - view.wanted
+    if excess > 0:
+        kept_ids = {job.job_id for job in kept}
+        newest = sorted(view.pending, key=_newest_first) + \
+            sorted([j for j in view.running if not view.ready(j)], key=_newest_first) + \
+            sorted([j for j in view.running if view.ready(j)], key=_newest_first)
+        for job in newest:
+            if excess <= 0:
+                break
+            if job.job_id in kept_ids and job.job_id not in chosen:
+                if view.ready(job):
+                    drains.append(job)
+                else:
+                    cancels.append(Cancel(job.job_id, view.name, "more than %d instances wanted" % view.wanted))
+                    chosen.add(job.job_id)
+                excess -= 1
+    return cancels, drains
+
+
+def submissions(view, retiring, cancels, policy, budget, count):
+    """Submit what is missing: up to N plus the surge while renewing, within the cycle's budget,
+    never during crash backoff, and one per cycle while spreading a small gap over nodes.
+    count: the jobs that will carry the service (_keepers)."""
+    cancelled = {c.job_id for c in cancels}
+    gone_soon = sum(1 for job in retiring if job.job_id in cancelled)
+    room = view.wanted + policy.surge - (len(view.running) + len(view.pending) + len(view.unseen) - gone_soon)
+    number = max(0, min(view.wanted - count, room, budget))
+    if not number or view.now < view.service.next_try:
+        return []
+    if policy.spread and 1 < number <= policy.spread_ramp_max:
+        # Where Slurm puts a job is known only once it runs: submit one per cycle, so the
+        # next one can avoid its node. Larger gaps are filled at once (capacity first).
+        number = 1
+    exclude = ()
+    if policy.spread:
+        exclude = tuple(sorted({job.nodes for job in view.running if job.nodes and job.job_id not in cancelled}))
+    why = "renewal" if retiring else "missing"
+    return [Submit(view.name, exclude, why) for _ in range(number)]
+
+
+def exclusions_to_clear(view, policy):
+    """Pending jobs that avoided busy nodes for longer than spread_patience may run anywhere."""
+    return [ClearExclude(job.job_id, view.name) for job in view.pending
+            if view.memory_of(job).excluded and view.memory_of(job).submitted_at is not None
+            and view.now - view.memory_of(job).submitted_at > policy.spread_patience]
+
+
+def servers_for(view, stopping_now):
+    """Traefik's servers: ready jobs, oldest first, draining ones at weight 0 (unless all are)."""
+    if view.wanted <= 0 and not any(view.ready(j) for j in view.running):
+        return None
+    servers = []
+    ready, mem = view.ready_ids, view.jobs     # every ready id has its memory there
+    for job in view.running:
+        job_id = job.job_id
+        if job_id in ready and job_id not in stopping_now:
+            m = mem[job_id]
+            servers.append(_server((m.url, 0 if m.drain_since is not None else 1)))
+    if view.wanted > 0 and servers and all(s.weight == 0 for s in servers):
+        servers = [s._replace(weight=1) for s in servers]   # draining beats 503, while the service is wanted
+    return servers
+
+
+def next_look(views, policy, steady):
+    """(seconds, why) until the planner next needs a fresh look at Slurm.
+
+    The steady interval can be long (sites limit squeue calls) because everything that needs Slurm
+    sooner has a known time: a job entering its renewal lead, a drain that has lasted long enough,
+    a scancel to retry, a crash backoff that expires. (Backends that stop answering are noticed by
+    the probes between looks, and make the loop look at once.)"""
+    best = (float(steady), "steady")
+    for view in views.values():
+        for job in view.running:
+            left = view.left(job)
+            if left is not None and left > view.lead and left - view.lead <= best[0]:
+                best = min(best, (left - view.lead, "renewal of job %s" % job.job_id))
+            m = view.memory_of(job)
+            if m.drain_since is None and m.cancel_retry_at is None:
+                continue    # (the common case, decided without the two checks below)
+            if m.drain_since is not None and m.cancelled_at is None:
+                # The shortest drain is due at a known time; after that the loop looks as soon as the
+                # requests in flight are done (Controller: drain_finished on a probe pass), or at the longest.
+                for due in (policy.drain_seconds, policy.drain_max_seconds):
+                    if m.drain_since + due > view.now:
+                        best = min(best, (m.drain_since + due - view.now, "drain of job %s" % job.job_id))
+                        break
+            if m.cancel_retry_at is not None and m.cancelled_at is None:
+                best = min(best, (m.cancel_retry_at - view.now, "scancel retry of job %s" % job.job_id))
+        missing = view.wanted - (len(view.running) + len(view.pending) + len(view.unseen))
+        if missing > 0 and view.service.next_try > view.now:
+            best = min(best, (view.service.next_try - view.now, "backoff of %s ends" % view.name))
+    return max(0.0, best[0]), best[1]
+
+
+def _healthy_for(job_mem, now):
+    times = [now - m.ready_since for m in job_mem.values() if m.ready_since is not None]
+    return max(times) if times else 0.0
+
+
+def _first(pair):
+    return pair[0]
+
+
+# Server(url, weight) without the keyword handling of its __new__: servers_for makes one per routed job.
+_server = functools.partial(tuple.__new__, Server)
+
+
+def _newest_first(job):
+    return -job_number(job.job_id)
