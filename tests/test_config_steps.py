@@ -10,7 +10,7 @@ import pytest
 
 from forever_slurm import cli
 from forever_slurm.setup import config_steps, configure, startup_check, units
-from forever_slurm.common import settings
+from forever_slurm.common import ports, settings
 from forever_slurm.observe import traefik_health
 from forever_slurm.common.errors import ForeverError
 
@@ -89,7 +89,7 @@ def fake_traefik(tmp_path, layout):
 
 
 def free_port():
-    return traefik_health.free_port_near("127.0.0.1", 20000 + os.getpid() % 20000)
+    return ports.free_port_near("127.0.0.1", 20000 + os.getpid() % 20000)
 
 
 def conf_for(layout, web, ping):
@@ -134,7 +134,7 @@ def test_a_stale_pid_file_is_not_believed(layout):
 
 def test_our_traefik_listening_and_answering_its_ping_is_running(layout, fake_traefik):
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     proc = fake_traefik(web, ping)
     health = traefik_health.check(layout, conf_for(layout, web, ping))
     assert health == traefik_health.Health(True, proc.pid, "")
@@ -142,7 +142,7 @@ def test_our_traefik_listening_and_answering_its_ping_is_running(layout, fake_tr
 
 def test_our_traefik_without_a_ping_is_not_called_running(layout, fake_traefik):
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     proc = fake_traefik(web, 0)
     health = traefik_health.check(layout, conf_for(layout, web, ping))
     assert not health.running and health.pid == proc.pid
@@ -159,7 +159,7 @@ def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken
     assert "curl" not in text
 
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     with open(layout.env_file, "w") as handle:
         handle.write("FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\nSERVICE_LIST=hello/1\n" % (web, ping))
     proc = fake_traefik(web, ping)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from forever_slurm.setup import configure, startup_check, units
-from forever_slurm.common import settings
+from forever_slurm.common import ports, settings
 from forever_slurm.core import state
 from forever_slurm.observe import traefik_health
 from forever_slurm.common.errors import ConfigError
@@ -30,7 +30,7 @@ def test_yes_refuses_a_taken_port_and_names_a_free_one(layout, taken):
     message = str(caught.value)
     assert "FS_TRAEFIK_PORT=%d" % taken in message and "in use by another program of yours" in message
     proposed = int(message.split("--set FS_TRAEFIK_PORT=")[1].split()[0])
-    assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
+    assert proposed != taken and ports.port_free("127.0.0.1", proposed)
 
 
 def test_a_taken_port_is_asked_again_with_a_free_one_as_default(layout, taken):
@@ -39,7 +39,7 @@ def test_a_taken_port_is_asked_again_with_a_free_one_as_default(layout, taken):
     review = startup_check.port_review(layout, script.prompter(), False, said.append)
     result = review(answers(taken, free_port()))
     proposed = int(result["FS_TRAEFIK_PORT"])
-    assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
+    assert proposed != taken and ports.port_free("127.0.0.1", proposed)
     assert script.asked("FS_TRAEFIK_PORT [%d]" % proposed)
     assert any("is in use by another program of yours" in line for line in said)
 
@@ -53,7 +53,7 @@ def test_a_taken_ping_port_is_caught_too(layout, taken):
 
 def test_the_ports_of_our_own_running_traefik_are_fine(layout, fake_traefik):
     web, ping = free_port(), None
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     fake_traefik(web, ping)
     review = startup_check.port_review(layout, configure.Prompter(_no_input, _no_input), True, lambda text="": None)
     assert review(answers(web, ping)) == answers(web, ping)

@@ -11,6 +11,7 @@ from ..core import state
 from ..observe import traefik_health
 from ..systems import slurm_output
 from ..systems import proc
+from ..common import ports
 
 PORT_KEYS = (("FS_TRAEFIK_PORT", "FS_TRAEFIK_BIND"), ("FS_TRAEFIK_PING_PORT", None))
 PROGRESS_SECONDS = 15.0     # without a terminal, a progress line at least this often
@@ -31,10 +32,10 @@ def _free_port_answer(key, host_key, answers, our_pid, prompter, assume_yes, say
     host = answers.get(host_key, "127.0.0.1") if host_key else "127.0.0.1"
     for _ in range(tries):
         port = int(answers[key])
-        user = traefik_health.port_user(port, our_pid)
-        if user == "ours" or traefik_health.port_free(host, port):
+        user = ports.port_user(port, our_pid)
+        if user == "ours" or ports.port_free(host, port):
             return answers[key]
-        free = traefik_health.free_port_near(host, port, {int(answers[k]) for k, _ in PORT_KEYS})
+        free = ports.free_port_near(host, port, {int(answers[k]) for k, _ in PORT_KEYS})
         problem = "%s=%d: that port on %s is in use by %s" % (key, port, host, _holder(user))
         if assume_yes:
             raise ConfigError("%s; pass --set %s=%d (free now) or stop what holds it" % (problem, key, free))
