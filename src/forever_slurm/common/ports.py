@@ -58,6 +58,31 @@ def socket_inodes_of(pid, proc_root="/proc"):
     return inodes
 
 
+def listening_pids(port, proc_root="/proc"):
+    """Pids of our own processes that listen on port (others' fds cannot be read)."""
+    inodes = set(listening_inodes(port, proc_root))
+    if not inodes:
+        return []
+    found = []
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.isdigit() and socket_inodes_of(entry, proc_root) & inodes:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def program_name(pid, proc_root="/proc"):
+    """The name of process pid's program (/proc/<pid>/comm), or "?"."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "comm")) as handle:
+            return handle.read().strip() or "?"
+    except (OSError, UnicodeDecodeError):
+        return "?"
+
+
 def port_free(host, port):
     """True when a listener could bind host:port now (SO_REUSEADDR, as Traefik's own listener uses)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
