@@ -193,7 +193,7 @@ def test_check_lists_every_bad_value_with_its_line(layout):
     write_env(layout, "FS_SLEEP_INTERVAL=nan\nFS_SURGE=1\nFS_TRAEFIK_BIND=\nFS_SPREAD=perhaps\n")
     conf, problems = settings.check(layout, environ={})
     assert conf is None
-    assert [(p.path, p.line) for p in problems] == [(layout.env_file, 3), (layout.env_file, 1), (layout.env_file, 4)]
+    assert [(p.path, p.line) for p in problems] == [(layout.env_file, 1), (layout.env_file, 3), (layout.env_file, 4)]
     code, out, _ = run_cli("--root", layout.root, "check")
     assert code == 1 and "3 problem(s) found" in out
 

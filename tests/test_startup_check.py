@@ -10,7 +10,6 @@ import pytest
 from forever_slurm.setup import configure, startup_check, units
 from forever_slurm.common import ports, settings
 from forever_slurm.core import state
-from forever_slurm.observe import traefik_health
 from forever_slurm.common.errors import ConfigError
 from forever_slurm.systems.slurm import Job
 

@@ -1,6 +1,7 @@
 """Command line: argparse wiring, one function per subcommand; the one place errors become exit codes."""
 
 import argparse
+import json
 import os
 import sys
 
@@ -36,7 +37,9 @@ def _add_running_commands(add):
 
     p = add("status", "services, jobs, routes and traffic at a glance",
             "What the loop last saw (.work/state.json), whether our Traefik answers, and the traffic of "
-            "the last minutes. Asks Slurm nothing and changes nothing.")
+            "the last minutes. Asks Slurm nothing and changes nothing. Exit status: 0 the loop runs; 3 it "
+            "does not (what is shown is what it last saw, marked stale: nothing keeps the services); 1 "
+            "nothing to show (no setup here; with --json an object {\"error\": ...}).")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.set_defaults(func=cmd_status)
@@ -151,7 +154,15 @@ def cmd_run(args):
 
 def cmd_status(args):
     from .observe import status
-    return status.show(_set_up_layout(args), as_json=args.json, every=args.watch)
+    try:
+        layout = _set_up_layout(args)
+    except ForeverError as exc:
+        if not args.json:
+            raise
+        # A script reading stdout gets an answer it can parse, not nothing.
+        print(json.dumps({"error": str(exc), "root": settings_mod.find_root(args.root)}, sort_keys=True))
+        return 1
+    return status.show(layout, as_json=args.json, every=args.watch)
 
 
 def cmd_check(args):

@@ -1,5 +1,6 @@
 """The root directory's layout and its typed settings (.env over .env.default over the bundled defaults)."""
 
+import difflib
 import os
 import re
 import sys
@@ -200,15 +201,17 @@ class Settings(_SettingsFields):
         return {name: count for name, count in self.service_list if count.scales}
 
 
-def load_values(layout, environ=None, env_text=None):
-    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place)."""
+def load_values(layout, environ=None, env_text=None, problems=None):
+    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place).
+
+    problems: collects each bad line's ConfigError instead of raising the first (envfile.parse)."""
     bundled_text = resources.read_text("env.default") or ""
     values = envfile.parse(bundled_text, BUNDLED, environ)
-    values.update(envfile.read(layout.env_default, environ, values))
+    values.update(envfile.read(layout.env_default, environ, values, problems))
     if env_text is None:
-        values.update(envfile.read(layout.env_file, environ, values))
+        values.update(envfile.read(layout.env_file, environ, values, problems))
     else:
-        values.update(envfile.parse(env_text, layout.env_file, environ, values))
+        values.update(envfile.parse(env_text, layout.env_file, environ, values, problems))
     return values
 
 
@@ -224,9 +227,11 @@ def load(layout, environ=None, env_text=None):
 
 
 def check(layout, environ=None, env_text=None):
-    """(Settings or None, [ConfigError for every bad value]); an unreadable file is raised at once."""
-    values = load_values(layout, environ, env_text)
-    typed, problems = {}, []
+    """(Settings or None, [ConfigError for every bad line and value, in file order]); an unreadable
+    file is raised at once."""
+    problems = []
+    values = load_values(layout, environ, env_text, problems)
+    typed = {}
     for key, spec in KEYS.items():
         try:
             typed[key] = checked(values, key)
@@ -243,8 +248,29 @@ def check(layout, environ=None, env_text=None):
         problems.append(exc)
         service_list = []
     if problems:
-        return None, problems
+        return None, sorted(problems, key=_where)
     return _settings(typed, service_list, values), []
+
+
+def _where(problem):
+    """Sort key: the problems of one file in line order, the bundled defaults' last."""
+    return (problem.path == BUNDLED, problem.path or "", problem.line or 0)
+
+
+def unknown_keys(layout, values):
+    """A ConfigError naming file and line for each FS_ key that neither forever-slurm nor the root's
+    .env.default knows: a typo such as FS_SLEEP_INTERVALL would otherwise change nothing without a word.
+    Other keys (a service's own, such as LLAMA_MODEL) are the user's business."""
+    known = set(KEYS) | set(envfile.parse(resources.read_text("env.default") or "", BUNDLED, {}))
+    known |= set(envfile.read(layout.env_default, {}, None, []))
+    found = []
+    for key, entry in sorted(values.items(), key=lambda item: (item[1].path or "", item[1].line or 0)):
+        if key.startswith("FS_") and key not in known:
+            close = difflib.get_close_matches(key, sorted(known), 1, 0.8)
+            found.append(ConfigError("%s is not a forever-slurm setting, so it changes nothing%s"
+                                     % (key, "; did you mean %s?" % close[0] if close else ""),
+                                     entry.path, entry.line))
+    return found
 
 
 def _edited(values, *keys):

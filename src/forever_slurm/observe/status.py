@@ -1,4 +1,8 @@
-"""`status`: what the loop knows (state.json) and what users got (Traefik's access log), for people and scripts."""
+"""`status`: what the loop knows (state.json) and what users got (Traefik's access log), for people and scripts.
+
+Exit codes (`status --help`, README): 0 the loop runs; 3 it does not (what is shown is what it last saw,
+marked stale, and nothing keeps the services); 1 nothing to show (no setup, unreadable root).
+"""
 
 import json
 import os
@@ -10,7 +14,11 @@ from ..common import settings as settings_mod, validate
 from ..common.errors import ForeverError
 
 
-def collect(layout, now=None, traffic_window=300.0):
+EXIT_RUNNING = 0
+EXIT_NOT_RUNNING = 3
+
+
+def collect(layout, now=None, traffic_window=300.0, proc_root="/proc"):
     """A JSON-ready report: services, jobs, Slurm's health, and traffic over the last 5 minutes."""
     now = time.time() if now is None else now
     snap, state_problem = state.read(layout.state_file)
@@ -28,6 +36,7 @@ def collect(layout, now=None, traffic_window=300.0):
     for name in set(snap.routes) - set(views):
         views[name] = planner.service_views({name: 0}, [], model.empty_memory(), now, policy, now)[name]
     observed_age = None if snap.observed_at is None else now - snap.observed_at
+    loop = _loop_state(layout, snap, now, proc_root)
     service_rows, job_rows = [], []
     for name, view in sorted(views.items()):
         servers = snap.routes.get(name, [])
@@ -37,7 +46,9 @@ def collect(layout, now=None, traffic_window=300.0):
         job_rows += [_foreign_row(job) for job in sorted(snap.foreign, key=_job_number) if job.name == name]
     return {
         "root": layout.root,
-        "loop": _loop_state(layout, snap, now),
+        "loop": loop,
+        # Without a running loop every fact below is as the loop last saw it, and nobody keeps it true.
+        "stale": not loop["alive"],
         "slurm": {"ok": snap.slurm_ok, "error": snap.slurm_error, "observed_seconds_ago": observed_age},
         "services": service_rows,
         "jobs": job_rows,
@@ -46,6 +57,7 @@ def collect(layout, now=None, traffic_window=300.0):
         "state_problem": state_problem,
         "traefik_port": conf.traefik_port if conf else None,
         "settings_error": settings_error,
+        "settings_warnings": _settings_warnings(layout),
         "traefik": _traefik(layout, conf),
     }
 
@@ -57,6 +69,14 @@ def _settings(layout):
         return settings_mod.load(layout), None
     except ForeverError as exc:
         return None, str(exc)
+
+
+def _settings_warnings(layout):
+    """Keys that change nothing (a typo of an FS_ key), as `file:line: message`."""
+    try:
+        return [str(exc) for exc in settings_mod.unknown_keys(layout, settings_mod.load_values(layout, problems=[]))]
+    except ForeverError:
+        return []
 
 
 def _job_number(job):
@@ -140,16 +160,17 @@ def _policy(conf):
     return model.policy_from(conf)
 
 
-def _loop_state(layout, snap, now):
-    running = False
-    if snap.pid:
-        try:
-            os.kill(snap.pid, 0)
-            running = True
-        except (OSError, ProcessLookupError):
-            running = False
-    return {"pid": snap.pid, "alive": running,
+def _loop_state(layout, snap, now, proc_root="/proc"):
+    """The loop that holds the root's lock now (loop_alive), else the pid that last saved the state."""
+    from .loop_alive import running_loop_pid
+    pid = running_loop_pid(layout, proc_root)
+    return {"pid": pid if pid is not None else snap.pid, "alive": pid is not None,
             "updated_seconds_ago": None if snap.updated_at is None else now - snap.updated_at}
+
+
+def exit_code(report):
+    """EXIT_RUNNING while a loop keeps the services, else EXIT_NOT_RUNNING."""
+    return EXIT_RUNNING if report["loop"]["alive"] else EXIT_NOT_RUNNING
 
 
 def _traffic(layout, now, window):
@@ -190,7 +211,7 @@ def show(layout, as_json=False, every=None, out=None, sleep=time.sleep):
         out.write(text + "\n")
         out.flush()
         if not every:
-            return 0
+            return exit_code(report)
         sleep(every)
 
 
@@ -199,7 +220,7 @@ def render(report, color=False):
     def paint(text, code):
         return "\033[%sm%s\033[0m" % (code, text) if color else text
 
-    lines = _health_lines(report, paint) + _service_lines(report, paint) + _job_lines(report)
+    lines = _health_lines(report, paint) + _service_lines(report, paint) + _job_lines(report, paint)
     return "\n".join(lines + _traffic_lines(report) + try_lines(report))
 
 
@@ -209,11 +230,17 @@ def _health_lines(report, paint):
     if loop["alive"]:
         loop_text = paint("running", "32") + " (pid %s, updated %s ago)" % (loop["pid"], _duration(loop["updated_seconds_ago"]))
     else:
-        loop_text = paint("not running", "31") + (" (last update %s ago)" % _duration(loop["updated_seconds_ago"])
+        loop_text = paint("NOT RUNNING", "31") + (" (last seen %s ago)" % _duration(loop["updated_seconds_ago"])
                                                   if loop["updated_seconds_ago"] is not None else "")
     slurm_text = ("-" if slurm["ok"] is None else paint("answers", "32") if slurm["ok"]
                   else paint("NOT answering: %s" % slurm["error"], "31"))
+    if report.get("stale"):
+        slurm_text = "-"        # what Slurm said then is no news now
     lines = ["loop: %s   slurm: %s" % (loop_text, slurm_text)]
+    if report.get("stale") and (report["services"] or report["jobs"]):
+        lines.append(paint("nothing keeps these services now: below is what the loop last saw, %s ago (start it: "
+                           "systemctl --user start forever-slurm, or run config)"
+                           % _duration(loop["updated_seconds_ago"]), "31"))
     if report.get("state_problem"):
         lines.append(paint("state: %s" % report["state_problem"], "31"))
     for what, problem in sorted((report.get("faults") or {}).items()):
@@ -225,6 +252,8 @@ def _health_lines(report, paint):
         lines.append(paint("settings: BROKEN: %s" % report["settings_error"], "31"))
         lines.append("  a running loop keeps its last good settings and a new one will not start: "
                      "fix it, then run check")
+    for warning in report.get("settings_warnings") or []:
+        lines.append(paint("settings: %s" % warning, "33"))
     traefik = report.get("traefik")
     if traefik:
         lines.append("traefik: " + paint("running", "32") + " (pid %s, port %s)" % (traefik["pid"], traefik["port"])
@@ -245,6 +274,8 @@ def _service_lines(report, paint):
         scaling = s.get("scale")
         if scaling:
             note.insert(0, scale_note(scaling, paint))
+        if report.get("stale"):
+            note.insert(0, paint("last seen %s ago" % _duration(report["loop"]["updated_seconds_ago"]), "33"))
         want = "%s (%d-%d)" % (s["desired"], scaling["low"], scaling["high"]) if scaling else s["desired"]
         rows.append((s["service"], want, s["running"], s["pending"], s["routed"], s["draining"],
                      "; ".join(note)))
@@ -271,15 +302,18 @@ def scale_note(scaling, paint):
     return paint("up", "32") + ", " + load
 
 
-def _job_lines(report):
+def _job_lines(report, paint=lambda text, code: text):
     if not report["jobs"]:
         return []
+    stale = report.get("stale")
     rows = [("JOB", "SERVICE", "ST", "NODE:PORT", "AGE", "LEFT", "RENEW", "HEALTH")]
     for j in report["jobs"]:
         port = j["url"].rsplit(":", 1)[-1] if j["url"] else ""
         where = "%s:%s" % (j["node"], port) if port else (j["node"] or j["reason"] or "-")
+        # Without a loop nothing renews a job, and its health is what the loop last saw.
+        health = ("last seen " + j["health"])[:24] if stale else j["health"][:24]
         rows.append((j["job_id"], j["service"][:18], j["state"], where[:20], _duration(j["age_seconds"]),
-                     _duration(j["time_left_seconds"]), _duration(j["renew_in_seconds"]), j["health"][:24]))
+                     _duration(j["time_left_seconds"]), "-" if stale else _duration(j["renew_in_seconds"]), health))
     lines = [""] + _table(rows)
     foreign = [j for j in report["jobs"] if not j["owned"]]
     if foreign:
