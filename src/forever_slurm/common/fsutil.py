@@ -133,6 +133,33 @@ def make_private_dir(path):
     return path
 
 
+def private_log(path):
+    """Make the log file `path` exist and be 0600 before another program writes it: Traefik, systemd's
+    `append:` and a shell's `>>` create files by the umask (0644), but keep the mode of one that exists.
+    Returns True when the file is private now; a path that is not our regular file is left alone."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), PRIVATE_FILE)
+    except OSError:
+        return False
+    try:
+        return private_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def private_fd(fd):
+    """Make the open file fd 0600 when it is a regular file of ours (a log a process writes to); True if so."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if stat.S_IMODE(info.st_mode) != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+        return True
+    except OSError:
+        return False
+
+
 class Reserve:
     """A file of `size` bytes kept beside our state so that a full disk (or quota) can be survived:
     when a write fails with ENOSPC/EDQUOT the reserve is deleted and the write tried once more, so

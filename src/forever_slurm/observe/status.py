@@ -47,8 +47,9 @@ def collect(layout, now=None, traffic_window=300.0, proc_root="/proc"):
     return {
         "root": layout.root,
         "loop": loop,
-        # Without a running loop every fact below is as the loop last saw it, and nobody keeps it true.
-        "stale": not loop["alive"],
+        # Without a running loop every fact below is as the loop last saw it, and nobody keeps it true;
+        # a state saved by an earlier loop (before an uninstall and a new config) says nothing of this one.
+        "stale": not loop["alive"] or (snap.pid is not None and snap.pid != loop["pid"]),
         "slurm": {"ok": snap.slurm_ok, "error": snap.slurm_error, "observed_seconds_ago": observed_age},
         "services": service_rows,
         "jobs": job_rows,

@@ -13,6 +13,7 @@ import urllib.request
 import zipfile
 from typing import NamedTuple, Optional
 
+from ..common import fsutil, logfiles
 from ..systems.traefik_binary import installed_path, locate
 from ..common.errors import ForeverError
 
@@ -232,6 +233,10 @@ def run_in_place(layout, conf, print_only=False, say=print):
         return 0
     traefik_files.write_if_changed(layout.traefik_static, text, layout.staging_tmp)
     binary = ensure(conf.traefik_bin, layout, os.environ, say=say)
+    # Traefik makes its logs by the umask (0644) and keeps the mode of files that exist: private first.
+    for name in ("traefik.log", "traefik-access.log"):
+        fsutil.private_log(os.path.join(layout.log, name))
+    logfiles.private_std_streams(layout)
     with open(os.path.join(layout.work, "traefik.pid"), "w") as handle:
         handle.write("%d\n" % os.getpid())
     sys.stdout.flush()

@@ -360,6 +360,9 @@ def install_supervision(specs, layout, run, environ, say, uid=None, run_user_dir
     unit whose inputs or unit text differ from the ones it was last started with is restarted, so a
     changed setting takes effect whatever the supervisor."""
     layout.make_dirs()
+    for spec in specs:
+        # systemd's append: and cron's >> create the unit's log by the umask (0644), but keep a file's mode.
+        fsutil.private_log(spec.log_path)
     inputs = inputs or {}
     env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
     usable, why = systemd_usable(run, env)
