@@ -424,8 +424,8 @@ def test_status_and_check_change_nothing_even_with_a_corrupt_state_and_bundled_s
     os.makedirs(str(root / ".work"))
     (root / ".work" / "state.json").write_text('{"jobs": {"1": {"service": ')      # truncated
     before = tree(root)
-    assert cli.main(["--root", str(root), "status"]) == 0
-    assert cli.main(["--root", str(root), "status", "--json"]) == 0
+    assert cli.main(["--root", str(root), "status"]) == 3      # no loop runs here
+    assert cli.main(["--root", str(root), "status", "--json"]) == 3
     assert cli.main(["--root", str(root), "check"]) == 0
     assert tree(root) == before
     out = capsys.readouterr().out

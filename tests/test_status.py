@@ -207,3 +207,26 @@ def test_status_warns_about_a_key_that_changes_nothing(root):
     layout = settings.Layout(str(root))
     text = status.render(status.collect(layout, now=1.0))
     assert "settings: %s:1: FS_TYPO is not a forever-slurm setting, so it changes nothing" % layout.env_file in text
+
+
+def test_status_imports_only_what_it_needs(root):
+    """`status` must start fast (bench/status_start): it had imported the whole loop (core/loop, the wake
+    proxy's http.server) and http.client, zipfile and more, most of its 0.3-0.8 s."""
+    import subprocess
+    import sys
+    (root / ".env").write_text('SERVICE_LIST="hello-python/2"\n')
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    code = ("import sys, io; sys.path.insert(0, %r)\n"
+            "from forever_slurm import cli\n"
+            "out, sys.stdout = sys.stdout, io.StringIO()\n"
+            "cli.main(['--root', %r, 'status'])\n"
+            "sys.stdout = out\n"
+            "print(' '.join(sorted(sys.modules)))\n" % (src, str(root)))
+    # -S: what the site packages of this Python import at start-up is not ours to count.
+    done = subprocess.run([sys.executable, "-S", "-c", code], stdout=subprocess.PIPE, universal_newlines=True,
+                          timeout=60)
+    loaded = set(done.stdout.split())
+    assert "forever_slurm.observe.status" in loaded
+    heavy = {"forever_slurm.core.loop", "forever_slurm.core.wake", "forever_slurm.setup.config_steps",
+             "http.server", "http.client", "zipfile", "urllib.request", "ssl"}
+    assert not heavy & loaded, sorted(heavy & loaded)

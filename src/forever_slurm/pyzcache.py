@@ -15,10 +15,7 @@ Delete ~/.cache/forever-slurm while no forever-slurm runs to reclaim its space (
 
 import hashlib
 import os
-import shutil
 import sys
-import tempfile
-import zipfile
 
 PACKAGE = "forever_slurm"
 COMPLETE = "COMPLETE"           # written last inside the temporary folder: the copy is whole
@@ -55,6 +52,9 @@ def _digest(archive):
 
 def _extract(archive, home, target):
     """Copy the package's .py files into target, whole or not at all; True when target is complete."""
+    import shutil       # here, not above: a start that finds its copy imports no more than it needs
+    import tempfile
+    import zipfile
     work = tempfile.mkdtemp(prefix=".partial-", dir=home)
     try:
         with zipfile.ZipFile(archive) as zipped:
@@ -119,7 +119,7 @@ def install(package=None, environ=None):
         return None
     try:
         directory = cached_package_dir(archive, environ)
-    except (OSError, ValueError, zipfile.BadZipfile):
+    except Exception:       # noqa: BLE001 (a full disk, a broken zip...: the zip itself still works)
         return None
     if directory:
         package.__path__[:] = [directory]

@@ -19,9 +19,10 @@ def free_port(host="127.0.0.1"):
         sock.close()
 
 
-def listening_inodes(port, proc_root="/proc"):
-    """{socket inode: owner uid} of the TCP sockets listening on `port`, any address, IPv4 and IPv6."""
-    found = {}
+def listening_table(proc_root="/proc"):
+    """{port: {socket inode: owner uid}} of every listening TCP socket, IPv4 and IPv6: one read of
+    /proc/net/tcp{,6}, which is slow where thousands of connections are open."""
+    table = {}
     for name in ("tcp", "tcp6"):
         try:
             with open(os.path.join(proc_root, "net", name)) as handle:
@@ -33,11 +34,15 @@ def listening_inodes(port, proc_root="/proc"):
             if len(fields) < 10 or fields[3] != _LISTEN:
                 continue
             try:
-                if int(fields[1].rpartition(":")[2], 16) == port:
-                    found[fields[9]] = int(fields[7])
+                table.setdefault(int(fields[1].rpartition(":")[2], 16), {})[fields[9]] = int(fields[7])
             except ValueError:
                 continue
-    return found
+    return table
+
+
+def listening_inodes(port, proc_root="/proc", table=None):
+    """{socket inode: owner uid} of the TCP sockets listening on `port`, any address, IPv4 and IPv6."""
+    return dict((listening_table(proc_root) if table is None else table).get(port, {}))
 
 
 def socket_inodes_of(pid, proc_root="/proc"):
@@ -99,9 +104,10 @@ def port_free(host, port):
         sock.close()
 
 
-def port_user(port, pid=None, proc_root="/proc"):
-    """Who listens on port: "ours" (the given Traefik pid), "you", "uid N", or "" when nobody does."""
-    listeners = listening_inodes(port, proc_root)
+def port_user(port, pid=None, proc_root="/proc", table=None):
+    """Who listens on port: "ours" (the given Traefik pid), "you", "uid N", or "" when nobody does.
+    table: a listening_table() already read, for several ports."""
+    listeners = listening_inodes(port, proc_root, table)
     if not listeners:
         return ""
     if pid is not None and set(listeners) & socket_inodes_of(pid, proc_root):

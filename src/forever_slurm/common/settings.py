@@ -4,7 +4,6 @@ import difflib
 import os
 import re
 import sys
-import zipfile
 from collections import OrderedDict
 from typing import Callable, List, NamedTuple, Tuple
 
@@ -88,6 +87,7 @@ class Layout(NamedTuple):
 
 def running_pyz():
     """Absolute path of the .pyz this process runs from, or None when run from source."""
+    import zipfile      # here: only config and the units need it, and `status` starts faster without it
     main = getattr(sys.modules.get("__main__"), "__file__", None) or (sys.argv[0] if sys.argv else "")
     candidate = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None
     for path in (candidate, main and os.path.dirname(os.path.abspath(main))):

@@ -4,7 +4,6 @@ Readers only: /proc, a connect or bind test on loopback, one GET of the ping ent
 Traefik's log. `status` and `config` share these so both tell the same story.
 """
 
-import http.client
 import os
 import re
 import socket
@@ -57,6 +56,7 @@ def our_pid(layout, proc_root="/proc"):
 
 def ping(port, timeout=1.0):
     """"" when GET http://127.0.0.1:port/ping answers 200, else what went wrong."""
+    import http.client      # here: most commands never ping, and it costs `status` 7 ms to import
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", "/ping", headers={"User-Agent": "forever-slurm-status"})
@@ -91,12 +91,13 @@ def last_error(layout, lines=200):
 def check(layout, conf, proc_root="/proc", timeout=1.0):
     """Health of our Traefik for `conf`'s ports; never writes anything."""
     pid = our_pid(layout, proc_root)
-    web = ports.port_user(conf.traefik_port, pid, proc_root)
+    table = ports.listening_table(proc_root)
+    web = ports.port_user(conf.traefik_port, pid, proc_root, table)
     if pid is None:
         reasons = []
         if web and web != "ours":
             reasons.append("port %d is taken by %s" % (conf.traefik_port, _who(web)))
-        ping_user = ports.port_user(conf.traefik_ping_port, None, proc_root)
+        ping_user = ports.port_user(conf.traefik_ping_port, None, proc_root, table)
         if ping_user:
             reasons.append("its ping port %d is taken by %s" % (conf.traefik_ping_port, _who(ping_user)))
         reasons.append(last_error(layout) or "no Traefik process from %s is alive" % pid_file(layout))
