@@ -360,5 +360,29 @@ def parse_service_list(entry, max_instances=None):
     return result
 
 
+def describe_changes(old, new):
+    """What differs between two Settings, for a log line: "FS_SLEEP_INTERVAL 60 -> 30; SERVICE_LIST a/1 -> a/2".
+    Only the keys that changed, so that a changed interval does not read as a change of services."""
+    changes = []
+    if old.service_list != new.service_list:
+        changes.append("SERVICE_LIST %s -> %s" % (format_service_list(old.service_list) or "(none)",
+                                                  format_service_list(new.service_list) or "(none)"))
+    for key in KEYS:
+        before, after = getattr(old, field_name(key)), getattr(new, field_name(key))
+        if before != after:
+            changes.append("%s %s -> %s" % (key, _shown(before), _shown(after)))
+    return "; ".join(changes) or "nothing that forever-slurm reads"
+
+
+def _shown(value):
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "(none)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value == int(value):
+        return "%d" % value
+    return "(empty)" if value in ("", None) else str(value)
+
+
 def format_service_list(pairs):
     return " ".join("%s/%s" % (name, count.text) for name, count in pairs)
