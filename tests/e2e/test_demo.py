@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -20,10 +21,12 @@ pytestmark = pytest.mark.e2e
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_demo_answers_from_two_jobs_and_status_shows_no_errors(tmp_path):
+def test_demo_answers_from_two_jobs_and_status_shows_no_errors():
     if not shutil.which("traefik"):
         pytest.skip("needs traefik on PATH (make provision)")
-    demo_dir = str(tmp_path / "demo")
+    # Short: slurmd's job-step sockets live under the cluster directory (at most 58 characters).
+    demo_dir = tempfile.mkdtemp(prefix="fsdemo", dir="/tmp")
+    os.chmod(demo_dir, 0o755)       # munged runs as its own user and must reach the cluster's folder
     web, ping = free_port(), free_port()
     while ping == web:
         ping = free_port()
@@ -44,3 +47,4 @@ def test_demo_answers_from_two_jobs_and_status_shows_no_errors(tmp_path):
         assert traffic["share_5xx"] == 0, traffic
     finally:
         subprocess.run(demo + ["stop"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        shutil.rmtree(demo_dir, ignore_errors=True)
