@@ -311,23 +311,31 @@ def views_for(jobs, memory, desired=None, now=1000.0, policy=POLICY):
 @pytest.mark.parametrize("situation,jobs,change,expect_seconds,why", [
     ("nothing due: the steady interval", [job(1, left=36000)], {}, 60, "steady"),
     ("a renewal comes first", [job(1, left=200)], {}, 200 - 140, "renewal"),
-    ("already renewing: no busy looking", [job(1, left=100)], {}, 60, "steady"),
-    ("a drain ends", [job(1, left=36000)], {"drain_since": 990.0}, 10, "drain"),
-    ("a scancel retry", [job(1, left=36000)], {"cancel_failures": 1, "cancel_retry_at": 1007.0}, 7, "scancel"),
+    ("renewing, its replacement missing: at once", [job(1, left=100)], {}, 0, "1"),
+    ("a drain ends", [job(1, left=36000), job(2, left=36000, node="node2")], {"drain_since": 990.0}, 10, "drain"),
+    ("a scancel retry", [job(1, left=36000), job(2, left=36000, node="node2")],
+     {"cancel_failures": 1, "cancel_retry_at": 1007.0}, 7, "scancel"),
 ])
 def test_next_look(situation, jobs, change, expect_seconds, why):
     memory = ready_memory(jobs)
     memory.jobs["1"] = memory.jobs["1"]._replace(**change)
-    seconds, reason = planner.next_look(views_for(jobs, memory), POLICY, 60)
-    assert (round(seconds), reason.split()[0]) == (expect_seconds, why), situation
+    plan = planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY, fresh=False, steady=60)
+    assert (round(plan.next_look), plan.why.split()[0]) == (expect_seconds, why), situation
+
+
+def test_renewing_with_its_replacement_on_the_way_looks_only_for_its_start():
+    jobs = [job(1, left=100), job(2, state="PD")]       # the replacement was submitted 100 s ago
+    plan = planner.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY, fresh=False, steady=60)
+    assert (plan.next_look, plan.why) == (50.0, "start of a job of svc")
 
 
 def test_next_look_waits_for_a_backoff_only_when_something_is_missing():
     memory = outcomes.record_submit_failed(model.empty_memory(), "svc", "QOS", 1000.0, POLICY)
-    assert planner.next_look(views_for([], memory), POLICY, 60) == (10.0, "backoff of svc ends")
+    plan = planner.plan({"svc": 1}, [], memory, 1000.0, POLICY, fresh=False, steady=60)
+    assert (plan.next_look, plan.why) == (10.0, "backoff of svc ends")
     jobs = [job(1, left=36000)]
     memory = ready_memory(jobs)._replace(services=memory.services)
-    assert planner.next_look(views_for(jobs, memory), POLICY, 60)[1] == "steady"
+    assert planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY, fresh=False, steady=60).why == "steady"
 
 
 def test_scaled_to_zero_every_backend_drains_and_new_requests_get_503_not_a_draining_backend():

@@ -200,6 +200,20 @@ class Settings(_SettingsFields):
         return {name: count for name, count in self.service_list if count.scales}
 
 
+def changed_keys(old, new):
+    """What differs between two Settings, as the loop logs it: "SERVICE_LIST hello/2 -> hello/3",
+    "FS_SLEEP_INTERVAL 60 -> 30" (a value as .env wrote it)."""
+    found = []
+    if old.service_list != new.service_list:
+        found.append("SERVICE_LIST %s -> %s" % (format_service_list(old.service_list) or '""',
+                                                format_service_list(new.service_list) or '""'))
+    for key in KEYS:
+        before, after = getattr(old, field_name(key)), getattr(new, field_name(key))
+        if before != after:
+            found.append("%s %s -> %s" % (key, old.raw.get(key, before), new.raw.get(key, after)))
+    return found or ["nothing the loop uses"]
+
+
 def load_values(layout, environ=None, env_text=None):
     """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place)."""
     bundled_text = resources.read_text("env.default") or ""

@@ -187,38 +187,42 @@ def apply_probes(memory, results, now, policy):
     job_mem = dict(memory.jobs)
     services = dict(memory.services)
     events = []
-    for job_id in sorted(_probes_that_matter(job_mem, results)):
+    for job_id in sorted(_probes_that_matter(job_mem, results, policy.probe_failure_threshold)):
         old = job_mem[job_id]
         result = results[job_id]
         if result.ok:
             new = old._replace(probe_failures=0, probe_detail="")
             if old.ready_since is None:
-                new = new._replace(ready_since=now, ever_ready=True)
+                new = new._replace(ready_since=now, ever_ready=True, unready_at=None)
                 if old.submitted_at is not None and not old.ever_ready:
                     svc = services.get(old.service, ServiceMemory())
                     startup = (svc.startup + (round(now - old.submitted_at, 1),))[-5:]
                     services[old.service] = svc._replace(startup=startup)
                 events.append("job %s of %s ready at %s" % (job_id, old.service, old.url))
         else:
-            failures = old.probe_failures + 1
+            failures = min(old.probe_failures + 1, policy.probe_failure_threshold)   # more says nothing more
             new = old._replace(probe_failures=failures, probe_detail=result.detail)
             if old.ready_since is not None and (result.refused or failures >= policy.probe_failure_threshold):
-                new = new._replace(ready_since=None)
+                new = new._replace(ready_since=None, unready_at=now)
                 events.append("job %s of %s not ready (%s); removed from Traefik" % (
                     job_id, old.service, result.detail))
         job_mem[job_id] = new
     return Memory(job_mem, services), events
 
 
-def _probes_that_matter(job_mem, results):
+def _probes_that_matter(job_mem, results, threshold):
     """Ids of probed jobs with a URL whose result changes something: a ready job that is still fine
-    (the common case at 10,000 jobs) is left out before anything is sorted."""
+    (the common case at 10,000 jobs), and one that is out of Traefik and fails as before, are left
+    out before anything is sorted (so their memory, and state.json, stay as they are)."""
     found = []
     for job_id, result in results.items():
         old = job_mem.get(job_id)
         if old is None or not old.url:
             continue
-        if result.ok and old.ready_since is not None and not old.probe_failures and not old.probe_detail:
+        if result.ok:
+            if old.ready_since is not None and not old.probe_failures and not old.probe_detail:
+                continue
+        elif old.ready_since is None and old.probe_failures >= threshold and old.probe_detail == result.detail:
             continue
         found.append(job_id)
     return found

@@ -3,6 +3,7 @@ and the named phases of a job's life. Plain values only: no I/O, no clock."""
 
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from ..systems.slurm import RUNNING_STATES
 from ..systems.traefik import Server
 
 
@@ -47,6 +48,7 @@ class JobMemory(NamedTuple):
     cancel_retry_at: Optional[float] = None
     excluded: Tuple[str, ...] = ()
     publish_late: bool = False
+    unready_at: Optional[float] = None      # when a ready job stopped answering (None: it answers)
 
     @property
     def stopping(self):
@@ -104,6 +106,45 @@ class Plan(NamedTuple):
     memory: Memory
     events: List[str]
     failed: Dict[str, str]              # service -> traceback of a bug met while planning it
+    next_look: float = 0.0              # seconds until the plan needs a fresh look at Slurm
+    why: str = "steady"                 # ... and what it waits for
+
+
+class Phase:
+    """The named states of one job's life, in the order a job goes through them. Computed in one
+    place, phase(), from the job's memory and its squeue row; the planner and `status` both use it.
+
+    SUBMITTED -> PENDING -> STARTING -> READY <-> UNREADY, then DRAINING -> STOPPING -> (gone);
+    a job can also leave squeue from any of them (it ended: its time limit, a crash, a node, scancel).
+    """
+    SUBMITTED = "submitted"     # sbatch ran (or its intent is recorded); squeue has not shown it yet
+    PENDING = "pending"         # in squeue, waiting for a node
+    STARTING = "starting"       # running; its server has not published a URL or answered a probe yet
+    READY = "ready"             # answering its probes: routed, takes new requests
+    UNREADY = "not ready"       # was ready, stopped answering: out of Traefik until it answers again
+    DRAINING = "draining"       # routed at weight 0: no new requests, those in flight finish
+    STOPPING = "stopping"       # scancel asked (or failed and is retried): never routed or counted again
+    ENDING = "ending"           # completing (CG) or not in the last look: leaving squeue
+
+
+# The phases in which a job carries its service (counts toward the instances wanted).
+CARRYING = frozenset([Phase.SUBMITTED, Phase.PENDING, Phase.STARTING, Phase.READY, Phase.UNREADY])
+
+
+def phase(m, state=None):
+    """The Phase of a job: m its JobMemory, state its compact squeue state (None when the last look
+    did not show it as active)."""
+    if m.cancelled_at is not None or m.cancel_failures:
+        return Phase.STOPPING
+    if state is None:
+        return Phase.SUBMITTED if m.seen_at is None else Phase.ENDING
+    if state not in RUNNING_STATES:
+        return Phase.PENDING
+    if m.drain_since is not None:
+        return Phase.DRAINING
+    if m.ready_since is not None and m.url:
+        return Phase.READY
+    return Phase.UNREADY if m.ever_ready and m.url else Phase.STARTING
 
 
 def policy_from(settings):
