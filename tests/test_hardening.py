@@ -16,6 +16,7 @@ from forever_slurm.common import fsutil, settings
 from forever_slurm.core import absorb, lock, loop, model, outcomes, planner, probe, routes, scheduler, state
 from forever_slurm.systems import slurm
 from forever_slurm.observe import status
+from forever_slurm.common.errors import ConfigError
 
 from test_loop import Clock, Prober, calls, jobs_file, make, publish_all, routed
 
@@ -78,10 +79,12 @@ def test_ipv6_literals_are_one_rule_for_the_parser_and_the_writer():
     from forever_slurm.common import urls
     for url in ["http://[::1]:8080", "http://[fe80::1]:1", "http://node7:40123", "https://10.0.0.1:443"]:
         assert absorb.parse_comment("traefik,s," + url, "s") == (url, "")
-        assert traefik.valid_server_url(url)
+        assert traefik._server_entry(traefik.Server(url)) == {"url": url}
     for url in ["http://[::g]:80", "http://a..b:80", "http://h:\u0664\u0660", "http://h:80\n", "http://h:80/x"]:
         assert absorb.parse_comment("traefik,s," + url, "s")[0] is None
-        assert not traefik.valid_server_url(url) and not urls.valid_backend_url(url)
+        assert not urls.valid_backend_url(url)
+        with pytest.raises(ConfigError):
+            traefik._server_entry(traefik.Server(url))
 
 
 def random_comment(rng, service):

@@ -10,15 +10,13 @@ from typing import Callable, List, NamedTuple, Tuple
 from . import envfile, fsutil, resources, validate
 from .errors import ConfigError
 
-SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
 # What forever-slurm keeps in .work/ itself (tests/test_services.py finds every such name in src/).
 # Service files are staged there too, as the original tool did: one of these names must not be, as it
 # would replace the loop's state, its lock, Traefik's files or a folder of ours.
 _OWN_WORK_NAME_RE = re.compile(
-    r"^(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
+    r"(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
     r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|"
-    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup)$")
+    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup)")
 
 
 class Layout(NamedTuple):
@@ -77,7 +75,7 @@ class Layout(NamedTuple):
     @staticmethod
     def is_own_work_name(name):
         """True for a name in .work/ that forever-slurm writes itself (never a staged service file)."""
-        return bool(_OWN_WORK_NAME_RE.match(name))
+        return bool(_OWN_WORK_NAME_RE.fullmatch(name))
 
     def make_dirs(self):
         """Every folder under .work, private to the user (0700) whatever the umask."""
@@ -286,10 +284,7 @@ def _settings(typed, service_list, values):
     return Settings(service_list=service_list, raw={k: v.value for k, v in values.items()}, **fields)
 
 
-def service_name(name):
-    if not SERVICE_NAME_RE.fullmatch(name):
-        raise validate.Invalid("%r is not a service name: letters, digits, . _ - and no spaces" % name)
-    return name
+service_name = validate.service_name
 
 
 def parse_instances(text):

@@ -13,7 +13,7 @@ from . import scale
 from .routes import wake_url
 from .service_files import health_of
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 
 class DemandKeeper:

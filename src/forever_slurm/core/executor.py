@@ -9,7 +9,7 @@ from ..systems import slurm as slurm_mod
 from . import outcomes
 from .model import Cancel, ClearExclude, Submit
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 
 class Executor:

@@ -3,7 +3,7 @@ fault is logged once when it starts and once when it is fixed, and `status` show
 
 import logging
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 
 class Faults:

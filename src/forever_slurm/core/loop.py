@@ -20,7 +20,7 @@ from .faults import Faults
 from .routes import RouteWriter
 from .service_files import ServiceFiles, health_of
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 ACCESS_LOG_CHECK = 60.0     # seconds between two looks at the access log's size (rotation)
 

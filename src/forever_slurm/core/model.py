@@ -16,7 +16,7 @@ class Policy(NamedTuple):
     default_startup: float = 60.0   # start-up guess before any job of the service was measured
     spread: bool = True
     spread_patience: float = 60.0   # then a pending job may run on any node after all
-    spread_ramp_max: int = 4        # up to this many missing jobs are submitted one per cycle
+    spread_ramp_max: int = 4        # up to this many missing jobs are submitted one per look
     expect_timeout: float = 120.0   # a submitted job not seen by then is considered lost
     crash_window: float = 120.0     # a job ending sooner after its start counts as a crash
     publish_timeout: float = 600.0  # a running job with no URL by then counts as a crash
@@ -24,14 +24,14 @@ class Policy(NamedTuple):
     backoff_max: float = 300.0
     backoff_reset: float = 600.0    # healthy this long: the crash count starts over
     probe_failure_threshold: int = 2
-    max_submit_per_cycle: int = 100
+    max_submit_per_look: int = 100
 
 
 INTENT_PREFIX = "intent:"   # memory key of a submission recorded before its sbatch ran
 
 
 class JobMemory(NamedTuple):
-    """What the loop remembers of one of its jobs between cycles (persisted in state.json)."""
+    """What the loop remembers of one of its jobs between looks (persisted in state.json)."""
     service: str
     submitted_at: Optional[float] = None
     seen_at: Optional[float] = None         # first seen in squeue

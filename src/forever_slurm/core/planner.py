@@ -141,7 +141,7 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     job_mem = dict(memory.jobs)
     services = dict(memory.services)
     actions, events, routes, failed = [], [], {}, {}
-    budget = policy.max_submit_per_cycle
+    budget = policy.max_submit_per_look
     look = (float(steady), "steady")
     for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings).items():
         try:

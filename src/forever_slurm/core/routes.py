@@ -9,7 +9,7 @@ from ..common import fsutil
 from ..common.errors import ConfigError
 from ..systems import traefik, traefik_binary, traefik_files
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 
 def wake_url(port):

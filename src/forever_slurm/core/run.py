@@ -9,7 +9,7 @@ from ..common import logfiles, settings as settings_mod
 from ..common.errors import ForeverError
 from ..systems import slurm
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 
 def run_command(layout, once=False):

@@ -8,7 +8,7 @@ from ..common import services
 from ..common.errors import ConfigError
 from ..systems import traefik, traefik_files
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 
 class Loaded(NamedTuple):

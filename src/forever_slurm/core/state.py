@@ -6,7 +6,6 @@ never changes anything (`status` reads it too); only the loop sets a corrupt fil
 """
 
 import json
-import logging
 import math
 from typing import Dict, List, NamedTuple, Optional
 
@@ -16,7 +15,6 @@ from .model import JobMemory, Memory, ServiceMemory, empty_memory
 from ..systems.traefik import Server
 from ..systems.slurm import Job
 
-log = logging.getLogger(__name__)
 
 VERSION = 3
 MAX_BYTES = 256 * 1024 * 1024     # far above 10,000 jobs; a bigger file is not ours
