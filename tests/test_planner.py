@@ -344,3 +344,18 @@ def test_scaled_to_zero_every_backend_drains_and_new_requests_get_503_not_a_drai
     assert [s.weight for s in plan.routes["svc"]] == [0, 0] and plan.actions == []
     plan = planner.plan({"svc": 1}, [job(1, left=10)], ready_memory([job(1)]), 1000.0, POLICY)
     assert [s.weight for s in plan.routes["svc"]] == [1]        # wanted: the last backend keeps serving
+
+
+def test_spreading_waits_for_the_last_submission_to_have_a_node():
+    """Where a job runs is known once it runs: the next of a small gap waits for it, so that it can
+    avoid its node (submitting both at once put them on one node on a loaded machine)."""
+    jobs = [job(1, state="PD")]
+    memory = ready_memory(jobs)
+    memory.jobs["1"] = memory.jobs["1"]._replace(submitted_at=995.0)
+    assert planner.plan({"svc": 2}, jobs, memory, 1000.0, POLICY).actions == []
+    placed = [job(1)]
+    plan = planner.plan({"svc": 2}, placed, ready_memory(placed), 1000.0, POLICY)
+    assert plan.actions == [model.Submit("svc", ("node1",), "missing")]
+    # A job pending for longer than spread_patience no longer holds the next one back.
+    memory.jobs["1"] = memory.jobs["1"]._replace(submitted_at=1000.0 - POLICY.spread_patience - 1)
+    assert planner.plan({"svc": 2}, jobs, memory, 1000.0, POLICY).actions == [model.Submit("svc", (), "missing")]

@@ -314,9 +314,12 @@ def submissions(view, retiring, cancels, policy, budget, count):
     number = min(missing_count(view, retiring, cancels, policy, count), budget)
     if number <= 0 or view.now < view.service.next_try:
         return []
-    if policy.spread and 1 < number <= policy.spread_ramp_max:
-        # Where Slurm puts a job is known only once it runs: submit one per look, so the
-        # next one can avoid its node. Larger gaps are filled at once (capacity first).
+    if policy.spread and 1 < number + _placing(view, policy) <= policy.spread_ramp_max:
+        # Where Slurm puts a job is known only once it runs: submit one at a time, and the next
+        # once the last has a node (or has waited spread_patience), so that it can avoid that
+        # node. Larger gaps are filled at once (capacity first).
+        if _placing(view, policy):
+            return []
         number = 1
     cancelled = {c.job_id for c in cancels}
     exclude = ()
@@ -324,6 +327,16 @@ def submissions(view, retiring, cancels, policy, budget, count):
         exclude = tuple(sorted({job.nodes for job in view.running if job.nodes and job.job_id not in cancelled}))
     why = "renewal" if retiring else "missing"
     return [Submit(view.name, exclude, why) for _ in range(number)]
+
+
+def _placing(view, policy):
+    """Jobs of the service submitted within spread_patience that have no node yet."""
+    placing = 0
+    for job_id in itertools.chain(view.unseen, (job.job_id for job in view.pending)):
+        m = view.jobs.get(job_id)
+        if m is not None and m.submitted_at is not None and view.now - m.submitted_at < policy.spread_patience:
+            placing += 1
+    return placing
 
 
 def exclusions_to_clear(view, policy):
