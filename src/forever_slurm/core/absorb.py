@@ -82,6 +82,9 @@ def _absorb_known(job_mem, seen, now, policy):
             if (old.url and not old.comment_problem and old.running_since is not None and old.seen_at is not None
                     and job.state in RUNNING_STATES and parse_comment(job.comment, job.name)[0] == old.url):
                 continue    # running, published as before: _absorb_job would find nothing new
+            if (old.seen_at is not None and old.running_since is None and not old.url and not old.comment_problem
+                    and job.state not in RUNNING_STATES):
+                continue    # pending as before: nothing new either
             result = _absorb_job(old, job, now, policy)
             if not result[1] and not result[2]:
                 job_mem[job_id] = result[0]

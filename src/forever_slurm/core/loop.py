@@ -245,6 +245,9 @@ class Controller:
 
     def _log_crash_output(self, old, new):
         """For each job that just counted as a crash, the last lines of its Slurm output."""
+        if all(new.services.get(name, svc).failures <= svc.failures for name, svc in old.services.items()) \
+                and not (new.services.keys() - old.services.keys()):
+            return      # no crash counted at this look (the common case: nothing to look through)
         for job_id, gone in sorted(old.jobs.items()):
             if job_id in new.jobs or gone.cancelled_at is not None or model.is_intent(job_id):
                 continue

@@ -341,9 +341,13 @@ def _placing(view, policy):
 
 def exclusions_to_clear(view, policy):
     """Pending jobs that avoided busy nodes for longer than spread_patience may run anywhere."""
-    return [ClearExclude(job.job_id, view.name) for job in view.pending
-            if view.memory_of(job).excluded and view.memory_of(job).submitted_at is not None
-            and view.now - view.memory_of(job).submitted_at > policy.spread_patience]
+    found = []
+    for job in view.pending:
+        m = view.jobs.get(job.job_id)
+        if m is not None and m.excluded and m.submitted_at is not None \
+                and view.now - m.submitted_at > policy.spread_patience:
+            found.append(ClearExclude(job.job_id, view.name))
+    return found
 
 
 def servers_for(view, stopping_now):
