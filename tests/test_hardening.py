@@ -461,3 +461,42 @@ def test_an_unwritable_log_folder_does_not_stop_the_loop(root, shim_state, capsy
     (root / ".work" / "bin").write_text("a file where a folder should be")
     assert cli.main(["--root", str(root), "run", "--once"]) == 1
     assert "cannot create the folders under" in capsys.readouterr().err      # one clear line, no traceback
+
+
+def test_an_empty_answer_while_every_backend_still_answers_is_not_believed_at_once(root, shim_state, caplog):
+    """One empty squeue answer (exit 0, nothing printed: a site's wrapper, a controller restarted from
+    an old state) had dropped every route and submitted a job. It is asked again first; an answer that
+    says the same twice is believed."""
+    ctl, clock, prober, layout = make(root)
+    routed(ctl, clock, shim_state)
+    before = watch_file(layout, "hello-python")
+    saved = (shim_state / "jobs.json").read_text()
+    data = json.loads(saved)
+    (shim_state / "jobs.json").write_text(json.dumps(dict(data, jobs=[])))
+    (shim_state / "calls.log").write_text("")
+    clock.sleep(10)
+    assert ctl.look() is False
+    assert [c[0] for c in calls(shim_state)] == ["squeue"] and watch_file(layout, "hello-python") == before
+    assert "not believed" in caplog.text and ctl.next_look_in() == planner.FOLLOW_UP_DELAY
+    (shim_state / "jobs.json").write_text(saved)             # the next answer is whole again
+    clock.sleep(2)
+    assert ctl.look() is True and watch_file(layout, "hello-python") == before
+    assert [c[0] for c in calls(shim_state)] == ["squeue", "squeue"]
+    (shim_state / "jobs.json").write_text(json.dumps(dict(data, jobs=[])))
+    for _ in range(2):                                        # said twice: believed
+        clock.sleep(2)
+        ctl.look()
+    assert "sbatch" in [c[0] for c in calls(shim_state)]
+
+
+def test_a_job_whose_server_stopped_answering_is_believed_gone_at_once(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    routed(ctl, clock, shim_state)
+    data = json.loads((shim_state / "jobs.json").read_text())
+    gone = data["jobs"].pop(0)
+    (shim_state / "jobs.json").write_text(json.dumps(data))
+    prober.dead.add(gone["comment"].split(",")[2])
+    clock.sleep(2)
+    ctl.probe_pass()
+    (shim_state / "calls.log").write_text("")
+    assert ctl.look() is True and "sbatch" in [c[0] for c in calls(shim_state)]

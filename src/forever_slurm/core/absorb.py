@@ -59,6 +59,18 @@ def absorb(memory, jobs, now, policy):
     return Memory(job_mem, services), events
 
 
+def unexplained_losses(memory, jobs):
+    """Ids of jobs a look lost without explanation: ready, their last probe answered, and not in
+    squeue's answer at all, not even in a final state (squeue -t all lists ended jobs for MinJobAge).
+    A job cancelled, timed out or failed shows its final state; a server that still answers was not
+    stopped. So such an answer (an empty one from a site's wrapper, a controller that restarted from
+    an old state) is not believed until the next look says the same."""
+    listed = {job.job_id for job in jobs}
+    return sorted(job_id for job_id, m in memory.jobs.items()
+                  if job_id not in listed and m.ready_since is not None and not m.probe_failures
+                  and m.cancelled_at is None and not is_intent(job_id))
+
+
 def _split_observed(jobs):
     """({job_id: active job}, {job_id: final state of an ended job}, {ids of completing jobs})."""
     seen, ended_states, completing = {}, {}, set()

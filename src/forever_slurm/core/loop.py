@@ -52,6 +52,7 @@ class Controller:
         if wake is not None:
             wake.timeout = settings.wake_timeout
         self.observe_failures = 0       # looks in a row at which Slurm did not answer
+        self._doubted = []              # jobs a look lost while they still answered: asked again
         self.last_plan = None           # model.Plan of the last pass: its next_look says when to look again
         self._logged_bugs = set()
         self._foreign_seen = set()
@@ -82,11 +83,14 @@ class Controller:
             self.observe_failures += 1
             self._pass(fresh=False)
             return False
+        old = self.snapshot.memory
+        ours, foreign = self._split_ours(jobs, old)
+        if not self._believable(old, ours):
+            self._pass(fresh=False)
+            return False
         self.observe_failures = 0
         self._slurm_state(True, "", now)
         self.reserve.ensure()
-        old = self.snapshot.memory
-        ours, foreign = self._split_ours(jobs, old)
         memory, events = absorb.absorb(old, ours, now, self.policy)
         _log_events(events)
         self._log_crash_output(old, memory)
@@ -147,6 +151,19 @@ class Controller:
         _log_events(events)
         return memory
 
+    def _believable(self, memory, ours):
+        """False (once) for an answer that lost ready jobs whose servers still answer: the next look,
+        soon, decides (absorb.unexplained_losses)."""
+        lost = absorb.unexplained_losses(memory, ours)
+        if not lost or lost == self._doubted:
+            self._doubted = []
+            return True
+        self._doubted = lost
+        log.warning("squeue's answer lacks %d job(s) whose servers still answer (%s): not believed until "
+                    "the next look says the same; nothing submitted or cancelled meanwhile", len(lost),
+                    ", ".join(lost[:10]))
+        return False
+
     def _split_ours(self, jobs, memory):
         """(ours, foreign) of a look's jobs. Ours: submitted from this root (their working directory,
         which a job cannot change) and named like a service of this root (SERVICE_LIST, memory, or a
@@ -172,6 +189,8 @@ class Controller:
     def next_look_in(self):
         """Seconds until the next look at Slurm: what the last plan asked for (planner.service_next_look),
         or, while Slurm does not answer, a backoff doubling up to 2 min."""
+        if self._doubted:
+            return planner.FOLLOW_UP_DELAY
         if self.observe_failures:
             return backoff.delay(self.observe_failures, self.settings.sleep_interval,
                                  max(120.0, self.settings.sleep_interval))
