@@ -222,3 +222,19 @@ def test_a_fixed_service_made_min_max_keeps_its_jobs_until_idle(root, shim_state
         targets.append(ctl.snapshot.desired["hello-python"])
     assert targets[0] == 2, "nothing is stopped the moment the service becomes MIN-MAX"
     assert targets[-1] == 0 and targets.index(0) * 2 >= 60 - 2, "idle counts from the change"
+
+
+def test_a_stopping_loop_leaves_no_route_to_a_wake_port_nobody_owns(root, shim_state):
+    """Once the loop stops, its wake port is free for any local user to bind and receive the
+    service's requests: Traefik's file must not name it (503 until a restarted loop takes it back)."""
+    ctl, clock, counter, proxy, layout = make(root)
+    ctl.look()
+    wake_url = "http://127.0.0.1:%d" % proxy.listening["hello-python"]
+    assert wake_url in route_file(layout)
+    scheduler.run_forever(ctl, lambda: True, monotonic=clock, wait=clock.sleep)
+    assert proxy.shut and wake_url not in route_file(layout) and "servers: []" in route_file(layout)
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
+                            probe_all=Prober(), count_inflight=Inflight(), wake=FakeWake())
+    again.look()
+    assert again.wake.asked_port == proxy.listening["hello-python"], "a restarted loop takes its port back"
+    assert wake_url in route_file(layout)

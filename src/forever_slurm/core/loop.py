@@ -164,6 +164,24 @@ class Controller:
                     ", ".join(lost[:10]))
         return False
 
+    def stop(self):
+        """Before the loop exits: no Traefik file may name a wake proxy port nobody will own (any local
+        user could bind it and receive the service's requests, tokens included). Such routes are
+        written without it (Traefik answers 503 until a restarted loop takes the port back), then the
+        proxy answers what it holds with 503 and closes."""
+        if self.wake is None:
+            return
+        if self.demand.waking_ports:
+            desired = self.settings.desired
+            loaded = self.files.load(set(desired) | {m.service for m in self.snapshot.memory.jobs.values()},
+                                     desired)
+            routes = dict(self.snapshot.routes)
+            for name in self.demand.waking_ports:
+                routes[name] = list(routes.get(name) or ())
+            self.routes.write(routes, loaded)
+            log.info("stopping: the wake proxy's routes are withdrawn (%s)", ", ".join(sorted(self.demand.waking_ports)))
+        self.wake.shutdown()
+
     def _split_ours(self, jobs, memory):
         """(ours, foreign) of a look's jobs. Ours: submitted from this root (their working directory,
         which a job cannot change) and named like a service of this root (SERVICE_LIST, memory, or a
