@@ -300,12 +300,15 @@ def test_the_disk_reserve_lets_the_loop_record_a_submission_and_drop_a_gone_job(
     monkeypatch.setattr(fsutil, "atomic_write", full_while_reserved)
     monkeypatch.setattr(fsutil.Reserve, "ensure", lambda self: False)       # the disk stays full
     gone = jobs_file(shim_state)[0]
+    prober.dead.add(gone["comment"].split(",")[2])                          # the job dies
+    clock.sleep(2)
+    ctl.probe_pass()
+    assert gone["comment"].split(",")[2] not in watch_file(layout, "hello-python")   # out of Traefik
     data = json.loads((shim_state / "jobs.json").read_text())
-    data["jobs"][0]["state"] = "F"                                          # the job died
+    data["jobs"][0]["state"] = "F"
     (shim_state / "jobs.json").write_text(json.dumps(data))
     clock.sleep(10)
     ctl.look()
-    assert gone["comment"].split(",")[2] not in watch_file(layout, "hello-python")   # out of Traefik
     saved = state.load(layout.state_file)
     new = [j["id"] for j in jobs_file(shim_state) if j["id"] != gone["id"]]
     assert gone["id"] not in saved.memory.jobs and sorted(saved.memory.jobs) == new   # the replacement recorded

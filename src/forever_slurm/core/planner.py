@@ -13,24 +13,32 @@ from typing import Dict, List, NamedTuple, Optional
 
 from ..systems.slurm import ACTIVE_STATES, RUNNING_STATES, job_number, oldest_first
 from ..systems.traefik import Server
-from .model import Cancel, ClearExclude, JobMemory, Memory, Plan, ServiceMemory, Submit
+from . import model
+from .model import CARRYING, Cancel, ClearExclude, JobMemory, Memory, Phase, Plan, ServiceMemory, Submit
 
 # Hot loops below test `job.state in RUNNING_STATES` rather than the property job.running, and
 # JobMemory.stopping's two fields inline: the same test without a Python call, 10,000 times a pass.
 
-def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
-    """Seconds before its end a job is replaced: one start-up plus drain per instance, plus a margin
-    (with a surge of 1 the instances are renewed one after the other), or FS_RENEW_LEAD; plus the
-    script's own --signal warning time and the 60 s Slurm may send it early, so that the job is
-    drained before its server starts to stop. The drain is the longest recently measured one (a
-    drain waits for the answers in flight), at least FS_DRAIN_SECONDS."""
+def renew_lead(service_memory, policy, warning_seconds=0):
+    """Seconds before its end a job is replaced: what a replacement of this service needed from
+    submission to ready (queue wait and start-up; the 90th percentile of the recent ones) plus the
+    longest recent drain (answers in flight finish; at least FS_DRAIN_SECONDS) plus a margin, or
+    FS_RENEW_LEAD; plus the script's own --signal warning time and the 60 s Slurm may send it early,
+    so that the job is drained before its server starts to stop. It does not grow with the number
+    of instances: each job due is renewed at once, beside the others (missing_count)."""
     if policy.renew_lead is not None:
         lead = policy.renew_lead
     else:
-        startup = max(service_memory.startup) if service_memory.startup else policy.default_startup
+        startup = percentile(service_memory.startup, 0.9) if service_memory.startup else policy.default_startup
         drain = max((policy.drain_seconds,) + tuple(service_memory.drains))
-        lead = max(desired_count, 1) * (startup + drain) + policy.renew_margin
+        lead = startup + drain + policy.renew_margin
     return lead + (warning_seconds + 60 if warning_seconds else 0)
+
+
+def percentile(values, share):
+    """The nearest-rank percentile of values (share 0.9: the 90th)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(-(-share * len(ordered) // 1)) - 1))]
 
 
 # -- planning ---------------------------------------------------------------------------------------
@@ -94,7 +102,7 @@ def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None
         views[name] = ServiceView(
             name=name, wanted=desired.get(name, 0), running=running, pending=pending, unseen=unseen,
             jobs=job_mem, service=svc,
-            lead=renew_lead(desired.get(name, 0), svc, policy, (warnings or {}).get(name, 0)),
+            lead=renew_lead(svc, policy, (warnings or {}).get(name, 0)),
             now=now, age=max(0.0, now - observed_at), ready_ids=ready_ids)
     return views
 
@@ -173,7 +181,7 @@ def plan_service(view, policy, fresh, budget, inflight):
         events.append("job %s of %s draining (%ds left)" % (job.job_id, view.name, view.left(job)))
     view = _with_memory(view, jobs)
     actions = []
-    kept, count = _keepers(view, retiring)
+    kept, count, held = _keepers(view, retiring)
     if fresh:
         cancels, surplus_drains = cancels_due(view, retiring, policy, inflight, kept, count)
         for job in surplus_drains:
@@ -185,12 +193,12 @@ def plan_service(view, policy, fresh, budget, inflight):
         actions += cancels
         # The surplus drains just started carry the service no longer; nothing else changed the keepers.
         count -= len(surplus_drains)
-        submits = submissions(view, retiring, cancels, policy, budget, count)
+        submits = submissions(view, retiring, cancels, policy, budget, count, held)
         actions += submits
         actions += exclusions_to_clear(view, policy)
-        missing = missing_count(view, retiring, cancels, policy, count) - len(submits)
+        missing = missing_count(view, retiring, cancels, policy, count, held) - len(submits)
     else:
-        submits, missing = [], missing_count(view, retiring, (), policy, count)
+        submits, missing = [], missing_count(view, retiring, (), policy, count, held)
     stopping_now = frozenset(a.job_id for a in actions if isinstance(a, Cancel))
     return ServicePlan(actions, servers_for(view, stopping_now), jobs, service, events,
                        view._replace(service=service), stopping_now, missing, bool(submits))
@@ -213,13 +221,14 @@ def _reset_backoff_if_healthy(view, policy, events):
 
 
 def retiring_jobs(view):
-    """Running jobs within the renewal lead of their end, soonest end first."""
+    """Running jobs within the renewal lead of their end, and those Slurm cut short (preemption),
+    soonest end first."""
     near = []
-    age, lead = view.age, view.lead
+    age, lead, mem = view.age, view.lead, view.jobs
     for job in view.running:
         if job.time_left is not None:
             left = job.time_left - age      # view.left(job), inline: every running job, every pass
-            if left <= lead:
+            if left <= lead or (job.job_id in mem and mem[job.job_id].cut_short_at is not None):
                 near.append((left, job))
     near.sort(key=_first)
     return [job for _, job in near]
@@ -238,23 +247,27 @@ def drains_to_start(view, retiring, policy):
     for job in retiring:
         if job.job_id not in ready or mem[job.job_id].drain_since is not None:
             continue
-        if live - 1 >= view.wanted or (live > 1 and view.left(job) <= policy.drain_seconds + 5):
+        m = mem[job.job_id]
+        if live - 1 >= view.wanted or (live > 1 and view.left(job) <= policy.drain_seconds + 5) \
+                or m.cut_short_at is not None:
             chosen.append(job)
             live -= 1
     return chosen
 
 
 def _keepers(view, retiring):
-    """Jobs that will carry the service: active or expected, and neither retiring, draining nor stopping."""
+    """(jobs that will carry the service, how many with those submitted but not seen yet, how many
+    are held): the jobs in a CARRYING phase that are not retiring; not draining, stopping or held."""
     retiring_ids = {job.job_id for job in retiring}
-    kept = []
-    known = view.jobs.get       # a job without memory is neither draining nor stopping
+    kept, held = [], 0
+    known = view.jobs.get
     for job in itertools.chain(view.running, view.pending):
-        if job.job_id not in retiring_ids:
-            m = known(job.job_id)
-            if m is None or (m.drain_since is None and m.cancelled_at is None and not m.cancel_failures):
-                kept.append(job)    # (not m.stopping)
-    return kept, len(kept) + len(view.unseen)
+        phase = model.phase(known(job.job_id) or _UNKNOWN, job.state)
+        if phase == Phase.HELD:
+            held += 1
+        elif phase in CARRYING and job.job_id not in retiring_ids:
+            kept.append(job)
+    return kept, len(kept) + len(view.unseen), held
 
 
 def _may_cancel(m, now):
@@ -299,22 +312,25 @@ def cancels_due(view, retiring, policy, inflight, kept, count):
     return cancels, drains
 
 
-def missing_count(view, retiring, cancels, policy, count):
-    """How many jobs the service lacks now: up to N plus the surge while renewing.
-    count: the jobs that will carry the service (_keepers)."""
+def missing_count(view, retiring, cancels, policy, count, held=0):
+    """How many jobs the service lacks now: up to N, plus while renewing FS_SURGE replacements ahead
+    for each job being renewed (all at once: renewals never wait on each other, so each costs one
+    overlap). count: the jobs that will carry the service; held: requeued or suspended ones, which
+    carry nothing now (_keepers)."""
     cancelled = {c.job_id for c in cancels}
     gone_soon = sum(1 for job in retiring if job.job_id in cancelled)
-    room = view.wanted + policy.surge - (len(view.running) + len(view.pending) + len(view.unseen) - gone_soon)
+    present = len(view.running) + len(view.pending) + len(view.unseen) - gone_soon - held
+    room = view.wanted + policy.surge * max(1, len(retiring)) - present
     return max(0, min(view.wanted - count, room))
 
 
-def submissions(view, retiring, cancels, policy, budget, count):
+def submissions(view, retiring, cancels, policy, budget, count, held=0):
     """Submit what is missing (missing_count), within the look's budget, never during crash backoff,
-    and one per look while spreading a small gap over nodes."""
-    number = min(missing_count(view, retiring, cancels, policy, count), budget)
+    and one at a time while spreading a small gap over nodes."""
+    number = min(missing_count(view, retiring, cancels, policy, count, held), budget)
     if number <= 0 or view.now < view.service.next_try:
         return []
-    if policy.spread and 1 < number + _placing(view, policy) <= policy.spread_ramp_max:
+    if policy.spread and not retiring and 1 < number + _placing(view, policy) <= policy.spread_ramp_max:
         # Where Slurm puts a job is known only once it runs: submit one at a time, and the next
         # once the last has a node (or has waited spread_patience), so that it can avoid that
         # node. Larger gaps are filled at once (capacity first).
@@ -442,6 +458,9 @@ def _first(pair):
 
 # Server(url, weight) without the keyword handling of its __new__: servers_for makes one per routed job.
 _server = functools.partial(tuple.__new__, Server)
+
+
+_UNKNOWN = JobMemory(service="")     # what the planner knows of a job it has no memory of: nothing
 
 
 def _newest_first(job):
