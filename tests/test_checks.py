@@ -48,7 +48,7 @@ def test_each_usable_service_gets_an_ok_line(layout):
     assert report.problems == [] and report.summary == "all good"
     assert report.ok == ["ok: web/2 (services/web/web.sub, default Traefik route)",
                          "ok: hello-python/0-3 (bundled; the loop unpacks it into services/hello-python/ on its "
-                         "first cycle)"]
+                         "first look)"]
 
 
 def test_every_problem_is_listed_with_its_file_and_line_and_nothing_is_written(layout):

@@ -100,10 +100,10 @@ def test_renewal_waits_for_the_stream_on_the_drained_job():
 def test_renew_lead_makes_room_for_the_longest_measured_drain():
     policy = POLICY._replace(drain_seconds=20, renew_margin=60)
     quick = model.ServiceMemory(startup=(30.0,))
-    assert planner.renew_lead(2, quick, policy) == 2 * (30 + 20) + 60
+    assert planner.renew_lead(quick, policy) == 30 + 20 + 60
     streaming = quick._replace(drains=(12.0, 95.0, 40.0))
-    assert planner.renew_lead(2, streaming, policy) == 2 * (30 + 95) + 60
-    assert planner.renew_lead(2, streaming, policy._replace(renew_lead=100)) == 100
+    assert planner.renew_lead(streaming, policy) == 30 + 95 + 60
+    assert planner.renew_lead(streaming, policy._replace(renew_lead=100)) == 100
 
 
 DRAINING = model.JobMemory(service="svc", drain_since=1000.0)
@@ -249,42 +249,47 @@ def test_connection_refused_unreadies_at_once():
 
 
 class TestRenewal:
-    """Two jobs that started together approach their time limit: replace them one by one, no gap."""
+    """Two jobs that started together approach their time limit: both are replaced at once, no gap."""
 
     def lead(self):
-        return planner.renew_lead(2, model.ServiceMemory(startup=(5.0,)), POLICY)   # 2*(5+20)+60 = 110
+        return planner.renew_lead(model.ServiceMemory(startup=(5.0,)), POLICY)   # 5 + 20 + 60 = 85
 
     def test_lead_time_from_measured_startup(self):
-        assert self.lead() == 110
-        assert planner.renew_lead(2, model.ServiceMemory(), POLICY._replace(renew_lead=42)) == 42
-        assert planner.renew_lead(1, model.ServiceMemory(), POLICY) == 60 + 20 + 60
+        assert self.lead() == 85
+        assert planner.renew_lead(model.ServiceMemory(), POLICY._replace(renew_lead=42)) == 42
+        assert planner.renew_lead(model.ServiceMemory(), POLICY) == 60 + 20 + 60
 
     def test_sequence(self):
+        """Both reach their renewal together: both are replaced at once (neither waits for the other's
+        replacement, which cut the second one's streams), each is drained once the replacements carry
+        the service, then cancelled."""
         memory = ready_memory([job(1), job(2, node="node2")])
         memory = memory._replace(services={"svc": model.ServiceMemory(startup=(5.0,))})
         now = 1000.0
-        # 100 s left, inside the 110 s lead: one surge replacement, nothing drained yet.
-        jobs = [job(1, left=100), job(2, node="node2", left=100)]
+        # 80 s left, inside the 85 s lead: a replacement for each, nothing drained yet.
+        jobs = [job(1, left=80), job(2, node="node2", left=80)]
         plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
-        assert plan.actions == [model.Submit("svc", ("node1", "node2"), "renewal")]
+        assert plan.actions == [model.Submit("svc", ("node1", "node2"), "renewal")] * 2
         assert all(s.weight == 1 for s in plan.routes["svc"])
         memory = outcomes.record_submitted(plan.memory, "svc", "3", now)
-        # The replacement runs and is ready: the older job drains (weight 0), still 2 live backends.
+        memory = outcomes.record_submitted(memory, "svc", "4", now)
+        # The replacements run and are ready: both old jobs drain (weight 0), 2 live backends.
         now += 5
-        jobs = [job(1, left=95), job(2, node="node2", left=95), job(3, node="node3")]
+        jobs = [job(1, left=75), job(2, node="node2", left=75), job(3, node="node3"), job(4, node="node3")]
         memory, _ = absorb.absorb(memory, jobs, now, POLICY)
-        memory, _ = absorb.apply_probes(memory, {"3": model.ProbeResult(True)}, now, POLICY)
+        memory, _ = absorb.apply_probes(memory, {"3": model.ProbeResult(True), "4": model.ProbeResult(True)},
+                                        now, POLICY)
         plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
         assert plan.actions == []
         weights = {s.url: s.weight for s in plan.routes["svc"]}
-        assert sorted(weights.values()) == [0, 1, 1]
+        assert sorted(weights.values()) == [0, 0, 1, 1]
         memory = plan.memory
-        # After the drain time it is cancelled and the second replacement goes in at once.
+        # After the drain time both are cancelled; nothing more is submitted.
         now += POLICY.drain_seconds
-        jobs = [job(1, left=75), job(2, node="node2", left=75), job(3, node="node3")]
+        jobs = [job(1, left=55), job(2, node="node2", left=55), job(3, node="node3"), job(4, node="node3")]
         plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
-        assert kinds(plan.actions) == ["Cancel", "Submit"]
-        assert plan.actions[0].job_id in ("1", "2")
+        assert kinds(plan.actions) == ["Cancel", "Cancel"]
+        assert {a.job_id for a in plan.actions} == {"1", "2"}
         assert sum(1 for s in plan.routes["svc"] if s.weight > 0) == 2
 
     def test_no_surge_waits_for_the_old_job(self):
@@ -300,8 +305,8 @@ class TestRenewal:
 
 def test_signal_warning_widens_the_lead():
     svc = model.ServiceMemory(startup=(5.0,))
-    assert planner.renew_lead(2, svc, POLICY, warning_seconds=60) == 110 + 120
-    assert planner.renew_lead(2, svc, POLICY._replace(renew_lead=30), warning_seconds=60) == 150
+    assert planner.renew_lead(svc, POLICY, warning_seconds=60) == 85 + 120
+    assert planner.renew_lead(svc, POLICY._replace(renew_lead=30), warning_seconds=60) == 150
 
 
 def views_for(jobs, memory, desired=None, now=1000.0, policy=POLICY):
@@ -311,23 +316,31 @@ def views_for(jobs, memory, desired=None, now=1000.0, policy=POLICY):
 @pytest.mark.parametrize("situation,jobs,change,expect_seconds,why", [
     ("nothing due: the steady interval", [job(1, left=36000)], {}, 60, "steady"),
     ("a renewal comes first", [job(1, left=200)], {}, 200 - 140, "renewal"),
-    ("already renewing: no busy looking", [job(1, left=100)], {}, 60, "steady"),
-    ("a drain ends", [job(1, left=36000)], {"drain_since": 990.0}, 10, "drain"),
-    ("a scancel retry", [job(1, left=36000)], {"cancel_failures": 1, "cancel_retry_at": 1007.0}, 7, "scancel"),
+    ("renewing, its replacement missing: at once", [job(1, left=100)], {}, 0, "1"),
+    ("a drain ends", [job(1, left=36000), job(2, left=36000, node="node2")], {"drain_since": 990.0}, 10, "drain"),
+    ("a scancel retry", [job(1, left=36000), job(2, left=36000, node="node2")],
+     {"cancel_failures": 1, "cancel_retry_at": 1007.0}, 7, "scancel"),
 ])
 def test_next_look(situation, jobs, change, expect_seconds, why):
     memory = ready_memory(jobs)
     memory.jobs["1"] = memory.jobs["1"]._replace(**change)
-    seconds, reason = planner.next_look(views_for(jobs, memory), POLICY, 60)
-    assert (round(seconds), reason.split()[0]) == (expect_seconds, why), situation
+    plan = planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY, fresh=False, steady=60)
+    assert (round(plan.next_look), plan.why.split()[0]) == (expect_seconds, why), situation
+
+
+def test_renewing_with_its_replacement_on_the_way_looks_only_for_its_start():
+    jobs = [job(1, left=100), job(2, state="PD")]       # the replacement was submitted 100 s ago
+    plan = planner.plan({"svc": 1}, jobs, ready_memory(jobs), 1000.0, POLICY, fresh=False, steady=60)
+    assert (plan.next_look, plan.why) == (50.0, "start of a job of svc")
 
 
 def test_next_look_waits_for_a_backoff_only_when_something_is_missing():
     memory = outcomes.record_submit_failed(model.empty_memory(), "svc", "QOS", 1000.0, POLICY)
-    assert planner.next_look(views_for([], memory), POLICY, 60) == (10.0, "backoff of svc ends")
+    plan = planner.plan({"svc": 1}, [], memory, 1000.0, POLICY, fresh=False, steady=60)
+    assert (plan.next_look, plan.why) == (10.0, "backoff of svc ends")
     jobs = [job(1, left=36000)]
     memory = ready_memory(jobs)._replace(services=memory.services)
-    assert planner.next_look(views_for(jobs, memory), POLICY, 60)[1] == "steady"
+    assert planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY, fresh=False, steady=60).why == "steady"
 
 
 def test_scaled_to_zero_every_backend_drains_and_new_requests_get_503_not_a_draining_backend():
@@ -336,3 +349,71 @@ def test_scaled_to_zero_every_backend_drains_and_new_requests_get_503_not_a_drai
     assert [s.weight for s in plan.routes["svc"]] == [0, 0] and plan.actions == []
     plan = planner.plan({"svc": 1}, [job(1, left=10)], ready_memory([job(1)]), 1000.0, POLICY)
     assert [s.weight for s in plan.routes["svc"]] == [1]        # wanted: the last backend keeps serving
+
+
+def test_spreading_waits_for_the_last_submission_to_have_a_node():
+    """Where a job runs is known once it runs: the next of a small gap waits for it, so that it can
+    avoid its node (submitting both at once put them on one node on a loaded machine)."""
+    jobs = [job(1, state="PD")]
+    memory = ready_memory(jobs)
+    memory.jobs["1"] = memory.jobs["1"]._replace(submitted_at=995.0)
+    assert planner.plan({"svc": 2}, jobs, memory, 1000.0, POLICY).actions == []
+    placed = [job(1)]
+    plan = planner.plan({"svc": 2}, placed, ready_memory(placed), 1000.0, POLICY)
+    assert plan.actions == [model.Submit("svc", ("node1",), "missing")]
+    # A job pending for longer than spread_patience no longer holds the next one back.
+    memory.jobs["1"] = memory.jobs["1"]._replace(submitted_at=1000.0 - POLICY.spread_patience - 1)
+    assert planner.plan({"svc": 2}, jobs, memory, 1000.0, POLICY).actions == [model.Submit("svc", (), "missing")]
+
+
+class TestSharedCluster:
+    """Jobs that Slurm requeues, suspends or cuts short (issue 24): not counted, replaced at once."""
+
+    def two_running(self):
+        jobs = [job(1), job(2, node="node2")]
+        memory, _ = absorb.absorb(ready_memory(jobs), jobs, 1000.0, POLICY)
+        return memory
+
+    @pytest.mark.parametrize("state, reason, word", [("PD", "BeginTime", "requeued"), ("S", "None", "suspended")])
+    def test_a_requeued_or_suspended_job_is_not_counted_and_is_replaced_now(self, state, reason, word):
+        memory = self.two_running()
+        jobs = [job(1, state=state, reason=reason), job(2, node="node2")]
+        memory, events = absorb.absorb(memory, jobs, 1010.0, POLICY)
+        assert any(word in e and "job 1 " in e for e in events)
+        assert model.phase(memory.jobs["1"], state) == model.Phase.HELD
+        plan = planner.plan({"svc": 2}, jobs, memory, 1010.0, POLICY)
+        assert kinds(plan.actions) == ["Submit"]
+        assert [s.url for s in plan.routes["svc"]] == ["http://node2:40002"]
+        # Both run again: whichever is one too many is drained, then cancelled.
+        memory = outcomes.record_submitted(plan.memory, "svc", "3", 1010.0)
+        jobs = [job(1), job(2, node="node2"), job(3, node="node3")]
+        memory, events = absorb.absorb(memory, jobs, 1200.0, POLICY)
+        assert any("job 1 of svc started" in e for e in events)
+        memory, _ = absorb.apply_probes(memory, {i: model.ProbeResult(True) for i in "123"}, 1200.0, POLICY)
+        plan = planner.plan({"svc": 2}, jobs, memory, 1200.0, POLICY)
+        assert sorted(s.weight for s in plan.routes["svc"]) == [0, 1, 1]
+
+    def test_a_job_whose_end_moves_earlier_is_drained_and_replaced_at_once(self):
+        memory = self.two_running()
+        assert memory.jobs["1"].ends_at == 1000.0 + 3600
+        jobs = [job(1, left=60), job(2, node="node2")]          # preempted: GraceTime 60 s
+        memory, events = absorb.absorb(memory, jobs, 1010.0, POLICY)
+        assert any("moved its end" in e for e in events)
+        plan = planner.plan({"svc": 2}, jobs, memory, 1010.0, POLICY)
+        assert plan.actions == [model.Submit("svc", ("node1", "node2"), "renewal")]
+        assert {s.url: s.weight for s in plan.routes["svc"]} == {"http://node1:40001": 0, "http://node2:40002": 1}
+
+    def test_an_end_that_only_jitters_is_not_cut_short(self):
+        memory = self.two_running()
+        jobs = [job(1, left=3600 - 10 - 3), job(2, node="node2", left=3600 - 10)]
+        memory, events = absorb.absorb(memory, jobs, 1010.0, POLICY)
+        assert events == [] and memory.jobs["1"].cut_short_at is None
+
+
+@pytest.mark.parametrize("instances", [1, 8, 64])
+def test_the_renewal_lead_does_not_grow_with_the_instances(instances):
+    svc = model.ServiceMemory(startup=(30.0, 40.0, 300.0), drains=(25.0,))
+    jobs = [job(i, node="node%d" % i) for i in range(1, instances + 1)]
+    views = planner.service_views({"svc": instances}, jobs, ready_memory(jobs)._replace(services={"svc": svc}),
+                                  1000.0, POLICY, 1000.0)
+    assert views["svc"].lead == 300 + 25 + 60

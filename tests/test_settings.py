@@ -400,17 +400,3 @@ def test_a_new_ssh_key_and_its_folder_are_private_under_umask_0(tmp_path):
 if sys.version_info < (3, 6):      # pragma: no cover
     raise RuntimeError("tests need Python 3.6+")
 
-
-def test_describe_changes_names_only_what_changed(layout):
-    """The loop logged ".env changed: services now ..." when only FS_SLEEP_INTERVAL had changed; this is
-    the line it can log instead (core/loop.py reload_settings_if_changed)."""
-    write_env(layout, 'SERVICE_LIST="a/1"\nFS_SLEEP_INTERVAL=60\n')
-    old = settings.load(layout, environ={})
-    write_env(layout, 'SERVICE_LIST="a/1"\nFS_SLEEP_INTERVAL=30\n')
-    new = settings.load(layout, environ={})
-    assert settings.describe_changes(old, new) == "FS_SLEEP_INTERVAL 60 -> 30"
-    write_env(layout, 'SERVICE_LIST="a/2 b/0-3"\nFS_SLEEP_INTERVAL=30\nFS_SPREAD=no\nFS_SSH_LOGIN_NODE="l1 l2"\n')
-    third = settings.load(layout, environ={})
-    assert settings.describe_changes(new, third) == ("SERVICE_LIST a/1 -> a/2 b/0-3; FS_SPREAD yes -> no; "
-                                                      "FS_SSH_LOGIN_NODE my-login-node -> l1 l2")
-    assert settings.describe_changes(third, third) == "nothing that forever-slurm reads"

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from forever_slurm.common import fsutil
 from forever_slurm.core import model, planner, state
 from forever_slurm.systems import traefik
 from forever_slurm.systems.slurm import Job
@@ -94,9 +95,10 @@ def test_from_json_refuses_what_is_not_an_object():
 def test_set_aside_keeps_the_damaged_file_under_a_dated_name(tmp_path):
     path = tmp_path / "state.json"
     path.write_text("{broken")
+    expected = fsutil.backup_name(str(path), now=1234.9)
     aside = state.set_aside(str(path), now=1234.9)
-    assert aside == str(path) + ".corrupt-1234"
-    assert not path.exists() and (tmp_path / "state.json.corrupt-1234").read_text() == "{broken"
+    assert aside == expected
+    assert not path.exists() and open(aside).read() == "{broken"
     assert state.set_aside(str(path), now=1) is None, "nothing to set aside"
 
 

@@ -34,7 +34,7 @@ def test_counts_lead_and_health_come_from_the_planner(root):
     report = status.collect(layout, now=now)
     (svc,) = report["services"]
     assert (svc["running"], svc["pending"], svc["pending_reasons"]) == (2, 2, ["Resources"])
-    assert svc["renew_lead_seconds"] == planner.renew_lead(2, memory.services["svc"], model.Policy())
+    assert svc["renew_lead_seconds"] == planner.renew_lead(memory.services["svc"], model.Policy())
     health = {j["job_id"]: j["health"] for j in report["jobs"]}
     assert health == {"1": "ready", "2": "stopping (scancel failed, retrying)", "3": "pending"}
     text = status.render(report)

@@ -29,10 +29,10 @@ def build_parser():
 
 def _add_running_commands(add):
     """What units, cron and people run on the login node: the loop, its view, Traefik."""
-    p = add("run", "the reconcile loop (forever; --once for one cycle)",
-            "Keep SERVICE_LIST's jobs running: one squeue per cycle, submit, renew before the time limit, "
+    p = add("run", "the reconcile loop (forever; --once for one look at Slurm)",
+            "Keep SERVICE_LIST's jobs running: one squeue per look, submit, renew before the time limit, "
             "probe readiness and write Traefik's routes. Usually run by a unit or cron (see config).")
-    p.add_argument("--once", action="store_true", help="one cycle; exit 1 when Slurm could not be observed")
+    p.add_argument("--once", action="store_true", help="one look; exit 1 when Slurm could not be observed")
     p.set_defaults(func=cmd_run)
 
     p = add("status", "services, jobs, routes and traffic at a glance",

@@ -84,6 +84,19 @@ def backup(path, now=None):
     return target
 
 
+def move_aside(path, into=None, now=None):
+    """Rename path to its backup_name (in the directory `into`, made if missing, else beside it): a
+    file we must not use or overwrite is kept, never deleted. The new path; None if path is missing."""
+    directory = into or os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    target = backup_name(os.path.join(directory, os.path.basename(path)), now)
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
 def read_text_file(path, what="file", limit=MAX_TEXT_BYTES):
     """The text of a regular file of at most `limit` bytes, decoded leniently (bad bytes become U+FFFD).
 

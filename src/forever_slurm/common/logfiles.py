@@ -7,7 +7,7 @@ import sys
 
 from . import fsutil
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
 MAX_BYTES = 5 * 1024 * 1024     # per file; with BACKUPS the most a log takes is 20 MiB

@@ -7,7 +7,6 @@ from typing import NamedTuple, Optional
 
 from . import fsutil, resources, sbatch_script, validate
 from .errors import ConfigError
-from .settings import SERVICE_NAME_RE
 
 
 class ServiceDef(NamedTuple):
@@ -78,13 +77,13 @@ def load(layout, name, listed_at=None):
     named by the errors about the name itself. Reads only: a bundled service without a folder yet is a
     ConfigError until someone who may write (the loop, `config`) calls unpack_bundled first."""
     where = tuple(listed_at)[-2:] if listed_at else (None, None)
-    if not SERVICE_NAME_RE.match(name):
+    if not validate.is_service_name(name):
         raise ConfigError("%r is not a valid service name (no spaces; letters, digits, . _ -)" % name, *where)
     folder = os.path.join(layout.services, name)
     if not os.path.isdir(folder):
         if name in bundled_names():
             raise ConfigError("bundled service %s is not unpacked yet (the loop does it on its first "
-                              "cycle)" % name, folder)
+                              "look)" % name, folder)
         else:
             raise ConfigError("unknown service %r in SERVICE_LIST: no folder %s and no bundled service of "
                               "that name (available: %s)" % (name, folder, ", ".join(available(layout)) or "none"),

@@ -10,15 +10,13 @@ from typing import Callable, List, NamedTuple, Tuple
 from . import envfile, fsutil, resources, validate
 from .errors import ConfigError
 
-SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
 # What forever-slurm keeps in .work/ itself (tests/test_services.py finds every such name in src/).
 # Service files are staged there too, as the original tool did: one of these names must not be, as it
 # would replace the loop's state, its lock, Traefik's files or a folder of ours.
 _OWN_WORK_NAME_RE = re.compile(
-    r"^(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
+    r"(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
     r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|"
-    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup)$")
+    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup)")
 
 
 class Layout(NamedTuple):
@@ -77,7 +75,7 @@ class Layout(NamedTuple):
     @staticmethod
     def is_own_work_name(name):
         """True for a name in .work/ that forever-slurm writes itself (never a staged service file)."""
-        return bool(_OWN_WORK_NAME_RE.match(name))
+        return bool(_OWN_WORK_NAME_RE.fullmatch(name))
 
     def make_dirs(self):
         """Every folder under .work, private to the user (0700) whatever the umask."""
@@ -201,6 +199,20 @@ class Settings(_SettingsFields):
         return {name: count for name, count in self.service_list if count.scales}
 
 
+def changed_keys(old, new):
+    """What differs between two Settings, as the loop logs it: "SERVICE_LIST hello/2 -> hello/3",
+    "FS_SLEEP_INTERVAL 60 -> 30" (a value as .env wrote it)."""
+    found = []
+    if old.service_list != new.service_list:
+        found.append("SERVICE_LIST %s -> %s" % (format_service_list(old.service_list) or '""',
+                                                format_service_list(new.service_list) or '""'))
+    for key in KEYS:
+        before, after = getattr(old, field_name(key)), getattr(new, field_name(key))
+        if before != after:
+            found.append("%s %s -> %s" % (key, old.raw.get(key, before), new.raw.get(key, after)))
+    return found or ["nothing the loop uses"]
+
+
 def load_values(layout, environ=None, env_text=None, problems=None):
     """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place).
 
@@ -298,10 +310,7 @@ def _settings(typed, service_list, values):
     return Settings(service_list=service_list, raw={k: v.value for k, v in values.items()}, **fields)
 
 
-def service_name(name):
-    if not SERVICE_NAME_RE.fullmatch(name):
-        raise validate.Invalid("%r is not a service name: letters, digits, . _ - and no spaces" % name)
-    return name
+service_name = validate.service_name
 
 
 def parse_instances(text):
@@ -358,30 +367,6 @@ def parse_service_list(entry, max_instances=None):
         seen.add(name)
         result.append((name, count))
     return result
-
-
-def describe_changes(old, new):
-    """What differs between two Settings, for a log line: "FS_SLEEP_INTERVAL 60 -> 30; SERVICE_LIST a/1 -> a/2".
-    Only the keys that changed, so that a changed interval does not read as a change of services."""
-    changes = []
-    if old.service_list != new.service_list:
-        changes.append("SERVICE_LIST %s -> %s" % (format_service_list(old.service_list) or "(none)",
-                                                  format_service_list(new.service_list) or "(none)"))
-    for key in KEYS:
-        before, after = getattr(old, field_name(key)), getattr(new, field_name(key))
-        if before != after:
-            changes.append("%s %s -> %s" % (key, _shown(before), _shown(after)))
-    return "; ".join(changes) or "nothing that forever-slurm reads"
-
-
-def _shown(value):
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value) or "(none)"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value == int(value):
-        return "%d" % value
-    return "(empty)" if value in ("", None) else str(value)
 
 
 def format_service_list(pairs):

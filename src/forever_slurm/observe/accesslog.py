@@ -20,7 +20,7 @@ BLOCK = 256 * 1024
 # writers; reading on past the first line that ended before the window by this much absorbs that jitter.
 ORDER_SLACK = 60.0
 
-_TIME_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?\s*(?:([Zz])|([+-])(\d\d):?(\d\d))?$")
+_TIME_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?\s*(?:([Zz])|([+-])(\d\d):?(\d\d))?\Z")
 
 
 def parse_time(text):

@@ -56,7 +56,7 @@ def _listed(values):
 def _check_service(layout, name, count, version, neighbours, listed_at=None):
     """The ok line of one service; ForeverError naming the file and line of its first problem."""
     if name in services.bundled_names() and not os.path.isdir(os.path.join(layout.services, name)):
-        return "ok: %s/%s (bundled; the loop unpacks it into services/%s/ on its first cycle)" % (name, count.text, name)
+        return "ok: %s/%s (bundled; the loop unpacks it into services/%s/ on its first look)" % (name, count.text, name)
     definition = services.load(layout, name, listed_at)
     if definition.template:
         # Rendered once with no servers, as the loop would: version gate and name clashes included.

@@ -41,7 +41,7 @@ def collect(layout, now=None, traffic_window=300.0, proc_root="/proc"):
     for name, view in sorted(views.items()):
         servers = snap.routes.get(name, [])
         service_rows.append(_service_row(view, servers, snap, now))
-        job_rows += [_job_row(view, job, snap, servers, observed_age)
+        job_rows += [_job_row(view, job, snap, observed_age)
                      for job in sorted(view.running + view.pending, key=_job_number)]
         job_rows += [_foreign_row(job) for job in sorted(snap.foreign, key=_job_number) if job.name == name]
     return {
@@ -104,21 +104,22 @@ def _service_row(view, servers, snap, now):
     }
 
 
-def _health(job, m, routed_weights):
-    if not job.running:
-        return "pending"
-    if m.stopping:
-        return "stopping" if m.cancelled_at is not None else "stopping (scancel failed, retrying)"
-    if m.url in routed_weights:
-        return "draining" if routed_weights[m.url] == 0 else "ready"
-    if m.comment_problem:
+def _health(job, m):
+    """The job's phase as the planner sees it (model.phase), with what explains it."""
+    Phase = model.Phase
+    phase = model.phase(m, job.state)
+    if phase == Phase.STOPPING and m.cancelled_at is None:
+        return "stopping (scancel failed, retrying)"
+    if phase in (Phase.STARTING, Phase.UNREADY) and m.comment_problem:
         return "bad comment"
-    if not m.url:
-        return "starting"
-    return "not ready" + (" (%s)" % m.probe_detail if m.probe_detail else "")
+    if phase in (Phase.STARTING, Phase.UNREADY) and m.url and m.probe_detail:
+        return "not ready (%s)" % m.probe_detail
+    if phase == Phase.STARTING and m.url:
+        return "not ready"
+    return phase
 
 
-def _job_row(view, job, snap, servers, observed_age):
+def _job_row(view, job, snap, observed_age):
     m = view.memory_of(job)
     left = view.left(job)
     left = None if left is None else max(0.0, left)
@@ -126,7 +127,7 @@ def _job_row(view, job, snap, servers, observed_age):
         "job_id": job.job_id, "service": view.name, "state": job.state,
         "node": job.nodes, "url": m.url, "reason": job.reason if not job.running else "",
         "age_seconds": None if job.time_used is None else job.time_used + (observed_age or 0),
-        "time_left_seconds": left, "health": _health(job, m, {s.url: s.weight for s in servers}),
+        "time_left_seconds": left, "health": _health(job, m),
         "renew_in_seconds": None if left is None or not job.running else max(0.0, left - view.lead),
         "owned": True, "comment_problem": m.comment_problem,
     }

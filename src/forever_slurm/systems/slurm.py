@@ -268,3 +268,15 @@ def oldest_first(jobs):
     except ValueError:
         return sorted(jobs, key=lambda job: job_number(job.job_id))
     return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
+
+
+# sbatch's refusals that mean "no node could ever run this job as asked" (an --exclude or --nodelist
+# that leaves none): slurm_errno.c's ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE and its kin.
+_NODE_REFUSALS = ("requested node configuration is not available", "node count specification invalid",
+                  "invalid node name specified")
+
+
+def refused_for_nodes(error):
+    """True when a CommandError of sbatch says the nodes it was asked to use (or avoid) leave none."""
+    text = ("%s %s" % (getattr(error, "stderr", "") or "", error)).lower()
+    return any(refusal in text for refusal in _NODE_REFUSALS)
