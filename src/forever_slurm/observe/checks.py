@@ -4,7 +4,7 @@ import os
 from typing import List, NamedTuple
 
 from ..common import services, settings as settings_mod
-from ..systems import traefik, traefik_files
+from ..systems import slurm, traefik, traefik_files
 from ..setup import traefik_bin
 from ..common.errors import ForeverError
 
@@ -15,8 +15,9 @@ class CheckReport(NamedTuple):
     summary: str
 
 
-def check_root(layout):
-    """Every problem of the root's settings and wanted services, each with its file and line."""
+def check_root(layout, check_squeue=None):
+    """Every problem of the root's settings and wanted services, each with its file and line, and
+    whether squeue answers the loop (and how: Slurm < 20.11 has no --me)."""
     try:
         conf, errors = settings_mod.check(layout)
     except ForeverError as exc:
@@ -31,6 +32,9 @@ def check_root(layout):
             ok.append(_check_service(layout, name, count, version, neighbours))
         except ForeverError as exc:
             problems.append(str(exc))
+    squeue = (check_squeue or slurm.check_squeue)() if wanted else None
+    if squeue and squeue.line:
+        (ok if squeue.ok else problems).append(squeue.line)
     if problems:
         summary = "%d problem(s) found" % len(problems)
     else:
