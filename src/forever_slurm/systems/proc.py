@@ -44,7 +44,8 @@ def run(argv, timeout=DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=Tru
         raise CommandError(argv, None, str(exc), message="cannot run %s: %s" % (argv[0], exc.strerror or exc))
     finished = held = False
     try:
-        out, err, finished, held = _collect(child, None if input is None else input.encode("utf-8"), deadline)
+        data = None if input is None else input.encode("utf-8", "surrogateescape")     # paths as their bytes
+        out, err, finished, held = _collect(child, data, deadline)
         if finished:
             try:
                 child.wait(max(0.0, deadline - time.monotonic()))
