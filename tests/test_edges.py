@@ -16,7 +16,6 @@ from forever_slurm import cli
 from forever_slurm.common import settings
 from forever_slurm.common.errors import LockedError
 from forever_slurm.core import lock, probe, run
-from forever_slurm.systems import slurm
 
 from test_loop import calls, jobs_file, make, publish_all, routed
 

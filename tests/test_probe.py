@@ -3,7 +3,6 @@
 import functools
 import http.server
 import ipaddress
-import os
 import socket
 import socketserver
 import ssl
