@@ -2,6 +2,7 @@
 tunnel's probe and reachability test (the prober, proc.run and the Traefik download have theirs in
 test_probe, test_proc and test_traefik_bin)."""
 
+import ipaddress
 import socket
 import socketserver
 import threading
@@ -97,3 +98,19 @@ def test_reachability_of_a_login_node_whose_dns_hangs_ends_in_time(monkeypatch):
     monkeypatch.setattr(httpget, "RESOLVER", httpget.Resolver(lookup=lookup))
     result, took = timed(lambda: sshtunnel.tcp_reachable("login1.example", 22, timeout=0.3))
     assert result is False and took < 1.0
+
+
+def test_counting_a_draining_backends_connections_never_waits_on_a_hanging_dns(monkeypatch):
+    """The loop counts connections in flight to a draining backend by its addresses: a name whose DNS
+    never answers makes the count unknown for that pass, within a second, instead of stalling the loop."""
+    from forever_slurm.core import inflight
+
+    def lookup(name):
+        time.sleep(5 if name == "slow.example" else 0)
+        return [(socket.AF_INET, ("127.0.0.1", 0))]
+    monkeypatch.setattr(httpget, "RESOLVER", httpget.Resolver(lookup=lookup))
+    counted, took = timed(lambda: inflight.counts({"a": "http://slow.example:80", "b": "http://fast.example:80"},
+                                                   tables=lambda: []))
+    assert counted["a"] is None and took < inflight.RESOLVE_SECONDS + 1.5
+    assert counted["b"] == 0
+    assert inflight.resolve("fast.example") == {ipaddress.ip_address("127.0.0.1")}

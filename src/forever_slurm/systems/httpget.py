@@ -441,6 +441,26 @@ class Resolver:
                     self._good.clear()
 
 
+def resolve(name, timeout, resolver=None, clock=time.monotonic, sleep=time.sleep):
+    """[(family, sockaddr)] of a name (or an IP address) within timeout seconds; OSError otherwise.
+    For callers outside a batch: the lookup runs on the resolver's threads, this only waits for it."""
+    literal = _literal(name, 0)
+    if literal is not None:
+        return literal
+    resolver = resolver or RESOLVER
+    resolver.want(name)
+    deadline = clock() + timeout
+    while True:
+        found = resolver.get(name)
+        if found is not None:
+            if found[1]:
+                raise OSError("cannot resolve %s: %s" % (name, found[1]))
+            return list(found[0])
+        if clock() >= deadline:
+            raise OSError("%s did not resolve within %ss" % (name, timeout))
+        sleep(0.01)
+
+
 def _getaddrinfo(name):
     found = socket.getaddrinfo(name, 0, 0, socket.SOCK_STREAM)
     return [(family, sockaddr) for family, _, _, _, sockaddr in found if family in (socket.AF_INET, socket.AF_INET6)]
