@@ -175,6 +175,7 @@ def test_a_root_path_that_is_not_ascii_keeps_its_jobs_under_any_locale(tmp_path,
         assert b"Traceback" not in done.stderr and b"Logging error" not in done.stderr, done.stderr
     jobs = jobs_file(shim_state)
     assert len(jobs) == 1 and os.fsencode(jobs[0]["chdir"]) == root + b"/.work/slurm-output"
+    assert os.fsencode(jobs[0]["env_root"]) == root          # FOREVER_ROOT in the job's environment
     log_text = open(os.path.join(root, b".work", b"log", b"loop.log"), "rb").read()
     assert b"submitted job %d" % int(jobs[0]["id"]) in log_text
     assert b"not submitted by this root" not in log_text and b"foreign" not in log_text

@@ -36,7 +36,6 @@ ACTIVE_STATES = PENDING_STATES | RUNNING_STATES
 
 _STATE_RE = re.compile(r"^[A-Z]{1,4}$", re.ASCII)
 _TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.ASCII)
-_ESCAPED = re.compile("[\udc80-\udcff]")      # bytes that are not UTF-8, kept by surrogateescape
 # What squeue (getopt) says on Slurm < 20.11 about --me, and what an argparse wrapper would say.
 _NO_ME = re.compile(r"(unrecognized|unknown|invalid|unsupported) (option|argument)s?\b.*--me\b", re.I)
 _SBATCH_ID = re.compile(r"^\s*([0-9]+)(?:;[^\s;]+)?\s*$|Submitted batch job ([0-9]+)\b", re.ASCII)
@@ -105,7 +104,7 @@ def parse_squeue(text, markers, now=None, cache=None):
     jobs, unreadable, outside, duplicates = [], [], [], []
     header = False
     seen = set()
-    escaped = _ESCAPED.search(text) is not None
+    escaped = _has_escapes(text)
     # The field marker is new for every call; _KEY_FIELD stands in for it, so a row reads the same
     # from one call to the next and its text alone is the cache key (one replace for the whole text).
     chunks = text.replace(markers.field, _KEY_FIELD).split(markers.row)
@@ -150,6 +149,15 @@ def parse_squeue(text, markers, now=None, cache=None):
 _KEY_FIELD = "<k%s>" % secrets.token_hex(8)
 _UNSEEN = object()      # a row not in the cache (None there is a row known to be unreadable)
 _HEADER = object()      # squeue's header row
+
+
+def _has_escapes(text):
+    """Whether text holds bytes kept by surrogateescape (an encode is a copy for ASCII: 1,000x a regex)."""
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 def _shown(text, markers):
