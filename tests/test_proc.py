@@ -129,3 +129,12 @@ def test_the_deadline_holds_on_every_python(label, python):
     assert lines[0].startswith("error ") and float(lines[0].split()[1]) < 2.5, lines
     assert lines[1].startswith("done ") and float(lines[1].split()[1]) < proc.EXIT_GRACE + 1.5, lines
     assert lines[1].endswith(" rows")
+
+
+def test_a_command_that_floods_its_output_is_stopped_at_the_cap(monkeypatch):
+    monkeypatch.setattr(proc, "MAX_STDOUT", 1 << 20)
+    monkeypatch.setattr(proc, "MAX_STDERR", 1000)
+    started = time.monotonic()
+    with pytest.raises(CommandError, match="printed more than 1 MiB") as info:
+        proc.run(["sh", "-c", "yes abcdefgh >&2 & yes"], timeout=20)
+    assert time.monotonic() - started < 5 and len(info.value.stderr) <= 1000

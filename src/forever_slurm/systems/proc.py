@@ -23,6 +23,8 @@ DEFAULT_TIMEOUT = 30.0
 EXIT_GRACE = 0.5        # after the command exits, how long its output may still take to arrive
 _POLL = 0.2             # how often a running command is asked whether it exited (its pipes may stay open)
 _CHUNK = 1 << 16
+MAX_STDOUT = 256 << 20  # squeue prints ~300 bytes a job: a million jobs; more is a command gone wrong
+MAX_STDERR = 1 << 20    # kept from the start; the rest is read and dropped
 
 
 def run(argv, timeout=DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=True, errors="replace"):
@@ -42,18 +44,21 @@ def run(argv, timeout=DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=Tru
                                  start_new_session=True)
     except OSError as exc:
         raise CommandError(argv, None, str(exc), message="cannot run %s: %s" % (argv[0], exc.strerror or exc))
-    finished = held = False
+    outcome = "late"
     try:
         data = None if input is None else input.encode("utf-8", "surrogateescape")     # paths as their bytes
-        out, err, finished, held = _collect(child, data, deadline)
-        if finished:
+        out, err, outcome = _collect(child, data, deadline)
+        if outcome == "done":
             try:
                 child.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                finished = False        # it closed its output but went on running
+                outcome = "late"        # it closed its output but went on running
     finally:
-        _end(child, kill=held or not finished)
-    if not finished:
+        _end(child, kill=outcome != "done")
+    if outcome == "flood":
+        raise CommandError(argv, None, _text(err, errors),
+                           message="%s printed more than %d MiB: stopped" % (argv[0], MAX_STDOUT >> 20))
+    if outcome == "late":
         raise CommandError(argv, None, _text(err, errors),
                            message="%s did not answer within %ss" % (argv[0], timeout))
     done = subprocess.CompletedProcess(argv, child.returncode, _text(out, errors), _text(err, errors))
@@ -63,10 +68,12 @@ def run(argv, timeout=DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=Tru
 
 
 def _collect(child, data, deadline):
-    """(stdout bytes, stderr bytes, finished, held): read both pipes (and feed data) until they close,
-    the command has exited EXIT_GRACE ago (held: its pipes are still open), or the deadline (not
-    finished); never blocks past the deadline."""
+    """(stdout bytes, stderr bytes, outcome): read both pipes (and feed data) until they close ("done"),
+    the command has exited EXIT_GRACE ago while its pipes are still open ("held"), the deadline
+    ("late") or MAX_STDOUT ("flood"); never blocks past the deadline."""
     output = {child.stdout: [], child.stderr: []}
+    sizes = {child.stdout: 0, child.stderr: 0}
+    limits = {child.stdout: MAX_STDOUT, child.stderr: MAX_STDERR}
     selector = selectors.DefaultSelector()
     try:
         for pipe in output:
@@ -83,9 +90,9 @@ def _collect(child, data, deadline):
                 exited_at = now
             if exited_at is not None and now >= exited_at + EXIT_GRACE:
                 log.debug("%s exited, but something it started holds its output open: stopped", child.args[0])
-                return _joined(output) + (True, True)
+                return _joined(output) + ("held",)
             if now >= deadline:
-                return _joined(output) + (False, False)
+                return _joined(output) + ("late",)
             wait = min(deadline, exited_at + EXIT_GRACE if exited_at is not None else now + _POLL) - now
             for key, _ in selector.select(wait):
                 if key.fileobj is child.stdin:
@@ -95,11 +102,17 @@ def _collect(child, data, deadline):
                         child.stdin.close()
                     continue
                 chunk = os.read(key.fd, _CHUNK)
-                if chunk:
-                    output[key.fileobj].append(chunk)
-                else:
+                if not chunk:
                     selector.unregister(key.fileobj)
-        return _joined(output) + (True, False)
+                    continue
+                pipe = key.fileobj
+                if sizes[pipe] + len(chunk) > limits[pipe]:
+                    if pipe is child.stdout:
+                        return _joined(output) + ("flood",)
+                    chunk = chunk[:max(0, limits[pipe] - sizes[pipe])]
+                sizes[pipe] += len(chunk)
+                output[pipe].append(chunk)
+        return _joined(output) + ("done",)
     finally:
         selector.close()
 
@@ -123,7 +136,7 @@ def _joined(output):
 
 def _end(child, kill):
     """With kill, kill the command's process group (all it started that stayed in it); close its pipes
-    and reap it. A command that ended by itself keeps what it left running on purpose."""
+    and reap it. A command that ended by itself (and closed its pipes) keeps what it left running."""
     if kill:
         try:
             os.killpg(child.pid, signal.SIGKILL)
