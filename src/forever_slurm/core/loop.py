@@ -54,6 +54,7 @@ class Controller:
         self.observe_failures = 0       # looks in a row at which Slurm did not answer
         self._doubted = []              # jobs a look lost while they still answered: asked again
         self.last_plan = None           # model.Plan of the last pass: its next_look says when to look again
+        self.owns_root = True           # False once another loop holds the root's lock: write nothing more
         self._logged_bugs = set()
         self._foreign_seen = set()
         self._next_log_check = 0.0
@@ -171,7 +172,7 @@ class Controller:
         proxy answers what it holds with 503 and closes."""
         if self.wake is None:
             return
-        if self.demand.waking_ports:
+        if self.demand.waking_ports and self.owns_root:
             desired = self.settings.desired
             loaded = self.files.load(set(desired) | {m.service for m in self.snapshot.memory.jobs.values()},
                                      desired)
