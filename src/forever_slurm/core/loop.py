@@ -146,7 +146,7 @@ class Controller:
             service = snap.memory.jobs[job_id].service
             if service not in health:
                 health[service] = health_of(loaded.get(service))
-            targets[job_id] = (url,) + health[service]
+            targets[job_id] = (url,) + health[service] + (service,)    # fair shares are per service
         results = self.probe_all(targets, timeout=self.settings.probe_timeout)
         memory, events = absorb.apply_probes(snap.memory, results, now, self.policy)
         _log_events(events)
