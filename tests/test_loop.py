@@ -32,7 +32,7 @@ class Prober:
         self.calls += 1
         return {job_id: model.ProbeResult(url not in self.dead, "" if url not in self.dead else "refused",
                                               refused=url in self.dead)
-                for job_id, (url, path, status) in targets.items()}
+                for job_id, (url, *_) in targets.items()}
 
 
 def calls(shim_state):

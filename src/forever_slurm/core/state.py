@@ -90,7 +90,8 @@ _TYPES = {
     ServiceMemory: {"failures": int, "next_try": _NUMBER, "last_error": str, "startup": _SECONDS,
                     "drains": _SECONDS},
     Job: {"job_id": str, "state": str, "name": str, "nodes": str, "time_left": (int, type(None)),
-          "time_used": (int, type(None)), "reason": str, "comment": str, "workdir": str},
+          "time_used": (int, type(None)), "reason": str, "comment": str, "workdir": str,
+          "starts_in": (int, type(None))},
     Server: {"url": str, "weight": int},
 }
 
