@@ -303,8 +303,12 @@ def test_a_loop_that_finds_another_holding_its_lock_stops_with_a_clear_message(r
         while not (os.path.exists(layout.lock_file) and open(layout.lock_file).read().strip()):
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        os.unlink(layout.lock_file)
-        holder = hold_elsewhere(layout.lock_file)           # another loop got in first
+        first.send_signal(signal.SIGSTOP)                   # so that the other loop surely gets in first
+        try:
+            os.unlink(layout.lock_file)
+            holder = hold_elsewhere(layout.lock_file)
+        finally:
+            first.send_signal(signal.SIGCONT)
         assert first.wait(30) == 1
         assert "and another loop (pid %d) holds the new one" % holder.pid in first.stderr.read()
     finally:

@@ -19,6 +19,8 @@ class ServiceDef(NamedTuple):
     template: Optional[str]     # the user's .yml file, or None for the generated default
     script_sets_output: bool    # the .sub has its own #SBATCH --output
     warning_seconds: int = 0    # '#SBATCH --signal=...@N': the job is warned N s (up to N+60) before its end
+    time_limit: Optional[int] = None    # '#SBATCH --time': seconds it asks (None: the partition's default)
+    options: tuple = ()         # [(line, option, value)] of its #SBATCH header, for messages naming a line
 
 
 def bundled_names():
@@ -107,13 +109,16 @@ def load(layout, name, listed_at=None):
                           "their name, so set '#SBATCH --job-name %s'" % (job_name, name, name), script, line)
     options = sbatch_script.sbatch_options(text)
     sets_output = any(opt in ("--output", "-o") for _, opt, _ in options)
-    warning = 0
+    warning, limit = 0, None
     for _, opt, value in options:
         if opt == "--signal":
             when = value.rpartition("@")[2] if "@" in value else "60"
             warning = int(when) if validate.ascii_digits(when) else 60
+        elif opt in ("--time", "-t"):
+            limit = sbatch_script.time_limit_seconds(value)     # the last one wins, as in sbatch
     return ServiceDef(name=name, folder=folder, script=script, template=_pick(folder, name, ".yml", entries),
-                      script_sets_output=sets_output, warning_seconds=warning)
+                      script_sets_output=sets_output, warning_seconds=warning, time_limit=limit,
+                      options=tuple(options))
 
 
 def _is_folder(folder):

@@ -9,7 +9,7 @@ import secrets
 import time
 from typing import List, NamedTuple, Optional
 
-from . import proc
+from . import proc, slurm_facts
 from ..common.errors import CommandError
 from ..common.validate import ascii_digits
 
@@ -311,11 +311,29 @@ class Slurm:
                 self._reported.add(message)
             log.warning("%s", message)
 
-    def sbatch_argv(self, script, chdir, exclude=(), output=None, job_name=None):
+    def node_problems(self):
+        """{node: slurm_facts.NodeProblem} of the nodes that are down, drained or failing (one RPC:
+        `sinfo -R` lists only nodes with a reason). Raises CommandError."""
+        token = secrets.token_hex(8)
+        row, field, end = "<r%s>" % token, "<f%s>" % token, "<e%s>" % token
+        done = self._run(["sinfo", "-h", "-R", "-o", row + field.join(("%N", "%t", "%E")) + end],
+                         timeout=self.timeout, env=self._env)
+        return slurm_facts.parse_node_problems(done.stdout, row, field, end)
+
+    def reservations(self):
+        """[slurm_facts.Reservation] of the cluster (one RPC). Raises CommandError."""
+        done = self._run(["scontrol", "-o", "show", "reservation"], timeout=self.timeout, env=self._env)
+        return slurm_facts.parse_reservations(done.stdout)
+
+    def sbatch_argv(self, script, chdir, exclude=(), output=None, job_name=None, time_limit=None):
         argv = ["sbatch", "--parsable", "--chdir=%s" % chdir]
         if job_name:
             # The loop counts jobs by name: on the command line it beats $SBATCH_JOB_NAME and the script.
             argv.append("--job-name=%s" % job_name)
+        if time_limit:
+            # Shorter than the script asks (a maintenance window starts before it would end): the
+            # command line beats the script and $SBATCH_TIMELIMIT.
+            argv.append("--time=%s" % slurm_facts.time_limit_text(time_limit))
         if exclude:
             argv.append("--exclude=%s" % ",".join(exclude))
         if output:
@@ -323,11 +341,11 @@ class Slurm:
         argv.append(script)
         return argv
 
-    def submit(self, script, chdir, exclude=(), output=None, extra_env=None, job_name=None):
-        """Submit a batch script and return its job id."""
+    def submit(self, script, chdir, exclude=(), output=None, extra_env=None, job_name=None, time_limit=None):
+        """Submit a batch script and return its job id. time_limit: seconds, when shorter than its own."""
         env = dict(self._env)
         env.update(extra_env or {})
-        argv = self.sbatch_argv(script, chdir, exclude, output, job_name)
+        argv = self.sbatch_argv(script, chdir, exclude, output, job_name, time_limit)
         done = self._run(argv, timeout=self.timeout, env=env, cwd=chdir)
         job_id = sbatch_job_id(done.stdout)
         if job_id is None:
@@ -377,9 +395,10 @@ _NODE_REFUSALS = ("requested node configuration is not available", "node count s
 
 
 def refused_for_nodes(error):
-    """True when a CommandError of sbatch says the nodes it was asked to use (or avoid) leave none."""
+    """True when a CommandError of sbatch says the nodes it was asked to use (or avoid) leave none,
+    not that the job asks more than any node has (CPUs, memory: "can not be satisfied")."""
     text = ("%s %s" % (getattr(error, "stderr", "") or "", error)).lower()
-    return any(refusal in text for refusal in _NODE_REFUSALS)
+    return any(refusal in text for refusal in _NODE_REFUSALS) and "can not be satisfied" not in text
 
 
 def sbatch_job_id(stdout):
