@@ -5,7 +5,7 @@ import logging
 
 from ..common import services
 from ..common.errors import CommandError, ConfigError
-from ..systems import slurm as slurm_mod
+from ..systems import slurm as slurm_mod, slurm_facts
 from . import outcomes
 from .model import Cancel, ClearExclude, Submit
 
@@ -94,7 +94,9 @@ class Executor:
             memory = outcomes.record_submit_failed(memory, action.service, "sbatch failed: %s" % exc,
                                                    now, policy, intent)
             delay = memory.services[action.service].next_try - now
-            log.error("%s: sbatch failed: %s; next try in %ds", action.service, exc.stderr or exc, delay)
+            limit = slurm_facts.rejection("%s %s" % (exc.stderr, exc))
+            why = " (%s%s)" % (limit.what, slurm_facts.where_to_change(limit, definition)) if limit else ""
+            log.error("%s: sbatch failed: %s%s; next try in %ds", action.service, exc.stderr or exc, why, delay)
             return memory, False
         log.info("submitted job %s of %s (%s%s%s)", job_id, action.service, action.reason,
                  ", avoiding %s" % ",".join(exclude) if exclude else "",

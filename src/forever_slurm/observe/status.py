@@ -10,7 +10,7 @@ import sys
 import time
 
 from ..core import model, planner, state
-from ..common import sbatch_script, settings as settings_mod
+from ..common import settings as settings_mod
 from ..systems import slurm, slurm_facts
 from ..common.errors import ForeverError
 
@@ -170,14 +170,14 @@ def _shared_cluster_notes(view, definition, snap):
     svc, notes = view.service, {}
     limit = slurm_facts.rejection(svc.last_error) if svc.failures else None
     if limit is not None:
-        notes["limit"] = "sbatch refused it: %s%s" % (limit.what, _where(definition, limit))
+        notes["limit"] = "sbatch refused it: %s%s" % (limit.what, slurm_facts.where_to_change(limit, definition))
     unavailable = (snap.cluster or {}).get("unavailable") or {}
     stuck = []
     for job in view.pending:
         lasting = slurm_facts.lasting_pending_reason(job.reason, unavailable)
         if lasting is not None:
             stuck.append("job %s waits for %s, which waiting will not change: %s%s" % (
-                job.job_id, job.reason, lasting.what, _where(definition, lasting)))
+                job.job_id, job.reason, lasting.what, slurm_facts.where_to_change(lasting, definition)))
     if stuck:
         notes["stuck"] = stuck
     late = _late_replacement(view)
@@ -187,17 +187,6 @@ def _shared_cluster_notes(view, definition, snap):
     if window:
         notes["maintenance"] = window
     return notes
-
-
-def _where(definition, limit):
-    """'; change #SBATCH --time in <file>:<line>' for the options behind a limit, as the .sub has them."""
-    if definition is None or not limit.options:
-        return ""
-    lines = sbatch_script.option_lines(definition.options, limit.options)
-    if not lines:
-        return "; set #SBATCH %s in %s" % (limit.options[0], definition.script)
-    line, option, value = lines[-1]
-    return "; change #SBATCH %s=%s in %s:%d" % (option, value, definition.script, line)
 
 
 def _late_replacement(view):

@@ -222,3 +222,15 @@ def lasting_pending_reason(reason, unavailable_nodes=()):
 def time_limit_seconds_or_none(text):
     """$SBATCH_TIMELIMIT (which beats the script's #SBATCH --time) in seconds; None when unset or odd."""
     return time_limit_seconds(text) if text else None
+
+
+def where_to_change(limit, definition):
+    """'; change #SBATCH --time=2-00:00:00 in <file>:<line>' for the options behind a limit, as the
+    service's .sub has them (definition: services.ServiceDef or None); '' when nothing names one."""
+    if definition is None or not limit.options:
+        return ""
+    lines = [(line, option, value) for line, option, value in definition.options if option in limit.options]
+    if not lines:
+        return "; set #SBATCH %s in %s" % (limit.options[0], definition.script)
+    line, option, value = lines[-1]
+    return "; change #SBATCH %s=%s in %s:%d" % (option, value, definition.script, line)
