@@ -16,6 +16,7 @@ class FakeWake:
 
     def __init__(self):
         self.holding = {}
+        self.boards = {}
         self.listening = {}
         self.closed = []
         self.timeout = None
@@ -24,6 +25,9 @@ class FakeWake:
     def listen(self, service, health_path=None, health_status=None, port=0):
         self.asked_port = port
         return self.listening.setdefault(service, port or 45000 + len(self.listening))
+
+    def publish(self, service, board):
+        self.boards[service] = board
 
     def close(self, service):
         self.closed.append(service)
@@ -97,7 +101,7 @@ def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(ro
     ctl.cycle()
     job = jobs_file(shim_state)[0]
     url = "http://%s:%d" % (job["nodes"], 40000 + int(job["id"]) % 1000)
-    assert ctl.ready_urls["hello-python"] == [url], "the proxy forwards the held requests here"
+    assert proxy.boards["hello-python"] == wake.Board((url,)), "the proxy forwards the held requests here"
     text = route_file(layout)
     assert url in text and "127.0.0.1:%d" % proxy.listening["hello-python"] not in text
     proxy.holding.clear()

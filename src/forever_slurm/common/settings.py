@@ -18,7 +18,7 @@ SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _OWN_WORK_NAME_RE = re.compile(
     r"^(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
     r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|"
-    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup)$")
+    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup|wake-spool)$")
 
 
 class Layout(NamedTuple):

@@ -1,6 +1,7 @@
 """The reconcile loop: observe (one squeue), probe, plan (pure), act (sbatch/scancel), write Traefik config."""
 
 import logging
+import math
 import os
 import shutil
 import threading
@@ -104,7 +105,6 @@ class Controller:
                        for name, info in self.snapshot.scale.items()}
         self.access = accesslog.Follower(os.path.join(layout.log, "traefik-access.log"))
         self.wake = wake
-        self.ready_urls = {}        # {service: [routed backend URL]}, read by the wake proxy's threads
         self.waking_ports = {}      # {service: port of its wake proxy listener}
         self.warnings = {}          # {service: seconds of its --signal warning}, from the last pass
 
@@ -213,7 +213,7 @@ class Controller:
         memory = self._act(result.actions, result.memory, loaded, now)
         routes = dict(result.routes)
         routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
-        written = self._with_wake_routes(result.routes, loaded)
+        written = self._with_wake_routes(result.routes, loaded, memory, now)
         self.snapshot = self.snapshot._replace(memory=memory, routes=routes,
                                                desired=dict(desired), updated_at=now, pid=os.getpid(),
                                                service_errors={k: v.error for k, v in loaded.items() if v.error},
@@ -273,21 +273,24 @@ class Controller:
             seen.add(by_url[url] if isinstance(url, str) and url in by_url else accesslog.service_of(entry))
         return seen
 
-    def _with_wake_routes(self, routes, loaded):
+    def _with_wake_routes(self, routes, loaded, memory, now):
         """Routes where a MIN-MAX service with no backend taking requests points at the wake proxy,
-        which holds its requests until a job is ready (core/wake.py). Publishes the routed backends
-        the proxy forwards to."""
+        which holds its requests until a job is ready (core/wake.py). Publishes each service's Board:
+        the routed backends the proxy forwards to, or why held requests should be answered now."""
         scaling = self.settings.scaling
-        self.ready_urls = {name: [s.url for s in routes.get(name) or () if s.weight > 0] for name in scaling}
         if self.wake is None:
             return routes
+        from .wake import Board
         self.wake.timeout = self.settings.wake_timeout
+        self.wake.also_ours = frozenset([self.settings.traefik_port, self.settings.traefik_ping_port])
         for name in sorted(self.waking_ports.keys() - scaling.keys()):
             self.wake.close(name)
             del self.waking_ports[name]
         routes = dict(routes)
         for name in sorted(scaling):
-            if self.ready_urls[name]:
+            ready = tuple(s.url for s in routes.get(name) or () if s.weight > 0)
+            self.wake.publish(name, Board(ready, *_refusing(name, memory, now)))
+            if ready:
                 continue
             try:
                 path, status = _health_of(loaded.get(name))
@@ -306,8 +309,9 @@ class Controller:
         a proxy must outlive the pass that routes to it). A request it holds ends the loop's wait."""
         from . import wake
         self.wake = wake.WakeProxy(on_wake=lambda service: self.wakeup.set(),
-                                   backends_for=lambda service: list(self.ready_urls.get(service, ())),
                                    timeout=self.settings.wake_timeout,
+                                   spool_dir=os.path.join(self.layout.work, "wake-spool"),
+                                   also_ours=(self.settings.traefik_port, self.settings.traefik_ping_port),
                                    log=lambda message: log.info("wake proxy: %s", message))
         return self.wake
 
@@ -685,6 +689,19 @@ def _merged(*mappings):
 
 def wake_url(port):
     return "http://127.0.0.1:%d" % port
+
+
+def _refusing(name, memory, now):
+    """(why, Retry-After seconds) for the wake proxy to answer name's held requests now: it is in
+    submission backoff (sbatch or staging failed, or its jobs crashed) with no job on its way, so
+    nothing can answer them before the next try; ("", 0) otherwise."""
+    svc = memory.services.get(name)
+    if svc is None or not svc.failures or svc.next_try <= now:
+        return "", 0
+    if any(m.service == name and not m.stopping for m in memory.jobs.values()):
+        return "", 0
+    wait = int(math.ceil(svc.next_try - now))
+    return "%s; next try in %d s" % (svc.last_error or "submission failed", wait), wait
 
 
 def _health_of(item):
