@@ -107,6 +107,7 @@ class WakeProxy:
         self._services = {}         # {service: _Service} listening now (held() and own_ports() read it)
         self._commands = []         # callables the proxy's thread runs next, under its own turn
         self._thread = None
+        self._loop = None           # the _Loop the thread runs
         self._said = {}
         self._dns = _Resolver()
         self._waker = None
@@ -132,7 +133,7 @@ class WakeProxy:
             sock = _bound(port)
             listener = _Service(service, sock, (health_path, health_status or 200))
             self._services[service] = listener
-            self._commands.append(lambda: self._open(listener))
+            self._commands.append(lambda: self._loop.open(listener))
         self._start()
         return listener.port
 
@@ -203,9 +204,6 @@ class WakeProxy:
         with self._lock:
             commands, self._commands = self._commands, []
         return commands
-
-    def _open(self, listener):
-        self._loop.open(listener)
 
     # -- what the proxy's thread asks of the shared state ------------------------------------------
     def board(self, service):
@@ -319,7 +317,6 @@ class _Client:
         self.reading = True         # counted in its service's `reading`
         self.linger_left = LINGER_BYTES
         self.linger_until = None    # time.monotonic(): a courtesy to the client, not a request's deadline
-        self.then = None            # once `out` is sent: "linger" or "close"
 
 
 class _Upstream:
@@ -335,8 +332,7 @@ class _Upstream:
         self.deadline = deadline
         self.want = selectors.EVENT_WRITE
         self.pending = b""          # request bytes not sent yet
-        self.body_sent = False
-        self.reader = None
+        self.reader = None          # the body's bytes still to send
         self.answer = bytearray()   # the answer's head as it comes
         self.left = None            # answer body bytes still to pipe; None: until the backend closes
         self.head_sent = False
@@ -525,6 +521,9 @@ class _Loop:
             self._answer(client, exc.status, str(exc))
         except _Refuse as exc:
             self._answer(client, exc.status, str(exc), exc.retry)
+        except OSError as exc:      # the spool file could not take the body (a full disk)
+            self._answer(client, 503, "cannot keep the request body: %s" % (exc.strerror or exc),
+                         self.proxy.retry_after)
 
     def _take_head(self, client):
         end = wake_http.head_end(client.inbuf)
@@ -548,7 +547,7 @@ class _Loop:
             self.proxy.spool.reserve(client.body, head.length)
         client.left = head.length or 0
         client.chunked = wake_http.Chunked() if head.chunked else None
-        if not head.framed or (not head.chunked and not head.length):
+        if not head.chunked and not head.length:
             return self._request_read(client)
         client.state = "body"
         client.since = self.proxy.clock()
@@ -727,7 +726,11 @@ class _Loop:
             self.proxy._say("%s: backend %s points at a listener of ours (port %d): refused" % (
                 service.name, url, parts.port), kind=("ours", url))
             return ""
-        deadline = now + CONNECT_TIMEOUT
+        return "connecting" if self._dial(client, parts, url, addresses) else ""
+
+    def _dial(self, client, parts, url, addresses):
+        """Start a non-blocking connection to the first of addresses that takes one; False if none."""
+        deadline = self.proxy.clock() + CONNECT_TIMEOUT
         if client.give_up_at is not None:
             deadline = min(deadline, client.give_up_at)
         for number, (family, address) in enumerate(addresses):
@@ -739,28 +742,20 @@ class _Loop:
                 client.state = "forward"
                 client.watching = True
                 self._update(client)
-                return "connecting"
+                return True
             sock.close()
-            self.proxy._say("%s: backend %s (%s): %s" % (service.name, url, address, os.strerror(code)),
+            self.proxy._say("%s: backend %s (%s): %s" % (client.service.name, url, address, os.strerror(code)),
                             kind=("url", url))
-        return ""
+        return False
 
     def _connect_failed(self, client, why):
-        """The backend did not take the connection: its next address, the next backend, or hold."""
+        """The backend did not take the request: its host's next address, the next backend, or hold."""
         upstream = client.upstream
         self.proxy._say("%s: backend %s: %s" % (client.service.name, upstream.url, why), kind=("url", upstream.url))
         self._close_upstream(client)
-        parts = upstream.parts
-        for number, (family, address) in enumerate(upstream.others):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            if sock.connect_ex((address, parts.port)) in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-                client.upstream = _Upstream(sock, parts, upstream.url, upstream.deadline,
-                                            upstream.others[number + 1:])
-                return self._update(client)
-            sock.close()
-        client.state = "held"
-        self._route(client)
+        if not self._dial(client, upstream.parts, upstream.url, upstream.others):
+            client.state = "held"
+            self._route(client)
 
     def _upstream_event(self, client, mask):
         upstream = client.upstream
@@ -783,7 +778,6 @@ class _Loop:
         if client.token is not None:        # a backend took it: no longer held
             self.proxy.release(client.service, client.token)
             client.token = None
-        upstream.deadline = self.proxy.clock() + self.proxy.timeout
         if upstream.parts.scheme == "https":
             host = upstream.parts.host.strip("[]")
             if self.tls is None:
@@ -794,7 +788,7 @@ class _Loop:
                                                      do_handshake_on_connect=False)
             except (OSError, ValueError) as exc:
                 return self._connect_failed(client, "TLS: %s" % exc)
-            upstream.phase = "tls"
+            upstream.phase = "tls"     # its deadline is still the connection's
             return self._handshake(client)
         self._start_sending(client)
 
@@ -814,6 +808,7 @@ class _Loop:
 
     def _start_sending(self, client):
         upstream = client.upstream
+        upstream.deadline = self.proxy.clock() + self.proxy.timeout
         upstream.phase = "send"
         upstream.want = selectors.EVENT_WRITE
         upstream.pending = wake_http.request_bytes(client.head, upstream.parts.host, upstream.parts.port,
@@ -830,7 +825,6 @@ class _Loop:
                     upstream.phase = "head"
                     upstream.want = selectors.EVENT_READ
                     upstream.reader = None
-                    client.body.discard(self.proxy.spool)      # sent: its memory or spool file is free
                     return self._update(client)
             try:
                 sent = upstream.sock.send(upstream.pending)
@@ -851,7 +845,7 @@ class _Loop:
         upstream = client.upstream
         if upstream is None or upstream.phase not in ("head", "body"):
             return
-        while len(client.out) < CHUNK:
+        while len(client.out) < CHUNK and client.upstream is upstream:
             try:
                 data = upstream.sock.recv(CHUNK)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
@@ -868,13 +862,11 @@ class _Loop:
             upstream.deadline = self.proxy.clock() + self.proxy.timeout
             if upstream.phase == "head":
                 upstream.answer += data
-                if not self._take_answer_head(client):
-                    return
+                self._take_answer_head(client)
             else:
                 self._pipe(client, data)
-                if client.upstream is None:
-                    return
-        self._flush(client)
+        if client in self.clients:
+            self._flush(client)
 
     def _more_decrypted(self, client):
         """TLS bytes already decrypted are not seen by select: the next turn reads them."""
@@ -884,20 +876,18 @@ class _Loop:
             self.again.add(client)
 
     def _take_answer_head(self, client):
-        """Move complete answer heads to the client (1xx ones and the final one); False when done here."""
+        """Move complete answer heads to the client (1xx ones, then the final one and what follows it)."""
         upstream = client.upstream
         while upstream.phase == "head":
             end = wake_http.answer_head_end(upstream.answer)
             if end < 0:
                 if len(upstream.answer) > wake_http.MAX_HEAD:
                     self._upstream_failed(client, "answer head over %d bytes" % wake_http.MAX_HEAD)
-                    return False
-                return True
+                return
             try:
                 status, head, length = wake_http.rewrite_answer_head(upstream.answer[:end], client.head.method)
             except ValueError as exc:
-                self._upstream_failed(client, str(exc))
-                return False
+                return self._upstream_failed(client, str(exc))
             rest = bytes(upstream.answer[end:])
             upstream.answer = bytearray(rest)
             client.out += head
@@ -906,9 +896,9 @@ class _Loop:
                 upstream.phase = "body"
                 upstream.left = length
                 upstream.answer = bytearray()
+                self._forget_body(client)       # answered: it will not be sent again
                 if rest or length == 0:
                     self._pipe(client, rest)
-        return client.upstream is not None
 
     def _pipe(self, client, data):
         upstream = client.upstream
@@ -967,12 +957,15 @@ class _Loop:
     def _finish(self, client, seconds=None):
         """The answer is complete once `out` is sent (within `seconds`, else the timeout): then linger."""
         client.state = "answer"
-        client.then = "linger"
         client.deadline = self.proxy.clock() + (self.proxy.timeout if seconds is None else seconds)
+        self._forget_body(client)
+        self._update(client)
+
+    def _forget_body(self, client):
+        """Its memory or spool file is free once the backend has answered (until then a retry needs it)."""
         if client.body is not None:
             client.body.discard(self.proxy.spool)
             client.body = None
-        self._update(client)
 
     def _flush(self, client):
         if client.out:
@@ -987,8 +980,7 @@ class _Loop:
                                     kind=("gone", client.service.name))
                 return self._drop(client)
         self._more_decrypted(client)
-        if not client.out and client.then == "linger" and client.state == "answer":
-            client.then = None
+        if not client.out and client.state == "answer":
             client.state = "linger"
             client.linger_until = time.monotonic() + LINGER_SECONDS
             try:
@@ -1018,9 +1010,7 @@ class _Loop:
         client.state = "closed"
         self._release(client)
         self._close_upstream(client)
-        if client.body is not None:
-            client.body.discard(self.proxy.spool)
-            client.body = None
+        self._forget_body(client)
         self._interest(client.sock, 0, None)
         _close(client.sock)
         if not self.accepting and len(self.clients) < self.proxy.max_connections:
