@@ -224,3 +224,19 @@ def test_a_fixed_service_made_min_max_keeps_its_jobs_until_idle(root, shim_state
         targets.append(ctl.snapshot.desired["hello-python"])
     assert targets[0] == 2, "nothing is stopped the moment the service becomes MIN-MAX"
     assert targets[-1] == 0 and targets.index(0) * 2 >= 60 - 2, "idle counts from the change"
+
+
+def test_while_sbatch_keeps_failing_the_wake_proxy_is_told_why_and_until_when(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    (shim_state / "fail-sbatch").write_text("sbatch: error: QOSMaxSubmitJobPerUserLimit\n")
+    proxy.holding["hello-python"] = 1
+    ctl.cycle()
+    board = proxy.boards["hello-python"]
+    assert len(sbatches(shim_state)) == 1 and board.ready_urls == ()
+    assert "sbatch failed" in board.refusing and "QOSMaxSubmitJobPerUserLimit" in board.refusing
+    assert board.refusing.endswith("next try in %d s" % board.retry_after) and 8 <= board.retry_after <= 12
+    (shim_state / "fail-sbatch").unlink()
+    clock.sleep(board.retry_after)
+    ctl.cycle()
+    assert len(sbatches(shim_state)) == 2
+    assert proxy.boards["hello-python"] == wake.Board(), "a job is on its way: requests are held again"
