@@ -605,6 +605,16 @@ def test_a_body_over_max_body_is_a_413_before_it_is_read(make_proxy, loop):
     assert chunked[0] == 413 and loop.wakes == []
 
 
+def test_a_client_still_sending_a_refused_body_gets_the_answer_not_a_reset(make_proxy, loop):
+    proxy = make_proxy(max_spooled=1024 * 1024, retry_after=5)
+    port = proxy.listen("svc")
+    status, headers, body = request(port, "POST", "/big", body=b"b" * (32 * 1024 * 1024))
+    assert status == 503 and headers["retry-after"] == "5" and b"waiting already" in body
+    board = wake.Board((), "sbatch failed: no", 9)
+    proxy.publish("svc", board)
+    assert request(port, "POST", "/big", body=b"b" * (32 * 1024 * 1024))[0] == 503
+
+
 def test_bodies_in_memory_stay_within_their_budget_and_small_ones_never_touch_the_disk(
         make_proxy, loop, tmp_path, monkeypatch):
     monkeypatch.setattr(wake, "MEMORY_BUDGET", 3 * 1000)

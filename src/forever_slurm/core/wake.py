@@ -14,18 +14,21 @@ What a client may cost, whatever it does (it may be hostile: any local user can 
   socket and a few hundred bytes. Host names are resolved by at most RESOLVERS short-lived threads,
   so a slow DNS cannot stall the others.
 - Bounded memory: a body stays in memory up to BODY_IN_MEMORY (and MEMORY_BUDGET for all of them),
-  larger ones go to a private file in the spool directory (at most `max_spooled` bytes in all), a
-  body over `max_body` is refused (413).
-- Bounded time: the request line and headers must be complete HEAD_SECONDS after the connection,
-  the body must come at BODY_MIN_RATE on average after BODY_GRACE (408 otherwise); held, `timeout`.
-- Fair: each service gets an equal share of `max_connections` (which the process's file limit
-  bounds), at most MAX_READING of its clients may be sending their request at once, and at most
-  `max_held` are held; past any of these a client gets 503 with Retry-After, and the other services
-  are not touched. Each step of a connection does bounded work before the next one gets its turn.
+  larger ones go to a private file in the spool directory (503 past `max_spooled` bytes in all), a
+  body over `max_body` is refused (413) before it is read.
+- Bounded time: the request line and headers must be complete HEAD_SECONDS after the connection
+  (QUICK_HEAD_SECONDS for a client that comes while MAX_READING others of its service are still
+  sending), the body must come at BODY_MIN_RATE on average after BODY_GRACE (408 otherwise); held,
+  `timeout` (503).
+- Fair: each service may have an equal share of `max_connections` (half the file descriptors the
+  process may open, FD_RESERVE kept for the loop); while it has its share, its new clients wait in
+  its own accept backlog, so they cost nothing and no other service notices. At most `max_held` are
+  held (503 past it). Each step of a connection does bounded work before the next one gets its turn.
 - Never a reset we can avoid: every refusal is a short answer, after which we read and drop what
   the client still sends for LINGER_SECONDS before closing.
 - Never a loop: a backend that resolves to one of our own listeners (`own_ports()`: the wake ports
-  and those the loop names, Traefik's) in any spelling is refused (urls.points_at).
+  and those the loop names, Traefik's) in any spelling is refused (urls.points_at says the same to
+  the planner).
 
 The loop's thread never waits on a client: `publish`, `held`, `listen` and `close` take one lock
 briefly (close also waits for this thread to let go of the port, which takes one turn of its loop).
@@ -57,8 +60,8 @@ BODY_MIN_RATE = 16 * 1024
 BODY_IN_MEMORY = 64 * 1024      # a larger body goes to the spool directory
 MEMORY_BUDGET = 16 * 1024 * 1024
 MAX_READING = 64                # clients of one service sending their request slowly at once
-LINGER_SECONDS = 1.0            # after our own answer, what the client still sends is read and dropped
-LINGER_BYTES = 1024 * 1024
+LINGER_SECONDS = 1.0            # after an answer, what the client still sends is read and dropped until
+LINGER_BYTES = 1024 * 1024      # it pauses this long, or this much beyond the rest of its body has come
 CONNECT_TIMEOUT = 5.0
 SHUTDOWN_GRACE = 2.0            # streams get this long to end by themselves before close() cuts them
 TICK = 0.1                      # deadlines are checked this often
@@ -292,8 +295,9 @@ class _Service:
 
 class _Client:
     """One client connection and its request, through the states of its life: "head", "body" (reading
-    the request), "held", "forward" (an _Upstream carries it), "answer" (our own answer is being
-    written), "linger" (dropping what the client still sends before we close)."""
+    the request), "read" (for the moment it takes to route it), "held", "forward" (an _Upstream
+    carries it), "answer" (the rest of an answer is being written), "linger" (dropping what the client
+    still sends before we close), "closed"."""
 
     def __init__(self, service, sock, now):
         self.service = service
@@ -315,8 +319,9 @@ class _Client:
         self.resolving = False      # held until a backend's host name is resolved
         self.upstream = None
         self.reading = True         # counted in its service's `reading`
-        self.linger_left = LINGER_BYTES
+        self.linger_left = 0        # bytes still to read and drop
         self.linger_until = None    # time.monotonic(): a courtesy to the client, not a request's deadline
+        self.linger_end = None      # the latest linger_until may be: the rest at BODY_MIN_RATE
 
 
 class _Upstream:
@@ -536,6 +541,7 @@ class _Loop:
         head = wake_http.parse_head(client.inbuf[:end])
         del client.inbuf[:end]
         client.head = head
+        client.left = head.length or 0
         path, status = client.service.health
         if path and head.method in ("GET", "HEAD") and head.target.split("?", 1)[0] == path:
             return self._answer(client, status, "ok\n", quiet=True)
@@ -545,7 +551,6 @@ class _Loop:
         client.body = _Body()
         if head.length:
             self.proxy.spool.reserve(client.body, head.length)
-        client.left = head.length or 0
         client.chunked = wake_http.Chunked() if head.chunked else None
         if not head.chunked and not head.length:
             return self._request_read(client)
@@ -601,15 +606,19 @@ class _Loop:
         self._drop(client)
 
     def _linger(self, client):
-        try:
-            data = client.sock.recv(CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        client.linger_left -= len(data)
-        if not data or client.linger_left <= 0:
-            self._drop(client)
+        """Drop what the client still sends (a body we refused, most often): a client that is still
+        sending when we close would get a reset instead of our answer."""
+        for _ in range(16):         # then the others get their turn
+            try:
+                data = client.sock.recv(CHUNK)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            client.linger_left -= len(data)
+            if not data or client.linger_left <= 0:
+                return self._drop(client)
+        client.linger_until = min(time.monotonic() + LINGER_SECONDS, client.linger_end)
 
     # -- holding and routing -----------------------------------------------------------------------
     def _route(self, client):
@@ -982,7 +991,11 @@ class _Loop:
         self._more_decrypted(client)
         if not client.out and client.state == "answer":
             client.state = "linger"
-            client.linger_until = time.monotonic() + LINGER_SECONDS
+            unread = client.left if client.head is not None and not client.head.chunked else 0
+            client.linger_left = LINGER_BYTES + min(unread, self.proxy.spool.max_body)
+            now = time.monotonic()
+            client.linger_until = now + LINGER_SECONDS
+            client.linger_end = client.linger_until + client.linger_left / BODY_MIN_RATE
             try:
                 client.sock.shutdown(socket.SHUT_WR)
             except OSError:
