@@ -5,6 +5,9 @@ consumer accepts (our prober's http.client and its IDNA codec, Traefik's URL par
 refused where it enters. So the rule is strict and ASCII-only: a DNS name of 1..63-character
 labels, an IPv4 address, or an IPv6 address in brackets; a port of ASCII digits in 1..65535;
 nothing after the port but an optional '/'.
+
+`points_at` tells whether a URL reaches one of our own listeners on this host, however it is
+spelled, so that neither the wake proxy nor Traefik is ever sent to itself.
 """
 
 import ipaddress
