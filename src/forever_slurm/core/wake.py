@@ -365,6 +365,7 @@ class _Loop:
         self.accepting = True
         self.stop_by = None         # shutdown: time.monotonic() by which every connection is closed
         self.next_sweep = 0.0
+        self.sweeps = 0             # deadline checks so far (tests wait on it instead of sleeping)
         self.tokens = 0
         self.tls = None
         self.again = set()          # upstreams with TLS bytes already decrypted: select would not say so
@@ -373,22 +374,12 @@ class _Loop:
     # -- the turn of the loop ----------------------------------------------------------------------
     def run(self):
         try:
-            while True:
-                for command in self.proxy._take_commands():
-                    self._guard(command)
-                self._boards_changed()
-                self._names_resolved()
-                if time.monotonic() >= self.next_sweep:
-                    self.next_sweep = time.monotonic() + TICK
-                    self._sweep(self.proxy.clock())
-                if self.stop_by is not None and (not self.clients or time.monotonic() >= self.stop_by):
-                    return
-                timeout = 0 if self.again else (TICK if self.clients or self.stop_by else None)
-                for key, mask in self.selector.select(timeout):
-                    self._event(key.data, mask)
-                for client in list(self.again):
-                    self.again.discard(client)
-                    self._guarded(client, lambda c=client: self._from_upstream(c))
+            while self.stop_by is None or (self.clients and time.monotonic() < self.stop_by):
+                try:
+                    self._turn()
+                except Exception:       # noqa: a bug in the loop itself must not end the proxy
+                    self.proxy._say("bug: %s" % traceback.format_exc().strip().replace("\n", " | "), kind="bug")
+                    time.sleep(TICK)
         finally:
             for client in list(self.clients):
                 self._drop(client)
@@ -396,6 +387,23 @@ class _Loop:
                 self._unlisten(service)
             self.selector.close()
             self.waker.close()
+
+    def _turn(self):
+        """News from the loop's thread, deadlines, then whatever the sockets have for us."""
+        for command in self.proxy._take_commands():
+            self._guard(command)
+        self._boards_changed()
+        self._names_resolved()
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + TICK
+            self._sweep(self.proxy.clock())
+            self.sweeps += 1
+        timeout = 0 if self.again else (TICK if self.clients or self.stop_by else None)
+        for key, mask in self.selector.select(timeout):
+            self._event(key.data, mask)
+        for client in list(self.again):
+            self.again.discard(client)
+            self._guarded(client, lambda c=client: self._from_upstream(c))
 
     def _event(self, data, mask):
         kind, thing = data
