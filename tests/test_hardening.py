@@ -13,9 +13,10 @@ import random
 import pytest
 
 from forever_slurm.common import fsutil, settings
-from forever_slurm.core import lock, loop, probe, reconcile, state
+from forever_slurm.core import absorb, lock, loop, model, outcomes, planner, probe, routes, scheduler, state
 from forever_slurm.systems import slurm
 from forever_slurm.observe import status
+from forever_slurm.common.errors import ConfigError
 
 from test_loop import Clock, Prober, calls, jobs_file, make, publish_all, routed
 
@@ -68,7 +69,7 @@ def test_comments_the_http_client_would_choke_on_are_refused_with_the_real_probe
         for port in ["80"] + EVIL_PORTS[:2]:
             set_comment(shim_state, victim, "traefik,hello-python,http://%s:%s" % (host, port))
             clock.sleep(10)
-            assert ctl.cycle() is True
+            assert ctl.look() is True
             assert ctl.snapshot.memory.jobs[victim].comment_problem
             assert "servers: []" in watch_file(layout, "hello-python")
 
@@ -77,11 +78,13 @@ def test_ipv6_literals_are_one_rule_for_the_parser_and_the_writer():
     from forever_slurm.systems import traefik
     from forever_slurm.common import urls
     for url in ["http://[::1]:8080", "http://[fe80::1]:1", "http://node7:40123", "https://10.0.0.1:443"]:
-        assert reconcile.parse_comment("traefik,s," + url, "s") == (url, "")
-        assert traefik.valid_server_url(url)
+        assert absorb.parse_comment("traefik,s," + url, "s") == (url, "")
+        assert traefik._server_entry(traefik.Server(url)) == {"url": url}
     for url in ["http://[::g]:80", "http://a..b:80", "http://h:\u0664\u0660", "http://h:80\n", "http://h:80/x"]:
-        assert reconcile.parse_comment("traefik,s," + url, "s")[0] is None
-        assert not traefik.valid_server_url(url) and not urls.valid_backend_url(url)
+        assert absorb.parse_comment("traefik,s," + url, "s")[0] is None
+        assert not urls.valid_backend_url(url)
+        with pytest.raises(ConfigError):
+            traefik._server_entry(traefik.Server(url))
 
 
 def random_comment(rng, service):
@@ -99,7 +102,7 @@ def test_random_comments_never_stop_the_loop_nor_add_a_job(root, shim_state):
     for _ in range(150):
         set_comment(shim_state, victim, random_comment(rng, "hello-python"))
         clock.sleep(10)
-        assert ctl.cycle() is True
+        assert ctl.look() is True
         assert sorted(ctl.snapshot.memory.jobs) == ids                 # no phantom job, none lost
         for servers in ctl.snapshot.routes.values():
             from forever_slurm.common import urls
@@ -116,7 +119,7 @@ def test_a_comment_shaped_like_squeue_rows_never_makes_a_phantom_job(root, shim_
             layout.slurm_output)
         set_comment(shim_state, victim, "traefik,hello-python,http://node1:40001" + sep + fake)
         clock.sleep(10)
-        ctl.cycle()
+        ctl.look()
         assert sorted(ctl.snapshot.memory.jobs) == before
         assert "evil" not in watch_file(layout, "hello-python")
 
@@ -127,7 +130,7 @@ def test_odd_bytes_from_squeue_are_skipped_and_reported_once(root, shim_state, c
     caplog.set_level(logging.WARNING)
     for _ in range(3):
         clock.sleep(10)
-        assert ctl.cycle() is True
+        assert ctl.look() is True
     assert caplog.text.count("cannot read (skipped)") == 1
     assert len(ctl.snapshot.memory.jobs) == 2
 
@@ -135,18 +138,18 @@ def test_odd_bytes_from_squeue_are_skipped_and_reported_once(root, shim_state, c
 def test_a_bug_while_planning_one_service_costs_only_that_service(root, shim_state, monkeypatch, caplog):
     ctl, clock, layout = two_services(root, shim_state)
     hello = watch_file(layout, "hello-python")
-    real = reconcile.plan_service
+    real = planner.plan_service
 
     def broken(view, *args, **kwargs):
         if view.name == "hello-python":
             raise ZeroDivisionError("planner bug")
         return real(view, *args, **kwargs)
-    monkeypatch.setattr(reconcile, "plan_service", broken)
+    monkeypatch.setattr(planner, "plan_service", broken)
     (root / ".env").write_text('SERVICE_LIST="hello-python/1 other/2"\nFS_SPREAD=no\n')
     ctl.settings = settings.load(layout)
     for _ in range(3):
         clock.sleep(10)
-        ctl.cycle()
+        ctl.look()
     assert len([j for j in jobs_file(shim_state) if j["name"] == "other"]) == 2   # the other goes on
     assert watch_file(layout, "hello-python") == hello                             # last good file kept
     assert caplog.text.count("Traceback") == 1 and "planning hello-python failed" in caplog.text
@@ -154,16 +157,16 @@ def test_a_bug_while_planning_one_service_costs_only_that_service(root, shim_sta
 
 def test_the_loop_goes_on_after_a_bug_in_a_cycle(root, shim_state, caplog):
     ctl, clock, prober, layout = make(root)
-    real = ctl.cycle
+    real = ctl.look
     seen = []
 
-    def cycle():
+    def look():
         seen.append(clock.now)
         if len(seen) == 1:
             raise KeyError("bug")
         return real()
-    ctl.cycle = cycle
-    ctl.run_forever(lambda: len(seen) >= 3)
+    ctl.look = look
+    scheduler.run_forever(ctl, lambda: len(seen) >= 3, monotonic=clock, wait=clock.sleep)
     assert len(seen) == 3 and "KeyError" in caplog.text and "the loop goes on" in caplog.text
 
 
@@ -175,7 +178,7 @@ def scale_to_zero(ctl, layout, clock):
     ctl.settings = settings.load(layout)
     for _ in range(4):
         clock.sleep(10)
-        ctl.cycle()
+        ctl.look()
 
 
 def foreign_job(root, name="hello-python"):
@@ -198,17 +201,18 @@ def test_after_state_json_is_lost_its_own_jobs_are_rebuilt_from_slurm(root, shim
         open(layout.state_file, "wb").write(os.urandom(3000))
     elif damage == "wrong types":
         data = json.loads(text)
+        at = data["fields"]["job"].index("submitted_at")
         for m in data["jobs"].values():
-            m["submitted_at"] = "yesterday"
+            m[at] = "yesterday"
         data["services"] = []
         open(layout.state_file, "w").write(json.dumps(data))
     elif damage == "directory":
         os.mkdir(layout.state_file)
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
                             probe_all=prober)
     clock.sleep(10)
     (shim_state / "calls.log").write_text("")
-    again.cycle()
+    again.look()
     assert sorted(again.snapshot.memory.jobs) == ours
     assert not [c for c in calls(shim_state) if c[0] == "sbatch"]    # nothing submitted twice
     scale_to_zero(again, layout, clock)
@@ -221,24 +225,24 @@ def test_a_kill_between_sbatch_and_saving_neither_orphans_nor_doubles(root, shim
     saved = []
     real_save = state.save
     monkeypatch.setattr(state, "save", lambda path, snap: (saved.append(state.to_json(snap)), real_save(path, snap)))
-    ctl.cycle()
+    ctl.look()
     assert len(jobs_file(shim_state)) == 1
     intent_only = saved[0]                                  # what was on disk while sbatch ran
-    assert any(k.startswith(reconcile.INTENT_PREFIX) for k in json.loads(intent_only)["jobs"])
+    assert any(k.startswith(model.INTENT_PREFIX) for k in json.loads(intent_only)["jobs"])
     monkeypatch.setattr(state, "save", real_save)
     open(layout.state_file, "w").write(intent_only)         # the loop died right after sbatch
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
                             probe_all=prober)
     for _ in range(3):
         clock.sleep(10)
-        again.cycle()
+        again.look()
     assert len(jobs_file(shim_state)) == 1                  # not doubled
     assert list(again.snapshot.memory.jobs) == [jobs_file(shim_state)[0]["id"]]   # and not orphaned
 
 
 def test_an_intent_that_never_shows_up_is_dropped_without_counting_a_crash():
-    memory, keys = reconcile.record_intents(reconcile.empty_memory(), [reconcile.Submit("svc")], 1000.0)
-    memory, events = reconcile.absorb(memory, [], 1000.0 + 121, reconcile.Policy())
+    memory, keys = outcomes.record_intents(model.empty_memory(), [model.Submit("svc")], 1000.0)
+    memory, events = absorb.absorb(memory, [], 1000.0 + 121, model.Policy())
     assert memory.jobs == {} and "never showed up" in events[0] and "svc" not in memory.services
 
 
@@ -247,10 +251,10 @@ def test_same_named_jobs_it_did_not_submit_are_never_counted_or_routed(root, shi
     foreign_job(root)
     publish_all(shim_state)
     foreign = jobs_file(shim_state)[0]
-    ctl.cycle()
+    ctl.look()
     publish_all(shim_state)
     clock.sleep(10)
-    ctl.cycle()
+    ctl.look()
     ours = [j for j in jobs_file(shim_state) if j["id"] != foreign["id"]]
     assert len(ours) == 1                                             # submitted its own all the same
     text = watch_file(layout, "hello-python")
@@ -272,13 +276,13 @@ def test_a_full_disk_is_logged_once_retried_and_nothing_is_submitted_unrecorded(
     monkeypatch.setattr(fsutil, "atomic_write", full)
     for _ in range(3):
         clock.sleep(10)
-        ctl.cycle()
+        ctl.look()
     assert jobs_file(shim_state) == [] if (shim_state / "jobs.json").exists() else True
     assert caplog.text.count("No space left on device; retrying") == 1
     assert "state" in ctl.faults
     monkeypatch.setattr(fsutil, "atomic_write", real)
     clock.sleep(10)
-    ctl.cycle()
+    ctl.look()
     assert len(jobs_file(shim_state)) == 1 and "state" not in ctl.faults
     assert list(state.load(layout.state_file).memory.jobs) == [jobs_file(shim_state)[0]["id"]]
 
@@ -296,12 +300,15 @@ def test_the_disk_reserve_lets_the_loop_record_a_submission_and_drop_a_gone_job(
     monkeypatch.setattr(fsutil, "atomic_write", full_while_reserved)
     monkeypatch.setattr(fsutil.Reserve, "ensure", lambda self: False)       # the disk stays full
     gone = jobs_file(shim_state)[0]
+    prober.dead.add(gone["comment"].split(",")[2])                          # the job dies
+    clock.sleep(2)
+    ctl.probe_pass()
+    assert gone["comment"].split(",")[2] not in watch_file(layout, "hello-python")   # out of Traefik
     data = json.loads((shim_state / "jobs.json").read_text())
-    data["jobs"][0]["state"] = "F"                                          # the job died
+    data["jobs"][0]["state"] = "F"
     (shim_state / "jobs.json").write_text(json.dumps(data))
     clock.sleep(10)
-    ctl.cycle()
-    assert gone["comment"].split(",")[2] not in watch_file(layout, "hello-python")   # out of Traefik
+    ctl.look()
     saved = state.load(layout.state_file)
     new = [j["id"] for j in jobs_file(shim_state) if j["id"] != gone["id"]]
     assert gone["id"] not in saved.memory.jobs and sorted(saved.memory.jobs) == new   # the replacement recorded
@@ -317,11 +324,11 @@ def test_an_unwritable_watch_folder_keeps_the_others_and_is_shown(root, shim_sta
             raise OSError(errno.EROFS, "Read-only file system")
         return real(path, *args, **kwargs)
     monkeypatch.setattr(fsutil, "atomic_write", refuse_hello)
-    monkeypatch.setattr(loop.traefik_files, "write_if_changed",
+    monkeypatch.setattr(routes.traefik_files, "write_if_changed",
                         lambda path, text, tmp: refuse_hello(path, text, tmp_dir=tmp, only_if_changed=True))
     prober_dead = job_of(shim_state, "other")
     clock.sleep(10)
-    ctl.cycle()
+    ctl.look()
     assert "traefik:hello-python" in ctl.faults
     report = status.collect(layout, now=clock.now)
     assert "traefik:hello-python" in report["faults"] and "Read-only" in status.render(report)
@@ -345,7 +352,7 @@ def test_a_sub_that_is_not_a_sane_file_is_refused_and_the_others_go_on(root, shi
     else:
         target.write_bytes(b"#!/bin/bash\n#SBATCH --job-name hello-python\n\xff\xfe\n")
     ctl, clock, prober, layout = make(root, TWO)
-    ctl.cycle()
+    ctl.look()
     names = [j["name"] for j in jobs_file(shim_state)]
     assert names == ["other"]
     assert "hello-python.sub" in ctl.snapshot.service_errors["hello-python"]
@@ -365,19 +372,18 @@ def test_a_wall_clock_jump_back_does_not_stop_looking_at_slurm(root, shim_state)
     routed(ctl, clock, shim_state)
     wall = {"offset": 0.0}
     ctl.clock = lambda: clock.now + wall["offset"]
-    ctl.monotonic = clock
     (shim_state / "calls.log").write_text("")
     start = clock.now
     looks = []
-    real = ctl.cycle
+    real = ctl.look
 
-    def cycle():
+    def look():
         looks.append(clock.now)
         if len(looks) == 2:
             wall["offset"] = -600.0          # the wall clock jumps back 10 minutes
         return real()
-    ctl.cycle = cycle
-    ctl.run_forever(lambda: clock.now - start > 60)
+    ctl.look = look
+    scheduler.run_forever(ctl, lambda: clock.now - start > 60, monotonic=clock, wait=clock.sleep)
     assert len([c for c in calls(shim_state) if c[0] == "squeue"]) >= 5
 
 
@@ -392,7 +398,7 @@ def test_a_failing_scancel_backs_off_and_the_route_does_not_flap(root, shim_stat
     for step in range(40):
         clock.sleep(5)
         before = len([c for c in calls(shim_state) if c[0] == "scancel"])
-        ctl.cycle() if step % 2 == 0 else ctl.tick()
+        ctl.look() if step % 2 == 0 else ctl.probe_pass()
         if len([c for c in calls(shim_state) if c[0] == "scancel"]) > before:
             attempts.append(clock.now)
         if attempts:        # (before that the surplus job drains: weight 0, still listed)
@@ -403,7 +409,7 @@ def test_a_failing_scancel_backs_off_and_the_route_does_not_flap(root, shim_stat
     (shim_state / "fail-scancel").unlink()
     for _ in range(20):
         clock.sleep(10)
-        ctl.cycle()
+        ctl.look()
     assert sorted(j["state"] for j in jobs_file(shim_state)) == ["CA", "R"]
 
 
@@ -424,8 +430,8 @@ def test_status_and_check_change_nothing_even_with_a_corrupt_state_and_bundled_s
     os.makedirs(str(root / ".work"))
     (root / ".work" / "state.json").write_text('{"jobs": {"1": {"service": ')      # truncated
     before = tree(root)
-    assert cli.main(["--root", str(root), "status"]) == 0
-    assert cli.main(["--root", str(root), "status", "--json"]) == 0
+    assert cli.main(["--root", str(root), "status"]) == 3      # no loop runs here
+    assert cli.main(["--root", str(root), "status", "--json"]) == 3
     assert cli.main(["--root", str(root), "check"]) == 0
     assert tree(root) == before
     out = capsys.readouterr().out
@@ -441,8 +447,8 @@ def test_logs_finds_the_newest_job_of_a_service_from_memory_or_output_files(root
         os.utime(str(root / ".work" / "slurm-output" / ("svc-%s.out" % job_id)), (int(job_id), int(job_id)))
     empty = state.empty_snapshot()._replace(desired={"svc": 1})
     assert joblog.targets(layout, empty) == [("12", "svc")]
-    memory = reconcile.Memory({"9": reconcile.JobMemory("svc"), "10": reconcile.JobMemory("svc"),
-                               reconcile.INTENT_PREFIX + "svc:1": reconcile.JobMemory("svc")}, {})
+    memory = model.Memory({"9": model.JobMemory("svc"), "10": model.JobMemory("svc"),
+                               model.INTENT_PREFIX + "svc:1": model.JobMemory("svc")}, {})
     assert joblog.targets(layout, empty._replace(memory=memory)) == [("10", "svc")]
     assert joblog.targets(layout, empty, "\u00b2") == []                   # not a job id, not a service
     assert joblog.targets(layout, empty, "7") == [("7", None)]
@@ -458,3 +464,42 @@ def test_an_unwritable_log_folder_does_not_stop_the_loop(root, shim_state, capsy
     (root / ".work" / "bin").write_text("a file where a folder should be")
     assert cli.main(["--root", str(root), "run", "--once"]) == 1
     assert "cannot create the folders under" in capsys.readouterr().err      # one clear line, no traceback
+
+
+def test_an_empty_answer_while_every_backend_still_answers_is_not_believed_at_once(root, shim_state, caplog):
+    """One empty squeue answer (exit 0, nothing printed: a site's wrapper, a controller restarted from
+    an old state) had dropped every route and submitted a job. It is asked again first; an answer that
+    says the same twice is believed."""
+    ctl, clock, prober, layout = make(root)
+    routed(ctl, clock, shim_state)
+    before = watch_file(layout, "hello-python")
+    saved = (shim_state / "jobs.json").read_text()
+    data = json.loads(saved)
+    (shim_state / "jobs.json").write_text(json.dumps(dict(data, jobs=[])))
+    (shim_state / "calls.log").write_text("")
+    clock.sleep(10)
+    assert ctl.look() is False
+    assert [c[0] for c in calls(shim_state)] == ["squeue"] and watch_file(layout, "hello-python") == before
+    assert "not believed" in caplog.text and ctl.next_look_in() == planner.FOLLOW_UP_DELAY
+    (shim_state / "jobs.json").write_text(saved)             # the next answer is whole again
+    clock.sleep(2)
+    assert ctl.look() is True and watch_file(layout, "hello-python") == before
+    assert [c[0] for c in calls(shim_state)] == ["squeue", "squeue"]
+    (shim_state / "jobs.json").write_text(json.dumps(dict(data, jobs=[])))
+    for _ in range(2):                                        # said twice: believed
+        clock.sleep(2)
+        ctl.look()
+    assert "sbatch" in [c[0] for c in calls(shim_state)]
+
+
+def test_a_job_whose_server_stopped_answering_is_believed_gone_at_once(root, shim_state):
+    ctl, clock, prober, layout = make(root)
+    routed(ctl, clock, shim_state)
+    data = json.loads((shim_state / "jobs.json").read_text())
+    gone = data["jobs"].pop(0)
+    (shim_state / "jobs.json").write_text(json.dumps(data))
+    prober.dead.add(gone["comment"].split(",")[2])
+    clock.sleep(2)
+    ctl.probe_pass()
+    (shim_state / "calls.log").write_text("")
+    assert ctl.look() is True and "sbatch" in [c[0] for c in calls(shim_state)]

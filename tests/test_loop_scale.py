@@ -4,7 +4,7 @@ wake proxy while no backend takes requests. Shim Slurm, fake clock, fake prober,
 import json
 import os
 
-from forever_slurm.core import loop, wake
+from forever_slurm.core import loop, planner, scheduler, wake
 from forever_slurm.common import settings
 from forever_slurm.systems import slurm
 
@@ -59,7 +59,7 @@ def make(root, env=ENV):
     layout = settings.Layout(str(root))
     layout.make_dirs()
     clock, prober, counter, proxy = Clock(), Prober(), Inflight(), FakeWake()
-    ctl = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+    ctl = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
                           probe_all=prober, count_inflight=counter, wake=proxy)
     return ctl, clock, counter, proxy, layout
 
@@ -75,7 +75,7 @@ def sbatches(shim_state):
 def test_asleep_submits_nothing_and_routes_to_the_wake_proxy(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
     for _ in range(3):
-        ctl.cycle()
+        ctl.look()
         clock.sleep(60)
     assert sbatches(shim_state) == []
     assert "http://127.0.0.1:%d" % proxy.listening["hello-python"] in route_file(layout)
@@ -85,20 +85,20 @@ def test_asleep_submits_nothing_and_routes_to_the_wake_proxy(root, shim_state):
 
 def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
-    ctl.cycle()
+    ctl.look()
     proxy.holding["hello-python"] = 1
-    ctl.tick()
-    assert ctl.look_now, "a held request asks for a look at Slurm now"
+    ctl.probe_pass()
+    assert ctl.next_look_in() == 0, "a held request asks for a look at Slurm now"
     assert ctl.snapshot.scale["hello-python"]["phase"] == "waking"
     assert ctl.snapshot.scale["hello-python"]["held"] == 1
     clock.sleep(1)
-    ctl.cycle()
+    ctl.look()
     assert len(sbatches(shim_state)) == 1
-    assert ctl._nap(clock(), 60) == loop.WAKING_PROBE_DELAY
-    assert ctl.next_observe_delay() == loop.MIN_LOOK_GAP, "the job's start is looked for every second"
+    assert scheduler._nap(ctl, 60) == scheduler.WAKING_PROBE_DELAY
+    assert ctl.next_look_in() == planner.MIN_LOOK_GAP, "the job's start is looked for every second"
     publish_all(shim_state)
     clock.sleep(1)
-    ctl.cycle()
+    ctl.look()
     job = jobs_file(shim_state)[0]
     url = "http://%s:%d" % (job["nodes"], 40000 + int(job["id"]) % 1000)
     assert proxy.boards["hello-python"] == wake.Board((url,)), "the proxy forwards the held requests here"
@@ -111,15 +111,15 @@ def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(ro
 def test_load_scales_up_then_down_after_the_delay_then_to_zero_when_idle(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
     proxy.holding["hello-python"] = 1
-    ctl.cycle()
+    ctl.look()
     proxy.holding.clear()
     publish_all(shim_state)
     clock.sleep(1)
-    ctl.cycle()
+    ctl.look()
     counter.per_url = 5         # 5 in flight on one backend, 2 per backend wanted: 3 instances
     for _ in range(6):
         clock.sleep(1)
-        ctl.cycle()
+        ctl.look()
         publish_all(shim_state)
     assert ctl.snapshot.desired["hello-python"] == 3
     running = [j for j in jobs_file(shim_state) if j["state"] == "R"]
@@ -128,7 +128,7 @@ def test_load_scales_up_then_down_after_the_delay_then_to_zero_when_idle(root, s
     targets = []
     for _ in range(100):
         clock.sleep(2)
-        ctl.cycle()
+        ctl.look()
         targets.append(ctl.snapshot.desired["hello-python"])
     # Down to 1 once the delay (20 s) has passed, to 0 once idle (60 s since the last request).
     assert targets[0] == 3 and 1 in targets and targets[-1] == 0
@@ -139,49 +139,49 @@ def test_load_scales_up_then_down_after_the_delay_then_to_zero_when_idle(root, s
 
 def test_fixed_services_never_get_a_wake_route(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root, 'SERVICE_LIST="hello-python/0"\nFS_SPREAD=no\n')
-    ctl.cycle()
+    ctl.look()
     assert proxy.listening == {} and not os.path.exists(os.path.join(layout.watch, "hello-python.yml"))
 
 
 def test_a_service_no_longer_min_max_closes_its_listener(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
-    ctl.cycle()
+    ctl.look()
     assert "hello-python" in proxy.listening
     (root / ".env").write_text('SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
     clock.sleep(60)
-    ctl.cycle()
+    ctl.look()
     assert proxy.closed == ["hello-python"]
 
 
 def test_demand_survives_a_restart(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
     proxy.holding["hello-python"] = 1
-    ctl.cycle()
+    ctl.look()
     saved = json.loads(open(layout.state_file).read())["scale"]["hello-python"]
     assert saved["target"] == 1 and saved["last_request_at"] == clock()
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
                             probe_all=Prober(), count_inflight=Inflight(), wake=FakeWake())
     clock.sleep(5)
-    again.cycle()
+    again.look()
     assert again.snapshot.desired["hello-python"] == 1, "a restart does not put a busy service to sleep"
 
 
 def test_a_restarted_loop_asks_for_the_wake_port_traefik_still_names(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
-    ctl.cycle()
+    ctl.look()
     port = proxy.listening["hello-python"]
     assert json.loads(open(layout.state_file).read())["scale"]["hello-python"]["wake_port"] == port
     fresh = FakeWake()
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock, sleep=clock.sleep,
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
                             probe_all=Prober(), count_inflight=Inflight(), wake=fresh)
-    again.cycle()
+    again.look()
     assert fresh.asked_port == port
 
 
 def test_a_request_seen_in_the_access_log_keeps_it_up(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
     proxy.holding["hello-python"] = 1
-    ctl.cycle()
+    ctl.look()
     proxy.holding.clear()
     log_path = os.path.join(layout.log, "traefik-access.log")
     open(log_path, "w").close()
@@ -190,53 +190,71 @@ def test_a_request_seen_in_the_access_log_keeps_it_up(root, shim_state):
         if _ % 10 == 0:
             with open(log_path, "a") as handle:
                 handle.write(json.dumps({"ServiceName": "hello-python@file"}) + "\n")
-        ctl.cycle()
+        ctl.look()
         assert ctl.snapshot.desired["hello-python"] == 1
 
 
 def test_a_job_waiting_in_the_queue_is_looked_for_less_often_as_it_waits(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
     proxy.holding["hello-python"] = 2
-    ctl.cycle()                                     # submitted; the shim job stays pending
+    ctl.look()                                     # submitted; the shim job stays pending
     delays = {}
     for age in (0.5, 5, 20, 100, 400):
         clock.now = ctl.snapshot.memory.jobs[next(iter(ctl.snapshot.memory.jobs))].submitted_at + age
-        delays[age] = ctl.next_observe_delay()
+        ctl.probe_pass()
+        delays[age] = ctl.next_look_in()
     assert delays == {0.5: 1.0, 5: 1.0, 20: 2.0, 100: 10.0, 400: 40.0}, "held: a tenth of the wait, at least 1 s"
     proxy.holding.clear()
     for age, delay in ((5, 2.0), (29, 2.0), (40, 20.0), (100, 50.0), (400, 60.0)):
         clock.now = ctl.snapshot.memory.jobs[next(iter(ctl.snapshot.memory.jobs))].submitted_at + age
-        assert ctl.next_observe_delay() == delay, age
+        ctl.probe_pass()
+        assert ctl.next_look_in() == delay, age
 
 
 def test_a_fixed_service_made_min_max_keeps_its_jobs_until_idle(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n'
                                                     'FS_SLEEP_INTERVAL=60\nFS_IDLE_SECONDS=60\n')
-    ctl.cycle()
+    ctl.look()
     publish_all(shim_state)
     clock.sleep(2)
-    ctl.cycle()
+    ctl.look()
     (root / ".env").write_text(ENV)
     targets = []
     for _ in range(40):
         clock.sleep(2)
-        ctl.cycle()
+        ctl.look()
         targets.append(ctl.snapshot.desired["hello-python"])
     assert targets[0] == 2, "nothing is stopped the moment the service becomes MIN-MAX"
     assert targets[-1] == 0 and targets.index(0) * 2 >= 60 - 2, "idle counts from the change"
+
+
+def test_a_stopping_loop_leaves_no_route_to_a_wake_port_nobody_owns(root, shim_state):
+    """Once the loop stops, its wake port is free for any local user to bind and receive the
+    service's requests: Traefik's file must not name it (503 until a restarted loop takes it back)."""
+    ctl, clock, counter, proxy, layout = make(root)
+    ctl.look()
+    wake_url = "http://127.0.0.1:%d" % proxy.listening["hello-python"]
+    assert wake_url in route_file(layout)
+    scheduler.run_forever(ctl, lambda: True, monotonic=clock, wait=clock.sleep)
+    assert proxy.shut and wake_url not in route_file(layout) and "servers: []" in route_file(layout)
+    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
+                            probe_all=Prober(), count_inflight=Inflight(), wake=FakeWake())
+    again.look()
+    assert again.wake.asked_port == proxy.listening["hello-python"], "a restarted loop takes its port back"
+    assert wake_url in route_file(layout)
 
 
 def test_while_sbatch_keeps_failing_the_wake_proxy_is_told_why_and_until_when(root, shim_state):
     ctl, clock, counter, proxy, layout = make(root)
     (shim_state / "fail-sbatch").write_text("sbatch: error: QOSMaxSubmitJobPerUserLimit\n")
     proxy.holding["hello-python"] = 1
-    ctl.cycle()
+    ctl.look()
     board = proxy.boards["hello-python"]
     assert len(sbatches(shim_state)) == 1 and board.ready_urls == ()
     assert "sbatch failed" in board.refusing and "QOSMaxSubmitJobPerUserLimit" in board.refusing
     assert board.refusing.endswith("next try in %d s" % board.retry_after) and 8 <= board.retry_after <= 12
     (shim_state / "fail-sbatch").unlink()
     clock.sleep(board.retry_after)
-    ctl.cycle()
+    ctl.look()
     assert len(sbatches(shim_state)) == 2
     assert proxy.boards["hello-python"] == wake.Board(), "a job is on its way: requests are held again"

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from forever_slurm.core import probe
-from forever_slurm.core.reconcile import ProbeResult
+from forever_slurm.core.model import ProbeResult
 
 
 class Backend:

@@ -79,8 +79,9 @@ def test_unknown_names_and_folders_without_a_script_are_refused(layout):
 
 def test_a_bundled_service_is_unpacked_once_and_never_over_the_users_copy(layout):
     with pytest.raises(ConfigError, match="not unpacked yet"):
-        services.load(layout, "hello-python", unpack=False)
-    assert not os.path.exists(layout.services)
+        services.load(layout, "hello-python")
+    assert not os.path.exists(layout.services), "load reads only"
+    assert services.unpack_bundled(layout, "hello-python") is True
     loaded = services.load(layout, "hello-python")
     script = loaded.script
     assert stat.S_IMODE(os.stat(script).st_mode) == 0o755

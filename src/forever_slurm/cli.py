@@ -1,6 +1,7 @@
 """Command line: argparse wiring, one function per subcommand; the one place errors become exit codes."""
 
 import argparse
+import json
 import os
 import sys
 
@@ -28,15 +29,17 @@ def build_parser():
 
 def _add_running_commands(add):
     """What units, cron and people run on the login node: the loop, its view, Traefik."""
-    p = add("run", "the reconcile loop (forever; --once for one cycle)",
-            "Keep SERVICE_LIST's jobs running: one squeue per cycle, submit, renew before the time limit, "
+    p = add("run", "the reconcile loop (forever; --once for one look at Slurm)",
+            "Keep SERVICE_LIST's jobs running: one squeue per look, submit, renew before the time limit, "
             "probe readiness and write Traefik's routes. Usually run by a unit or cron (see config).")
-    p.add_argument("--once", action="store_true", help="one cycle; exit 1 when Slurm could not be observed")
+    p.add_argument("--once", action="store_true", help="one look; exit 1 when Slurm could not be observed")
     p.set_defaults(func=cmd_run)
 
     p = add("status", "services, jobs, routes and traffic at a glance",
             "What the loop last saw (.work/state.json), whether our Traefik answers, and the traffic of "
-            "the last minutes. Asks Slurm nothing and changes nothing.")
+            "the last minutes. Asks Slurm nothing and changes nothing. Exit status: 0 the loop runs; 3 it "
+            "does not (what is shown is what it last saw, marked stale: nothing keeps the services); 1 "
+            "nothing to show (no setup here; with --json an object {\"error\": ...}).")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.set_defaults(func=cmd_status)
@@ -151,7 +154,15 @@ def cmd_run(args):
 
 def cmd_status(args):
     from .observe import status
-    return status.show(_set_up_layout(args), as_json=args.json, every=args.watch)
+    try:
+        layout = _set_up_layout(args)
+    except ForeverError as exc:
+        if not args.json:
+            raise
+        # A script reading stdout gets an answer it can parse, not nothing.
+        print(json.dumps({"error": str(exc), "root": settings_mod.find_root(args.root)}, sort_keys=True))
+        return 1
+    return status.show(layout, as_json=args.json, every=args.watch)
 
 
 def cmd_check(args):

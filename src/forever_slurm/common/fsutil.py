@@ -84,6 +84,19 @@ def backup(path, now=None):
     return target
 
 
+def move_aside(path, into=None, now=None):
+    """Rename path to its backup_name (in the directory `into`, made if missing, else beside it): a
+    file we must not use or overwrite is kept, never deleted. The new path; None if path is missing."""
+    directory = into or os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    target = backup_name(os.path.join(directory, os.path.basename(path)), now)
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
 def read_text_file(path, what="file", limit=MAX_TEXT_BYTES):
     """The text of a regular file of at most `limit` bytes, decoded leniently (bad bytes become U+FFFD).
 
@@ -131,6 +144,33 @@ def make_private_dir(path):
     if stat.S_IMODE(os.stat(path).st_mode) != PRIVATE_DIR:
         os.chmod(path, PRIVATE_DIR)
     return path
+
+
+def private_log(path):
+    """Make the log file `path` exist and be 0600 before another program writes it: Traefik, systemd's
+    `append:` and a shell's `>>` create files by the umask (0644), but keep the mode of one that exists.
+    Returns True when the file is private now; a path that is not our regular file is left alone."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), PRIVATE_FILE)
+    except OSError:
+        return False
+    try:
+        return private_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def private_fd(fd):
+    """Make the open file fd 0600 when it is a regular file of ours (a log a process writes to); True if so."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if stat.S_IMODE(info.st_mode) != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+        return True
+    except OSError:
+        return False
 
 
 class Reserve:

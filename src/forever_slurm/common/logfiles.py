@@ -7,7 +7,7 @@ import sys
 
 from . import fsutil
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
 MAX_BYTES = 5 * 1024 * 1024     # per file; with BACKUPS the most a log takes is 20 MiB
@@ -32,8 +32,23 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return os.fdopen(fd, "a", encoding=self.encoding)
 
 
+def private_std_streams(layout):
+    """Make stdout/stderr 0600 when they are log files under .work/log (a unit's or cron's output):
+    systemd and the shell create them by the umask, and a deleted one comes back that way."""
+    log_dir = os.path.realpath(layout.log)
+    for fd in (1, 2):
+        try:
+            path = os.path.realpath("/proc/self/fd/%d" % fd)
+        except OSError:
+            continue
+        if os.path.dirname(path) == log_dir:
+            fsutil.private_fd(fd)
+
+
 def to_file(layout, name):
-    """A rotated log under .work/log, so a long-running loop cannot fill a home directory quota."""
+    """A rotated log under .work/log, so a long-running loop cannot fill a home directory quota; the
+    process's own stdout/stderr there are made private too (private_std_streams)."""
+    private_std_streams(layout)
     try:
         fsutil.make_private_dir(layout.log)
         handler = PrivateRotatingFileHandler(os.path.join(layout.log, name), maxBytes=MAX_BYTES,

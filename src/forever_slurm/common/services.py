@@ -7,7 +7,6 @@ from typing import NamedTuple, Optional
 
 from . import fsutil, resources, sbatch_script, validate
 from .errors import ConfigError
-from .settings import SERVICE_NAME_RE
 
 
 class ServiceDef(NamedTuple):
@@ -71,23 +70,24 @@ def ensure_freeport(layout):
     return True
 
 
-def load(layout, name, unpack=True):
+def load(layout, name, listed_at=None):
     """The ServiceDef of `name`; ConfigError naming the file and line when it is not usable.
 
-    A bundled service without a folder yet is unpacked into services/ first (the loop does that);
-    readers (`status`, `check`) pass unpack=False and get a ConfigError instead."""
-    if not SERVICE_NAME_RE.match(name):
-        raise ConfigError("%r is not a valid service name (no spaces; letters, digits, . _ -)" % name)
+    listed_at: the (path, line) that asked for the service (SERVICE_LIST's, an envfile.EnvValue does),
+    named by the errors about the name itself. Reads only: a bundled service without a folder yet is a
+    ConfigError until someone who may write (the loop, `config`) calls unpack_bundled first."""
+    where = tuple(listed_at)[-2:] if listed_at else (None, None)
+    if not validate.is_service_name(name):
+        raise ConfigError("%r is not a valid service name (no spaces; letters, digits, . _ -)" % name, *where)
     folder = os.path.join(layout.services, name)
     if not os.path.isdir(folder):
-        if name in bundled_names() and not unpack:
-            raise ConfigError("bundled service %s is not unpacked yet (the loop does it on its first "
-                              "cycle)" % name, folder)
         if name in bundled_names():
-            unpack_bundled(layout, name)
+            raise ConfigError("bundled service %s is not unpacked yet (the loop does it on its first "
+                              "look)" % name, folder)
         else:
-            raise ConfigError("unknown service %r: no folder %s and no bundled service of that name "
-                              "(available: %s)" % (name, folder, ", ".join(available(layout)) or "none"))
+            raise ConfigError("unknown service %r in SERVICE_LIST: no folder %s and no bundled service of "
+                              "that name (available: %s)" % (name, folder, ", ".join(available(layout)) or "none"),
+                              *where)
     script = _pick(folder, name, ".sub")
     if script is None:
         raise ConfigError("no Slurm script: expected a file named %s*.sub in this folder" % name, folder)

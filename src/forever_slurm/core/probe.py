@@ -6,7 +6,7 @@ import logging
 import socket
 
 from ..common import urls
-from .reconcile import ProbeResult
+from .model import ProbeResult
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,16 @@
-"""The `run` command: the loop under the root's lock, one cycle (--once) or until SIGTERM."""
+"""The `run` command: the loop under the root's lock, one look (--once) or until SIGTERM/SIGINT."""
 
 import logging
+import os
 import signal
 
-from . import lock, loop
+from . import lock, loop, scheduler
 from .. import __version__
 from ..common import logfiles, settings as settings_mod
 from ..common.errors import ForeverError
 from ..systems import slurm
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
 
 def run_command(layout, once=False):
@@ -26,12 +27,24 @@ def run_command(layout, once=False):
         controller = loop.Controller(layout, conf, slurm.Slurm(timeout=conf.slurm_timeout),
                                      pyz=settings_mod.running_pyz())
         if once:
-            return 0 if controller.cycle() else 1
+            return 0 if controller.look() else 1
+        wakeup = scheduler.Wakeup()
         stopping = []
-        signal.signal(signal.SIGTERM, lambda *a: (stopping.append(True), controller.wakeup.set()))
-        controller.start_wake_proxy()
+        wakeup.catch_signals((signal.SIGTERM, signal.SIGINT), stopping.append)
+        controller.demand.wake = start_wake_proxy(controller, wakeup)
         log.info("forever-slurm %s: root %s, services %s, a look at Slurm every %ss", __version__, layout.root,
                  settings_mod.format_service_list(conf.service_list) or "none", conf.sleep_interval)
-        controller.run_forever(lambda: bool(stopping))
+        scheduler.run_forever(controller, lambda: bool(stopping), wait=wakeup.wait)
         log.info("stopped")
     return 0
+
+
+def start_wake_proxy(controller, wakeup):
+    """The 127.0.0.1 proxy that holds requests for MIN-MAX services with no backend (run, not --once:
+    a proxy must outlive the pass that routes to it). A request it holds ends the loop's wait."""
+    from . import wake
+    conf = controller.settings
+    return wake.WakeProxy(on_wake=lambda service: wakeup.set(), timeout=conf.wake_timeout,
+                          spool_dir=os.path.join(controller.layout.work, "wake-spool"),
+                          also_ours=(conf.traefik_port, conf.traefik_ping_port),
+                          log=lambda message: log.info("wake proxy: %s", message))

@@ -4,8 +4,6 @@ import hashlib
 import http.client
 import os
 import platform
-import re
-import shutil
 import socket
 import stat
 import sys
@@ -15,9 +13,9 @@ import urllib.request
 import zipfile
 from typing import NamedTuple, Optional
 
-from ..common import fsutil
-from ..systems import proc
-from ..common.errors import CommandError, ConfigError, ForeverError
+from ..common import fsutil, logfiles
+from ..systems.traefik_binary import installed_path, locate
+from ..common.errors import ForeverError
 
 VERSION = "3.7.15"
 CHUNK = 1 << 20
@@ -56,78 +54,6 @@ def platform_key(system=None, machine=None):
     system = (system or platform.system()).lower()
     machine = (machine or platform.machine()).lower()
     return system, _MACHINES.get(machine, machine)
-
-
-def _executable(path):
-    return os.path.isfile(path) and os.access(path, os.X_OK)
-
-
-def installed_path(layout):
-    return os.path.join(layout.bin, "traefik")
-
-
-def locate(traefik_bin_setting, layout, environ):
-    """FS_TRAEFIK_BIN, else traefik on environ's PATH, else .work/bin/traefik; None when none is there."""
-    if traefik_bin_setting:
-        path = os.path.expanduser(traefik_bin_setting)
-        if not _executable(path):
-            raise ConfigError("FS_TRAEFIK_BIN=%s is not an executable file; fix the path in %s or leave it "
-                              "empty to use traefik from PATH or %s"
-                              % (traefik_bin_setting, layout.env_file, installed_path(layout)))
-        return os.path.abspath(path)
-    found = shutil.which("traefik", path=environ.get("PATH", os.defpath))
-    if found:
-        return found
-    local = installed_path(layout)
-    return local if _executable(local) else None
-
-
-def parse_version(text):
-    """(3, 7, 15) from `traefik version` output ("Version:      3.7.15"), or None when it names none."""
-    match = re.search(r"^\s*Version:\s*v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", text or "", re.MULTILINE)
-    if match is None:
-        return None
-    return tuple(int(part) for part in match.groups("0"))
-
-
-def version_cache(layout):
-    return os.path.join(layout.work, "traefik-version")
-
-
-def version_in_use(traefik_bin_setting, layout, environ, run=proc.run, remember=True):
-    """The version of the Traefik `forever_slurm traefik` would start, as a tuple, or None when unknown.
-
-    Asked from `traefik version` once per binary and kept in .work/traefik-version with the binary's
-    path, size and mtime, so a cycle costs one stat and an upgraded binary is asked again.  Unknown
-    (no binary, no answer) means: render only what every Traefik v3 understands.  Readers (`check`)
-    pass remember=False: they may use the cache but never write it.
-    """
-    try:
-        binary = locate(traefik_bin_setting, layout, environ)
-        info = os.stat(binary) if binary else None
-    except (ConfigError, OSError):
-        return None
-    if info is None:
-        return None
-    stamp = "%s %d %d" % (binary, info.st_size, int(info.st_mtime))
-    cache = version_cache(layout)
-    try:
-        cached_stamp, _, cached = fsutil.read_text_file(cache, "version cache", 4096).partition("\n")
-        if cached_stamp == stamp:
-            return parse_version(cached)
-    except (FileNotFoundError, ConfigError):
-        pass
-    try:
-        output = run([binary, "version"], timeout=15, env=dict(environ)).stdout
-    except CommandError:
-        return None
-    version = parse_version(output)
-    if version is not None and remember:
-        try:
-            fsutil.atomic_write(cache, "%s\nVersion: %s\n" % (stamp, ".".join(map(str, version))))
-        except OSError:
-            pass    # the next cycle asks again; nothing depends on the cache but speed
-    return version
 
 
 def ensure(traefik_bin_setting, layout, environ, say, download=True, pins=None, key=None, stream=None):
@@ -307,6 +233,10 @@ def run_in_place(layout, conf, print_only=False, say=print):
         return 0
     traefik_files.write_if_changed(layout.traefik_static, text, layout.staging_tmp)
     binary = ensure(conf.traefik_bin, layout, os.environ, say=say)
+    # Traefik makes its logs by the umask (0644) and keeps the mode of files that exist: private first.
+    for name in ("traefik.log", "traefik-access.log"):
+        fsutil.private_log(os.path.join(layout.log, name))
+    logfiles.private_std_streams(layout)
     with open(os.path.join(layout.work, "traefik.pid"), "w") as handle:
         handle.write("%d\n" % os.getpid())
     sys.stdout.flush()

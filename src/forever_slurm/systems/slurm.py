@@ -1,6 +1,7 @@
 """Everything that talks to Slurm: builds squeue/sbatch/scontrol/scancel argv and parses their output."""
 
 import functools
+import operator
 import logging
 import os
 import re
@@ -248,3 +249,34 @@ class Slurm:
         """Let a pending job run anywhere after all (spreading must not make it unschedulable)."""
         self._run(["scontrol", "update", "JobId=%s" % job_id, "ExcNodeList="],
                   timeout=self.timeout, env=self._env)
+
+
+def job_number(job_id):
+    """A job id as a number to sort by; 0 for an id that is not ASCII digits (squeue's are checked
+    where they enter, but memory keys also hold intents)."""
+    return int(job_id) if ascii_digits(job_id) else 0
+
+
+_job_id_of = operator.attrgetter("job_id")
+
+
+def oldest_first(jobs):
+    """Jobs sorted by job id, lowest (oldest) first; with the int keys made in C when every id is a
+    number (always, from squeue): no Python call per job, 10,000 times a pass."""
+    try:
+        keys = list(map(int, map(_job_id_of, jobs)))
+    except ValueError:
+        return sorted(jobs, key=lambda job: job_number(job.job_id))
+    return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
+
+
+# sbatch's refusals that mean "no node could ever run this job as asked" (an --exclude or --nodelist
+# that leaves none): slurm_errno.c's ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE and its kin.
+_NODE_REFUSALS = ("requested node configuration is not available", "node count specification invalid",
+                  "invalid node name specified")
+
+
+def refused_for_nodes(error):
+    """True when a CommandError of sbatch says the nodes it was asked to use (or avoid) leave none."""
+    text = ("%s %s" % (getattr(error, "stderr", "") or "", error)).lower()
+    return any(refusal in text for refusal in _NODE_REFUSALS)
