@@ -7,7 +7,7 @@ import pytest
 
 from forever_slurm.common import settings
 from forever_slurm.observe import checks
-from forever_slurm.systems import traefik_binary
+from forever_slurm.systems import slurm, traefik_binary
 
 SUB = "#!/bin/bash\n#SBATCH --job-name %s\nexec true\n"
 
@@ -16,6 +16,7 @@ SUB = "#!/bin/bash\n#SBATCH --job-name %s\nexec true\n"
 def layout(tmp_path, monkeypatch):
     # No Traefik is asked its version: render for what every Traefik v3 understands.
     monkeypatch.setattr(traefik_binary, "version_in_use", lambda *args, **kwargs: None)
+    monkeypatch.setattr(slurm, "check_squeue", lambda: slurm.SqueueCheck(True, ""))    # squeue answers as expected
     return settings.Layout(str(tmp_path))
 
 
@@ -88,3 +89,12 @@ def test_with_good_settings_each_broken_service_is_a_problem(layout):
     assert report.problems[0].startswith(os.path.join(layout.services, "web", "web.sub") + ":2: ")
     assert report.problems[1].startswith("%s:1: unknown service 'gone' in SERVICE_LIST" % layout.env_file)
     assert report.problems[2].startswith(os.path.join(layout.services, "yml", "yml.yml"))
+
+
+def test_squeue_without_me_or_not_answering_is_reported(layout):
+    write(layout.env_file, 'SERVICE_LIST="web/1"\n')
+    write(os.path.join(layout.services, "web", "web.sub"), SUB % "web")
+    old = checks.check_root(layout, lambda: slurm.SqueueCheck(True, "ok: squeue here has no --me (...)"))
+    assert old.ok[-1] == "ok: squeue here has no --me (...)" and old.summary == "all good"
+    down = checks.check_root(layout, lambda: slurm.SqueueCheck(False, "squeue: exited 1: down"))
+    assert down.problems == ["squeue: exited 1: down"] and down.summary == "1 problem(s) found"

@@ -28,7 +28,7 @@ def restore_logging():
 def test_console_logging_is_one_stderr_handler_at_info_or_debug(restore_logging):
     logfiles.to_console(False)
     assert restore_logging.level == logging.INFO
-    assert [type(h) for h in restore_logging.handlers] == [logging.StreamHandler]
+    assert [type(h) for h in restore_logging.handlers] == [logfiles.ConsoleHandler]
     assert restore_logging.handlers[0].stream is sys.stderr
     logfiles.to_console(True)
     assert restore_logging.level == logging.DEBUG and len(restore_logging.handlers) == 1

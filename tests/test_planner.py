@@ -417,3 +417,14 @@ def test_the_renewal_lead_does_not_grow_with_the_instances(instances):
     views = planner.service_views({"svc": instances}, jobs, ready_memory(jobs)._replace(services={"svc": svc}),
                                   1000.0, POLICY, 1000.0)
     assert views["svc"].lead == 300 + 25 + 60
+
+
+def test_jobs_scancel_stopped_take_no_room_from_their_replacements():
+    """A scaled-down service woken again: its cancelled jobs are still in the last look (leaving
+    squeue); the planner must not wait a steady interval for them to go (a wake waited 48 s)."""
+    jobs = [job(1), job(2, node="node2")]
+    memory = ready_memory(jobs)
+    memory = outcomes.record_cancelled(memory, ["1", "2"], 990.0)
+    plan = planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY, fresh=False)
+    assert (plan.next_look, plan.why) == (0.0, "1 instance(s) of svc missing")
+    assert kinds(planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY).actions) == ["Submit"]

@@ -230,3 +230,39 @@ def test_status_imports_only_what_it_needs(root):
     heavy = {"forever_slurm.core.loop", "forever_slurm.core.wake", "forever_slurm.setup.config_steps",
              "http.server", "http.client", "zipfile", "urllib.request", "ssl"}
     assert not heavy & loaded, sorted(heavy & loaded)
+
+
+def test_a_busy_shared_cluster_is_explained_with_the_line_to_change(root):
+    """A limit sbatch refused, a job that waiting will not start, a replacement expected after the job
+    it replaces ends, a maintenance window, nodes down: each one line, naming the .sub line."""
+    (root / ".env").write_text('SERVICE_LIST="svc/1"\n')
+    folder = root / "services" / "svc"
+    folder.mkdir(parents=True)
+    (folder / "svc.sub").write_text("#!/bin/bash\n#SBATCH --job-name=svc\n#SBATCH --time=2-00:00:00\nexec true\n")
+    layout = settings.Layout(str(root))
+    os.makedirs(layout.work)
+    now = 1000.0
+    jobs = [Job("1", "R", "svc", "n1", 60, 3600, "None", "traefik,svc,http://n1:1"),
+            Job("2", "PD", "svc", "", None, 0, "Priority", "", starts_in=400),
+            Job("3", "PD", "svc", "", None, 0, "PartitionTimeLimit", "")]
+    memory = model.Memory({
+        "1": model.JobMemory("svc", seen_at=1, url="http://n1:1", ready_since=900, ever_ready=True),
+        "2": model.JobMemory("svc", seen_at=1, submitted_at=990), "3": model.JobMemory("svc", seen_at=1)},
+        {"svc": model.ServiceMemory(failures=2, next_try=1100.0, last_error=(
+            "sbatch failed: sbatch: error: Batch job submission failed: Requested time limit is invalid "
+            "(missing or exceeds some limit)"))})
+    snap = snapshot_with(jobs, memory, now)._replace(desired={"svc": 1}, cluster={
+        "unavailable": {"n7": "down (not responding)"}, "windows": {"svc": "maintenance m at ...: jobs ask 39 min"},
+        "read_at": now, "error": ""})
+    state.save(layout.state_file, snap)
+    report = status.collect(layout, now=now)
+    (svc,) = report["services"]
+    sub = str(folder / "svc.sub")
+    assert svc["limit"] == ("sbatch refused it: a time limit above the partition's MaxTime; change "
+                            "#SBATCH --time=2-00:00:00 in %s:3" % sub)
+    assert svc["stuck"] == ["job 3 waits for PartitionTimeLimit, which waiting will not change: a time limit "
+                            "above the partition's MaxTime; change #SBATCH --time=2-00:00:00 in %s:3" % sub]
+    assert svc["late"].startswith("replacement job 2 is expected to start in 6m, 5m after job 1 ends")
+    text = status.render(report)
+    for line in (svc["limit"], svc["stuck"][0], svc["maintenance"], "n7 down (not responding)"):
+        assert line in text

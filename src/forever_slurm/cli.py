@@ -102,6 +102,7 @@ def _add_job_commands(add):
 
 
 def main(argv=None):
+    standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -118,8 +119,34 @@ def main(argv=None):
         sys.stderr.close()
         return 0
     except ForeverError as exc:
-        print("forever-slurm: %s" % exc, file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+        return _fail(str(exc), getattr(exc, "exit_code", 1))
+    except OSError as exc:
+        # A full disk or a folder that is not writable, met where no one expected it: one line, not a traceback.
+        where = " %s:" % exc.filename if exc.filename else ""
+        return _fail("%s %s; free some space, or check that this folder is yours and writable"
+                     % (where.strip(), exc.strerror or exc), 1)
+
+
+def _fail(message, code):
+    print("forever-slurm: %s" % message, file=sys.stderr)
+    logfiles.record_exit(message)
+    return code
+
+
+def standard_streams():
+    """Closed stdin, stdout or stderr (`run 2>&-`, a unit or cron without them) become /dev/null:
+    what would be written there goes nowhere instead of stopping the program (sys.stderr is None),
+    and no file opened later lands on fd 0-2, where a print or a child's output would write into it."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 State lives in $FS_SHIM_STATE (jobs.json); every call's argv is appended to calls.log, so tests
 and benchmarks can count calls per cycle. Failure on request: a file fail-<command> (its text is
 printed on stderr, exit 1) or FS_SHIM_FAIL=<command>[,<command>]; a file hang-<command> holding
-seconds makes the command sleep that long first.
+seconds makes the command sleep that long first. squeue prints its header (the format with each
+field's title) unless -h; a file squeue-no-me makes it a Slurm < 20.11 that refuses --me as getopt
+does; squeue-extra-bytes and squeue-after-bytes hold text printed before and after the rows.
 """
 
 import fcntl
@@ -76,14 +78,26 @@ def now_left(job):
     return max(0, job["end"] - time.time())
 
 
+TITLES = {"i": "JOBID", "A": "JOBID", "t": "ST", "j": "NAME", "N": "NODELIST", "L": "TIME_LEFT",
+          "M": "TIME", "r": "REASON", "k": "COMMENT", "Z": "WORK_DIR", "S": "START_TIME", "e": "END_TIME"}
+
+
 def squeue(store, argv):
     fmt = "%i %t %j"
     states = None
     names = None
+    header = True
     i = 0
+    if "--me" in argv and os.path.exists(os.path.join(STATE, "squeue-no-me")):
+        sys.stderr.write("squeue: unrecognized option '--me'\nTry \"squeue --help\" for more information\n")
+        return 1
     while i < len(argv):
         arg = argv[i]
-        if arg in ("-o", "--format"):
+        if arg in ("-h", "--noheader"):
+            header = False
+        elif arg in ("-u", "--user"):
+            i += 1
+        elif arg in ("-o", "--format"):
             fmt = argv[i + 1]
             i += 1
         elif arg.startswith("--format="):
@@ -122,7 +136,15 @@ def squeue(store, argv):
     if os.path.exists(raw):
         sys.stdout.buffer.write(open(raw, "rb").read())
         sys.stdout.buffer.flush()
-    sys.stdout.write("".join(line + "\n" for line in out))
+    if header:
+        out.insert(0, re.sub(r"%([a-zA-Z])", lambda m: TITLES.get(m.group(1), m.group(1).upper()), fmt))
+    # Paths (the workdir) are bytes on the way in (argv) and out, as Slurm's are.
+    sys.stdout.buffer.write("".join(line + "\n" for line in out).encode("utf-8", "surrogateescape"))
+    sys.stdout.buffer.flush()
+    after = os.path.join(STATE, "squeue-after-bytes")     # a footer after the last row
+    if os.path.exists(after):
+        sys.stdout.buffer.write(open(after, "rb").read())
+        sys.stdout.buffer.flush()
     return 0
 
 

@@ -29,7 +29,8 @@ def atomic_write(path, data, mode=PRIVATE_FILE, tmp_dir=None, only_if_changed=Fa
     read-only folder) propagates after the temp file is removed; the old file is untouched.
     """
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        # A path held with surrogate escapes (a root at /tmp/jörg under LC_ALL=C) is written as its bytes.
+        data = data.encode("utf-8", "surrogateescape")
     if only_if_changed and not hasattr(data, "read") and _holds(path, data):
         return False
     directory = tmp_dir or os.path.dirname(os.path.abspath(path))

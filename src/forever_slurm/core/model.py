@@ -90,6 +90,7 @@ class Submit(NamedTuple):
     service: str
     exclude: Tuple[str, ...] = ()
     reason: str = ""
+    time_limit: Optional[float] = None      # seconds, when shorter than the script's (maintenance.py)
 
 
 class Cancel(NamedTuple):

@@ -11,6 +11,7 @@ import itertools
 import traceback
 from typing import Dict, List, NamedTuple, Optional
 
+from ..systems import slurm_facts
 from ..systems.slurm import ACTIVE_STATES, RUNNING_STATES, job_number, oldest_first
 from ..systems.traefik import Server
 from . import model
@@ -55,6 +56,8 @@ class ServiceView(NamedTuple):
     now: float
     age: float                      # seconds since the observation
     ready_ids: frozenset = frozenset()  # jobs that are ready, published and not being stopped
+    unavailable: frozenset = frozenset()    # nodes down or drained: its jobs there go, none go there
+    time_limit: Optional[float] = None      # what a job submitted now may ask (a maintenance window)
 
     def memory_of(self, job):
         return self.jobs.get(job.job_id) or JobMemory(service=self.name)
@@ -79,7 +82,8 @@ class ServicePlan(NamedTuple):
     submitted: bool = False             # it submits a job now (to be looked for soon)
 
 
-def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None):
+def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None, unavailable=frozenset(),
+                  time_limits=None):
     """{service: ServiceView} for every wanted service and every service we still have jobs of.
 
     Groups jobs and memory by service once, so a pass costs O(jobs), not O(jobs x services)."""
@@ -103,7 +107,8 @@ def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None
             name=name, wanted=desired.get(name, 0), running=running, pending=pending, unseen=unseen,
             jobs=job_mem, service=svc,
             lead=renew_lead(svc, policy, (warnings or {}).get(name, 0)),
-            now=now, age=max(0.0, now - observed_at), ready_ids=ready_ids)
+            now=now, age=max(0.0, now - observed_at), ready_ids=ready_ids, unavailable=frozenset(unavailable),
+            time_limit=(time_limits or {}).get(name))
     return views
 
 
@@ -133,7 +138,7 @@ def drain_finished(memory, inflight_count, now, policy, time_left):
 
 
 def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None, inflight=None,
-         steady=60.0, waking=False, blocked=()):
+         steady=60.0, waking=False, blocked=(), unavailable=frozenset(), time_limits=None):
     """Decide actions, routes and the next look at Slurm for every service. With fresh=False (a probe
     pass on an older observation) only routing and draining change: nothing is submitted or cancelled.
     warnings: {service: seconds of its --signal warning} (see renew_lead).
@@ -141,6 +146,8 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     steady: the longest wait between two looks (FS_SLEEP_INTERVAL); waking: requests are held for a
     service with no backend (its job's start is looked for more often); blocked: services whose
     files cannot be submitted now (their error is reported elsewhere): nothing is submitted for them.
+    unavailable: nodes Slurm says are down or drained; time_limits: {service: seconds a job submitted
+    now may ask} where a maintenance window shortens it (maintenance.py).
 
     Each service is planned on its own: a bug met while planning one is returned in `failed`
     (its memory and Traefik file stay as they were) and the others go on."""
@@ -151,7 +158,8 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     actions, events, routes, failed = [], [], {}, {}
     budget = policy.max_submit_per_look
     look = (float(steady), "steady")
-    for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings).items():
+    for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings, unavailable,
+                                    time_limits).items():
         try:
             result = plan_service(view, policy, fresh, 0 if name in blocked else budget, inflight)
             look = min(look, service_next_look(result.view, policy, inflight, waking, result.stopping_now,
@@ -181,7 +189,7 @@ def plan_service(view, policy, fresh, budget, inflight):
         events.append("job %s of %s draining (%ds left)" % (job.job_id, view.name, view.left(job)))
     view = _with_memory(view, jobs)
     actions = []
-    kept, count, held = _keepers(view, retiring)
+    kept, count, idle = _keepers(view, retiring)
     if fresh:
         cancels, surplus_drains = cancels_due(view, retiring, policy, inflight, kept, count)
         for job in surplus_drains:
@@ -193,12 +201,12 @@ def plan_service(view, policy, fresh, budget, inflight):
         actions += cancels
         # The surplus drains just started carry the service no longer; nothing else changed the keepers.
         count -= len(surplus_drains)
-        submits = submissions(view, retiring, cancels, policy, budget, count, held)
+        submits = submissions(view, retiring, cancels, policy, budget, count, idle)
         actions += submits
         actions += exclusions_to_clear(view, policy)
-        missing = missing_count(view, retiring, cancels, policy, count, held) - len(submits)
+        missing = missing_count(view, retiring, cancels, policy, count, idle) - len(submits)
     else:
-        submits, missing = [], missing_count(view, retiring, (), policy, count, held)
+        submits, missing = [], missing_count(view, retiring, (), policy, count, idle)
     stopping_now = frozenset(a.job_id for a in actions if isinstance(a, Cancel))
     return ServicePlan(actions, servers_for(view, stopping_now), jobs, service, events,
                        view._replace(service=service), stopping_now, missing, bool(submits))
@@ -228,10 +236,23 @@ def retiring_jobs(view):
     for job in view.running:
         if job.time_left is not None:
             left = job.time_left - age      # view.left(job), inline: every running job, every pass
-            if left <= lead or (job.job_id in mem and mem[job.job_id].cut_short_at is not None):
+            if left <= lead or _must_go(view, job, mem.get(job.job_id)):
                 near.append((left, job))
+        elif _must_go(view, job, mem.get(job.job_id)):
+            near.append((float("inf"), job))
     near.sort(key=_first)
     return [job for _, job in near]
+
+
+def _must_go(view, job, m):
+    """A running job to drain and replace now, whatever its time left: Slurm cut its end short
+    (preemption), or its node is down or drained (it takes nothing new, and may be rebooted)."""
+    if m is not None and m.cut_short_at is not None:
+        return True
+    if not view.unavailable or not job.nodes:
+        return False
+    return job.nodes in view.unavailable or \
+        any(node in view.unavailable for node in slurm_facts.expand_hostlist(job.nodes))
 
 
 def drains_to_start(view, retiring, policy):
@@ -247,9 +268,8 @@ def drains_to_start(view, retiring, policy):
     for job in retiring:
         if job.job_id not in ready or mem[job.job_id].drain_since is not None:
             continue
-        m = mem[job.job_id]
         if live - 1 >= view.wanted or (live > 1 and view.left(job) <= policy.drain_seconds + 5) \
-                or m.cut_short_at is not None:
+                or _must_go(view, job, mem[job.job_id]):
             chosen.append(job)
             live -= 1
     return chosen
@@ -257,17 +277,19 @@ def drains_to_start(view, retiring, policy):
 
 def _keepers(view, retiring):
     """(jobs that will carry the service, how many with those submitted but not seen yet, how many
-    are held): the jobs in a CARRYING phase that are not retiring; not draining, stopping or held."""
+    take no room): the jobs in a CARRYING phase that are not retiring (not draining, stopping or
+    held); held jobs and those scancel already stopped (leaving squeue) take no room in the surge."""
     retiring_ids = {job.job_id for job in retiring}
-    kept, held = [], 0
+    kept, idle = [], 0
     known = view.jobs.get
     for job in itertools.chain(view.running, view.pending):
-        phase = model.phase(known(job.job_id) or _UNKNOWN, job.state)
-        if phase == Phase.HELD:
-            held += 1
+        m = known(job.job_id) or _UNKNOWN
+        phase = model.phase(m, job.state)
+        if phase == Phase.HELD or m.cancelled_at is not None:
+            idle += 1
         elif phase in CARRYING and job.job_id not in retiring_ids:
             kept.append(job)
-    return kept, len(kept) + len(view.unseen), held
+    return kept, len(kept) + len(view.unseen), idle
 
 
 def _may_cancel(m, now):
@@ -312,22 +334,21 @@ def cancels_due(view, retiring, policy, inflight, kept, count):
     return cancels, drains
 
 
-def missing_count(view, retiring, cancels, policy, count, held=0):
+def missing_count(view, retiring, cancels, policy, count, idle=0):
     """How many jobs the service lacks now: up to N, plus while renewing FS_SURGE replacements ahead
     for each job being renewed (all at once: renewals never wait on each other, so each costs one
-    overlap). count: the jobs that will carry the service; held: requeued or suspended ones, which
-    carry nothing now (_keepers)."""
+    overlap). count: the jobs that will carry the service; idle: those that take no room (_keepers)."""
     cancelled = {c.job_id for c in cancels}
     gone_soon = sum(1 for job in retiring if job.job_id in cancelled)
-    present = len(view.running) + len(view.pending) + len(view.unseen) - gone_soon - held
+    present = len(view.running) + len(view.pending) + len(view.unseen) - gone_soon - idle
     room = view.wanted + policy.surge * max(1, len(retiring)) - present
     return max(0, min(view.wanted - count, room))
 
 
-def submissions(view, retiring, cancels, policy, budget, count, held=0):
+def submissions(view, retiring, cancels, policy, budget, count, idle=0):
     """Submit what is missing (missing_count), within the look's budget, never during crash backoff,
     and one at a time while spreading a small gap over nodes."""
-    number = min(missing_count(view, retiring, cancels, policy, count, held), budget)
+    number = min(missing_count(view, retiring, cancels, policy, count, idle), budget)
     if number <= 0 or view.now < view.service.next_try:
         return []
     if policy.spread and not retiring and 1 < number + _placing(view, policy) <= policy.spread_ramp_max:
@@ -338,11 +359,13 @@ def submissions(view, retiring, cancels, policy, budget, count, held=0):
             return []
         number = 1
     cancelled = {c.job_id for c in cancels}
-    exclude = ()
+    # Slurm starts nothing on a down or drained node anyway; naming them (a few) keeps a job from
+    # asking for one the moment it comes back half-repaired.
+    avoid = set(sorted(view.unavailable)[:MAX_AVOIDED])
     if policy.spread:
-        exclude = tuple(sorted({job.nodes for job in view.running if job.nodes and job.job_id not in cancelled}))
+        avoid |= {job.nodes for job in view.running if job.nodes and job.job_id not in cancelled}
     why = "renewal" if retiring else "missing"
-    return [Submit(view.name, exclude, why) for _ in range(number)]
+    return [Submit(view.name, tuple(sorted(avoid)), why, view.time_limit) for _ in range(number)]
 
 
 def _placing(view, policy):
@@ -382,6 +405,7 @@ def servers_for(view, stopping_now):
     return servers
 
 
+MAX_AVOIDED = 64           # down or drained nodes named in --exclude at most
 FOLLOW_UP_DELAY = 2.0       # seconds between looks while a fresh submission starts
 FOLLOW_UP_WINDOW = 30.0     # ... for this long after the submission; then every half its age
 WAKING_LOOK_SHARE = 0.1     # while requests are held: a look every tenth of the job's wait so far

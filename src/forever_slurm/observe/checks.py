@@ -4,7 +4,7 @@ import os
 from typing import List, NamedTuple
 
 from ..common import services, settings as settings_mod
-from ..systems import traefik, traefik_binary, traefik_files
+from ..systems import slurm, traefik, traefik_binary, traefik_files
 from ..common.errors import ForeverError
 
 
@@ -14,9 +14,10 @@ class CheckReport(NamedTuple):
     summary: str
 
 
-def check_root(layout):
-    """Every problem of the root's settings and wanted services at once, each with its file and line: a
-    bad line does not hide the others, nor bad settings the services."""
+def check_root(layout, check_squeue=None):
+    """Every problem of the root's settings and wanted services at once, each with its file and line (a
+    bad line does not hide the others, nor bad settings the services), and whether squeue answers the
+    loop (and how: Slurm < 20.11 has no --me)."""
     problems = []
     if not os.path.exists(layout.env_file):
         problems.append("%s: missing: %s has no forever-slurm settings; run `config` there (or pass --root "
@@ -38,6 +39,9 @@ def check_root(layout):
             ok.append(_check_service(layout, name, count, version, neighbours, values.get("SERVICE_LIST")))
         except ForeverError as exc:
             problems.append(str(exc))
+    squeue = (check_squeue or slurm.check_squeue)() if wanted else None
+    if squeue and squeue.line:
+        (ok if squeue.ok else problems).append(squeue.line)
     if problems:
         summary = "%d problem(s) found" % len(problems)
     else:

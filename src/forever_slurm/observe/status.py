@@ -10,7 +10,8 @@ import sys
 import time
 
 from ..core import model, planner, state
-from ..common import settings as settings_mod, validate
+from ..common import settings as settings_mod
+from ..systems import slurm, slurm_facts
 from ..common.errors import ForeverError
 
 
@@ -29,7 +30,8 @@ def collect(layout, now=None, traffic_window=300.0, proc_root="/proc"):
                     if name in snap.desired})
     policy = _policy(conf) if conf else model.Policy()
     names = set(desired) | {m.service for m in snap.memory.jobs.values()}
-    warnings = {name: _warning(layout, name) for name in names}
+    definitions = {name: _definition(layout, name) for name in names}
+    warnings = {name: d.warning_seconds if d else 0 for name, d in definitions.items()}
     # The planner's own view of each service: the same counts, lead and readiness the loop acts on.
     views = planner.service_views(desired, snap.jobs, snap.memory, now, policy,
                                     snap.observed_at if snap.observed_at is not None else now, warnings)
@@ -40,7 +42,8 @@ def collect(layout, now=None, traffic_window=300.0, proc_root="/proc"):
     service_rows, job_rows = [], []
     for name, view in sorted(views.items()):
         servers = snap.routes.get(name, [])
-        service_rows.append(_service_row(view, servers, snap, now))
+        service_rows.append(dict(_service_row(view, servers, snap, now),
+                                 **_shared_cluster_notes(view, definitions.get(name), snap)))
         job_rows += [_job_row(view, job, snap, observed_age)
                      for job in sorted(view.running + view.pending, key=_job_number)]
         job_rows += [_foreign_row(job) for job in sorted(snap.foreign, key=_job_number) if job.name == name]
@@ -60,6 +63,7 @@ def collect(layout, now=None, traffic_window=300.0, proc_root="/proc"):
         "settings_error": settings_error,
         "settings_warnings": _settings_warnings(layout),
         "traefik": _traefik(layout, conf),
+        "cluster": snap.cluster,
     }
 
 
@@ -81,7 +85,7 @@ def _settings_warnings(layout):
 
 
 def _job_number(job):
-    return int(job.job_id) if validate.ascii_digits(job.job_id) else 0
+    return slurm.job_number(job.job_id)
 
 
 def _service_row(view, servers, snap, now):
@@ -150,12 +154,56 @@ def _traefik(layout, conf):
     return dict(traefik_health.check(layout, conf).as_dict(), port=conf.traefik_port)
 
 
-def _warning(layout, name):
+def _definition(layout, name):
+    """The service's ServiceDef, or None when its files cannot be read (status then says less)."""
     from ..common import services
     try:
-        return services.load(layout, name).warning_seconds
+        return services.load(layout, name)
     except ForeverError:
-        return 0
+        return None
+
+
+def _shared_cluster_notes(view, definition, snap):
+    """What a busy, shared cluster does to the service, each as one line naming what to change:
+    a limit sbatch refused it for, pending jobs that waiting will not start, a replacement Slurm
+    expects to start after the job it replaces ends, and a maintenance window."""
+    svc, notes = view.service, {}
+    limit = slurm_facts.rejection(svc.last_error) if svc.failures else None
+    if limit is not None:
+        notes["limit"] = "sbatch refused it: %s%s" % (limit.what, slurm_facts.where_to_change(limit, definition))
+    unavailable = (snap.cluster or {}).get("unavailable") or {}
+    stuck = []
+    for job in view.pending:
+        lasting = slurm_facts.lasting_pending_reason(job.reason, unavailable)
+        if lasting is not None:
+            stuck.append("job %s waits for %s, which waiting will not change: %s%s" % (
+                job.job_id, job.reason, lasting.what, slurm_facts.where_to_change(lasting, definition)))
+    if stuck:
+        notes["stuck"] = stuck
+    late = _late_replacement(view)
+    if late:
+        notes["late"] = late
+    window = ((snap.cluster or {}).get("windows") or {}).get(view.name)
+    if window:
+        notes["maintenance"] = window
+    return notes
+
+
+def _late_replacement(view):
+    """A pending replacement Slurm expects to start after the retiring job it replaces has ended."""
+    ending = [(view.left(job), job) for job in view.running if view.left(job) is not None and view.left(job) <= view.lead]
+    waiting = [job for job in view.pending if job.starts_in is not None and model.phase(
+        view.memory_of(job), job.state) == model.Phase.PENDING]
+    if not ending or not waiting:
+        return ""
+    left, old = min(ending, key=lambda pair: pair[0])
+    new = min(waiting, key=lambda job: job.starts_in)
+    starts = new.starts_in - view.age
+    if starts <= left:
+        return ""
+    return ("replacement job %s is expected to start in %s, %s after job %s ends: the renewal lead grows "
+            "with what replacements really needed" % (new.job_id, _duration(starts), _duration(starts - left),
+                                                      old.job_id))
 
 
 def _policy(conf):
@@ -285,8 +333,30 @@ def _service_lines(report, paint):
     for s in report["services"]:
         if s["last_error"] and s["failures"]:
             lines.append("  %s: %s" % (s["service"], s["last_error"]))
+        if s.get("limit"):
+            lines.append(paint("  %s: %s" % (s["service"], s["limit"]), "31"))
+        for text in s.get("stuck") or []:
+            lines.append(paint("  %s: %s" % (s["service"], text), "31"))
+        if s.get("late"):
+            lines.append(paint("  %s: %s" % (s["service"], s["late"]), "33"))
+        if s.get("maintenance"):
+            lines.append("  %s: %s" % (s["service"], s["maintenance"]))
         if s["config_error"]:
             lines.append("  %s" % s["config_error"])
+    return lines + _cluster_lines(report, paint)
+
+
+def _cluster_lines(report, paint):
+    """Nodes the loop keeps its jobs off, and a failure to read them."""
+    cluster = report.get("cluster") or {}
+    lines = []
+    unavailable = cluster.get("unavailable") or {}
+    if unavailable:
+        shown = ", ".join("%s %s" % item for item in sorted(unavailable.items())[:8])
+        more = " and %d more" % (len(unavailable) - 8) if len(unavailable) > 8 else ""
+        lines.append(paint("nodes down or drained (no job of ours stays or goes there): %s%s" % (shown, more), "33"))
+    if cluster.get("error"):
+        lines.append(paint("cannot read the cluster's nodes and reservations: %s" % cluster["error"], "33"))
     return lines
 
 

@@ -6,11 +6,11 @@ Traefik's log. `status` and `config` share these so both tell the same story.
 
 import os
 import re
-import socket
 from typing import NamedTuple, Optional
 
 from ..systems import slurm_output
 from ..common import ports
+from ..systems import httpget
 
 _ERROR_LINE = re.compile(r"\s(ERR|FTL|PNC)\s|level=(error|fatal|panic)")
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-][0-9:]+)?")
@@ -55,24 +55,19 @@ def our_pid(layout, proc_root="/proc"):
 
 
 def ping(port, timeout=1.0):
-    """"" when GET http://127.0.0.1:port/ping answers 200, else what went wrong."""
-    import http.client      # here: most commands never ping, and it costs `status` 7 ms to import
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/ping", headers={"User-Agent": "forever-slurm-status"})
-        answer = conn.getresponse()
-        body = answer.read(64)
-        if answer.status == 200:
-            return ""
-        return "its ping answered HTTP %d %s" % (answer.status, body.decode("utf-8", "replace").strip())
-    except ConnectionRefusedError:
+    """"" when GET http://127.0.0.1:port/ping answers 200 within timeout (in all, however the answer
+    trickles in), else what went wrong."""
+    answer = httpget.fetch_all({"ping": httpget.Get("127.0.0.1", port, "/ping", body_bytes=64)}, timeout).get(
+        "ping", httpget.Answer(None, "no answer within %ss" % timeout))
+    if answer.status == 200:
+        return ""
+    if answer.status is not None:
+        return "its ping answered HTTP %d %s" % (answer.status, answer.body.decode("utf-8", "replace").strip())
+    if answer.refused:
         return "nothing answers its ping on 127.0.0.1:%d" % port
-    except socket.timeout:
+    if "within" in answer.detail:
         return "its ping on 127.0.0.1:%d did not answer within %ss" % (port, timeout)
-    except (OSError, http.client.HTTPException) as exc:
-        return "its ping on 127.0.0.1:%d failed: %s" % (port, exc)
-    finally:
-        conn.close()
+    return "its ping on 127.0.0.1:%d failed: %s" % (port, answer.detail)
 
 
 def last_error(layout, lines=200):

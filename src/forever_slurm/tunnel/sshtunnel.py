@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Callable, List, NamedTuple, Optional
 
+from ..systems import httpget
+
 log = logging.getLogger(__name__)
 
 # What one probe through the tunnel saw.
@@ -95,42 +97,30 @@ def host_pattern(login_node, ssh_port=None):
 
 
 def http_probe(port, path="/", timeout=2.0, host="127.0.0.1"):
-    """One HTTP request through the tunnel: PROBE_OK on any HTTP response, else why not."""
-    try:
-        sock = socket.create_connection((host, int(port)), timeout=timeout)
-    except OSError:
-        return PROBE_REFUSED
-    try:
-        request = ("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: forever-slurm-tunnel-probe\r\n"
-                   "Connection: close\r\n\r\n" % (path, host))
-        sock.sendall(request.encode("ascii"))
-        head = b""
-        while len(head) < 5:
-            chunk = sock.recv(5 - len(head))
-            if not chunk:
-                break
-            head += chunk
-        return PROBE_OK if head.startswith(b"HTTP/") else PROBE_NO_ANSWER
-    except OSError:
-        return PROBE_NO_ANSWER
-    finally:
-        sock.close()
+    """One HTTP request through the tunnel: PROBE_OK on any HTTP answer within timeout (in all, however
+    it trickles in), else why not."""
+    answer = httpget.fetch_all({"": httpget.Get(host, int(port), path)}, timeout,
+                               time.monotonic() + 2 * timeout).get("", httpget.Answer(None))
+    if answer.status is not None:
+        return PROBE_OK
+    return PROBE_NO_ANSWER if answer.connected else PROBE_REFUSED
 
 
 def tcp_reachable(host, port, timeout=1.0):
-    """True when host accepts a TCP connection on port."""
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    """True when host accepts a TCP connection on port (its sshd is back), its name resolved and the
+    connection made within timeout each."""
+    answer = httpget.fetch_all({"": httpget.Get(host, int(port), None)}, timeout,
+                               time.monotonic() + 2 * timeout).get("", httpget.Answer(None))
+    return answer.status == 0
 
 
 def sshd_answers(host, port, timeout=1.0):
     """True when an sshd greets us on host:port ("SSH-2.0-..."): its sshd is back and working.
 
     A TCP connection alone is not enough: the kernel accepts connections for a stopped or hung sshd
-    (SIGSTOP, a full disk) into its listen backlog, and ssh would then wait out its ConnectTimeout."""
+    (SIGSTOP, a full disk) into its listen backlog, and ssh would then wait out its ConnectTimeout.
+    The whole exchange has one deadline: an sshd that trickles its greeting costs `timeout`, no more."""
+    deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError:
@@ -138,6 +128,10 @@ def sshd_answers(host, port, timeout=1.0):
     try:
         greeting = b""
         while b"\n" not in greeting and len(greeting) < 256:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            sock.settimeout(left)
             chunk = sock.recv(256)
             if not chunk:
                 break
