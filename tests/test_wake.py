@@ -13,7 +13,7 @@ import time
 import pytest
 
 from forever_slurm.common import urls
-from forever_slurm.core import wake
+from forever_slurm.core import wake, wake_bodies
 from harness.net import LoopbackServer, free_port, wait_for
 
 
@@ -623,7 +623,7 @@ def test_a_client_still_sending_a_refused_body_gets_the_answer_not_a_reset(make_
 
 def test_bodies_in_memory_stay_within_their_budget_and_small_ones_never_touch_the_disk(
         make_proxy, loop, tmp_path, monkeypatch):
-    monkeypatch.setattr(wake, "MEMORY_BUDGET", 3 * 1000)
+    monkeypatch.setattr(wake_bodies, "MEMORY_BUDGET", 3 * 1000)
     proxy = make_proxy()
     port = proxy.listen("svc")
     threads, results = in_threads(5, lambda: request(port, "POST", "/small", body=b"s" * 1000))

@@ -13,7 +13,7 @@ What a client may cost, whatever it does (it may be hostile: any local user can 
 - No thread: one thread runs every listener and connection with `selectors`; a held request is a
   socket and a few hundred bytes. Host names are resolved by at most RESOLVERS short-lived threads,
   so a slow DNS cannot stall the others.
-- Bounded memory: a body stays in memory up to BODY_IN_MEMORY (and MEMORY_BUDGET for all of them),
+- Bounded memory (wake_bodies.py): a body stays in memory up to BODY_IN_MEMORY (MEMORY_BUDGET for all),
   larger ones go to a private file in the spool directory (503 past `max_spooled` bytes in all), a
   body over `max_body` is refused (413) before it is read.
 - Bounded time: the request line and headers must be complete HEAD_SECONDS after the connection
@@ -43,22 +43,20 @@ import resource
 import selectors
 import socket
 import ssl
-import tempfile
 import threading
 import time
 import traceback
 from typing import NamedTuple, Tuple
 
-from ..common import fsutil, urls
+from ..common import urls
 from . import wake_http
+from .wake_bodies import Body, Refuse, Spool
 
 CHUNK = 64 * 1024
 HEAD_SECONDS = 10.0             # from the connection to the end of the request's headers
 QUICK_HEAD_SECONDS = 1.0        # the same for a client that came while MAX_READING others were sending
 BODY_GRACE = 10.0               # then the body must have come at BODY_MIN_RATE on average
 BODY_MIN_RATE = 16 * 1024
-BODY_IN_MEMORY = 64 * 1024      # a larger body goes to the spool directory
-MEMORY_BUDGET = 16 * 1024 * 1024
 MAX_READING = 64                # clients of one service sending their request slowly at once
 LINGER_SECONDS = 1.0            # after an answer, what the client still sends is read and dropped until
 LINGER_BYTES = 1024 * 1024      # it pauses this long, or this much beyond the rest of its body has come
@@ -104,7 +102,7 @@ class WakeProxy:
         self.max_connections = int(max_connections or default_max_connections())
         self.also_ours = frozenset(also_ours)   # ports of ours besides the wake ports (Traefik's)
         self.log = log
-        self.spool = _Spool(spool_dir, int(max_body), int(max_spooled), self.retry_after)
+        self.spool = Spool(spool_dir, int(max_body), int(max_spooled), self.retry_after)
         self._lock = threading.Lock()
         self._boards = {}           # {service: Board}, replaced whole by publish
         self._services = {}         # {service: _Service} listening now (held() and own_ports() read it)
@@ -343,15 +341,6 @@ class _Upstream:
         self.head_sent = False
 
 
-class _Refuse(Exception):
-    """A client we answer ourselves now: status, why, and Retry-After seconds (None: no such header)."""
-
-    def __init__(self, status, why, retry=None):
-        Exception.__init__(self, why)
-        self.status = status
-        self.retry = retry
-
-
 class _Loop:
     """The proxy's thread: every socket, every deadline, every state change of a connection."""
 
@@ -532,7 +521,7 @@ class _Loop:
                 self._take_body(client)
         except wake_http.BadRequest as exc:
             self._answer(client, exc.status, str(exc))
-        except _Refuse as exc:
+        except Refuse as exc:
             self._answer(client, exc.status, str(exc), exc.retry)
         except OSError as exc:      # the spool file could not take the body (a full disk)
             self._answer(client, 503, "cannot keep the request body: %s" % (exc.strerror or exc),
@@ -555,8 +544,8 @@ class _Loop:
             return self._answer(client, status, "ok\n", quiet=True)
         board = self.proxy.board(client.service.name)
         if board.refusing:      # no point reading a body that will not be forwarded
-            raise _Refuse(503, board.refusing, board.retry_after or self.proxy.retry_after)
-        client.body = _Body()
+            raise Refuse(503, board.refusing, board.retry_after or self.proxy.retry_after)
+        client.body = Body()
         if head.length:
             self.proxy.spool.reserve(client.body, head.length)
         client.chunked = wake_http.Chunked() if head.chunked else None
@@ -830,7 +819,7 @@ class _Loop:
         upstream.want = selectors.EVENT_WRITE
         upstream.pending = wake_http.request_bytes(client.head, upstream.parts.host, upstream.parts.port,
                                                    client.body.size)
-        upstream.reader = client.body.reader()
+        upstream.reader = client.body.reader(CHUNK)
         self._send_request(client)
 
     def _send_request(self, client):
@@ -1075,141 +1064,6 @@ class _Loop:
             self.selector.modify(sock, events, data)
 
 
-class _Body:
-    """One request body as it arrives: in memory while small, else in a private file of the spool."""
-
-    def __init__(self):
-        self.size = 0
-        self.memory = bytearray()
-        self.in_memory = 0          # bytes of the memory budget it holds
-        self.on_disk = 0            # bytes of the spool budget it holds
-        self.path = None
-        self.fd = None
-
-    def add(self, data):
-        """OSError when the spool file cannot take it (a full disk)."""
-        if self.path is None:
-            self.memory += data
-        else:
-            _write_all(self.fd, data)
-        self.size += len(data)
-
-    def finish(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def reader(self):
-        """The body's bytes, CHUNK at a time."""
-        if self.path is None:
-            for start in range(0, len(self.memory), CHUNK):
-                yield bytes(self.memory[start:start + CHUNK])
-            return
-        with open(self.path, "rb") as handle:
-            while True:
-                data = handle.read(CHUNK)
-                if not data:
-                    return
-                yield data
-
-    def discard(self, spool):
-        self.finish()
-        spool.give_back(self)
-        self.memory = bytearray()
-        if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-            self.path = None
-
-
-class _Spool:
-    """What request bodies may take: memory (BODY_IN_MEMORY each, MEMORY_BUDGET in all) and the spool
-    directory (`max_spooled` bytes in all); `max_body` for one. Used by the proxy's thread only."""
-
-    def __init__(self, directory, max_body, max_spooled, retry_after):
-        self.directory = directory
-        self.retry_after = retry_after
-        self.made = None            # the directory once made private and emptied of earlier files
-        self.max_body = max_body
-        self.max_spooled = max_spooled
-        self.in_memory = 0
-        self.on_disk = 0
-
-    def reserve(self, body, size):
-        """Room for `size` bytes of body (its whole size so far, or announced); _Refuse when over a cap."""
-        if size > self.max_body:
-            raise _Refuse(413, "request body over %d bytes" % self.max_body)
-        if body.path is None:
-            extra = size - body.in_memory
-            if size <= BODY_IN_MEMORY and self.in_memory + extra <= MEMORY_BUDGET:
-                self.in_memory += extra
-                body.in_memory = size
-                return
-            self._to_disk(body, size)
-        elif size > body.on_disk:
-            self._room_on_disk(size - body.on_disk)
-            self.on_disk += size - body.on_disk
-            body.on_disk = size
-
-    def _room_on_disk(self, extra):
-        if self.on_disk + extra > self.max_spooled:
-            raise _Refuse(503, "%d MiB of request bodies are waiting already" % (self.on_disk // (1024 * 1024)),
-                          self.retry_after)
-
-    def _to_disk(self, body, size):
-        self._room_on_disk(size)
-        try:
-            body.fd, body.path = tempfile.mkstemp(prefix="body-", dir=self._directory())
-            _write_all(body.fd, body.memory)
-        except OSError as exc:
-            raise _Refuse(503, "cannot keep the request body: %s" % (exc.strerror or exc), self.retry_after)
-        body.memory = bytearray()
-        self.in_memory -= body.in_memory
-        body.in_memory = 0
-        self.on_disk += size
-        body.on_disk = size
-
-    def give_back(self, body):
-        self.in_memory -= body.in_memory
-        self.on_disk -= body.on_disk
-        body.in_memory = body.on_disk = 0
-
-    def _directory(self):
-        if self.made is None:
-            if self.directory is None:
-                self.made = tempfile.mkdtemp(prefix="forever-slurm-wake-")
-            else:
-                self.made = fsutil.make_private_dir(self.directory)
-                self._remove_files()        # a killed loop's bodies: nobody waits for them now
-        return self.made
-
-    def _remove_files(self):
-        try:
-            names = os.listdir(self.made)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith("body-"):
-                try:
-                    os.unlink(os.path.join(self.made, name))
-                except OSError:
-                    pass
-
-    def clear(self):
-        """At shutdown: no body file left; a directory we made ourselves is removed."""
-        if self.made is None:
-            return
-        self._remove_files()
-        if self.directory is None:
-            try:
-                os.rmdir(self.made)
-            except OSError:
-                pass
-        self.made = None
-
-
 class _Resolver:
     """Addresses of backend host names, looked up by short-lived threads (at most RESOLVERS at once)
     and kept DNS_TTL seconds, so a slow DNS delays only the requests that need that name."""
@@ -1284,12 +1138,6 @@ class _Waker:
     def close(self):
         self.reader.close()
         self.writer.close()
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _close(sock):
