@@ -16,6 +16,7 @@ class FakeWake:
 
     def __init__(self):
         self.holding = {}
+        self.boards = {}
         self.listening = {}
         self.closed = []
         self.timeout = None
@@ -24,6 +25,9 @@ class FakeWake:
     def listen(self, service, health_path=None, health_status=None, port=0):
         self.asked_port = port
         return self.listening.setdefault(service, port or 45000 + len(self.listening))
+
+    def publish(self, service, board):
+        self.boards[service] = board
 
     def close(self, service):
         self.closed.append(service)
@@ -97,7 +101,7 @@ def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(ro
     ctl.look()
     job = jobs_file(shim_state)[0]
     url = "http://%s:%d" % (job["nodes"], 40000 + int(job["id"]) % 1000)
-    assert ctl.demand.ready_urls["hello-python"] == (url,), "the proxy forwards the held requests here"
+    assert proxy.boards["hello-python"] == wake.Board((url,)), "the proxy forwards the held requests here"
     text = route_file(layout)
     assert url in text and "127.0.0.1:%d" % proxy.listening["hello-python"] not in text
     proxy.holding.clear()
@@ -238,3 +242,19 @@ def test_a_stopping_loop_leaves_no_route_to_a_wake_port_nobody_owns(root, shim_s
     again.look()
     assert again.wake.asked_port == proxy.listening["hello-python"], "a restarted loop takes its port back"
     assert wake_url in route_file(layout)
+
+
+def test_while_sbatch_keeps_failing_the_wake_proxy_is_told_why_and_until_when(root, shim_state):
+    ctl, clock, counter, proxy, layout = make(root)
+    (shim_state / "fail-sbatch").write_text("sbatch: error: QOSMaxSubmitJobPerUserLimit\n")
+    proxy.holding["hello-python"] = 1
+    ctl.look()
+    board = proxy.boards["hello-python"]
+    assert len(sbatches(shim_state)) == 1 and board.ready_urls == ()
+    assert "sbatch failed" in board.refusing and "QOSMaxSubmitJobPerUserLimit" in board.refusing
+    assert board.refusing.endswith("next try in %d s" % board.retry_after) and 8 <= board.retry_after <= 12
+    (shim_state / "fail-sbatch").unlink()
+    clock.sleep(board.retry_after)
+    ctl.look()
+    assert len(sbatches(shim_state)) == 2
+    assert proxy.boards["hello-python"] == wake.Board(), "a job is on its way: requests are held again"

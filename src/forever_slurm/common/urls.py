@@ -11,10 +11,14 @@ A backend is a compute node: an address on the link (169.254.0.0/16, fe80::/10, 
 their instance metadata and credentials) or a cloud metadata address is refused in every spelling
 (IPv4-mapped, -compatible and -translated IPv6, NAT64, 6to4, Teredo), here for literals and by the
 prober (`forbidden_address`) for names that resolve to one. Loopback stays allowed.
+
+`points_at` tells whether a URL reaches one of our own listeners on this host, however it is
+spelled, so that neither the wake proxy nor Traefik is ever sent to itself.
 """
 
 import ipaddress
 import re
+import socket
 from typing import NamedTuple
 
 _URL_RE = re.compile(r"^(http|https)://(\[[^\]/]*\]|[^:/\[\]]*):([0-9]{1,5})/?\Z", re.ASCII)
@@ -123,3 +127,44 @@ def valid_backend_url(url):
         return True
     except ValueError:
         return False
+
+
+def is_local_address(address):
+    """True when a connection to IP `address` stays on this host: a loopback address (all of
+    127.0.0.0/8, ::1), an unspecified one (0.0.0.0 and :: connect to the host itself), the
+    IPv4-mapped form of either (::ffff:127.0.0.1), or an address of one of its interfaces (which a
+    socket can bind to; any other address it cannot)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(ip), 0))
+        return True
+    except OSError:
+        return False
+
+
+def points_at(url, ports, resolve=socket.getaddrinfo):
+    """True when a connection to backend `url` may reach one of `ports` of this host, however its
+    host is spelled: 127.0.0.1, localhost, 127.1.2.3, 0.0.0.0, [::1], [::ffff:127.0.0.1], 0x7f.0.0.1,
+    this host's names and addresses. The host is resolved as a connection would resolve it (only when
+    the port is one of `ports`); a URL that is not valid or does not resolve points nowhere."""
+    try:
+        parts = parse_backend_url(url)
+    except ValueError:
+        return False
+    if parts.port not in ports:
+        return False
+    host = parts.host[1:-1] if parts.host.startswith("[") else parts.host
+    try:
+        found = resolve(host, parts.port, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return any(is_local_address(sockaddr[0]) for _, _, _, _, sockaddr in found)

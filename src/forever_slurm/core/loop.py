@@ -167,7 +167,8 @@ class Controller:
         memory = self.executor.act(result.actions, result.memory, loaded, now, self.policy)
         routes = dict(result.routes)
         routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
-        written = self.demand.with_wake_routes(self.settings.scaling, result.routes, loaded, self.faults)
+        written = self.demand.with_wake_routes(self.settings.scaling, result.routes, loaded, self.faults,
+                                               memory, now)
         self.snapshot = self.snapshot._replace(
             memory=memory, routes=routes, desired=dict(desired), updated_at=now, pid=os.getpid(),
             service_errors={k: v.error for k, v in loaded.items() if v.error},

@@ -1,6 +1,7 @@
 """The `run` command: the loop under the root's lock, one look (--once) or until SIGTERM/SIGINT."""
 
 import logging
+import os
 import signal
 
 from . import lock, loop, scheduler
@@ -45,10 +46,10 @@ def start_wake_proxy(controller, wakeup):
     """The 127.0.0.1 proxy that holds requests for MIN-MAX services with no backend (run, not --once:
     a proxy must outlive the pass that routes to it). A request it holds ends the loop's wait."""
     from . import wake
-    demand = controller.demand
-    return wake.WakeProxy(on_wake=lambda service: wakeup.set(),
-                          backends_for=lambda service: list(demand.ready_urls.get(service, ())),
-                          timeout=controller.settings.wake_timeout,
+    conf = controller.settings
+    return wake.WakeProxy(on_wake=lambda service: wakeup.set(), timeout=conf.wake_timeout,
+                          spool_dir=os.path.join(controller.layout.work, "wake-spool"),
+                          also_ours=(conf.traefik_port, conf.traefik_ping_port),
                           log=lambda message: log.info("wake proxy: %s", message))
 
 
