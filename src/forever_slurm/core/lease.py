@@ -30,6 +30,7 @@ import secrets
 import time
 from typing import NamedTuple
 
+from ..common import fsutil
 from ..common.validate import ascii_digits
 
 RENEW = 4.0             # seconds between renewals while other hosts run (takeover within about 20 s)
@@ -160,7 +161,7 @@ class Lease:
     def _write(self, term):
         path = os.path.join(self.directory, "term-%d" % term.epoch)
         tmp = os.path.join(self.directory, ".%s-%d-%s" % (self.host, self.pid, secrets.token_hex(4)))
-        with open(tmp, "w") as handle:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fsutil.PRIVATE_FILE), "w") as handle:
             handle.write(_encode(term))
         os.rename(tmp, path)
 
@@ -218,9 +219,9 @@ def _encode(term):
 
 def _link_new(directory, name, text):
     """True when `name` did not exist and now holds `text`, created by us (link(2) on a private file)."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fsutil.make_private_dir(directory)
     tmp = os.path.join(directory, ".claim-%s" % secrets.token_hex(8))
-    with open(tmp, "w") as handle:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fsutil.PRIVATE_FILE), "w") as handle:
         handle.write(text)
     try:
         try:

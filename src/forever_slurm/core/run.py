@@ -4,7 +4,7 @@ import logging
 import os
 import signal
 
-from . import lock, loop, scheduler
+from . import hosts, lease, lock, loop, scheduler
 from .. import __version__
 from ..common import logfiles, settings as settings_mod
 from ..common.errors import ForeverError
@@ -24,10 +24,15 @@ def run_command(layout, once=False):
     if not conf.service_list:
         log.warning("SERVICE_LIST is empty in %s: nothing to run (try: config)", layout.env_file)
     with lock.RootLock(layout.lock_file) as root_lock:
+        host = hosts.this_host()
+        leader = lease.Lease(getattr(layout, "lease_dir", os.path.join(layout.work, "leader")), host)
         controller = loop.Controller(layout, conf, slurm.Slurm(timeout=conf.slurm_timeout),
-                                     pyz=settings_mod.running_pyz())
+                                     pyz=settings_mod.running_pyz(), lease=leader, host=host)
         if once:
-            return 0 if controller.look() else 1
+            try:
+                return 0 if controller.look() else 1
+            finally:
+                controller.release()
         wakeup = scheduler.Wakeup()
         stopping, lost = [], []
         wakeup.catch_signals((signal.SIGTERM, signal.SIGINT), stopping.append)
