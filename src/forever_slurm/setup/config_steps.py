@@ -165,11 +165,14 @@ def install_supervision(layout, names, say, inputs=None, extra_tools=()):
         raise ForeverError("units run the .pyz: build it (make pyz) and run config from forever_slurm.pyz, "
                            "or use --no-install")
     passed_on = tuple((key, os.environ[key]) for key in SLURM_CLIENT_VARIABLES if os.environ.get(key))
+    if os.environ.get("FOREVER_HOST"):
+        passed_on += (("FOREVER_HOST", layout.host),)     # the units run as the host config ran as
     path = units.minimal_path(sys.executable, os.environ.get("PATH"), extra_tools)
     for tool, mine, theirs in units.path_differences(path, os.environ.get("PATH")):
         say("! The units would run %s where your shell runs %s; put %s's directory first on PATH (or load "
             "its module) and run config again." % (theirs or "no %s" % tool, mine, tool))
-    specs = units.standard_specs(layout, sys.executable, pyz, which=names, path=path, extra_env=passed_on)
+    specs = units.standard_specs(layout, sys.executable, pyz, which=names, path=path, extra_env=passed_on,
+                                 machine=socket.gethostname())
     report = units.install_supervision(specs, layout, proc.run, os.environ, say, inputs=inputs)
     say("Supervision: %s (%s)" % (report.method, ", ".join(names)))
     return report

@@ -98,7 +98,8 @@ def _loop_problem(layout, report, run):
     from . import units
     why = "the loop (forever-slurm) is not running"
     if report.method == "systemd":
-        unit_state = units.unit_states(["forever-slurm"], run, os.environ).get("forever-slurm")
+        unit = units.unit_name(layout, "forever-slurm")
+        unit_state = units.unit_states([unit], run, os.environ).get(unit)
         if unit_state:
             why += " (systemd says: %s)" % unit_state
     log_path = os.path.join(layout.log, "forever-slurm.log")
