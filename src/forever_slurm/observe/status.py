@@ -294,7 +294,8 @@ def _health_lines(report, paint):
     if report.get("stale") and (report["services"] or report["jobs"]):
         lines.append(paint("nothing keeps these services now: below is what the loop last saw, %s ago (start it: "
                            "systemctl --user start %s, or run config)"
-                           % (_duration(loop["updated_seconds_ago"]), report.get("loop_unit") or "forever-slurm"), "31"))
+                           % (_duration(loop["updated_seconds_ago"]), report.get("loop_unit") or "forever-slurm"),
+                           "31"))
     if report.get("state_problem"):
         lines.append(paint("state: %s" % report["state_problem"], "31"))
     for what, problem in sorted((report.get("faults") or {}).items()):

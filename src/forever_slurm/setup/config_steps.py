@@ -104,7 +104,8 @@ def ask_and_write_env(args, layout, prompter, say):
                                   assume_yes=args.yes, say=say,
                                   review=startup_check.port_review(layout, prompter, args.yes, say, skip=own))
     if own:
-        say("On this host (%s), %s wins over .env for %s." % (layout.host, layout.host_env_file, ", ".join(sorted(own))))
+        say("On this host (%s), %s wins over .env for %s." % (layout.host, layout.host_env_file,
+                                                              ", ".join(sorted(own))))
     return result
 
 

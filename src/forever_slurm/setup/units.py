@@ -151,7 +151,8 @@ def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm
 
 
 def _check_text(spec):
-    for value in [spec.name, spec.unit, spec.machine, spec.description, spec.workdir, spec.log_path] + list(spec.argv) + \
+    for value in [spec.name, spec.unit, spec.machine, spec.description, spec.workdir, spec.log_path] + \
+            list(spec.argv) + \
             [k + "=" + v for k, v in spec.environment]:
         if _CONTROL.search(str(value)):
             raise ForeverError("%s: %r contains a newline or control character; use a path without one"
