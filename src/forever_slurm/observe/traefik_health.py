@@ -27,7 +27,7 @@ class Health(NamedTuple):
 
 
 def pid_file(layout):
-    return os.path.join(layout.work, "traefik.pid")
+    return layout.traefik_pid
 
 
 def traefik_log(layout):
