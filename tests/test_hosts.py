@@ -16,9 +16,9 @@ class Clock:
 
 
 def test_a_host_reports_changes_at_once_only_when_they_matter(tmp_path):
-    layout = settings.Layout(str(tmp_path))
+    layout = settings.Layout(str(tmp_path), "login2", "login1")
     clock = Clock()
-    reporter = hosts.Reporter(layout, "login2", clock, clock)
+    reporter = hosts.Reporter(layout, clock, clock)
     assert reporter.report("follower", 1.0, {"svc": hosts.Load(0, 0, 0)})
     clock.now += 1
     assert not reporter.report("follower", 1.0, {"svc": hosts.Load(3, 0, 0)}), "load alone: at most every 5 s"
@@ -27,16 +27,16 @@ def test_a_host_reports_changes_at_once_only_when_they_matter(tmp_path):
     assert reporter.report("follower", 1.0, {"svc": hosts.Load(5, 1, 1)})
     clock.now += 1
     assert reporter.report("leader", 1.0, {"svc": hosts.Load(5, 1, 1)}), "a new role: at once"
-    with open(hosts.host_file(layout, "login2")) as handle:
+    with open(layout.host_file) as handle:
         assert json.load(handle)["role"] == "leader"
 
 
 def test_the_leader_sums_the_fresh_loads_of_the_others(tmp_path):
-    layout = settings.Layout(str(tmp_path))
     clock = Clock()
     for name, load in (("login2", hosts.Load(2, 1, 4)), ("login3", hosts.Load(1, 0, 2))):
-        hosts.Reporter(layout, name, clock, clock).report("follower", 1.0, {"svc": load})
-    others = hosts.Others(layout, "login1", clock)
+        hosts.Reporter(settings.Layout(str(tmp_path), name, "login1"), clock, clock).report(
+            "follower", 1.0, {"svc": load})
+    others = hosts.Others(settings.Layout(str(tmp_path), "login1", "login1"), clock)
     assert others.loads() == {"svc": hosts.Load(3, 1, 6)}
     clock.now += hosts.GONE
     assert others.loads() == {} and not others.alive(), "files that stopped changing are gone hosts"

@@ -9,7 +9,6 @@ loop rewrites its file at least every HEARTBEAT seconds), never by comparing clo
 
 import json
 import os
-import socket
 import time
 from typing import Dict, NamedTuple
 
@@ -18,17 +17,6 @@ from ..common import fsutil, validate
 HEARTBEAT = 15.0    # a loop rewrites its host.json at least this often
 MIN_GAP = 5.0       # ... and, for a change of load alone, at most this often
 GONE = 60.0         # a host whose file has not changed for this long is gone
-
-
-def this_host(environ=None):
-    """FOREVER_HOST (tests run two login nodes on one machine), else the short host name."""
-    environ = os.environ if environ is None else environ
-    name = environ.get("FOREVER_HOST") or socket.gethostname().split(".")[0]
-    return name if validate.is_service_name(name) else "host"
-
-
-def host_file(layout, host):
-    return os.path.join(layout.work, "hosts", host, "host.json")
 
 
 class Load(NamedTuple):
@@ -41,19 +29,19 @@ class Load(NamedTuple):
 class Reporter:
     """Writes this host's file when it changes, and at least every HEARTBEAT seconds."""
 
-    def __init__(self, layout, host, clock=time.time, monotonic=time.monotonic):
-        self.path = host_file(layout, host)
-        self.host = host
+    def __init__(self, layout, clock=time.time, monotonic=time.monotonic):
+        self.path = layout.host_file
+        self.host = layout.host
         self.clock = clock
         self.monotonic = monotonic
         self._last = None
         self._written_at = None
 
-    def report(self, role, since, loads, traefik_port=None):
+    def report(self, role, since, loads, traefik_port=None, traefik_ok=None):
         """Written now when the role changed or a request began to be held (the leader should submit
         at once), at most every MIN_GAP seconds for a change of load, else every HEARTBEAT seconds."""
         body = {"host": self.host, "pid": os.getpid(), "role": role, "since": since,
-                "traefik_port": traefik_port, "load": {name: load._asdict() for name, load in sorted(loads.items())}}
+                "traefik_port": traefik_port, "traefik_ok": traefik_ok, "load": {name: load._asdict() for name, load in sorted(loads.items())}}
         now = self.monotonic()
         if self._written_at is not None and not self._urgent(body):
             gap = HEARTBEAT if body == self._last else MIN_GAP
@@ -79,9 +67,9 @@ class Reporter:
 class Others:
     """The other hosts' files, re-read when they change (one stat a host a pass)."""
 
-    def __init__(self, layout, host, monotonic=time.monotonic):
-        self.directory = os.path.join(layout.work, "hosts")
-        self.host = host
+    def __init__(self, layout, monotonic=time.monotonic):
+        self.directory = layout.hosts_dir
+        self.host = layout.host
         self.monotonic = monotonic
         self._seen = {}         # host -> (stamp, data, monotonic time it last changed)
 

@@ -23,7 +23,6 @@ The lease is a directory of terms, `.work/leader/term-<N>`: the holder of the hi
   `quiet_renew` (30 s), so a root on one host costs one small rename every 30 s.
 """
 
-import errno
 import json
 import os
 import secrets
@@ -218,24 +217,10 @@ def _encode(term):
 
 
 def _link_new(directory, name, text):
-    """True when `name` did not exist and now holds `text`, created by us (link(2) on a private file)."""
+    """True when `name` did not exist and now holds `text`, created by us (fsutil.create_once: link(2)
+    of a private file, exclusive on NFS too)."""
     fsutil.make_private_dir(directory)
-    tmp = os.path.join(directory, ".claim-%s" % secrets.token_hex(8))
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fsutil.PRIVATE_FILE), "w") as handle:
-        handle.write(text)
-    try:
-        try:
-            os.link(tmp, os.path.join(directory, name))
-            return True
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise
-            return os.stat(tmp).st_nlink == 2       # the link was made, its answer lost (NFS)
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    return fsutil.create_once(os.path.join(directory, name), text)
 
 
 def _pid_alive(pid):

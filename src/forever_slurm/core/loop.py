@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 
 from ..common import backoff, fsutil, services, settings as settings_mod
 from ..common.errors import CommandError, ConfigError, ForeverError
-from ..systems import slurm as slurm_mod, slurm_facts, slurm_output, traefik_logs
+from ..systems import slurm as slurm_mod, slurm_facts, slurm_output, traefik_logs, traefik_ping
 from . import absorb, follow, hosts, inflight, maintenance, model, planner, probe, scale, state
 from .demand import DemandKeeper, scaled_backends
 from .executor import Executor
@@ -53,7 +53,7 @@ class Controller:
         self.workdirs = {os.path.normpath(layout.slurm_output),
                          os.path.normpath(os.path.realpath(layout.slurm_output))}
         self.faults = Faults()
-        self.reserve = fsutil.Reserve(os.path.join(layout.work, "disk-reserve"))
+        self.reserve = fsutil.Reserve(layout.disk_reserve)
         self.snapshot = self._load_state()
         self.saver = state.Saver(layout.state_file, self.reserve, self.faults)
         self.files = ServiceFiles(layout, self.snapshot.service_errors)
@@ -74,12 +74,13 @@ class Controller:
         # Several login nodes (lease.py): one leads, the others follow (follow.py). Without a lease
         # this loop is the only one and always leads.
         self.lease = lease
-        self.host = host or hosts.this_host()
+        self.host = host or layout.host
         self.leading = lease is None
         self.leader_view = follow.LeaderView(layout.state_file, monotonic)
-        self.reporter = hosts.Reporter(layout, self.host, clock, monotonic) if lease is not None else None
-        self.others = hosts.Others(layout, self.host, monotonic) if lease is not None else None
+        self.reporter = hosts.Reporter(layout, clock, monotonic) if lease is not None else None
+        self.others = hosts.Others(layout, monotonic) if lease is not None else None
         self.loads = {}                 # {service: hosts.Load} this host saw at the last pass
+        self._traefik_ok = None         # (when, whether this host's Traefik answered its ping)
 
     def _load_state(self):
         snapshot, problem = state.read(self.layout.state_file)
@@ -258,8 +259,11 @@ class Controller:
         if self.reporter is None:
             return
         term = self.lease.current
+        now = self.clock()
+        if self._traefik_ok is None or not 0 <= now - self._traefik_ok[0] < hosts.HEARTBEAT:
+            self._traefik_ok = (now, not traefik_ping.ping(self.settings.traefik_ping_port, timeout=0.5))
         self.reporter.report("leader" if self.leading else "follower", term.since if term else None,
-                             self.loads, self.settings.traefik_port)
+                             self.loads, self.settings.traefik_port, self._traefik_ok[1])
 
     def _windows(self, loaded, memory, jobs, now):
         """{service: maintenance.Window} of each service with a definition."""
@@ -484,7 +488,7 @@ class Controller:
     def _rotate_traefik_access_log(self):
         try:
             for path in traefik_logs.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
-                                                     os.path.join(self.layout.work, "traefik.pid")):
+                                                     self.layout.traefik_pid):
                 log.info("rotated %s (Traefik reopens it on USR1)", path)
         except OSError as exc:
             log.warning("could not rotate Traefik's access log: %s", exc)
