@@ -79,7 +79,8 @@ def make(root, env='SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n'):
 def test_first_cycle_submits_then_routes_once_published(root, shim_state):
     ctl, clock, prober, layout = make(root)
     assert ctl.look()
-    assert [c[0] for c in calls(shim_state)] == ["squeue", "sbatch", "sbatch"]
+    # squeue, then (at the first look, and every 10 min) nodes down and reservations, then two jobs
+    assert [c[0] for c in calls(shim_state)] == ["squeue", "sinfo", "scontrol", "sbatch", "sbatch"]
     submitted = jobs_file(shim_state)
     assert all(j["chdir"] == layout.slurm_output and j["env_root"] == layout.root for j in submitted)
     watch = os.path.join(layout.watch, "hello-python.yml")
@@ -235,7 +236,7 @@ def test_memory_survives_a_restart(root, shim_state):
                             probe_all=prober)
     clock.sleep(1)
     again.look()
-    assert [c[0] for c in calls(shim_state)] == ["squeue"]           # nothing submitted twice
+    assert [c[0] for c in calls(shim_state)] == ["squeue", "sinfo", "scontrol"]     # nothing submitted twice
     assert sorted(again.snapshot.memory.jobs) == sorted(j["id"] for j in jobs_file(shim_state))
 
 

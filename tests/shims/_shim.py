@@ -213,8 +213,24 @@ def scontrol(store, argv):
     if argv[:1] == ["ping"]:
         print("Slurmctld(primary) at shim is UP")
         return 0
+    if [a for a in argv if a != "-o"] == ["show", "reservation"]:
+        # A test puts `scontrol -o show reservation` lines in <state>/reservations.
+        path = os.path.join(STATE, "reservations")
+        text = open(path).read() if os.path.exists(path) else ""
+        print(text.rstrip("\n") if text.strip() else "No reservations in the system")
+        return 0
     sys.stderr.write("scontrol shim: unsupported %s\n" % argv)
     return 1
+
+
+def sinfo(store, argv):
+    """`sinfo -h -R -o FORMAT`: one row per line of <state>/nodes-down ("node state reason"), in the format."""
+    fmt = argv[argv.index("-o") + 1] if "-o" in argv else "%N %t %E"
+    path = os.path.join(STATE, "nodes-down")
+    for line in (open(path).read().splitlines() if os.path.exists(path) else []):
+        node, state, reason = (line.split(None, 2) + ["", ""])[:3]
+        print(fmt.replace("%N", node).replace("%t", state).replace("%E", reason))
+    return 0
 
 
 def scancel(store, argv):
@@ -245,7 +261,8 @@ def main():
         sys.stderr.write(message or "%s: error: Unable to contact slurm controller (connect failure)\n" % command)
         return 1
     store = Store(STATE)
-    return {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel}[command](store, argv)
+    return {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel,
+            "sinfo": sinfo}[command](store, argv)
 
 
 if __name__ == "__main__":
