@@ -153,3 +153,91 @@ def test_a_request_held_by_the_followers_wake_proxy_makes_the_leader_submit(root
     assert first.next_look_in() == 0, "the leader looks at Slurm at once"
     first.look()
     assert [c[0] for c in calls(shim_state) if c[0] == "sbatch"] == ["sbatch"]
+
+
+def take_over(second, clock, limit=40):
+    """login1's loop is gone: login2's probe passes until it leads (bounded)."""
+    for _ in range(limit):
+        clock.now += 1
+        second.probe_pass()
+        if second.leading:
+            return
+    raise AssertionError("login2 never took over")
+
+
+def test_a_loop_that_takes_over_in_a_probe_pass_looks_at_slurm_at_once(root, shim_state):
+    first, second, clock = two(root, shim_state)
+    take_over(second, clock)
+    assert second.next_look_in() == 0, "the plan of the pass that took over would wait for the steady look"
+    (shim_state / "calls.log").write_text("")
+    second.look()
+    assert [c[0] for c in calls(shim_state)][:1] == ["squeue"] and second.next_look_in() > 0
+
+
+class Killed(BaseException):
+    """The loop's process dies (SIGKILL): nothing after this point of the pass runs."""
+
+
+def test_a_submission_the_killed_leader_recorded_but_never_made_is_made_at_once_by_the_new_leader(root, shim_state):
+    first, second, clock = two(root, shim_state)
+    (root / ".env").write_text(ENV.replace("/2", "/3"))
+
+    def dies(*args, **kwargs):
+        raise Killed()
+    first.executor.slurm = type("Dying", (), {"submit": staticmethod(dies)})()
+    clock.now += 1
+    try:
+        first.look()                        # intent saved, then the loop is killed before its sbatch
+    except Killed:
+        pass
+    assert any(key.startswith(model.INTENT_PREFIX) for key in json.loads((root / ".work" / "state.json").read_text())["jobs"])
+    take_over(second, clock)
+    (shim_state / "calls.log").write_text("")
+    second.look()
+    assert [c[0] for c in calls(shim_state) if c[0] == "sbatch"] == ["sbatch"], \
+        "the third instance waits up to 2 minutes for a submission that was never made"
+
+
+def test_a_restarted_loop_on_the_same_host_still_waits_for_its_own_last_submission(root, shim_state):
+    """A restart right after sbatch: the job may not be in squeue yet, so its intent is waited for."""
+    first, second, clock = two(root, shim_state)
+    intents = {"intent:1": model.JobMemory(service="hello-python", submitted_at=clock.now)}
+    memory = first.snapshot.memory._replace(jobs=dict(first.snapshot.memory.jobs, **intents))
+    first.snapshot = first.snapshot._replace(memory=memory)
+    first._save(clock.now)
+    again = login_node(root, "login1", clock)
+    again.lease.pid, again.lease.pid_alive = os.getpid() + 7, lambda pid: False    # the old process is gone
+    (root / ".env").write_text(ENV.replace("/2", "/3"))
+    (shim_state / "calls.log").write_text("")
+    clock.now += 1
+    again.look()
+    assert again.leading and not [c for c in calls(shim_state) if c[0] == "sbatch"]
+
+
+def test_a_leader_paused_in_the_middle_of_a_pass_leaves_the_new_leaders_state_alone(root, shim_state):
+    first, second, clock = two(root, shim_state)
+
+    class PausedWhileProbing(Prober):
+        """login1 is SIGSTOPped while it probes, for 40 s: login2 takes over and replaces a job that ended."""
+        def __call__(self, targets, timeout=2.0, own_ports=()):
+            take_over(second, clock)
+            data = json.loads((shim_state / "jobs.json").read_text())
+            gone = data["jobs"][0]
+            gone["state"], gone["ended"] = "CA", 0
+            (shim_state / "jobs.json").write_text(json.dumps(data))
+            url = "http://%s:%d" % (gone["nodes"], 40000 + int(gone["id"]) % 1000)
+            second.probe_all.dead.add(url)
+            self.dead.add(url)              # login1, woken, finds that backend gone too
+            clock.now += 2
+            second.probe_pass()
+            second.look()
+            return Prober.__call__(self, targets, timeout, own_ports)
+    first.probe_all = PausedWhileProbing()
+    clock.now += 1
+    (shim_state / "calls.log").write_text("")
+    first.probe_pass()                      # wakes in the middle of it, and goes on
+    submitted = [c for c in calls(shim_state) if c[0] == "sbatch"]
+    assert len(submitted) == 1              # login2's replacement, nothing by login1
+    saved = json.loads((root / ".work" / "state.json").read_text())["jobs"]
+    new_job = str(max(int(j["id"]) for j in json.loads((shim_state / "jobs.json").read_text())["jobs"]))
+    assert new_job in saved, "login1 wrote its memory over login2's: followers would not know the new job"

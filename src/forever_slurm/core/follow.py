@@ -12,7 +12,7 @@ import os
 import time
 
 from . import state
-from .model import Memory
+from .model import Memory, is_intent
 
 STALE = 2 * state.HEARTBEAT     # the leader rewrites state.json at least every HEARTBEAT seconds
 _OWN = ("ready_since", "ever_ready", "probe_failures", "probe_detail", "unready_at")
@@ -58,3 +58,13 @@ def merged(leader, own):
             m = m._replace(ready_since=None, probe_failures=0, probe_detail="", unready_at=None)
         jobs[job_id] = m
     return Memory(jobs, dict(leader.services))
+
+
+def taken_over(memory):
+    """The memory a loop starts from when it takes the lead over from another host: the old leader's,
+    without the submissions it recorded before their sbatch ran (intents). That leader stopped acting
+    before the lease let anyone take over, so a job it did submit is in squeue at the new leader's first
+    look and is adopted there; one it did not is submitted then, not waited for up to expect_timeout
+    (a renewal or a scale-up it had begun would wait that long). An sbatch of its still running that
+    late makes one job too many, which is drained as surplus."""
+    return memory._replace(jobs={key: m for key, m in memory.jobs.items() if not is_intent(key)})

@@ -76,6 +76,7 @@ class Lease:
         self.renewed_at = None      # monotonic time of our last good renewal
         self.seen = None            # (epoch, beat, monotonic time first seen) of the current term
         self.current = None         # the highest Term as last read
+        self.previous = None        # the Term this loop's lead followed (None: it claimed the first)
         self.error = ""             # the last filesystem problem ('' when none)
         self.changed = False        # the last step() made us leader or took it away
 
@@ -140,13 +141,15 @@ class Lease:
         self.current = current
         now = self.monotonic()
         if current is None:     # no term yet, or none readable: the next number after any file there
-            return self._claim(max(_epochs(self.directory) or [0]) + 1, renew)
+            if self._claim(max(_epochs(self.directory) or [0]) + 1, renew):
+                self.previous = None
+            return
         if self.seen is None or self.seen[:2] != (current.epoch, current.beat):
             self.seen = (current.epoch, current.beat, now)
         lapsed = now - self.seen[2] >= current.lapse
         restarted = current.host == self.host and current.pid != self.pid and not self.pid_alive(current.pid)
-        if current.released or lapsed or restarted:
-            self._claim(current.epoch + 1, renew)
+        if (current.released or lapsed or restarted) and self._claim(current.epoch + 1, renew):
+            self.previous = current
 
     def _claim(self, epoch, renew):
         now = self.clock()

@@ -81,6 +81,7 @@ class Controller:
         self.others = hosts.Others(layout, monotonic) if lease is not None else None
         self.loads = {}                 # {service: hosts.Load} this host saw at the last pass
         self._traefik_ok = None         # (when, whether this host's Traefik answered its ping)
+        self.look_owed = False          # this loop took the lead and has not looked at Slurm since
 
     def _load_state(self):
         snapshot, problem = state.read(self.layout.state_file)
@@ -101,6 +102,7 @@ class Controller:
         self.reload_settings_if_changed()
         if not self._lead():
             return self._follow(fresh=True)
+        self.look_owed = False
         now = self.clock()
         try:
             jobs = self.slurm.observe()
@@ -167,9 +169,13 @@ class Controller:
             term = self.lease.current
             if leading:
                 log.info("this host (%s) leads now (term %d): it looks at Slurm and acts", self.host, term.epoch)
-                self.snapshot = self.snapshot._replace(
-                    memory=follow.merged(self.leader_view.read().memory, self.snapshot.memory))
-                self.observe_failures, self._doubted, self.last_plan = 0, [], None
+                memory = follow.merged(self.leader_view.read().memory, self.snapshot.memory)
+                previous = self.lease.previous
+                if previous is not None and previous.host != self.host:
+                    memory = follow.taken_over(memory)
+                self.snapshot = self.snapshot._replace(memory=memory)
+                # At once, even when the lead came in a probe pass (whose plan says when to look next).
+                self.observe_failures, self._doubted, self.look_owed = 0, [], True
             else:
                 log.info("host %s leads (term %d): this loop follows (routes its own Traefik, acts on nothing)",
                          term.host if term else "?", term.epoch if term else 0)
@@ -247,7 +253,7 @@ class Controller:
             scale=self.demand.report(self.settings.scaling, routes),
             cluster=self._cluster_report(windows))
         self.routes.write(written, loaded, set(result.failed), self.demand.waking_ports)
-        if self.leading:
+        if self.may_act():      # not a leader woken from a pause: state.json may be another's by now
             self._save(now)
         self._report_host()
         if fresh and now >= self._next_log_check:
@@ -372,6 +378,8 @@ class Controller:
     def next_look_in(self):
         """Seconds until the next look at Slurm: what the last plan asked for (planner.service_next_look),
         or, while Slurm does not answer, a backoff doubling up to 2 min."""
+        if self.look_owed:
+            return 0.0
         if self._doubted:
             return planner.FOLLOW_UP_DELAY
         if self.observe_failures:
