@@ -219,6 +219,15 @@ def test_login_nodes_load_as_a_list_of_host_names(layout):
     assert (conf.ssh_login_nodes, conf.ssh_user) == (["login1", "10.0.0.2", "::1"], "me.x")
 
 
+def test_a_login_node_with_a_bad_port_is_refused_naming_the_file_and_line(layout):
+    write_env(layout, 'FS_SSH_USER=me\nFS_SSH_LOGIN_NODE="login1 login2/80"\n')
+    with pytest.raises(ConfigError, match="login2/80") as caught:
+        settings.load(layout, environ={})
+    assert (caught.value.path, caught.value.line) == (layout.env_file, 2)
+    write_env(layout, 'FS_SSH_LOGIN_NODE="login1 login2:2222/14013"\n')
+    assert settings.load(layout, environ={}).ssh_login_nodes == ["login1", "login2:2222/14013"]
+
+
 def test_defaults_load_to_their_typed_values(layout):
     conf = settings.load(layout, environ={"USER": "me"})
     assert (conf.traefik_bind, conf.sleep_interval, conf.spread, conf.max_instances, conf.renew_lead,

@@ -587,6 +587,15 @@ def test_authorized_line_is_restricted_to_one_forward():
         sshsetup.authorized_line("", 1)
 
 
+def test_authorized_line_names_every_login_nodes_traefik_port_once():
+    """Login nodes share the home directory, so one line serves all: a permitopen for each node's port."""
+    line = sshsetup.authorized_line("ssh-ed25519 AAAAC3Nza me@web", 14013, 13013, 14013)
+    assert line == ('command="/bin/false",restrict,port-forwarding,permitopen="127.0.0.1:13013",'
+                    'permitopen="127.0.0.1:14013",permitlisten="127.0.0.1:1" ssh-ed25519 AAAAC3Nza me@web')
+    with pytest.raises(ConfigError):
+        sshsetup.authorized_line("ssh-ed25519 AAAAC3Nza me@web")
+
+
 def test_ensure_key_makes_a_private_key_and_keeps_an_existing_one(tmp_path):
     if sshsetup.shutil.which("ssh-keygen") is None:
         pytest.skip("ssh-keygen is not installed (Debian package openssh-client)")
@@ -782,6 +791,46 @@ def test_tunnel_from_settings_builds_the_strict_argv(tmp_path):
     assert argv[-1] == "alice@login2" and argv[argv.index("-p") + 1] == "2222"
     assert argv[argv.index("-L") + 1] == "127.0.0.1:15015:127.0.0.1:13013"
     assert "UserKnownHostsFile=%s" % kh in argv and "StrictHostKeyChecking=yes" in argv
+
+
+def test_the_tunnel_reaches_each_login_node_on_its_own_ssh_and_traefik_ports(tmp_path):
+    """A port taken on one login node (its .env.<host>): FS_SSH_LOGIN_NODE says that node's ports."""
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=\"login1 login2:2222/14013 [::1]:2022\"\n"
+                                 "FS_SSH_KEY_PATH=%s\nFS_SSH_LOCAL_PORT=15015\n" % (tmp_path / "id"))
+    (tmp_path / "id").write_text("key")
+    kh = sshsetup.known_hosts_path(layout)
+    os.makedirs(os.path.dirname(kh))
+    open(kh, "w").close()
+    sup = sshsetup.tunnel_from_settings(settings, layout, ssh_bin="/usr/bin/ssh")
+    assert sup.nodes == ["login1", "login2:2222/14013", "[::1]:2022"]
+    forwards = {}
+    for node in sup.nodes:
+        argv = sup.tunnel.argv_for_node(node)
+        forwards[node] = (argv[-1], argv[argv.index("-p") + 1], argv[argv.index("-L") + 1])
+    assert forwards == {"login1": ("alice@login1", "22", "127.0.0.1:15015:127.0.0.1:13013"),
+                        "login2:2222/14013": ("alice@login2", "2222", "127.0.0.1:15015:127.0.0.1:14013"),
+                        "[::1]:2022": ("alice@::1", "2022", "127.0.0.1:15015:127.0.0.1:13013")}
+    assert sup.tunnel.explain(["Permission denied (publickey)."], "login2:2222/14013")[0].startswith("login2 refused")
+
+
+def test_configure_ssh_tests_each_login_node_on_its_own_ports_and_prints_one_line_for_all(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=\"login1 login2:2222/14013\"\nFS_SSH_KEY_PATH=%s\n"
+                                 % (tmp_path / "k" / "id"))
+    said, contacts = [], []
+
+    def contact(ssh_bin, node, user, key_path, known_hosts, remote, ssh_port, accept_new, authorized):
+        contacts.append((node, remote, ssh_port, authorized))
+        return sshsetup.Contact(node, True, [])
+
+    setup = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append,
+                                   [], ssh_bin="ssh", contact=contact, port_holder=lambda port: "")
+    line = sshsetup.authorized_line(sshsetup.ensure_key(str(tmp_path / "k" / "id")), 13013, 14013)
+    assert [c[:3] for c in contacts] == [("login1", 13013, 22), ("login2", 14013, 2222)]
+    assert all(c[3] == line for c in contacts)
+    text = "\n".join(said)
+    assert "on login1 and login2. It lets this key open one forward, to 127.0.0.1:13013 or 127.0.0.1:14013" in text
+    assert line in text and "alice@login2:2222/14013: the tunnel works" in text
+    assert setup.updates["FS_SSH_LOGIN_NODE"] == "login1 login2:2222/14013" and setup.failures == []
 
 
 def test_run_until_signalled_stops_on_sigterm_and_restores_the_handler():

@@ -85,6 +85,35 @@ def test_host_refuses_empty_and_non_addresses(text):
         validate.host(text)
 
 
+@pytest.mark.parametrize("word, node", [
+    ("login2", ("login2", None, None)),
+    ("login2:2222", ("login2", 2222, None)),
+    ("login2/14013", ("login2", None, 14013)),
+    ("login2:2222/14013", ("login2", 2222, 14013)),
+    ("127.0.0.1:40022/41013", ("127.0.0.1", 40022, 41013)),
+    ("::1", ("::1", None, None)),
+    ("[::1]:2222/14013", ("::1", 2222, 14013)),
+    ("login2.cluster.org/14013", ("login2.cluster.org", None, 14013)),
+])
+def test_a_login_node_may_name_its_own_ssh_and_traefik_ports(word, node):
+    assert tuple(validate.login_node(word)) == node
+
+
+@pytest.mark.parametrize("word", ["login2:", "login2:ssh", "login2:0", "login2/80", "login2/", "login2:22/14013/1",
+                                  "/14013", ":22", "-oProxyCommand=x:22", "login2:22:23", "[::1]:99999"])
+def test_a_login_node_with_a_bad_port_or_name_is_refused_with_the_forms_it_may_take(word):
+    with pytest.raises(Invalid, match="login2:2222/14013"):
+        validate.login_node(word)
+
+
+def test_login_nodes_are_words_in_order_each_given_once():
+    assert validate.login_node_list(" login1  login2/14013 ") == ["login1", "login2/14013"]
+    assert validate.login_node_list("127.0.0.1:40022 127.0.0.1:40023") == ["127.0.0.1:40022", "127.0.0.1:40023"]
+    assert validate.login_node_list("") == []
+    with pytest.raises(Invalid, match="given twice"):
+        validate.login_node_list("login1/14013 login1")
+
+
 def test_empty_bind_says_why_it_is_refused():
     with pytest.raises(Invalid, match="every interface"):
         validate.host("")

@@ -235,6 +235,56 @@ def test_a_login_node_that_goes_silent_under_the_tunnel_is_left_within_ten_secon
     assert seconds < 10
 
 
+def test_each_login_node_is_reached_on_its_own_ssh_port_and_traefik_port(tmp_path, server, backend):
+    """Two login nodes of this machine: sshd on two ports, Traefik on two ports (one taken on the second
+    node: its .env.<host>). One authorized_keys line opens both Traefiks and nothing else; the tunnel
+    forwards to the first node's, and to the second's when the first goes silent."""
+    second_backend = Backend("second-login-node")
+    second = sshd_harness.Sshd(str(tmp_path / "sshd2")).start()
+    try:
+        root = tmp_path / "web"
+        root.mkdir()
+        key = str(tmp_path / "keys" / "tunnel")
+        words = ["%s:%d/%d" % (NODE, server.port, backend.port), "%s:%d/%d" % (NODE, second.port, second_backend.port)]
+        (root / ".env").write_text('FS_SSH_LOGIN_NODE="%s"\nFS_SSH_USER=%s\nFS_SSH_KEY_PATH=%s\nFS_SSH_LOCAL_PORT=%d\n'
+                                   % (" ".join(words), USER, key, sshd_harness.free_port()))
+        layout = settings_mod.Layout(str(root))
+        said = []
+
+        def ask(prompt, default, several=False):
+            if prompt.startswith("Added the line"):
+                printed = [l for text in said for l in text.splitlines() if l.startswith('command="/bin/false"')]
+                server.authorize(printed)
+                second.authorize(printed)
+                return "yes"
+            return default
+
+        setup = sshsetup.configure_ssh(settings_mod.load(layout), layout, ask, said.append, [])
+        assert setup.failures == [], said
+        line = sshsetup.authorized_line(sshsetup.ensure_key(key), backend.port, second_backend.port)
+        assert line in "\n".join(said) and "\n".join(said).count("the tunnel works and Traefik answers") == 2
+        other = Backend("neither-traefik")
+        try:    # the line's permitopen names both Traefik ports and no other
+            seen = sshsetup.contact(sshsetup.find_ssh(), NODE, USER, key, sshsetup.known_hosts_path(layout), other.port,
+                                    second.port)
+            assert not seen.answered and other.hits == 0
+        finally:
+            other.close()
+        settings = settings_mod.load(layout)
+        with Running(sshsetup.tunnel_from_settings(settings, layout)) as sup:
+            assert wait_for(lambda: fetch(settings.ssh_local_port) == backend.marker.decode(), 20)
+            server.freeze()
+            try:
+                assert wait_for(lambda: fetch(settings.ssh_local_port, timeout=0.5) == "second-login-node", 40), \
+                    "the tunnel did not move to the second login node's own Traefik port"
+                assert sup.node == words[1]
+            finally:
+                server.thaw()
+    finally:
+        second.stop()
+        second_backend.close()
+
+
 def test_a_changed_host_key_is_refused_with_a_clear_message(root, server, caplog):
     layout, settings = root
     known_hosts = sshsetup.known_hosts_path(layout)

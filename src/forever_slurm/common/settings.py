@@ -229,7 +229,7 @@ KEYS = OrderedDict([
     ("FS_SCALE_DOWN_SECONDS", Key(validate.seconds(0, 86400), 300.0)),
     ("FS_IDLE_SECONDS", Key(validate.seconds(1, 30 * 86400), 900.0)),
     ("FS_WAKE_TIMEOUT", Key(validate.seconds(1, 86400), 600.0)),
-    ("FS_SSH_LOGIN_NODE", Key(validate.host_list, [], field="ssh_login_nodes")),
+    ("FS_SSH_LOGIN_NODE", Key(validate.login_node_list, [], field="ssh_login_nodes")),
     ("FS_SSH_KEY_PATH", Key(validate.any_text, "~/.ssh/forever-slurm", path=True)),
     ("FS_SSH_USER", Key(validate.user_name, "")),
     ("FS_SSH_PORT", Key(validate.any_port, 22)),

@@ -8,6 +8,7 @@ str.isdigit, int and float all accept) are refused, and every number has a finit
 
 import ipaddress
 import re
+from typing import NamedTuple, Optional
 
 _WHOLE_RE = re.compile(r"[0-9]{1,18}")                  # [0-9], not \d: ASCII digits only
 _DECIMAL_RE = re.compile(r"[0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15}")
@@ -112,9 +113,44 @@ def host_label(text):
     return text
 
 
-def host_list(text):
-    """Host names separated by spaces (login nodes, for failover); may be empty."""
-    return [host(word) for word in text.split()]
+class LoginNode(NamedTuple):
+    """One login node the web server's tunnel reaches (a word of FS_SSH_LOGIN_NODE)."""
+    host: str
+    ssh_port: Optional[int] = None          # its sshd's port; None: FS_SSH_PORT
+    traefik_port: Optional[int] = None      # Traefik's port there; None: FS_TRAEFIK_PORT
+
+
+LOGIN_NODE_FORMS = "login2, login2:2222 (its ssh port), login2/14013 (Traefik's port there) or login2:2222/14013"
+
+
+def login_node(word):
+    """A word of FS_SSH_LOGIN_NODE as a LoginNode: HOST, HOST:SSH_PORT, HOST/TRAEFIK_PORT or
+    HOST:SSH_PORT/TRAEFIK_PORT, an IPv6 address in brackets before a port ([::1]:2222). The ports are
+    for a node that differs from the others (a port taken there: its .env.<host>)."""
+    word = word.strip()
+    text, slash, traefik = word.partition("/")
+    colon, ssh = "", ""
+    if text.startswith("[") and "]:" in text:
+        text, colon, ssh = text[1:].partition("]:")
+    elif text.count(":") == 1:
+        text, colon, ssh = text.partition(":")
+    try:
+        return LoginNode(host(text), any_port(ssh) if colon else None, port(traefik) if slash else None)
+    except Invalid as exc:
+        raise Invalid("%r is not a login node (%s), as in %s" % (word, exc, LOGIN_NODE_FORMS))
+
+
+def login_node_list(text):
+    """FS_SSH_LOGIN_NODE: login nodes separated by spaces (in order, for failover), each as
+    login_node() reads it and given once; may be empty. The words as written."""
+    words = text.split()
+    seen = set()
+    for word in words:
+        node = login_node(word)
+        if (node.host, node.ssh_port) in seen:
+            raise Invalid("%s is given twice" % word)
+        seen.add((node.host, node.ssh_port))
+    return words
 
 
 def user_name(text):

@@ -279,6 +279,7 @@ def _tunnel_key_reminder(layout):
     nodes = [n for n in conf.ssh_login_nodes if n != sshsetup.PLACEHOLDER_NODE]
     if not nodes or not os.path.exists(key + ".pub"):
         return None
+    nodes = sshsetup.distinct_hosts(sshsetup.targets(nodes, conf.ssh_port, conf.traefik_port))
     try:
         with open(key + ".pub") as handle:
             fields = handle.read().split()

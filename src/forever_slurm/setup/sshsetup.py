@@ -59,18 +59,25 @@ def ensure_key(key_path, run=proc.run):
 # `restrict` alone blocks a terminal, agent and X11 forwarding but not commands, so:
 #   command="/bin/false"  every session (a command, a shell over -T, sftp) runs /bin/false instead;
 #                         `ssh -N` opens no session, so the forward is untouched;
-#   permitopen            -L, -W and -D reach 127.0.0.1:<Traefik's port> only;
+#   permitopen            -L, -W and -D reach 127.0.0.1:<Traefik's port> only (one permitopen per port
+#                         when the login nodes' Traefiks listen on different ports);
 #   permitlisten          -R may only listen on 127.0.0.1:1, a privileged port a user cannot bind
 #                         ("none" is rejected by OpenSSH 9.2 and disables the whole key).
-FORWARD_ONLY = 'command="/bin/false",restrict,port-forwarding,permitopen="127.0.0.1:%d",permitlisten="127.0.0.1:1"'
+FORWARD_ONLY = 'command="/bin/false",restrict,port-forwarding,%s,permitlisten="127.0.0.1:1"'
+PERMIT_OPEN = 'permitopen="127.0.0.1:%d"'
 
 
-def authorized_line(pubkey, remote_port):
-    """The authorized_keys line that lets this key do one thing: forward to 127.0.0.1:remote_port."""
+def authorized_line(pubkey, *remote_ports):
+    """The authorized_keys line that lets this key do one thing: forward to 127.0.0.1:<one of
+    remote_ports>. One line for every login node (they share the home directory, so authorized_keys):
+    it names each node's Traefik port."""
     pubkey = pubkey.strip()
     if not pubkey or "\n" in pubkey or len(pubkey.split()) < 2:
         raise ConfigError("not a public key: %r" % pubkey[:60])
-    return "%s %s" % (FORWARD_ONLY % int(remote_port), pubkey)
+    if not remote_ports:
+        raise ConfigError("no port to forward to")
+    opens = ",".join(PERMIT_OPEN % port for port in sorted({int(p) for p in remote_ports}))
+    return "%s %s" % (FORWARD_ONLY % opens, pubkey)
 
 
 def find_ssh(ssh_bin=None):
@@ -207,10 +214,29 @@ def _ask_valid(ask, say, prompt, default, check, tries=5, several=False):
 
 
 def _nodes(answer):
-    nodes = validate.host_list(answer)
+    nodes = validate.login_node_list(answer)
     if not nodes:
         raise validate.Invalid("give at least one login node name")
     return nodes
+
+
+class Target(NamedTuple):
+    """A login node as the tunnel reaches it: the word of FS_SSH_LOGIN_NODE that names it (what messages
+    say), the host ssh logs in to, its sshd's port and Traefik's port there."""
+    label: str
+    host: str
+    ssh_port: int
+    traefik_port: int
+
+
+def targets(words, ssh_port, traefik_port):
+    """[Target] of FS_SSH_LOGIN_NODE's words, in order; a port a word leaves out is FS_SSH_PORT's or
+    FS_TRAEFIK_PORT's."""
+    found = []
+    for word in words:
+        node = validate.login_node(word)
+        found.append(Target(word, node.host, node.ssh_port or ssh_port, node.traefik_port or traefik_port))
+    return found
 
 
 _user = validate.user_name
@@ -292,6 +318,7 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     user = value("FS_SSH_USER", "User on the login node", settings.ssh_user, _user)
     ssh_port = value("FS_SSH_PORT", "ssh port of the login node", str(settings.ssh_port), _port)
     remote = value("FS_TRAEFIK_PORT", "Traefik's port on the login node", str(settings.traefik_port), _high_port)
+    reached = targets(nodes, ssh_port, remote)
     known_hosts = known_hosts_path(layout)
     local = _free_local_port(value, ask, say, str(settings.ssh_local_port), known_hosts, port_holder,
                              "FS_SSH_LOCAL_PORT" in forced or assume_yes)
@@ -303,10 +330,12 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     made_key = not os.path.exists(key_path)
     pubkey = ensure_key(key_path, run=run)
     try:
-        line = authorized_line(pubkey, remote)
+        remotes = sorted({target.traefik_port for target in reached})
+        line = authorized_line(pubkey, *remotes)
         say("Add this line to ~/.ssh/authorized_keys of %s on %s. It lets this key open one forward, to "
-            "127.0.0.1:%d there, and nothing else (no command, no shell, no file transfer, no other port, "
-            "no listener):\n\n%s\n" % (user or "your user", " and ".join(nodes), remote, line))
+            "%s there, and nothing else (no command, no shell, no file transfer, no other port, "
+            "no listener):\n\n%s\n" % (user or "your user", " and ".join(distinct_hosts(reached)),
+                                          " or ".join("127.0.0.1:%d" % port for port in remotes), line))
         updates = {
             "FS_SSH_LOGIN_NODE": " ".join(nodes),
             "FS_SSH_USER": user,
@@ -317,8 +346,9 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
         }
         link = Link(ssh_bin, user, key_path, known_hosts, remote, ssh_port, line)
         failures = []
-        for node in nodes:
-            failed = _test_node(ask, say, contact, link, node, tries, run)
+        for target in reached:
+            node_link = link._replace(remote_port=target.traefik_port, ssh_port=target.ssh_port)
+            failed = _test_node(ask, say, contact, node_link, target, tries, run)
             if failed:
                 failures.append(failed)
     except (KeyboardInterrupt, ConfigCancelled):
@@ -327,6 +357,15 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
                                   "its .pub) stays, for the next run" % key_path)
         raise ConfigCancelled("config --ssh cancelled; .env was not changed")
     return SshSetup(updates, list(tunnel_argv_prefix) + ["tunnel"], failures)
+
+
+def distinct_hosts(reached):
+    """The login nodes' hosts, each once, in order (two words may name one host with other ports)."""
+    hosts = []
+    for target in reached:
+        if target.host not in hosts:
+            hosts.append(target.host)
+    return hosts
 
 
 LOCAL_PROMPT = "Local port on this web server that forwards to it"
@@ -363,8 +402,10 @@ def _our_tunnel(port, known_hosts, proc_root="/proc"):
     return False
 
 
-def _test_node(ask, say, contact, link, node, tries, run):
-    """Test the connection to node up to `tries` times; None when ssh logged in, else one summary line."""
+def _test_node(ask, say, contact, link, target, tries, run):
+    """Test the connection to target (a Target; link has its ports) up to `tries` times; None when ssh
+    logged in, else one summary line."""
+    node, host = target.label, target.host
     where = "%s@%s" % (link.user, node) if link.user else node
     reasons = []
     for _ in range(tries):
@@ -372,17 +413,17 @@ def _test_node(ask, say, contact, link, node, tries, run):
         if not _yes(answer or "yes"):
             say("Skipped the test of %s; the tunnel will log what goes wrong." % node)
             return None
-        before = _pinned_or_none(link.known_hosts, node, link.ssh_port, run)
+        before = _pinned_or_none(link.known_hosts, host, link.ssh_port, run)
         try:
-            seen = contact(link.ssh_bin, node, link.user, link.key_path, link.known_hosts, link.remote_port,
+            seen = contact(link.ssh_bin, host, link.user, link.key_path, link.known_hosts, link.remote_port,
                            link.ssh_port, accept_new=True, authorized=link.authorized)
         except ForeverError as exc:
             reasons.append(str(exc))
             # ssh records an unknown host key before it offers ours: say so even when the login failed.
-            _say_pinned(say, before, node, link.known_hosts, link.ssh_port, run, only_new=True)
+            _say_pinned(say, before, host, link.known_hosts, link.ssh_port, run, only_new=True)
             say("The test failed: %s" % exc)
             continue
-        _say_pinned(say, before, node, link.known_hosts, link.ssh_port, run)
+        _say_pinned(say, before, host, link.known_hosts, link.ssh_port, run)
         if seen.runs_commands:
             say("%s ran a command for this key: its ~/.ssh/authorized_keys still has an older line for it that "
                 "is not forward-only. Replace every line with this key by the line above." % where)
@@ -392,7 +433,7 @@ def _test_node(ask, say, contact, link, node, tries, run):
         for gap in seen.gaps:
             if gap != GAP_TUN_UNTESTED or login_user == "root":
                 say("! " + gap_warning(gap, where, login_user))
-        found = sshtunnel.diagnose(seen.stderr, node, link.known_hosts, link.key_path, link.ssh_port,
+        found = sshtunnel.diagnose(seen.stderr, host, link.known_hosts, link.key_path, link.ssh_port,
                                    link.authorized)
         if seen.answered:
             say("%s: the tunnel works and Traefik answers through it." % where)
@@ -493,6 +534,7 @@ def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subp
     if not nodes:
         raise ConfigError("no login node configured (FS_SSH_LOGIN_NODE): run `config --ssh` first.",
                           layout.env_file)
+    reached = {target.label: target for target in targets(nodes, settings.ssh_port, settings.traefik_port)}
     key_path = os.path.expanduser(settings.ssh_key_path)
     if not os.path.exists(key_path):
         raise ConfigError("the tunnel key %s does not exist: run `config --ssh` to make it." % key_path)
@@ -500,26 +542,27 @@ def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subp
     if not os.path.exists(known_hosts):
         raise ConfigError("no recorded host key for the login node in %s: run `config --ssh` once to "
                           "connect and record it." % known_hosts)
-    ssh_port = settings.ssh_port
-    local, remote = settings.ssh_local_port, settings.traefik_port
+    local = settings.ssh_local_port
+    remotes = sorted({target.traefik_port for target in reached.values()})
     path = settings.raw.get("FS_SSH_PROBE_PATH") or "/"
     if probe is None:
         def probe():
             return sshtunnel.http_probe(local, path)
 
     def argv_for_node(node):
-        return sshtunnel.ssh_argv(ssh_bin, node, settings.ssh_user, key_path, known_hosts, local, remote,
-                                  ssh_port)
+        target = reached[node]
+        return sshtunnel.ssh_argv(ssh_bin, target.host, settings.ssh_user, key_path, known_hosts, local,
+                                  target.traefik_port, target.ssh_port)
 
     def reachable(node):
         # Short: a node that drops packets must not hold up the look at the next one.
-        return sshtunnel.sshd_answers(node, ssh_port, timeout=0.5)
+        return sshtunnel.sshd_answers(reached[node].host, reached[node].ssh_port, timeout=0.5)
 
     def explain(stderr, node):
-        return sshtunnel.diagnose(stderr, node, known_hosts, key_path, ssh_port)
+        return sshtunnel.diagnose(stderr, reached[node].host, known_hosts, key_path, reached[node].ssh_port)
 
     tunnel = sshtunnel.Tunnel(argv_for_node, nodes, probe, reachable=reachable, explain=explain,
-                              describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote),
+                              describe="tunnel 127.0.0.1:%d -> :%s" % (local, "/".join(str(p) for p in remotes)),
                               local_port_user=lambda: local_port_holder(local),
                               forwards_through=lambda pid: listens_on(pid, local))
     return sshtunnel.Supervisor(tunnel, pacing, popen=popen, clock=clock, sleep=sleep)

@@ -170,8 +170,8 @@ def diagnose(stderr_lines, login_node, known_hosts, key_path, ssh_port=None, aut
         return "%s refused the key %s.%s" % (login_node, key_path, add), None
     if "administratively prohibited" in text:
         return ("%s accepted the key but refused this forward: the permitopen port in its authorized_keys "
-                "line differs from the remote port (FS_TRAEFIK_PORT). Run `config --ssh` again and replace "
-                "the line." % login_node), None
+                "line differs from the remote port (FS_TRAEFIK_PORT, or the /PORT after this node in "
+                "FS_SSH_LOGIN_NODE). Run `config --ssh` again and replace the line." % login_node), None
     if "Address already in use" in text or "cannot listen to port" in text:
         return ("the local port is already taken on this machine (another tunnel running?); stop it or "
                 "choose another FS_SSH_LOCAL_PORT."), None
