@@ -6,6 +6,7 @@ and every load loop is bounded in count and time.
 
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -40,22 +41,63 @@ class Sample(object):
         self.t, self.status, self.body, self.seconds = t, status, body, seconds
 
 
-class Stack(object):
-    """Root dir + Traefik + `run` loop against a LocalCluster. Call start(), then stop()."""
+def get(port, path="/hello-python/tests", timeout=5.0):
+    """One GET of http://127.0.0.1:port/path, as a Sample (status None when it failed)."""
+    started = time.time()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", "replace")
+        conn.close()
+        return Sample(started, response.status, body, time.time() - started)
+    except (OSError, http.client.HTTPException) as exc:
+        return Sample(started, None, str(exc), time.time() - started)
 
-    def __init__(self, cluster, base_dir, services="hello-python/2", env_lines=(), service_dirs=None):
+
+class Stack(object):
+    """Root dir + Traefik + `run` loop against a LocalCluster. Call start(), then stop().
+
+    host: FOREVER_HOST for every process this stack starts (a "login node" of this machine); another
+    login node of the same root is `stack.login_node("login2")`, with its own Traefik ports (written to
+    .env.<host>), its own `traefik` and `run`, and its own files in .work/hosts/<host>/."""
+
+    def __init__(self, cluster, base_dir, services="hello-python/2", env_lines=(), service_dirs=None, host=None,
+                 first=None):
         self.cluster = cluster
         self.root = os.path.join(base_dir, "root")
         self.port = free_port()
         self.ping_port = free_port()
+        while self.ping_port == self.port:
+            self.ping_port = free_port()
         self.services = services
         self.env_lines = list(env_lines)
         self.service_dirs = service_dirs or {}
+        self.host = host
+        self.first = first          # the Stack of the root's first login node, for another login node
         self.procs = {}
         self.started_at = None
+        self.loop_env = None
+
+    def login_node(self, host, env_lines=()):
+        """Another login node serving this stack's root: FOREVER_HOST=host, its own Traefik ports in
+        .env.<host> (with env_lines), its own traefik and run processes. Start this stack first."""
+        base_dir = os.path.dirname(self.root)
+        return Stack(self.cluster, base_dir, self.services, env_lines, host=host, first=self)
+
+    @property
+    def host_work(self):
+        """This login node's own files: .work on the root's first host, .work/hosts/<host> on another."""
+        work = os.path.join(self.root, ".work")
+        return work if self.first is None else os.path.join(work, "hosts", self.host)
 
     # -- set-up ----------------------------------------------------------------------------------
     def prepare(self):
+        if self.first is not None:
+            ports = ["FS_TRAEFIK_PORT=%d" % self.port, "FS_TRAEFIK_PING_PORT=%d" % self.ping_port]
+            with open(os.path.join(self.root, ".env." + self.host), "w") as handle:
+                handle.write("\n".join(ports + self.env_lines) + "\n")
+            return
         os.makedirs(self.root, exist_ok=True)
         # Always the current source: a stale forever_slurm.pyz at the top would test old code.
         subprocess.check_call([sys.executable, os.path.join(TOP, "build_pyz.py"), "-o",
@@ -77,6 +119,8 @@ class Stack(object):
     def env(self, extra=None):
         env = self.cluster.env({"PYTHONUNBUFFERED": "1"})
         env.pop("FOREVER_ROOT", None)
+        if self.host:
+            env["FOREVER_HOST"] = self.host
         env.update(extra or {})
         return env
 
@@ -100,7 +144,13 @@ class Stack(object):
 
     def start_loop(self, extra_env=None):
         self.started_at = time.time()
+        self.loop_env = extra_env
         self._spawn("loop", ["run"], extra_env)
+
+    def restart_loop(self):
+        """The loop again, as it was started (after a kill: the process supervisor's restart)."""
+        self._stop("loop")
+        self.start_loop(self.loop_env)
 
     def start(self, extra_env=None):
         self.prepare()
@@ -121,10 +171,21 @@ class Stack(object):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
 
+    def signal(self, name, signum):
+        """Send signum to a process this stack started ("traefik", "loop") and its group: SIGSTOP and
+        SIGCONT a login node that hangs, SIGKILL a loop that dies without a word."""
+        proc = self.procs[name]
+        os.killpg(proc.pid, signum)
+        if signum == signal.SIGKILL:
+            proc.wait(10)
+
     def stop(self):
-        for name in list(self.procs):
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)     # a stopped process cannot act on SIGTERM
             self._stop(name)
-        self.cluster.cancel_all(timeout=30)
+        if self.first is None:
+            self.cluster.cancel_all(timeout=30)
 
     # -- looking ---------------------------------------------------------------------------------
     def _ping(self):
@@ -138,16 +199,7 @@ class Stack(object):
             return False
 
     def get(self, path="/hello-python/tests", timeout=5.0):
-        started = time.time()
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-            conn.request("GET", path)
-            response = conn.getresponse()
-            body = response.read().decode("utf-8", "replace")
-            conn.close()
-            return Sample(started, response.status, body, time.time() - started)
-        except (OSError, http.client.HTTPException) as exc:
-            return Sample(started, None, str(exc), time.time() - started)
+        return get(self.port, path, timeout)
 
     def state(self):
         """The loop's state.json, read by the loop's own reader, as plain dicts ({} when there is none):
@@ -175,9 +227,22 @@ class Stack(object):
                              "comment": parts[4]})
         return rows
 
+    def routed_here(self, service="hello-python"):
+        """URLs routed with weight > 0 in this login node's own Traefik file (a follower saves no state)."""
+        try:
+            with open(os.path.join(self.host_work, "traefik-watch", service + ".yml")) as handle:
+                text = handle.read()
+        except OSError:
+            return []
+        urls = []
+        for match in re.finditer(r'- url: "([^"]+)"(\n\s+weight: (\d+))?', text):
+            if match.group(3) is None or int(match.group(3)) > 0:
+                urls.append(match.group(1))
+        return urls
+
     def loop_log(self):
         try:
-            with open(os.path.join(self.root, ".work", "log", "loop.log")) as handle:
+            with open(os.path.join(self.host_work, "log", "loop.log")) as handle:
                 return handle.read()
         except OSError:
             return ""
