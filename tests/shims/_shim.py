@@ -5,6 +5,9 @@ State lives in $FS_SHIM_STATE (jobs.json); every call's argv is appended to call
 and benchmarks can count calls per cycle. Failure on request: a file fail-<command> (its text is
 printed on stderr, exit 1) or FS_SHIM_FAIL=<command>[,<command>]; a file hang-<command> holding
 seconds makes the command sleep that long first.
+
+The rules (what each command does to the jobs) are `call`, which works on a plain dict and an
+environment: tests/fakes.py runs the same rules in-process, with the jobs kept in memory.
 """
 
 import fcntl
@@ -14,7 +17,8 @@ import re
 import sys
 import time
 
-STATE = os.environ.get("FS_SHIM_STATE")
+COMMANDS = ("squeue", "sbatch", "scontrol", "scancel")
+DEFAULT_ERROR = "%s: error: Unable to contact slurm controller (connect failure)\n"
 
 
 def fmt_duration(seconds):
@@ -51,6 +55,10 @@ def parse_time_limit(text):
     return int(a) * 60          # minutes
 
 
+def empty_data():
+    return {"next_id": 1000, "jobs": []}
+
+
 class Store:
     def __init__(self, path):
         self.path = path
@@ -61,7 +69,7 @@ class Store:
             with open(os.path.join(path, "jobs.json")) as handle:
                 self.data = json.load(handle)
         except (OSError, ValueError):
-            self.data = {"next_id": 1000, "jobs": []}
+            self.data = empty_data()
 
     def save(self):
         tmp = os.path.join(self.path, "jobs.json.tmp")
@@ -70,13 +78,38 @@ class Store:
         os.replace(tmp, os.path.join(self.path, "jobs.json"))
 
 
-def now_left(job):
+class Answer:
+    """What one command printed and returned."""
+
+    def __init__(self, code=0):
+        self.code = code
+        self.out = []
+        self.err = []
+
+    def print(self, text):
+        self.out.append(text)
+
+    def error(self, text, code=1):
+        self.err.append(text)
+        self.code = code
+        return self
+
+
+def call(command, argv, data, env, now=time.time):
+    """The Answer of `command argv` on the jobs in `data` (changed in place). env: the command's
+    environment (FS_SHIM_NODES, FS_SHIM_START_STATE, FS_SHIM_TIME_LEFT, FS_SHIM_MIN_JOB_AGE, and
+    FOREVER_ROOT, which sbatch records); now: the clock."""
+    rules = {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel}
+    return rules[command](data, argv, env, now, Answer())
+
+
+def now_left(job, now):
     if job.get("end") is None:
         return None
-    return max(0, job["end"] - time.time())
+    return max(0, job["end"] - now())
 
 
-def squeue(store, argv):
+def squeue(data, argv, env, now, answer):
     fmt = "%i %t %j"
     states = None
     names = None
@@ -95,11 +128,10 @@ def squeue(store, argv):
             names = argv[i + 1].split(",")
             i += 1
         i += 1
-    out = []
-    for job in store.data["jobs"]:
+    min_job_age = float(env.get("FS_SHIM_MIN_JOB_AGE", "300"))
+    for job in data["jobs"]:
         active = job["state"] in ("PD", "R", "CG", "CF", "S")
-        min_job_age = float(os.environ.get("FS_SHIM_MIN_JOB_AGE", "300"))
-        if not active and not (states and "all" in states and time.time() - job.get("ended", 0) < min_job_age):
+        if not active and not (states and "all" in states and now() - job.get("ended", 0) < min_job_age):
             continue
         if states and job["state"] not in states and "all" not in states:
             continue
@@ -109,24 +141,19 @@ def squeue(store, argv):
         fields = {
             "i": job["id"], "A": job["id"], "t": job["state"], "j": job["name"],
             "N": job.get("nodes", "") if job["state"] == "R" else "",
-            "L": fmt_duration(now_left(job)) if job["state"] == "R" else fmt_duration(job.get("limit")),
-            "M": fmt_duration(time.time() - started) if started else "0:00",
+            "L": fmt_duration(now_left(job, now)) if job["state"] == "R" else fmt_duration(job.get("limit")),
+            "M": fmt_duration(now() - started) if started else "0:00",
             "r": job.get("reason", "None"), "k": job.get("comment") or "(null)",
             "Z": job.get("chdir") or "",
             "S": fmt_time(started) if started else "N/A",
             "e": fmt_time(job.get("end")) if job.get("end") and job["state"] == "R" else (
                 fmt_time(job.get("ended")) if job.get("ended") else ("NONE" if job.get("limit") is None else "N/A")),
         }
-        out.append(re.sub(r"%([a-zA-Z])", lambda m: str(fields.get(m.group(1), "")), fmt))
-    raw = os.path.join(STATE, "squeue-extra-bytes")     # odd bytes (a warning line, say) before the rows
-    if os.path.exists(raw):
-        sys.stdout.buffer.write(open(raw, "rb").read())
-        sys.stdout.buffer.flush()
-    sys.stdout.write("".join(line + "\n" for line in out))
-    return 0
+        answer.print(re.sub(r"%([a-zA-Z])", lambda m: str(fields.get(m.group(1), "")), fmt) + "\n")
+    return answer
 
 
-def sbatch(store, argv):
+def sbatch(data, argv, env, now, answer):
     opts = {}
     script = None
     for arg in argv:
@@ -138,92 +165,96 @@ def sbatch(store, argv):
         else:
             script = arg
     if script is None or not os.path.isfile(script):
-        sys.stderr.write("sbatch: error: Unable to open file %s\n" % script)
-        return 1
+        return answer.error("sbatch: error: Unable to open file %s\n" % script)
     name = None
-    limit = int(os.environ.get("FS_SHIM_TIME_LEFT", "3600"))
+    limit = int(env.get("FS_SHIM_TIME_LEFT", "3600"))
     for line in open(script):
         line = line.strip()
         m = re.match(r"^#SBATCH\s+(--job-name|-J)[= ]\s*\"?([^\"\s]+)\"?", line)
         if m:
             name = m.group(2)
         m = re.match(r"^#SBATCH\s+(--time|-t)[= ]\s*(\S+)", line)
-        if m and "FS_SHIM_TIME_LEFT" not in os.environ:
+        if m and "FS_SHIM_TIME_LEFT" not in env:
             limit = parse_time_limit(m.group(2)) or limit
     name = opts.get("--job-name", name) or os.path.basename(script)
-    nodes = os.environ.get("FS_SHIM_NODES", "node1,node2,node3").split(",")
+    nodes = env.get("FS_SHIM_NODES", "node1,node2,node3").split(",")
     excluded = set(opts.get("--exclude", "").split(",")) - {""}
     allowed = [n for n in nodes if n not in excluded]
     if not allowed:
-        sys.stderr.write("sbatch: error: Batch job submission failed: Requested node configuration is not available\n")
-        return 1
-    running = [j for j in store.data["jobs"] if j["state"] == "R"]
+        return answer.error("sbatch: error: Batch job submission failed: Requested node configuration is not available\n")
+    running = [j for j in data["jobs"] if j["state"] == "R"]
     node = min(allowed, key=lambda n: (sum(1 for j in running if j.get("nodes") == n), nodes.index(n)))
-    job_id = store.data["next_id"]
-    store.data["next_id"] += 1
-    state = os.environ.get("FS_SHIM_START_STATE", "R")
+    job_id = data["next_id"]
+    data["next_id"] += 1
+    state = env.get("FS_SHIM_START_STATE", "R")
     job = {"id": str(job_id), "name": name, "state": state, "limit": limit, "script": script,
            "chdir": opts.get("--chdir"), "exclude": sorted(excluded), "comment": "",
            "reason": "None" if state == "R" else "Priority",
-           "env_root": os.environ.get("FOREVER_ROOT", "")}
+           "env_root": env.get("FOREVER_ROOT", "")}
     if state == "R":
-        job.update(nodes=node, started=time.time(), end=time.time() + limit)
-    store.data["jobs"].append(job)
-    store.save()
-    print("%d" % job_id if "--parsable" in opts else "Submitted batch job %d" % job_id)
-    return 0
+        job.update(nodes=node, started=now(), end=now() + limit)
+    data["jobs"].append(job)
+    answer.print("%d\n" % job_id if "--parsable" in opts else "Submitted batch job %d\n" % job_id)
+    return answer
 
 
-def scontrol(store, argv):
+def scontrol(data, argv, env, now, answer):
     if len(argv) >= 2 and argv[0] == "update":
         fields = dict(a.split("=", 1) for a in argv[1:] if "=" in a)
         job_id = fields.pop("JobId", fields.pop("JobID", None))
-        for job in store.data["jobs"]:
+        for job in data["jobs"]:
             if job["id"] == job_id and job["state"] in ("PD", "R"):
                 if "Comment" in fields:
                     job["comment"] = fields["Comment"]
                 if "ExcNodeList" in fields:
                     job["exclude"] = [n for n in fields["ExcNodeList"].split(",") if n]
-                store.save()
-                return 0
-        sys.stderr.write("slurm_update error: Invalid job id specified\n")
-        return 1
+                return answer
+        return answer.error("slurm_update error: Invalid job id specified\n")
     if argv[:1] == ["ping"]:
-        print("Slurmctld(primary) at shim is UP")
-        return 0
-    sys.stderr.write("scontrol shim: unsupported %s\n" % argv)
-    return 1
+        answer.print("Slurmctld(primary) at shim is UP\n")
+        return answer
+    return answer.error("scontrol shim: unsupported %s\n" % argv)
 
 
-def scancel(store, argv):
+def scancel(data, argv, env, now, answer):
     ids = [a for a in argv if not a.startswith("-")]
-    for job in store.data["jobs"]:
+    for job in data["jobs"]:
         if job["id"] in ids and job["state"] in ("PD", "R"):
             job["state"] = "CA"
-            job["ended"] = time.time()
-    store.save()
-    return 0
+            job["ended"] = now()
+    return answer
 
 
 def main():
     command = sys.argv[1]
     argv = sys.argv[2:]
-    if not STATE:
+    state = os.environ.get("FS_SHIM_STATE")
+    if not state:
         sys.stderr.write("%s shim: FS_SHIM_STATE is not set\n" % command)
         return 2
-    os.makedirs(STATE, exist_ok=True)
-    with open(os.path.join(STATE, "calls.log"), "a") as handle:
+    os.makedirs(state, exist_ok=True)
+    with open(os.path.join(state, "calls.log"), "a") as handle:
         handle.write(json.dumps([command] + argv) + "\n")
-    hang = os.path.join(STATE, "hang-" + command)
+    hang = os.path.join(state, "hang-" + command)
     if os.path.exists(hang):
         time.sleep(float(open(hang).read().strip() or "60"))
-    fail = os.path.join(STATE, "fail-" + command)
+    fail = os.path.join(state, "fail-" + command)
     if os.path.exists(fail) or command in os.environ.get("FS_SHIM_FAIL", "").split(","):
         message = open(fail).read() if os.path.exists(fail) else ""
-        sys.stderr.write(message or "%s: error: Unable to contact slurm controller (connect failure)\n" % command)
+        sys.stderr.write(message or DEFAULT_ERROR % command)
         return 1
-    store = Store(STATE)
-    return {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel}[command](store, argv)
+    store = Store(state)
+    before = json.dumps(store.data, sort_keys=True)
+    answer = call(command, argv, store.data, os.environ)
+    if json.dumps(store.data, sort_keys=True) != before:
+        store.save()
+    raw = os.path.join(state, "squeue-extra-bytes")     # odd bytes (a warning line, say) before the rows
+    if command == "squeue" and answer.code == 0 and os.path.exists(raw):
+        sys.stdout.buffer.write(open(raw, "rb").read())
+        sys.stdout.buffer.flush()
+    sys.stdout.write("".join(answer.out))
+    sys.stderr.write("".join(answer.err))
+    return answer.code
 
 
 if __name__ == "__main__":
