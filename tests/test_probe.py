@@ -9,6 +9,8 @@ import pytest
 from forever_slurm.core import probe
 from forever_slurm.core.model import ProbeResult
 
+from fakes import free_port
+
 
 class Backend:
     """A local HTTP server answering each path with the status its name says (/status/503)."""
@@ -25,7 +27,7 @@ class Backend:
                 pass
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
@@ -39,12 +41,7 @@ def backend():
     server.close()
 
 
-def closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+closed_port = free_port      # nothing listens on a free port: connection refused
 
 
 @pytest.mark.parametrize("path, expect, result", [

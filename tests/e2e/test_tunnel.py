@@ -437,7 +437,7 @@ def test_the_cli_config_ssh_then_tunnel_reach_the_login_node(tmp_path, server, b
 # ---------------------------------------------------------------- `config --ssh` as a user runs it
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAKES = os.path.join(TOP, "tests", "fakes")
+FAKES = os.path.join(TOP, "tests", "fake_bin")
 
 
 @pytest.fixture(scope="module")
@@ -510,7 +510,7 @@ sys.exit(cli.main(["--root", sys.argv[2], "config", "--ssh", "--no-install"]))
 
 def _terminal(root):
     import sys
-    from test_configure import Terminal  # one pty driver for every prompt test
+    from fakes import Terminal  # one pty driver for every prompt test
     return Terminal([sys.executable, "-c", DRIVER, os.path.join(TOP, "src"), str(root)], cwd=str(root))
 
 
