@@ -170,7 +170,7 @@ class FakeSlurm:
         """What each running job's script does: publish traefik,<name>,http://<node>:<port>."""
         for job in self.data["jobs"]:
             if job["state"] == "R" and not job["comment"]:
-                job["comment"] = "traefik,%s,http://%s:%d" % (job["name"], job["nodes"], 40000 + int(job["id"]) % 1000)
+                job["comment"] = "traefik,%s,%s" % (job["name"], url_of(job))
 
     def sbatch_as_user(self, script):
         """The user's own sbatch, from their own directory (not ours): returns the job id."""

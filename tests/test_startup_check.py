@@ -98,7 +98,8 @@ def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, mo
 
 
 def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkeypatch):
-    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", settings.Instances(1, 1))])
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
+    conf = conf._replace(service_list=[("hello", settings.Instances(1, 1))])
     snap = state.empty_snapshot()._replace(slurm_ok=False, slurm_error="squeue: fatal: no configuration")
     monkeypatch.setattr(state, "load", lambda path: snap)
     clock = Clock(1000.0)

@@ -181,7 +181,8 @@ def sbatch(data, argv, env, now, answer):
     excluded = set(opts.get("--exclude", "").split(",")) - {""}
     allowed = [n for n in nodes if n not in excluded]
     if not allowed:
-        return answer.error("sbatch: error: Batch job submission failed: Requested node configuration is not available\n")
+        return answer.error("sbatch: error: Batch job submission failed: "
+                            "Requested node configuration is not available\n")
     running = [j for j in data["jobs"] if j["state"] == "R"]
     node = min(allowed, key=lambda n: (sum(1 for j in running if j.get("nodes") == n), nodes.index(n)))
     job_id = data["next_id"]
