@@ -167,14 +167,62 @@ class FakeSlurm:
         self.job(job_id)["comment"] = comment
 
     def publish_all(self):
-        """What each running job's script does: publish traefik,<name>,http://<node>:<port>."""
-        for job in self.data["jobs"]:
-            if job["state"] == "R" and not job["comment"]:
-                job["comment"] = "traefik,%s,%s" % (job["name"], url_of(job))
+        _publish_all(self.data)
 
     def sbatch_as_user(self, script):
         """The user's own sbatch, from their own directory (not ours): returns the job id."""
         return self.run(["sbatch", "--parsable", str(script)]).stdout.strip()
+
+
+class ShimSlurm:
+    """The shim processes' cluster (the shim_state fixture's folder), read and changed like a
+    FakeSlurm, for the tests whose point is a real process: run --once in a child, a site's wrapper
+    around squeue, the .pyz. Their failures are files there (fail-squeue...), see shims/_shim.py."""
+
+    def __init__(self, state_dir):
+        self.state_dir = str(state_dir)
+
+    def client(self, timeout=30.0):
+        return slurm.Slurm(timeout=timeout)
+
+    @property
+    def calls(self):
+        return shim_calls(self.state_dir)
+
+    def commands(self, name):
+        return [argv for argv in self.calls if argv[0] == name]
+
+    def forget_calls(self):
+        open(os.path.join(self.state_dir, "calls.log"), "w").close()
+
+    @property
+    def jobs(self):
+        try:
+            with open(os.path.join(self.state_dir, "jobs.json")) as handle:
+                return json.load(handle)["jobs"]
+        except FileNotFoundError:
+            return []
+
+    def set_comment(self, job_id, comment):
+        self._change(lambda data: [job.update(comment=comment) for job in data["jobs"] if job["id"] == job_id])
+
+    def publish_all(self):
+        self._change(_publish_all)
+
+    def _change(self, change):
+        store = _shim.Store(self.state_dir)     # under the shims' lock
+        try:
+            change(store.data)
+            store.save()
+        finally:
+            store.lock.close()
+
+
+def _publish_all(data):
+    """What each running job's script does: publish traefik,<name>,http://<node>:<port>."""
+    for job in data["jobs"]:
+        if job["state"] == "R" and not job["comment"]:
+            job["comment"] = "traefik,%s,%s" % (job["name"], url_of(job))
 
 
 def shim_calls(state_dir):
@@ -191,10 +239,11 @@ def url_of(job):
     return "http://%s:%d" % (job["nodes"], 40000 + int(job["id"]) % 1000)
 
 
-def make_controller(root, fake_slurm, env='SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n', **kwargs):
-    """(Controller, Clock, Prober, Layout) of `root` with `env` as its .env, on fake_slurm, with
-    Inflight() unless kwargs (to the Controller: count_inflight, wake...) say otherwise.
-    FS_SLEEP_INTERVAL is 10 s unless env says: tests count looks."""
+def make_controller(root, cluster, env='SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n', **kwargs):
+    """(Controller, Clock, Prober, Layout) of `root` with `env` as its .env, on cluster.client() (a
+    FakeSlurm, or a ShimSlurm for the shim processes), with Inflight() unless kwargs (to the
+    Controller: count_inflight, wake...) say otherwise. FS_SLEEP_INTERVAL is 10 s unless env says:
+    tests count looks."""
     if "FS_SLEEP_INTERVAL" not in env:
         env += "FS_SLEEP_INTERVAL=10\n"
     (root / ".env").write_text(env)
@@ -203,14 +252,14 @@ def make_controller(root, fake_slurm, env='SERVICE_LIST="hello-python/2"\nFS_SPR
     clock = Clock()
     prober = Prober()
     kwargs.setdefault("count_inflight", Inflight())
-    ctl = loop.Controller(layout, settings.load(layout), fake_slurm.client(), clock=clock, probe_all=prober, **kwargs)
+    ctl = loop.Controller(layout, settings.load(layout), cluster.client(), clock=clock, probe_all=prober, **kwargs)
     return ctl, clock, prober, layout
 
 
-def routed(ctl, clock, fake_slurm):
+def routed(ctl, clock, cluster):
     """The state most loop tests start from: jobs submitted, published, probed and routed."""
     ctl.look()
-    fake_slurm.publish_all()
+    cluster.publish_all()
     clock.sleep(10)
     ctl.look()
 
