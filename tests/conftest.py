@@ -32,6 +32,12 @@ def shim_state(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def shim_slurm(shim_state):
+    """The shim processes' cluster read and changed like a FakeSlurm (fakes.ShimSlurm)."""
+    return fakes.ShimSlurm(shim_state)
+
+
+@pytest.fixture
 def root(tmp_path):
     """An empty forever-slurm root directory."""
     path = tmp_path / "root"

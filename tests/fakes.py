@@ -12,10 +12,12 @@ import pty
 import select
 import signal
 import socket
+import socketserver
 import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 
 from forever_slurm.common import ports
@@ -77,7 +79,7 @@ class Prober:
         self.calls += 1
         return {job_id: model.ProbeResult(url not in self.dead, "" if url not in self.dead else "refused",
                                           refused=url in self.dead)
-                for job_id, (url, path, status) in targets.items()}
+                for job_id, (url, *_) in targets.items()}
 
 
 class Inflight:
@@ -98,10 +100,11 @@ class FakeSlurm:
     recorded in `calls`, as the shims' calls.log does.
 
     The shims' knobs are attributes: nodes (FS_SHIM_NODES), start_state (FS_SHIM_START_STATE),
-    time_left (FS_SHIM_TIME_LEFT), min_job_age (FS_SHIM_MIN_JOB_AGE). Failure on request, as theirs:
-    fail[command] = its stderr ("" for the shims' default) and exit 1; hang[command] = seconds it takes,
-    which past the caller's timeout fails as proc.run does (at once: nobody waits for it);
-    squeue_extra_bytes are printed before squeue's rows."""
+    time_left (FS_SHIM_TIME_LEFT), min_job_age (FS_SHIM_MIN_JOB_AGE), no_me (squeue-no-me: a Slurm
+    older than 20.11). Failure on request, as theirs: fail[command] = its stderr ("" for the shims'
+    default) and exit 1; hang[command] = seconds it takes, which past the caller's timeout fails as
+    proc.run does (at once: nobody waits for it); squeue_extra_bytes and squeue_after_bytes are
+    printed before and after squeue's rows."""
 
     def __init__(self, nodes=("node1", "node2", "node3"), start_state="R", time_left=None, min_job_age=300,
                  now=time.time):
@@ -109,18 +112,20 @@ class FakeSlurm:
         self.start_state = start_state
         self.time_left = time_left
         self.min_job_age = min_job_age
+        self.no_me = False
         self.now = now
         self.data = _shim.empty_data()
         self.calls = []
         self.fail = {}
         self.hang = {}
         self.squeue_extra_bytes = b""
+        self.squeue_after_bytes = b""
 
     def client(self, timeout=30.0):
         """What the loop holds: one per Controller, as `run` makes one per process."""
         return slurm.Slurm(run=self.run, timeout=timeout, environ={"SLURM_TIME_FORMAT": "standard"})
 
-    def run(self, argv, timeout=proc.DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=True):
+    def run(self, argv, timeout=proc.DEFAULT_TIMEOUT, env=None, cwd=None, input=None, check=True, errors="replace"):
         """proc.run, with the command answered by the shims' rules."""
         argv = [str(a) for a in argv]
         command = os.path.basename(argv[0])
@@ -133,11 +138,9 @@ class FakeSlurm:
             answer = _shim.Answer().error(self.fail[command] or _shim.DEFAULT_ERROR % command)
         else:
             answer = _shim.call(command, argv[1:], self.data, self._env(env), self.now)
-        out = "".join(answer.out).encode("utf-8")
-        if command == "squeue" and answer.code == 0:
-            out = self.squeue_extra_bytes + out
-        done = subprocess.CompletedProcess(argv, answer.code, proc._text(out),
-                                           proc._text("".join(answer.err).encode("utf-8")))
+        around = (self.squeue_extra_bytes, self.squeue_after_bytes) if command == "squeue" else (b"", b"")
+        done = subprocess.CompletedProcess(argv, answer.code, proc._text(answer.stdout(*around), errors),
+                                           proc._text("".join(answer.err).encode("utf-8"), errors))
         if check and done.returncode != 0:
             raise CommandError(argv, done.returncode, done.stderr)
         return done
@@ -147,6 +150,8 @@ class FakeSlurm:
                      FS_SHIM_MIN_JOB_AGE=str(self.min_job_age))
         if self.time_left is not None:
             knobs["FS_SHIM_TIME_LEFT"] = str(self.time_left)
+        if self.no_me:
+            knobs["FS_SHIM_NO_ME"] = "1"
         return knobs
 
     # -- what tests look at and do, as a user or a job would
@@ -256,12 +261,44 @@ def make_controller(root, cluster, env='SERVICE_LIST="hello-python/2"\nFS_SPREAD
     return ctl, clock, prober, layout
 
 
+def add_other_service(root):
+    """A second service, so tests can show that one service's trouble leaves the other alone."""
+    folder = root / "services" / "other"
+    folder.mkdir(parents=True)
+    (folder / "other.sub").write_text("#!/bin/bash\n#SBATCH --job-name other\nsleep 100\n")
+
+
 def routed(ctl, clock, cluster):
     """The state most loop tests start from: jobs submitted, published, probed and routed."""
     ctl.look()
     cluster.publish_all()
     clock.sleep(10)
     ctl.look()
+
+
+HOLD_LOCK = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from forever_slurm.core.lock import RootLock
+with RootLock(sys.argv[2]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+class LoopStandIn:
+    """A process that holds the root's lock as `run` does (core/lock.RootLock), stopped for sure."""
+
+    def __init__(self, layout):
+        src = os.path.join(os.path.dirname(TESTS), "src")
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, src, layout.lock_file],
+                                     stdout=subprocess.PIPE, universal_newlines=True)
+        assert self.proc.stdout.readline().strip() == "locked"
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
 
 
 # ---------------------------------------------------------------- a person at the prompts
@@ -293,7 +330,7 @@ class Script:
                 if isinstance(answer, type) and issubclass(answer, BaseException):
                     raise answer()
                 return answer
-        if prompt == "Pick a number: ":
+        if prompt == "Pick a number or a name: ":
             # The menu has no default while nothing is chosen: a script that picks no service says Done.
             return "Done"
         return ""
@@ -428,6 +465,28 @@ if ping:
     threading.Thread(target=ping.serve_forever, daemon=True).start()
 web.serve_forever()
 """
+
+
+class ScriptedServer:
+    """A local TCP server whose every connection runs `script(conn)` in its own thread: a backend that
+    trickles, hangs or answers oddly. close() ends it at once."""
+
+    def __init__(self, script):
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                try:
+                    script(self.request)
+                except OSError:
+                    pass
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def write_fake_traefik(folder):

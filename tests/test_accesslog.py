@@ -308,7 +308,7 @@ def test_rotation_shifts_old_files_and_signals_traefik(tmp_path, fake_proc):
                                         max_bytes=1000, keep=3, kill=kill, proc=fake_proc)
 
     assert rotated == [str(log)]
-    assert not log.exists()
+    assert log.read_text() == "" and (log.stat().st_mode & 0o777) == 0o600     # a private empty one for Traefik
     assert (tmp_path / "traefik-access.log.1").read_text() == "x" * 2000
     assert (tmp_path / "traefik-access.log.2").read_text() == "one"
     assert (tmp_path / "traefik-access.log.3").read_text() == "two"      # "three" was the oldest: dropped

@@ -1,14 +1,15 @@
 """`config` after the questions: root checks, Traefik's ports and health, the start-up wait, honest exits."""
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from forever_slurm import cli
-from forever_slurm.setup import config_steps, configure, startup_check
-from forever_slurm.common import settings
+from forever_slurm.setup import config_steps, configure, startup_check, units
+from forever_slurm.common import ports, settings
 from forever_slurm.observe import traefik_health
 from forever_slurm.common.errors import ForeverError
 
@@ -49,7 +50,7 @@ def test_a_stale_pid_file_is_not_believed(layout):
 
 def test_our_traefik_listening_and_answering_its_ping_is_running(layout, fake_traefik):
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     proc = fake_traefik(web, ping)
     health = traefik_health.check(layout, traefik_ports_conf(layout, web, ping))
     assert health == traefik_health.Health(True, proc.pid, "")
@@ -57,7 +58,7 @@ def test_our_traefik_listening_and_answering_its_ping_is_running(layout, fake_tr
 
 def test_our_traefik_without_a_ping_is_not_called_running(layout, fake_traefik):
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     proc = fake_traefik(web, 0)
     health = traefik_health.check(layout, traefik_ports_conf(layout, web, ping))
     assert not health.running and health.pid == proc.pid
@@ -74,7 +75,7 @@ def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken
     assert "curl" not in text
 
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     with open(layout.env_file, "w") as handle:
         handle.write("FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\nSERVICE_LIST=hello/1\n" % (web, ping))
     proc = fake_traefik(web, ping)
@@ -191,3 +192,42 @@ def test_each_unit_is_restarted_only_for_what_it_reads(layout):
     assert new_port["forever-ssh-forward"] != base["forever-ssh-forward"]      # it forwards to that port
     surge = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=3\n', "web: 13013\n")
     assert surge == base
+
+
+def _programs(directory, names, says):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = directory / name
+        path.write_text("#!/bin/sh\necho %s\n" % says)
+        path.chmod(0o755)
+
+
+def test_units_run_the_squeue_the_shell_runs_not_the_one_beside_python(layout, fake_session, tmp_path,
+                                                                       monkeypatch):
+    """A login node: the distribution's python3 and Slurm clients in one directory, the site's Slurm
+    (module load) first on PATH. Python's directory first on the units' PATH ran the distribution's
+    squeue ("Could not establish a configuration source")."""
+    distro, site = tmp_path / "distro" / "bin", tmp_path / "site" / "slurm" / "bin"
+    _programs(distro, ("squeue", "sbatch", "scontrol", "scancel"), "distro")
+    _programs(site, ("squeue", "sbatch", "scontrol", "scancel"), "site")
+    os.symlink(sys.executable, str(distro / "python3"))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(site), os.environ["PATH"], str(distro)]))
+    monkeypatch.setattr(sys, "executable", str(distro / "python3"))
+    said = []
+    config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
+    unit = (fake_session / ".config" / "systemd" / "user" / "forever-slurm.service").read_text()
+    path = unit.split('"PATH=')[1].split('"')[0]
+    for tool in ("squeue", "sbatch", "scontrol", "scancel"):
+        assert shutil.which(tool, path=path) == str(site / tool), path
+    assert str(distro) in path.split(os.pathsep)      # python3's directory is still there, after the site's
+    assert not [line for line in said if line.startswith("!")]
+
+
+def test_config_says_when_the_units_would_run_another_program(tmp_path):
+    distro, site = tmp_path / "distro", tmp_path / "site"
+    _programs(distro, ("squeue",), "distro")
+    _programs(site, ("squeue",), "site")
+    shell_path = os.pathsep.join([str(site), str(distro)])
+    assert units.path_differences(os.pathsep.join([str(site)]), shell_path) == []
+    assert units.path_differences(str(distro), shell_path, ("squeue",)) == \
+        [("squeue", str(site / "squeue"), str(distro / "squeue"))]

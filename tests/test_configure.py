@@ -193,6 +193,9 @@ def test_menu_asks_again_for_a_bad_number(layout):
     assert answers[configure.SERVICE_LIST] == "%s/2" % name
     assert len(script.asked("Pick a number")) == 4
     assert len(script.asked("Instances of")) == 3
+    # Names work as well as numbers, and the menu says so (it had said "type a number").
+    assert script.asked("Pick a number")[0] == "Pick a number or a name: "
+    assert "  ! type a number from 1 to %d, or a name as listed" % (len(services.available(layout)) + 1) in script.lines
 
 
 def test_menu_lists_a_chosen_service_that_no_longer_exists_so_it_can_be_removed(layout):
@@ -208,7 +211,7 @@ def test_enter_in_the_menu_is_not_done_while_nothing_is_chosen(layout):
     script = Script({"Pick a number": ["", "Done", "Done"]})
     answers = configure.collect_answers(layout, script.prompter())
     assert answers[configure.SERVICE_LIST] == ""
-    assert script.asked("Pick a number") == ["Pick a number: "] * 3
+    assert script.asked("Pick a number") == ["Pick a number or a name: "] * 3
     assert "type a number from 1 to" in script.output
     assert "No service is chosen, so no job would run" in script.output
 
@@ -218,7 +221,7 @@ def test_enter_in_the_menu_is_done_once_a_service_is_chosen(layout):
     script = Script({"Pick a number": [menu_number(layout, name), ""], "Instances of": ["2"]})
     answers = configure.collect_answers(layout, script.prompter())
     assert answers[configure.SERVICE_LIST] == "%s/2" % name
-    assert script.asked("Pick a number")[-1] == "Pick a number [%s]: " % done_number(layout)
+    assert script.asked("Pick a number")[-1] == "Pick a number or a name [%s]: " % done_number(layout)
     assert "No service is chosen" not in script.output
 
 
@@ -455,10 +458,10 @@ def test_a_person_configures_on_a_real_terminal(layout, terminal, python):
             term.type("no\r")
         else:
             term.type("\r")
-    term.expect("Pick a number: ")      # nothing chosen yet: Enter is not Done
+    term.expect("Pick a number or a name: ")      # nothing chosen yet: Enter is not Done
     term.type("\r")
     term.expect("type a number from 1 to")
-    term.expect("Pick a number: ")
+    term.expect("Pick a number or a name: ")
     term.type("42\r")
     term.expect("type a number from 1 to")
     term.expect("Pick a number")
@@ -503,13 +506,13 @@ def test_enter_through_config_on_a_real_terminal_warns_about_zero_services(layou
     for key in asked_keys(layout):
         term.expect(key + " [")
         term.type("\r")
-    term.expect("Pick a number: ")
+    term.expect("Pick a number or a name: ")
     term.type("\r")
     term.expect("type a number from 1 to %s" % done_number(layout))
-    term.expect("Pick a number: ")
+    term.expect("Pick a number or a name: ")
     term.type("Done\r")
     term.expect("No service is chosen, so no job would run")
-    term.expect("Pick a number: ")
+    term.expect("Pick a number or a name: ")
     term.type("Done\r")
     term.expect("No service is chosen, so no job will run")
     assert term.finish() == 0, term.transcript()

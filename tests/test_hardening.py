@@ -17,16 +17,9 @@ from forever_slurm.core import absorb, lock, loop, model, outcomes, planner, pro
 from forever_slurm.observe import status
 from forever_slurm.common.errors import ConfigError
 
-from fakes import make_controller, routed
+from fakes import add_other_service, make_controller, routed
 
 TWO = 'SERVICE_LIST="hello-python/1 other/1"\nFS_SPREAD=no\n'
-
-
-def add_other_service(root):
-    """A second service, so tests can show that one service's trouble leaves the other alone."""
-    folder = root / "services" / "other"
-    folder.mkdir(parents=True)
-    (folder / "other.sub").write_text("#!/bin/bash\n#SBATCH --job-name other\nsleep 100\n")
 
 
 def watch_file(layout, service):
@@ -48,7 +41,7 @@ def job_of(fake_slurm, name):
 
 
 # -- 1. bad data never stops the loop ----------------------------------------------------------------
-EVIL_HOSTS = ["a..b", "x" * 100, "-a.b", "a_b", "\u00e9t\u00e9", "xn--", "[::1", "[zz::1]", "1.2.3.999",
+EVIL_HOSTS = ["a..b", "x" * 100, "-a.b", "a_b-", "169.254.169.254", "0xa9fea9fe", "[::ffff:a9fe:a9fe]", "\u00e9t\u00e9", "xn--", "[::1", "[zz::1]", "1.2.3.999",
               "." * 5, "a." * 130]
 EVIL_PORTS = ["\u0664\u0660", "\uff18\uff10", "0", "65536", "99999", "-1", "8O"]
 
@@ -69,10 +62,12 @@ def test_comments_the_http_client_would_choke_on_are_refused_with_the_real_probe
 def test_ipv6_literals_are_one_rule_for_the_parser_and_the_writer():
     from forever_slurm.systems import traefik
     from forever_slurm.common import urls
-    for url in ["http://[::1]:8080", "http://[fe80::1]:1", "http://node7:40123", "https://10.0.0.1:443"]:
+    for url in ["http://[::1]:8080", "http://[fd12::1]:1", "http://node7:40123", "https://10.0.0.1:443",
+                "http://gpu_node01:8000"]:
         assert absorb.parse_comment("traefik,s," + url, "s") == (url, "")
         assert traefik._server_entry(traefik.Server(url)) == {"url": url}
-    for url in ["http://[::g]:80", "http://a..b:80", "http://h:\u0664\u0660", "http://h:80\n", "http://h:80/x"]:
+    for url in ["http://[::g]:80", "http://a..b:80", "http://h:\u0664\u0660", "http://h:80\n", "http://h:80/x",
+                "http://[fe80::1]:1", "http://169.254.169.254:80"]:
         assert absorb.parse_comment("traefik,s," + url, "s")[0] is None
         assert not urls.valid_backend_url(url)
         with pytest.raises(ConfigError):
@@ -123,7 +118,7 @@ def test_odd_bytes_from_squeue_are_skipped_and_reported_once(root, fake_slurm, c
     for _ in range(3):
         clock.sleep(10)
         assert ctl.look() is True
-    assert caplog.text.count("cannot read (skipped)") == 1
+    assert caplog.text.count("not a row (set aside") == 1
     assert len(ctl.snapshot.memory.jobs) == 2
 
 
@@ -292,10 +287,13 @@ def test_the_disk_reserve_lets_the_loop_record_a_submission_and_drop_a_gone_job(
     monkeypatch.setattr(fsutil, "atomic_write", full_while_reserved)
     monkeypatch.setattr(fsutil.Reserve, "ensure", lambda self: False)       # the disk stays full
     gone = fake_slurm.jobs[0]
-    fake_slurm.job(gone["id"])["state"] = "F"                               # the job died
+    prober.dead.add(gone["comment"].split(",")[2])                          # the job dies
+    clock.sleep(2)
+    ctl.probe_pass()
+    assert gone["comment"].split(",")[2] not in watch_file(layout, "hello-python")   # out of Traefik
+    fake_slurm.job(gone["id"])["state"] = "F"
     clock.sleep(10)
     ctl.look()
-    assert gone["comment"].split(",")[2] not in watch_file(layout, "hello-python")   # out of Traefik
     saved = state.load(layout.state_file)
     new = [j["id"] for j in fake_slurm.jobs if j["id"] != gone["id"]]
     assert gone["id"] not in saved.memory.jobs and sorted(saved.memory.jobs) == new   # the replacement recorded
@@ -417,8 +415,8 @@ def test_status_and_check_change_nothing_even_with_a_corrupt_state_and_bundled_s
     os.makedirs(str(root / ".work"))
     (root / ".work" / "state.json").write_text('{"jobs": {"1": {"service": ')      # truncated
     before = tree(root)
-    assert cli.main(["--root", str(root), "status"]) == 0
-    assert cli.main(["--root", str(root), "status", "--json"]) == 0
+    assert cli.main(["--root", str(root), "status"]) == 3      # no loop runs here
+    assert cli.main(["--root", str(root), "status", "--json"]) == 3
     assert cli.main(["--root", str(root), "check"]) == 0
     assert tree(root) == before
     out = capsys.readouterr().out
@@ -451,3 +449,39 @@ def test_an_unwritable_log_folder_does_not_stop_the_loop(root, shim_state, capsy
     (root / ".work" / "bin").write_text("a file where a folder should be")
     assert cli.main(["--root", str(root), "run", "--once"]) == 1
     assert "cannot create the folders under" in capsys.readouterr().err      # one clear line, no traceback
+
+
+def test_an_empty_answer_while_every_backend_still_answers_is_not_believed_at_once(root, fake_slurm, caplog):
+    """One empty squeue answer (exit 0, nothing printed: a site's wrapper, a controller restarted from
+    an old state) had dropped every route and submitted a job. It is asked again first; an answer that
+    says the same twice is believed."""
+    ctl, clock, prober, layout = make_controller(root, fake_slurm)
+    routed(ctl, clock, fake_slurm)
+    before = watch_file(layout, "hello-python")
+    saved = fake_slurm.data["jobs"]
+    fake_slurm.data["jobs"] = []
+    fake_slurm.calls.clear()
+    clock.sleep(10)
+    assert ctl.look() is False
+    assert [c[0] for c in fake_slurm.calls] == ["squeue"] and watch_file(layout, "hello-python") == before
+    assert "not believed" in caplog.text and ctl.next_look_in() == planner.FOLLOW_UP_DELAY
+    fake_slurm.data["jobs"] = saved                          # the next answer is whole again
+    clock.sleep(2)
+    assert ctl.look() is True and watch_file(layout, "hello-python") == before
+    assert [c[0] for c in fake_slurm.calls] == ["squeue", "squeue"]
+    fake_slurm.data["jobs"] = []
+    for _ in range(2):                                        # said twice: believed
+        clock.sleep(2)
+        ctl.look()
+    assert "sbatch" in [c[0] for c in fake_slurm.calls]
+
+
+def test_a_job_whose_server_stopped_answering_is_believed_gone_at_once(root, fake_slurm):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm)
+    routed(ctl, clock, fake_slurm)
+    gone = fake_slurm.data["jobs"].pop(0)
+    prober.dead.add(gone["comment"].split(",")[2])
+    clock.sleep(2)
+    ctl.probe_pass()
+    fake_slurm.calls.clear()
+    assert ctl.look() is True and "sbatch" in [c[0] for c in fake_slurm.calls]

@@ -78,3 +78,16 @@ def test_show_prints_a_heading_and_the_tail_of_each_target(layout):
 def test_show_without_any_job_says_where_it_looked(layout):
     with pytest.raises(ForeverError, match="no job output found under %s" % layout.slurm_output):
         joblog.show(layout, None, 5, print)
+
+
+def test_a_job_with_no_output_that_the_loop_does_not_know_is_an_error(layout):
+    """`logs 99999` had printed "no output file" and exited 0."""
+    with pytest.raises(ForeverError, match=r"job 99999: no output file under .*it is not a job the loop knows"):
+        joblog.show(layout, "99999", out=lambda line: None)
+
+
+def test_a_known_job_without_output_yet_is_an_error_too(layout):
+    memory = model.Memory({"12": model.JobMemory("svc", seen_at=1)}, {})
+    state.save(layout.state_file, state.empty_snapshot()._replace(memory=memory))
+    with pytest.raises(ForeverError, match=r"no output file yet .* for job\(s\) 12"):
+        joblog.show(layout, "svc", out=lambda line: None)

@@ -294,3 +294,39 @@ def test_scale_down_waits_for_requests_in_flight_on_the_drained_backend(root, fa
     clock.sleep(10)
     ctl.look()
     assert fake_slurm.commands("scancel") == [["scancel", draining[0]]]
+
+
+
+# -- a shared cluster: lost nodes, maintenance windows, refusals ---------------------------------------
+def cluster_says(ctl, nodes=None, reservations=()):
+    from forever_slurm.systems import slurm_facts
+    ctl.slurm.node_problems = lambda: {n: slurm_facts.NodeProblem(n, "drng", "reboot") for n in (nodes or ())}
+    ctl.slurm.reservations = lambda: list(reservations)
+    ctl.facts = ctl.facts._replace(read_at=None)       # read at the next look
+
+
+def test_a_drained_node_loses_our_job_at_once_and_gets_no_new_one(root, fake_slurm):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm)
+    routed(ctl, clock, fake_slurm)
+    node = fake_slurm.jobs[0]["nodes"]
+    cluster_says(ctl, nodes=[node])
+    fake_slurm.calls.clear()
+    clock.sleep(10)
+    ctl.look()
+    sbatch = fake_slurm.commands("sbatch")
+    assert len(sbatch) == 1 and "--exclude=%s" % node in sbatch[0]
+    drained = [j for j in fake_slurm.jobs if j["nodes"] == node][0]
+    assert ctl.snapshot.memory.jobs[drained["id"]].drain_since is not None
+    assert "drng" in ctl.snapshot.cluster["unavailable"][node]
+
+
+def test_before_a_maintenance_a_job_asks_only_the_time_left(root, fake_slurm):
+    from forever_slurm.systems import slurm_facts
+    ctl, clock, prober, layout = make_controller(root, fake_slurm, 'SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
+    start = clock.now + 40 * 60
+    cluster_says(ctl, reservations=[slurm_facts.Reservation("maint1", start, start + 3600, (), frozenset(
+        ["MAINT", "ALL_NODES"]), "INACTIVE")])
+    ctl.look()
+    [sbatch] = fake_slurm.commands("sbatch")
+    assert "--time=39" in sbatch                     # 40 min less the margin, in whole minutes
+    assert "maint1" in ctl.snapshot.cluster["windows"]["hello-python"]

@@ -15,6 +15,7 @@ class FakeWake:
 
     def __init__(self):
         self.holding = {}
+        self.boards = {}
         self.listening = {}
         self.closed = []
         self.timeout = None
@@ -23,6 +24,9 @@ class FakeWake:
     def listen(self, service, health_path=None, health_status=None, port=0):
         self.asked_port = port
         return self.listening.setdefault(service, port or 45000 + len(self.listening))
+
+    def publish(self, service, board):
+        self.boards[service] = board
 
     def close(self, service):
         self.closed.append(service)
@@ -86,7 +90,7 @@ def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(ro
     ctl.look()
     job = fake_slurm.jobs[0]
     url = url_of(job)
-    assert ctl.demand.ready_urls["hello-python"] == (url,), "the proxy forwards the held requests here"
+    assert proxy.boards["hello-python"] == wake.Board((url,)), "the proxy forwards the held requests here"
     text = route_file(layout)
     assert url in text and "127.0.0.1:%d" % proxy.listening["hello-python"] not in text
     proxy.holding.clear()
@@ -211,3 +215,35 @@ def test_a_fixed_service_made_min_max_keeps_its_jobs_until_idle(root, fake_slurm
         targets.append(ctl.snapshot.desired["hello-python"])
     assert targets[0] == 2, "nothing is stopped the moment the service becomes MIN-MAX"
     assert targets[-1] == 0 and targets.index(0) * 2 >= 60 - 2, "idle counts from the change"
+
+
+def test_a_stopping_loop_leaves_no_route_to_a_wake_port_nobody_owns(root, fake_slurm):
+    """Once the loop stops, its wake port is free for any local user to bind and receive the
+    service's requests: Traefik's file must not name it (503 until a restarted loop takes it back)."""
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
+    ctl.look()
+    wake_url = "http://127.0.0.1:%d" % proxy.listening["hello-python"]
+    assert wake_url in route_file(layout)
+    scheduler.run_forever(ctl, lambda: True, monotonic=clock, wait=clock.sleep)
+    assert proxy.shut and wake_url not in route_file(layout) and "servers: []" in route_file(layout)
+    again = loop.Controller(layout, settings.load(layout), fake_slurm.client(), clock=clock,
+                            probe_all=Prober(), count_inflight=Inflight(0), wake=FakeWake())
+    again.look()
+    assert again.wake.asked_port == proxy.listening["hello-python"], "a restarted loop takes its port back"
+    assert wake_url in route_file(layout)
+
+
+def test_while_sbatch_keeps_failing_the_wake_proxy_is_told_why_and_until_when(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
+    fake_slurm.fail["sbatch"] = "sbatch: error: QOSMaxSubmitJobPerUserLimit\n"
+    proxy.holding["hello-python"] = 1
+    ctl.look()
+    board = proxy.boards["hello-python"]
+    assert len(sbatches(fake_slurm)) == 1 and board.ready_urls == ()
+    assert "sbatch failed" in board.refusing and "QOSMaxSubmitJobPerUserLimit" in board.refusing
+    assert board.refusing.endswith("next try in %d s" % board.retry_after) and 8 <= board.retry_after <= 12
+    del fake_slurm.fail["sbatch"]
+    clock.sleep(board.retry_after)
+    ctl.look()
+    assert len(sbatches(fake_slurm)) == 2
+    assert proxy.boards["hello-python"] == wake.Board(), "a job is on its way: requests are held again"

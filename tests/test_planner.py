@@ -100,10 +100,10 @@ def test_renewal_waits_for_the_stream_on_the_drained_job():
 def test_renew_lead_makes_room_for_the_longest_measured_drain():
     policy = POLICY._replace(drain_seconds=20, renew_margin=60)
     quick = model.ServiceMemory(startup=(30.0,))
-    assert planner.renew_lead(2, quick, policy) == 2 * (30 + 20) + 60
+    assert planner.renew_lead(quick, policy) == 30 + 20 + 60
     streaming = quick._replace(drains=(12.0, 95.0, 40.0))
-    assert planner.renew_lead(2, streaming, policy) == 2 * (30 + 95) + 60
-    assert planner.renew_lead(2, streaming, policy._replace(renew_lead=100)) == 100
+    assert planner.renew_lead(streaming, policy) == 30 + 95 + 60
+    assert planner.renew_lead(streaming, policy._replace(renew_lead=100)) == 100
 
 
 DRAINING = model.JobMemory(service="svc", drain_since=1000.0)
@@ -249,42 +249,47 @@ def test_connection_refused_unreadies_at_once():
 
 
 class TestRenewal:
-    """Two jobs that started together approach their time limit: replace them one by one, no gap."""
+    """Two jobs that started together approach their time limit: both are replaced at once, no gap."""
 
     def lead(self):
-        return planner.renew_lead(2, model.ServiceMemory(startup=(5.0,)), POLICY)   # 2*(5+20)+60 = 110
+        return planner.renew_lead(model.ServiceMemory(startup=(5.0,)), POLICY)   # 5 + 20 + 60 = 85
 
     def test_lead_time_from_measured_startup(self):
-        assert self.lead() == 110
-        assert planner.renew_lead(2, model.ServiceMemory(), POLICY._replace(renew_lead=42)) == 42
-        assert planner.renew_lead(1, model.ServiceMemory(), POLICY) == 60 + 20 + 60
+        assert self.lead() == 85
+        assert planner.renew_lead(model.ServiceMemory(), POLICY._replace(renew_lead=42)) == 42
+        assert planner.renew_lead(model.ServiceMemory(), POLICY) == 60 + 20 + 60
 
     def test_sequence(self):
+        """Both reach their renewal together: both are replaced at once (neither waits for the other's
+        replacement, which cut the second one's streams), each is drained once the replacements carry
+        the service, then cancelled."""
         memory = ready_memory([job(1), job(2, node="node2")])
         memory = memory._replace(services={"svc": model.ServiceMemory(startup=(5.0,))})
         now = 1000.0
-        # 100 s left, inside the 110 s lead: one surge replacement, nothing drained yet.
-        jobs = [job(1, left=100), job(2, node="node2", left=100)]
+        # 80 s left, inside the 85 s lead: a replacement for each, nothing drained yet.
+        jobs = [job(1, left=80), job(2, node="node2", left=80)]
         plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
-        assert plan.actions == [model.Submit("svc", ("node1", "node2"), "renewal")]
+        assert plan.actions == [model.Submit("svc", ("node1", "node2"), "renewal")] * 2
         assert all(s.weight == 1 for s in plan.routes["svc"])
         memory = outcomes.record_submitted(plan.memory, "svc", "3", now)
-        # The replacement runs and is ready: the older job drains (weight 0), still 2 live backends.
+        memory = outcomes.record_submitted(memory, "svc", "4", now)
+        # The replacements run and are ready: both old jobs drain (weight 0), 2 live backends.
         now += 5
-        jobs = [job(1, left=95), job(2, node="node2", left=95), job(3, node="node3")]
+        jobs = [job(1, left=75), job(2, node="node2", left=75), job(3, node="node3"), job(4, node="node3")]
         memory, _ = absorb.absorb(memory, jobs, now, POLICY)
-        memory, _ = absorb.apply_probes(memory, {"3": model.ProbeResult(True)}, now, POLICY)
+        memory, _ = absorb.apply_probes(memory, {"3": model.ProbeResult(True), "4": model.ProbeResult(True)},
+                                        now, POLICY)
         plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
         assert plan.actions == []
         weights = {s.url: s.weight for s in plan.routes["svc"]}
-        assert sorted(weights.values()) == [0, 1, 1]
+        assert sorted(weights.values()) == [0, 0, 1, 1]
         memory = plan.memory
-        # After the drain time it is cancelled and the second replacement goes in at once.
+        # After the drain time both are cancelled; nothing more is submitted.
         now += POLICY.drain_seconds
-        jobs = [job(1, left=75), job(2, node="node2", left=75), job(3, node="node3")]
+        jobs = [job(1, left=55), job(2, node="node2", left=55), job(3, node="node3"), job(4, node="node3")]
         plan = planner.plan({"svc": 2}, jobs, memory, now, POLICY)
-        assert kinds(plan.actions) == ["Cancel", "Submit"]
-        assert plan.actions[0].job_id in ("1", "2")
+        assert kinds(plan.actions) == ["Cancel", "Cancel"]
+        assert {a.job_id for a in plan.actions} == {"1", "2"}
         assert sum(1 for s in plan.routes["svc"] if s.weight > 0) == 2
 
     def test_no_surge_waits_for_the_old_job(self):
@@ -300,8 +305,8 @@ class TestRenewal:
 
 def test_signal_warning_widens_the_lead():
     svc = model.ServiceMemory(startup=(5.0,))
-    assert planner.renew_lead(2, svc, POLICY, warning_seconds=60) == 110 + 120
-    assert planner.renew_lead(2, svc, POLICY._replace(renew_lead=30), warning_seconds=60) == 150
+    assert planner.renew_lead(svc, POLICY, warning_seconds=60) == 85 + 120
+    assert planner.renew_lead(svc, POLICY._replace(renew_lead=30), warning_seconds=60) == 150
 
 
 def views_for(jobs, memory, desired=None, now=1000.0, policy=POLICY):
@@ -344,3 +349,82 @@ def test_scaled_to_zero_every_backend_drains_and_new_requests_get_503_not_a_drai
     assert [s.weight for s in plan.routes["svc"]] == [0, 0] and plan.actions == []
     plan = planner.plan({"svc": 1}, [job(1, left=10)], ready_memory([job(1)]), 1000.0, POLICY)
     assert [s.weight for s in plan.routes["svc"]] == [1]        # wanted: the last backend keeps serving
+
+
+def test_spreading_waits_for_the_last_submission_to_have_a_node():
+    """Where a job runs is known once it runs: the next of a small gap waits for it, so that it can
+    avoid its node (submitting both at once put them on one node on a loaded machine)."""
+    jobs = [job(1, state="PD")]
+    memory = ready_memory(jobs)
+    memory.jobs["1"] = memory.jobs["1"]._replace(submitted_at=995.0)
+    assert planner.plan({"svc": 2}, jobs, memory, 1000.0, POLICY).actions == []
+    placed = [job(1)]
+    plan = planner.plan({"svc": 2}, placed, ready_memory(placed), 1000.0, POLICY)
+    assert plan.actions == [model.Submit("svc", ("node1",), "missing")]
+    # A job pending for longer than spread_patience no longer holds the next one back.
+    memory.jobs["1"] = memory.jobs["1"]._replace(submitted_at=1000.0 - POLICY.spread_patience - 1)
+    assert planner.plan({"svc": 2}, jobs, memory, 1000.0, POLICY).actions == [model.Submit("svc", (), "missing")]
+
+
+class TestSharedCluster:
+    """Jobs that Slurm requeues, suspends or cuts short (issue 24): not counted, replaced at once."""
+
+    def two_running(self):
+        jobs = [job(1), job(2, node="node2")]
+        memory, _ = absorb.absorb(ready_memory(jobs), jobs, 1000.0, POLICY)
+        return memory
+
+    @pytest.mark.parametrize("state, reason, word", [("PD", "BeginTime", "requeued"), ("S", "None", "suspended")])
+    def test_a_requeued_or_suspended_job_is_not_counted_and_is_replaced_now(self, state, reason, word):
+        memory = self.two_running()
+        jobs = [job(1, state=state, reason=reason), job(2, node="node2")]
+        memory, events = absorb.absorb(memory, jobs, 1010.0, POLICY)
+        assert any(word in e and "job 1 " in e for e in events)
+        assert model.phase(memory.jobs["1"], state) == model.Phase.HELD
+        plan = planner.plan({"svc": 2}, jobs, memory, 1010.0, POLICY)
+        assert kinds(plan.actions) == ["Submit"]
+        assert [s.url for s in plan.routes["svc"]] == ["http://node2:40002"]
+        # Both run again: whichever is one too many is drained, then cancelled.
+        memory = outcomes.record_submitted(plan.memory, "svc", "3", 1010.0)
+        jobs = [job(1), job(2, node="node2"), job(3, node="node3")]
+        memory, events = absorb.absorb(memory, jobs, 1200.0, POLICY)
+        assert any("job 1 of svc started" in e for e in events)
+        memory, _ = absorb.apply_probes(memory, {i: model.ProbeResult(True) for i in "123"}, 1200.0, POLICY)
+        plan = planner.plan({"svc": 2}, jobs, memory, 1200.0, POLICY)
+        assert sorted(s.weight for s in plan.routes["svc"]) == [0, 1, 1]
+
+    def test_a_job_whose_end_moves_earlier_is_drained_and_replaced_at_once(self):
+        memory = self.two_running()
+        assert memory.jobs["1"].ends_at == 1000.0 + 3600
+        jobs = [job(1, left=60), job(2, node="node2")]          # preempted: GraceTime 60 s
+        memory, events = absorb.absorb(memory, jobs, 1010.0, POLICY)
+        assert any("moved its end" in e for e in events)
+        plan = planner.plan({"svc": 2}, jobs, memory, 1010.0, POLICY)
+        assert plan.actions == [model.Submit("svc", ("node1", "node2"), "renewal")]
+        assert {s.url: s.weight for s in plan.routes["svc"]} == {"http://node1:40001": 0, "http://node2:40002": 1}
+
+    def test_an_end_that_only_jitters_is_not_cut_short(self):
+        memory = self.two_running()
+        jobs = [job(1, left=3600 - 10 - 3), job(2, node="node2", left=3600 - 10)]
+        memory, events = absorb.absorb(memory, jobs, 1010.0, POLICY)
+        assert events == [] and memory.jobs["1"].cut_short_at is None
+
+
+@pytest.mark.parametrize("instances", [1, 8, 64])
+def test_the_renewal_lead_does_not_grow_with_the_instances(instances):
+    svc = model.ServiceMemory(startup=(30.0, 40.0, 300.0), drains=(25.0,))
+    jobs = [job(i, node="node%d" % i) for i in range(1, instances + 1)]
+    views = planner.service_views({"svc": instances}, jobs, ready_memory(jobs)._replace(services={"svc": svc}),
+                                  1000.0, POLICY, 1000.0)
+    assert views["svc"].lead == 300 + 25 + 60
+
+
+def test_jobs_scancel_stopped_take_no_room_from_their_replacements():
+    """A scaled-down service woken again: its cancelled jobs are still in the last look (leaving
+    squeue); the planner must not wait a steady interval for them to go (a wake waited 48 s)."""
+    jobs = [job(1), job(2, node="node2")]
+    memory = ready_memory(jobs)
+    memory = outcomes.record_cancelled(memory, ["1", "2"], 990.0)
+    plan = planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY, fresh=False)
+    assert (plan.next_look, plan.why) == (0.0, "1 instance(s) of svc missing")
+    assert kinds(planner.plan({"svc": 1}, jobs, memory, 1000.0, POLICY).actions) == ["Submit"]

@@ -15,15 +15,31 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYENV = os.path.expanduser("~/.pyenv/versions")
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _version(path):
+    done = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          stdout=subprocess.PIPE, universal_newlines=True, timeout=30)
+    return done.stdout.strip()
+
+
 def pythons():
-    """(label, path) of each python3.x >= 3.6 under ~/.pyenv/versions, plus the running one."""
-    found = {"%d.%d" % sys.version_info[:2]: sys.executable}
+    """(label, path) of the system python3 (the distribution's, as on a stock login node), each
+    python3.x >= 3.6 under ~/.pyenv/versions, and the one running the tests (the project's .venv)."""
+    found = [("system-%s" % _version(SYSTEM_PYTHON), SYSTEM_PYTHON)] if os.path.exists(SYSTEM_PYTHON) else []
+    found.append(("running-%d.%d" % sys.version_info[:2], sys.executable))
     for path in sorted(glob.glob(os.path.join(PYENV, "3.*", "bin", "python3"))):
         version = os.path.basename(os.path.dirname(os.path.dirname(path)))
         major_minor = ".".join(version.split(".")[:2])
         if tuple(int(x) for x in major_minor.split(".")) >= (3, 6):
-            found.setdefault(major_minor, path)
-    return sorted(found.items(), key=lambda kv: tuple(int(x) for x in kv[0].split(".")))
+            found.append(("pyenv-" + major_minor, path))
+    seen, unique = set(), []
+    for label, path in found:
+        if os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            unique.append((label, path))
+    return unique
 
 
 def build(tmp_path, name):

@@ -7,6 +7,7 @@ import os
 import socketserver
 import subprocess
 import threading
+import time
 import zipfile
 
 import pytest
@@ -325,3 +326,36 @@ def test_version_in_use_is_none_without_an_answer(tmp_path):
     assert _version(binary, layout) is None
     assert not os.path.exists(traefik_binary.version_cache(layout))
     assert traefik_binary.version_in_use(str(tmp_path / "missing"), layout, {"PATH": ""}) is None
+
+
+
+def test_a_download_that_trickles_is_cut_at_its_deadline(tmp_path, layout):
+    """Each read's timeout restarts with every byte: only the whole download's deadline ends it."""
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass        # cut, as it should be
+
+        def log_message(self, *args):
+            pass
+    httpd = _Server(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    pin = traefik_bin.Pin("http://127.0.0.1:%d/t.whl" % httpd.server_address[1], "0" * 64, 1000000,
+                          traefik_bin._MEMBER, None)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ForeverError, match="took longer than 1s"):
+            traefik_bin.fetch(pin, layout, timeout=5, seconds=1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert time.monotonic() - started < 2.5
+    assert not [n for n in os.listdir(layout.bin) if n.startswith(".download-")]

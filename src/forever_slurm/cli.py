@@ -1,6 +1,7 @@
 """Command line: argparse wiring, one function per subcommand; the one place errors become exit codes."""
 
 import argparse
+import json
 import os
 import sys
 
@@ -36,7 +37,9 @@ def _add_running_commands(add):
 
     p = add("status", "services, jobs, routes and traffic at a glance",
             "What the loop last saw (.work/state.json), whether our Traefik answers, and the traffic of "
-            "the last minutes. Asks Slurm nothing and changes nothing.")
+            "the last minutes. Asks Slurm nothing and changes nothing. Exit status: 0 the loop runs; 3 it "
+            "does not (what is shown is what it last saw, marked stale: nothing keeps the services); 1 "
+            "nothing to show (no setup here; with --json an object {\"error\": ...}).")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.set_defaults(func=cmd_status)
@@ -99,6 +102,7 @@ def _add_job_commands(add):
 
 
 def main(argv=None):
+    standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -115,8 +119,34 @@ def main(argv=None):
         sys.stderr.close()
         return 0
     except ForeverError as exc:
-        print("forever-slurm: %s" % exc, file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+        return _fail(str(exc), getattr(exc, "exit_code", 1))
+    except OSError as exc:
+        # A full disk or a folder that is not writable, met where no one expected it: one line, not a traceback.
+        where = " %s:" % exc.filename if exc.filename else ""
+        return _fail("%s %s; free some space, or check that this folder is yours and writable"
+                     % (where.strip(), exc.strerror or exc), 1)
+
+
+def _fail(message, code):
+    print("forever-slurm: %s" % message, file=sys.stderr)
+    logfiles.record_exit(message)
+    return code
+
+
+def standard_streams():
+    """Closed stdin, stdout or stderr (`run 2>&-`, a unit or cron without them) become /dev/null:
+    what would be written there goes nowhere instead of stopping the program (sys.stderr is None),
+    and no file opened later lands on fd 0-2, where a print or a child's output would write into it."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -151,7 +181,15 @@ def cmd_run(args):
 
 def cmd_status(args):
     from .observe import status
-    return status.show(_set_up_layout(args), as_json=args.json, every=args.watch)
+    try:
+        layout = _set_up_layout(args)
+    except ForeverError as exc:
+        if not args.json:
+            raise
+        # A script reading stdout gets an answer it can parse, not nothing.
+        print(json.dumps({"error": str(exc), "root": settings_mod.find_root(args.root)}, sort_keys=True))
+        return 1
+    return status.show(layout, as_json=args.json, every=args.watch)
 
 
 def cmd_check(args):

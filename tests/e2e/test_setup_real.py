@@ -71,7 +71,7 @@ def test_traefik_on_a_taken_port_is_reported_by_status_and_refused_by_config(roo
         code, out = pyz(root, env, "traefik", timeout=60)   # what a unit runs: the real Traefik fails to bind
         assert code != 0
         code, out = pyz(root, env, "status")
-        assert code == 0, out
+        assert code == 3, out       # no loop runs here: status says so in its exit code too
         assert ("Traefik is not running: port %d is taken by another program of yours" % taken) in out
         assert "traefik.log says (" in out and "bind: address already in use" in out
         assert "curl" not in out
@@ -95,6 +95,13 @@ def test_a_changed_port_restarts_traefik_under_cron(root):
     assert "Traefik: running (pid" in out and "Loop: running (pid" in out
     assert http_get(ping, "/ping") == (200, "OK")
     assert http_get(web, "/nothing/")[0] == 404      # Traefik itself answers on the web port
+    # Every log is private (the README says 0600): Traefik's, its access log, the units' own output.
+    log_dir = os.path.join(root, ".work", "log")
+    assert wait_for(lambda: os.path.getsize(os.path.join(log_dir, "traefik-access.log")) > 0, 10)
+    modes = {name: oct(os.stat(os.path.join(log_dir, name)).st_mode & 0o777)
+             for name in ("traefik.log", "traefik-access.log", "forever-traefik.log", "forever-slurm.log",
+                          "loop.log")}
+    assert set(modes.values()) == {"0o600"}, modes
 
     new_web = free_port()
     while new_web in (web, ping):

@@ -4,7 +4,9 @@
 State lives in $FS_SHIM_STATE (jobs.json); every call's argv is appended to calls.log, so tests
 and benchmarks can count calls per cycle. Failure on request: a file fail-<command> (its text is
 printed on stderr, exit 1) or FS_SHIM_FAIL=<command>[,<command>]; a file hang-<command> holding
-seconds makes the command sleep that long first.
+seconds makes the command sleep that long first. squeue prints its header (the format with each
+field's title) unless -h; a file squeue-no-me makes it a Slurm < 20.11 that refuses --me as getopt
+does; squeue-extra-bytes and squeue-after-bytes hold text printed before and after the rows.
 
 The rules (what each command does to the jobs) are `call`, which works on a plain dict and an
 environment: tests/fakes.py runs the same rules in-process, with the jobs kept in memory.
@@ -94,11 +96,18 @@ class Answer:
         self.code = code
         return self
 
+    def stdout(self, before=b"", after=b""):
+        """What it printed, as bytes: paths (the workdir) are bytes on the way in (argv) and out, as
+        Slurm's are. before/after: odd bytes around the rows (a warning, a site's banner), squeue only."""
+        if self.code:
+            before = after = b""
+        return before + "".join(self.out).encode("utf-8", "surrogateescape") + after
+
 
 def call(command, argv, data, env, now=time.time):
     """The Answer of `command argv` on the jobs in `data` (changed in place). env: the command's
-    environment (FS_SHIM_NODES, FS_SHIM_START_STATE, FS_SHIM_TIME_LEFT, FS_SHIM_MIN_JOB_AGE, and
-    FOREVER_ROOT, which sbatch records); now: the clock."""
+    environment (FS_SHIM_NODES, FS_SHIM_START_STATE, FS_SHIM_TIME_LEFT, FS_SHIM_MIN_JOB_AGE,
+    FS_SHIM_NO_ME, and FOREVER_ROOT, which sbatch records); now: the clock."""
     rules = {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel}
     return rules[command](data, argv, env, now, Answer())
 
@@ -109,14 +118,25 @@ def now_left(job, now):
     return max(0, job["end"] - now())
 
 
+TITLES = {"i": "JOBID", "A": "JOBID", "t": "ST", "j": "NAME", "N": "NODELIST", "L": "TIME_LEFT",
+          "M": "TIME", "r": "REASON", "k": "COMMENT", "Z": "WORK_DIR", "S": "START_TIME", "e": "END_TIME"}
+
+
 def squeue(data, argv, env, now, answer):
     fmt = "%i %t %j"
     states = None
     names = None
+    header = True
     i = 0
+    if "--me" in argv and env.get("FS_SHIM_NO_ME"):
+        return answer.error("squeue: unrecognized option '--me'\nTry \"squeue --help\" for more information\n")
     while i < len(argv):
         arg = argv[i]
-        if arg in ("-o", "--format"):
+        if arg in ("-h", "--noheader"):
+            header = False
+        elif arg in ("-u", "--user"):
+            i += 1
+        elif arg in ("-o", "--format"):
             fmt = argv[i + 1]
             i += 1
         elif arg.startswith("--format="):
@@ -129,6 +149,8 @@ def squeue(data, argv, env, now, answer):
             i += 1
         i += 1
     min_job_age = float(env.get("FS_SHIM_MIN_JOB_AGE", "300"))
+    if header:
+        answer.print(re.sub(r"%([a-zA-Z])", lambda m: TITLES.get(m.group(1), m.group(1).upper()), fmt) + "\n")
     for job in data["jobs"]:
         active = job["state"] in ("PD", "R", "CG", "CF", "S")
         if not active and not (states and "all" in states and now() - job.get("ended", 0) < min_job_age):
@@ -246,16 +268,26 @@ def main():
         return 1
     store = Store(state)
     before = json.dumps(store.data, sort_keys=True)
-    answer = call(command, argv, store.data, os.environ)
+    env = dict(os.environ)
+    if os.path.exists(os.path.join(state, "squeue-no-me")):
+        env["FS_SHIM_NO_ME"] = "1"
+    answer = call(command, argv, store.data, env)
     if json.dumps(store.data, sort_keys=True) != before:
         store.save()
-    raw = os.path.join(state, "squeue-extra-bytes")     # odd bytes (a warning line, say) before the rows
-    if command == "squeue" and answer.code == 0 and os.path.exists(raw):
-        sys.stdout.buffer.write(open(raw, "rb").read())
-        sys.stdout.buffer.flush()
-    sys.stdout.write("".join(answer.out))
+    around = (_read_bytes(state, "squeue-extra-bytes"), _read_bytes(state, "squeue-after-bytes")) \
+        if command == "squeue" else (b"", b"")
+    sys.stdout.buffer.write(answer.stdout(*around))
+    sys.stdout.buffer.flush()
     sys.stderr.write("".join(answer.err))
     return answer.code
+
+
+def _read_bytes(state, name):
+    path = os.path.join(state, name)
+    if not os.path.exists(path):
+        return b""
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def atomic_write(path, data, mode=PRIVATE_FILE, tmp_dir=None, only_if_changed=Fa
     read-only folder) propagates after the temp file is removed; the old file is untouched.
     """
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        # A path held with surrogate escapes (a root at /tmp/jörg under LC_ALL=C) is written as its bytes.
+        data = data.encode("utf-8", "surrogateescape")
     if only_if_changed and not hasattr(data, "read") and _holds(path, data):
         return False
     directory = tmp_dir or os.path.dirname(os.path.abspath(path))
@@ -144,6 +145,33 @@ def make_private_dir(path):
     if stat.S_IMODE(os.stat(path).st_mode) != PRIVATE_DIR:
         os.chmod(path, PRIVATE_DIR)
     return path
+
+
+def private_log(path):
+    """Make the log file `path` exist and be 0600 before another program writes it: Traefik, systemd's
+    `append:` and a shell's `>>` create files by the umask (0644), but keep the mode of one that exists.
+    Returns True when the file is private now; a path that is not our regular file is left alone."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), PRIVATE_FILE)
+    except OSError:
+        return False
+    try:
+        return private_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def private_fd(fd):
+    """Make the open file fd 0600 when it is a regular file of ours (a log a process writes to); True if so."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if stat.S_IMODE(info.st_mode) != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+        return True
+    except OSError:
+        return False
 
 
 class Reserve:

@@ -1,9 +1,9 @@
 """The root directory's layout and its typed settings (.env over .env.default over the bundled defaults)."""
 
+import difflib
 import os
 import re
 import sys
-import zipfile
 from collections import OrderedDict
 from typing import Callable, List, NamedTuple, Tuple
 
@@ -16,7 +16,7 @@ from .errors import ConfigError
 _OWN_WORK_NAME_RE = re.compile(
     r"(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
     r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|"
-    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup)")
+    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup|wake-spool)")
 
 
 class Layout(NamedTuple):
@@ -85,6 +85,7 @@ class Layout(NamedTuple):
 
 def running_pyz():
     """Absolute path of the .pyz this process runs from, or None when run from source."""
+    import zipfile      # here: only config and the units need it, and `status` starts faster without it
     main = getattr(sys.modules.get("__main__"), "__file__", None) or (sys.argv[0] if sys.argv else "")
     candidate = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None
     for path in (candidate, main and os.path.dirname(os.path.abspath(main))):
@@ -212,15 +213,17 @@ def changed_keys(old, new):
     return found or ["nothing the loop uses"]
 
 
-def load_values(layout, environ=None, env_text=None):
-    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place)."""
+def load_values(layout, environ=None, env_text=None, problems=None):
+    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place).
+
+    problems: collects each bad line's ConfigError instead of raising the first (envfile.parse)."""
     bundled_text = resources.read_text("env.default") or ""
     values = envfile.parse(bundled_text, BUNDLED, environ)
-    values.update(envfile.read(layout.env_default, environ, values))
+    values.update(envfile.read(layout.env_default, environ, values, problems))
     if env_text is None:
-        values.update(envfile.read(layout.env_file, environ, values))
+        values.update(envfile.read(layout.env_file, environ, values, problems))
     else:
-        values.update(envfile.parse(env_text, layout.env_file, environ, values))
+        values.update(envfile.parse(env_text, layout.env_file, environ, values, problems))
     return values
 
 
@@ -236,9 +239,11 @@ def load(layout, environ=None, env_text=None):
 
 
 def check(layout, environ=None, env_text=None):
-    """(Settings or None, [ConfigError for every bad value]); an unreadable file is raised at once."""
-    values = load_values(layout, environ, env_text)
-    typed, problems = {}, []
+    """(Settings or None, [ConfigError for every bad line and value, in file order]); an unreadable
+    file is raised at once."""
+    problems = []
+    values = load_values(layout, environ, env_text, problems)
+    typed = {}
     for key, spec in KEYS.items():
         try:
             typed[key] = checked(values, key)
@@ -255,8 +260,29 @@ def check(layout, environ=None, env_text=None):
         problems.append(exc)
         service_list = []
     if problems:
-        return None, problems
+        return None, sorted(problems, key=_where)
     return _settings(typed, service_list, values), []
+
+
+def _where(problem):
+    """Sort key: the problems of one file in line order, the bundled defaults' last."""
+    return (problem.path == BUNDLED, problem.path or "", problem.line or 0)
+
+
+def unknown_keys(layout, values):
+    """A ConfigError naming file and line for each FS_ key that neither forever-slurm nor the root's
+    .env.default knows: a typo such as FS_SLEEP_INTERVALL would otherwise change nothing without a word.
+    Other keys (a service's own, such as LLAMA_MODEL) are the user's business."""
+    known = set(KEYS) | set(envfile.parse(resources.read_text("env.default") or "", BUNDLED, {}))
+    known |= set(envfile.read(layout.env_default, {}, None, []))
+    found = []
+    for key, entry in sorted(values.items(), key=lambda item: (item[1].path or "", item[1].line or 0)):
+        if key.startswith("FS_") and key not in known:
+            close = difflib.get_close_matches(key, sorted(known), 1, 0.8)
+            found.append(ConfigError("%s is not a forever-slurm setting, so it changes nothing%s"
+                                     % (key, "; did you mean %s?" % close[0] if close else ""),
+                                     entry.path, entry.line))
+    return found
 
 
 def _edited(values, *keys):

@@ -59,6 +59,18 @@ def absorb(memory, jobs, now, policy):
     return Memory(job_mem, services), events
 
 
+def unexplained_losses(memory, jobs):
+    """Ids of jobs a look lost without explanation: ready, their last probe answered, and not in
+    squeue's answer at all, not even in a final state (squeue -t all lists ended jobs for MinJobAge).
+    A job cancelled, timed out or failed shows its final state; a server that still answers was not
+    stopped. So such an answer (an empty one from a site's wrapper, a controller that restarted from
+    an old state) is not believed until the next look says the same."""
+    listed = {job.job_id for job in jobs}
+    return sorted(job_id for job_id, m in memory.jobs.items()
+                  if job_id not in listed and m.ready_since is not None and not m.probe_failures
+                  and m.cancelled_at is None and not is_intent(job_id))
+
+
 def _split_observed(jobs):
     """({job_id: active job}, {job_id: final state of an ended job}, {ids of completing jobs})."""
     seen, ended_states, completing = {}, {}, set()
@@ -80,8 +92,12 @@ def _absorb_known(job_mem, seen, now, policy):
         old = job_mem.get(job_id)
         if old is not None:
             if (old.url and not old.comment_problem and old.running_since is not None and old.seen_at is not None
-                    and job.state in RUNNING_STATES and parse_comment(job.comment, job.name)[0] == old.url):
-                continue    # running, published as before: _absorb_job would find nothing new
+                    and job.state in RUNNING_STATES and parse_comment(job.comment, job.name)[0] == old.url
+                    and _same_end(old.ends_at, job.time_left, now)):
+                continue    # running, published, ending as before: _absorb_job would find nothing new
+            if (old.seen_at is not None and old.running_since is None and not old.url and not old.comment_problem
+                    and job.state not in RUNNING_STATES):
+                continue    # pending as before: nothing new either
             result = _absorb_job(old, job, now, policy)
             if not result[1] and not result[2]:
                 job_mem[job_id] = result[0]
@@ -125,6 +141,17 @@ def _intents_by_service(job_mem):
     return found
 
 
+STARTUP_SAMPLES = 10    # submit-to-ready times kept per service (the renewal lead takes their 90th percentile)
+CUT_TOLERANCE = 30.0    # seconds: an end that moves earlier by more was cut short (squeue's times are to 1 s)
+
+
+def _same_end(ends_at, time_left, now):
+    """True when a running job's end (now + time_left) is still the one memory has, give or take."""
+    if time_left is None:
+        return ends_at is None
+    return ends_at is not None and abs(now + time_left - ends_at) <= 5.0
+
+
 def _absorb_job(old, job, now, policy):
     """(memory, events, crash message or '') of one active job after this observation."""
     new = old
@@ -132,9 +159,28 @@ def _absorb_job(old, job, now, policy):
     running = job.running
     if old.seen_at is None:
         new = new._replace(seen_at=now)
+    if not running and old.running_since is not None:
+        # It ran and is not running now: Slurm requeued it (preemption, a node, scontrol requeue) or
+        # suspended it. Its server is gone or frozen, so it no longer counts; when it runs again it
+        # starts afresh, and whichever job is then one too many is drained.
+        how = "suspended" if job.state == "S" else "requeued (pending again, %s)" % (job.reason or "?")
+        new = new._replace(running_since=None, url="", ready_since=None, probe_failures=0, probe_detail="",
+                           held_since=now, ends_at=None)
+        events.append("job %s of %s %s: out of Traefik and not counted; a replacement is submitted"
+                      % (job.job_id, job.name, how))
+        return new, events, ""
     if running and old.running_since is None:
-        new = new._replace(running_since=now - (job.time_used or 0))
+        new = new._replace(running_since=now - (job.time_used or 0), held_since=None, cut_short_at=None)
         events.append("job %s of %s started on %s" % (job.job_id, job.name, job.nodes or "?"))
+    if running and not _same_end(new.ends_at, job.time_left, now):
+        end = None if job.time_left is None else now + job.time_left
+        if (new.ends_at is not None and end is not None and end < new.ends_at - CUT_TOLERANCE
+                and new.cut_short_at is None):
+            new = new._replace(cut_short_at=now)
+            events.append("job %s of %s: Slurm moved its end %ds earlier, to %ds from now (preemption or a "
+                          "shorter limit): drained and replaced now" % (job.job_id, job.name,
+                                                                         new.ends_at - end, job.time_left))
+        new = new._replace(ends_at=end)
     url, problem = parse_comment(job.comment, job.name) if running else (None, "")
     url = url or ""
     if url != old.url:
@@ -196,7 +242,7 @@ def apply_probes(memory, results, now, policy):
                 new = new._replace(ready_since=now, ever_ready=True, unready_at=None)
                 if old.submitted_at is not None and not old.ever_ready:
                     svc = services.get(old.service, ServiceMemory())
-                    startup = (svc.startup + (round(now - old.submitted_at, 1),))[-5:]
+                    startup = (svc.startup + (round(now - old.submitted_at, 1),))[-STARTUP_SAMPLES:]
                     services[old.service] = svc._replace(startup=startup)
                 events.append("job %s of %s ready at %s" % (job_id, old.service, old.url))
         else:

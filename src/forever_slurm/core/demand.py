@@ -1,11 +1,12 @@
 """MIN-MAX services: how many jobs their load asks for (scale.py decides, this keeps the record), and
 the wake proxy that holds their requests while no backend takes them (wake.py).
 
-State shared with the wake proxy's threads: `ready_urls`, {service: tuple of routed backend URLs}.
-Its rule: the loop replaces the whole dict (or one entry with a new tuple) and never mutates a value
-in place, so a proxy thread that read it sees one consistent pass, without a lock."""
+State shared with the wake proxy's thread: one wake.Board per service (its routed backends, or why
+its held requests should be answered now), published at every pass; replace, never mutate (wake.Board).
+"""
 
 import logging
+import math
 
 from ..systems import traefik_logs
 from ..systems.traefik import Server
@@ -24,7 +25,6 @@ class DemandKeeper:
         self.saved_ports = {name: info.get("wake_port") for name, info in saved_scale.items()}
         self.access = traefik_logs.Follower(access_log)
         self.wake = wake            # wake.WakeProxy, or None (run --once: a service at 0 has no route)
-        self.ready_urls = {}        # see the module docstring
         self.waking_ports = {}      # {service: port of its wake proxy listener}
 
     # -- demand ----------------------------------------------------------------------------------
@@ -78,18 +78,21 @@ class DemandKeeper:
         return self.wake is not None and any(h.count for h in self.wake.held().values())
 
     # -- the wake proxy ----------------------------------------------------------------------------
-    def with_wake_routes(self, scaling, routes, loaded, faults):
+    def with_wake_routes(self, scaling, routes, loaded, faults, memory, now):
         """Routes where a MIN-MAX service with no backend taking requests points at the wake proxy,
-        which holds its requests until a job is ready. Publishes the routed backends it forwards to."""
-        self.ready_urls = {name: tuple(s.url for s in routes.get(name) or () if s.weight > 0) for name in scaling}
+        which holds its requests until a job is ready. Publishes each service's Board: the routed
+        backends the proxy forwards to, or why held requests should be answered now."""
         if self.wake is None:
             return routes
+        from .wake import Board     # only a running loop has a proxy: run --once does not import it
         for name in sorted(self.waking_ports.keys() - scaling.keys()):
             self.wake.close(name)
             del self.waking_ports[name]
         routes = dict(routes)
         for name in sorted(scaling):
-            if self.ready_urls[name]:
+            ready = tuple(s.url for s in routes.get(name) or () if s.weight > 0)
+            self.wake.publish(name, Board(ready, *refusal(name, memory, now)))
+            if ready:
                 continue
             try:
                 path, status = health_of(loaded.get(name))
@@ -134,6 +137,19 @@ def initial_demand(name, memory, now):
     if not running:
         return scale.Demand()
     return scale.Demand(target=running, last_request_at=now, asks=((now, running),))
+
+
+def refusal(name, memory, now):
+    """(why, Retry-After seconds) for the wake proxy to answer name's held requests now: it is in
+    submission backoff (sbatch or staging failed, or its jobs crashed) with no job on its way, so
+    nothing can answer them before the next try; ("", 0) otherwise."""
+    svc = memory.services.get(name)
+    if svc is None or not svc.failures or svc.next_try <= now:
+        return "", 0
+    if any(m.service == name and not m.stopping for m in memory.jobs.values()):
+        return "", 0
+    wait = int(math.ceil(svc.next_try - now))
+    return "%s; next try in %d s" % (svc.last_error or "submission failed", wait), wait
 
 
 def scaled_backends(memory, scaling):

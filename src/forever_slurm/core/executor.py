@@ -5,7 +5,7 @@ import logging
 
 from ..common import services
 from ..common.errors import CommandError, ConfigError
-from ..systems import slurm as slurm_mod
+from ..systems import slurm as slurm_mod, slurm_facts
 from . import outcomes
 from .model import Cancel, ClearExclude, Submit
 
@@ -78,7 +78,8 @@ class Executor:
         exclude = action.exclude
         try:
             try:
-                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service)
+                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service,
+                                           **_time(action))
             except CommandError as exc:
                 if not exclude or not slurm_mod.refused_for_nodes(exc):
                     raise
@@ -87,15 +88,19 @@ class Executor:
                 log.info("%s: sbatch with --exclude=%s refused (%s); submitting without it",
                          action.service, ",".join(exclude), exc)
                 exclude = ()
-                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service)
+                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service,
+                                           **_time(action))
         except CommandError as exc:
             memory = outcomes.record_submit_failed(memory, action.service, "sbatch failed: %s" % exc,
                                                    now, policy, intent)
             delay = memory.services[action.service].next_try - now
-            log.error("%s: sbatch failed: %s; next try in %ds", action.service, exc.stderr or exc, delay)
+            limit = slurm_facts.rejection("%s %s" % (exc.stderr, exc))
+            why = " (%s%s)" % (limit.what, slurm_facts.where_to_change(limit, definition)) if limit else ""
+            log.error("%s: sbatch failed: %s%s; next try in %ds", action.service, exc.stderr or exc, why, delay)
             return memory, False
-        log.info("submitted job %s of %s (%s%s)", job_id, action.service, action.reason,
-                 ", avoiding %s" % ",".join(exclude) if exclude else "")
+        log.info("submitted job %s of %s (%s%s%s)", job_id, action.service, action.reason,
+                 ", avoiding %s" % ",".join(exclude) if exclude else "",
+                 ", %d min to end before a maintenance" % (action.time_limit // 60) if action.time_limit else "")
         return outcomes.record_submitted(memory, action.service, job_id, now, exclude, intent), True
 
     def _cancel(self, cancels, memory, now, policy):
@@ -111,3 +116,8 @@ class Executor:
         for action in cancels:
             log.info("cancelled job %s of %s (%s)", action.job_id, action.service, action.reason)
         return outcomes.record_cancelled(memory, ids, now)
+
+
+def _time(action):
+    """submit()'s time_limit, only when the plan shortens the job (fakes need not know the word)."""
+    return {"time_limit": action.time_limit} if action.time_limit else {}

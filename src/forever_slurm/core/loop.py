@@ -9,11 +9,12 @@ import logging
 import os
 import time
 import traceback
+from typing import NamedTuple, Optional
 
 from ..common import backoff, fsutil, services, settings as settings_mod
 from ..common.errors import CommandError, ConfigError, ForeverError
-from ..systems import slurm as slurm_mod, slurm_output, traefik_logs
-from . import absorb, inflight, model, planner, probe, scale, state
+from ..systems import slurm as slurm_mod, slurm_facts, slurm_output, traefik_logs
+from . import absorb, inflight, maintenance, model, planner, probe, scale, state
 from .demand import DemandKeeper, scaled_backends
 from .executor import Executor
 from .faults import Faults
@@ -23,6 +24,16 @@ from .service_files import ServiceFiles, health_of
 log = logging.getLogger(__name__)
 
 ACCESS_LOG_CHECK = 60.0     # seconds between two looks at the access log's size (rotation)
+FACTS_INTERVAL = 600.0      # seconds between two reads of nodes and reservations (two RPCs beside squeue)
+FACTS_SOON = 60.0           # ... and at most this often when a look saw a job requeued or lost to its node
+
+
+class ClusterFacts(NamedTuple):
+    """What the cluster says beside the queue (systems/slurm_facts.py), as last read."""
+    unavailable: dict = {}          # node -> NodeProblem: down, drained, failing
+    reservations: list = []         # slurm_facts.Reservation
+    read_at: Optional[float] = None
+    error: str = ""                 # why the last read failed ('' when it did not)
 
 
 class Controller:
@@ -52,11 +63,14 @@ class Controller:
         if wake is not None:
             wake.timeout = settings.wake_timeout
         self.observe_failures = 0       # looks in a row at which Slurm did not answer
+        self._doubted = []              # jobs a look lost while they still answered: asked again
         self.last_plan = None           # model.Plan of the last pass: its next_look says when to look again
+        self.owns_root = True           # False once another loop holds the root's lock: write nothing more
         self._logged_bugs = set()
         self._foreign_seen = set()
         self._next_log_check = 0.0
         self._env_stamp = None
+        self.facts = ClusterFacts()
 
     def _load_state(self):
         snapshot, problem = state.read(self.layout.state_file)
@@ -82,17 +96,44 @@ class Controller:
             self.observe_failures += 1
             self._pass(fresh=False)
             return False
+        old = self.snapshot.memory
+        ours, foreign = self._split_ours(jobs, old)
+        if not self._believable(old, ours):
+            self._pass(fresh=False)
+            return False
         self.observe_failures = 0
         self._slurm_state(True, "", now)
         self.reserve.ensure()
-        old = self.snapshot.memory
-        ours, foreign = self._split_ours(jobs, old)
         memory, events = absorb.absorb(old, ours, now, self.policy)
         _log_events(events)
         self._log_crash_output(old, memory)
         self.snapshot = self.snapshot._replace(memory=memory, jobs=ours, foreign=foreign, observed_at=now)
+        self._read_cluster_facts(now, urgent=_node_trouble(memory, ours, self.facts.read_at))
         self._pass(fresh=True)
         return True
+
+    def _read_cluster_facts(self, now, urgent=False):
+        """Nodes down or drained, and reservations: every FACTS_INTERVAL, sooner (FACTS_SOON) when a job
+        was requeued or ended with its node. A failure keeps the last facts and is said once."""
+        last = self.facts.read_at
+        if last is not None and 0 <= now - last < (FACTS_SOON if urgent else FACTS_INTERVAL):
+            return
+        try:
+            unavailable = self.slurm.node_problems()
+            reservations = self.slurm.reservations()
+        except CommandError as exc:
+            if not self.facts.error:
+                log.warning("cannot read the cluster's nodes and reservations (%s); keeping what was read "
+                            "before, asking again in %ds", exc, FACTS_INTERVAL)
+            self.facts = self.facts._replace(read_at=now, error=str(exc))
+            return
+        for node in sorted(set(unavailable) - set(self.facts.unavailable)):
+            problem = unavailable[node]
+            log.warning("node %s is %s (%s): our jobs there are drained and replaced, none go there",
+                        node, problem.state, problem.reason or "no reason given")
+        for node in sorted(set(self.facts.unavailable) - set(unavailable)):
+            log.info("node %s is back", node)
+        self.facts = ClusterFacts(unavailable, reservations, now, "")
 
     def probe_pass(self):
         """Probe the backends and re-plan on the last look: routes follow readiness within seconds."""
@@ -110,11 +151,14 @@ class Controller:
         scaled = scaled_backends(memory, self.settings.scaling)
         counted = self.count_inflight(_merged(scaled, draining)) if draining or scaled else {}
         desired = self.demand.follow(self.settings.scaling, desired, memory, counted, now, self.scale_policy)
+        windows = self._windows(loaded, memory, snap.jobs, now)
         result = planner.plan(desired, snap.jobs, memory, now, self.policy, observed_at=snap.observed_at or now,
                               fresh=fresh, warnings=_warnings(loaded),
                               inflight={job_id: counted.get(job_id) for job_id in draining},
                               steady=self.settings.sleep_interval, waking=self.demand.holding(),
-                              blocked={name for name, item in loaded.items() if item.definition is None})
+                              blocked={name for name, item in loaded.items() if item.definition is None},
+                              unavailable=frozenset(self.facts.unavailable),
+                              time_limits={name: w.time_limit for name, w in windows.items() if w.time_limit})
         self.last_plan = result
         _log_events(result.events)
         for service, trace in sorted(result.failed.items()):
@@ -123,16 +167,42 @@ class Controller:
         memory = self.executor.act(result.actions, result.memory, loaded, now, self.policy)
         routes = dict(result.routes)
         routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
-        written = self.demand.with_wake_routes(self.settings.scaling, result.routes, loaded, self.faults)
+        written = self.demand.with_wake_routes(self.settings.scaling, result.routes, loaded, self.faults,
+                                               memory, now)
         self.snapshot = self.snapshot._replace(
             memory=memory, routes=routes, desired=dict(desired), updated_at=now, pid=os.getpid(),
             service_errors={k: v.error for k, v in loaded.items() if v.error},
-            scale=self.demand.report(self.settings.scaling, routes))
+            scale=self.demand.report(self.settings.scaling, routes),
+            cluster=self._cluster_report(windows))
         self.routes.write(written, loaded, set(result.failed), self.demand.waking_ports)
         self._save(now)
         if fresh and now >= self._next_log_check:
             self._next_log_check = now + ACCESS_LOG_CHECK
             self._rotate_traefik_access_log()
+
+    def _windows(self, loaded, memory, jobs, now):
+        """{service: maintenance.Window} of each service with a definition."""
+        if not any(r.maintenance for r in self.facts.reservations):
+            return {}
+        nodes = {node for job in jobs if job.nodes for node in slurm_facts.expand_hostlist(job.nodes)}
+        override = slurm_facts.time_limit_seconds_or_none(os.environ.get("SBATCH_TIMELIMIT"))
+        found = {}
+        for name, item in loaded.items():
+            if item.definition is None:
+                continue
+            lead = planner.renew_lead(memory.services.get(name, model.ServiceMemory()), self.policy,
+                                      item.definition.warning_seconds)
+            found[name] = maintenance.window(now, self.facts.reservations, nodes,
+                                             override or item.definition.time_limit, lead)
+        return found
+
+    def _cluster_report(self, windows):
+        """What `status` shows of the cluster: nodes down or drained, and what maintenance means."""
+        facts = self.facts
+        return {"unavailable": {node: "%s%s" % (p.state, " (%s)" % p.reason if p.reason else "")
+                                for node, p in sorted(facts.unavailable.items())},
+                "windows": {name: w.note for name, w in sorted(windows.items()) if w.note},
+                "read_at": facts.read_at, "error": facts.error}
 
     def _probe(self, snap, loaded, now):
         """Memory after one probe of every running job that published a URL."""
@@ -141,11 +211,42 @@ class Controller:
             service = snap.memory.jobs[job_id].service
             if service not in health:
                 health[service] = health_of(loaded.get(service))
-            targets[job_id] = (url,) + health[service]
+            targets[job_id] = (url,) + health[service] + (service,)    # fair shares are per service
         results = self.probe_all(targets, timeout=self.settings.probe_timeout)
         memory, events = absorb.apply_probes(snap.memory, results, now, self.policy)
         _log_events(events)
         return memory
+
+    def _believable(self, memory, ours):
+        """False (once) for an answer that lost ready jobs whose servers still answer: the next look,
+        soon, decides (absorb.unexplained_losses)."""
+        lost = absorb.unexplained_losses(memory, ours)
+        if not lost or lost == self._doubted:
+            self._doubted = []
+            return True
+        self._doubted = lost
+        log.warning("squeue's answer lacks %d job(s) whose servers still answer (%s): not believed until "
+                    "the next look says the same; nothing submitted or cancelled meanwhile", len(lost),
+                    ", ".join(lost[:10]))
+        return False
+
+    def stop(self):
+        """Before the loop exits: no Traefik file may name a wake proxy port nobody will own (any local
+        user could bind it and receive the service's requests, tokens included). Such routes are
+        written without it (Traefik answers 503 until a restarted loop takes the port back), then the
+        proxy answers what it holds with 503 and closes."""
+        if self.wake is None:
+            return
+        if self.demand.waking_ports and self.owns_root:
+            desired = self.settings.desired
+            loaded = self.files.load(set(desired) | {m.service for m in self.snapshot.memory.jobs.values()},
+                                     desired)
+            routes = dict(self.snapshot.routes)
+            for name in self.demand.waking_ports:
+                routes[name] = list(routes.get(name) or ())
+            self.routes.write(routes, loaded)
+            log.info("stopping: the wake proxy's routes are withdrawn (%s)", ", ".join(sorted(self.demand.waking_ports)))
+        self.wake.shutdown()
 
     def _split_ours(self, jobs, memory):
         """(ours, foreign) of a look's jobs. Ours: submitted from this root (their working directory,
@@ -172,6 +273,8 @@ class Controller:
     def next_look_in(self):
         """Seconds until the next look at Slurm: what the last plan asked for (planner.service_next_look),
         or, while Slurm does not answer, a backoff doubling up to 2 min."""
+        if self._doubted:
+            return planner.FOLLOW_UP_DELAY
         if self.observe_failures:
             return backoff.delay(self.observe_failures, self.settings.sleep_interval,
                                  max(120.0, self.settings.sleep_interval))
@@ -245,6 +348,9 @@ class Controller:
 
     def _log_crash_output(self, old, new):
         """For each job that just counted as a crash, the last lines of its Slurm output."""
+        if all(new.services.get(name, svc).failures <= svc.failures for name, svc in old.services.items()) \
+                and not (new.services.keys() - old.services.keys()):
+            return      # no crash counted at this look (the common case: nothing to look through)
         for job_id, gone in sorted(old.jobs.items()):
             if job_id in new.jobs or gone.cancelled_at is not None or model.is_intent(job_id):
                 continue
@@ -287,6 +393,14 @@ class Controller:
                 log.info("rotated %s (Traefik reopens it on USR1)", path)
         except OSError as exc:
             log.warning("could not rotate Traefik's access log: %s", exc)
+
+
+def _node_trouble(memory, jobs, since):
+    """True when a job was requeued (held) since `since`, or a look shows one that ended with its node
+    (NF): nodes are read again soon, not at the next FACTS_INTERVAL."""
+    if any(job.state == "NF" for job in jobs):
+        return True
+    return any(m.held_since is not None and (since is None or m.held_since >= since) for m in memory.jobs.values())
 
 
 def _log_events(events):

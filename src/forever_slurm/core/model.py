@@ -49,6 +49,9 @@ class JobMemory(NamedTuple):
     excluded: Tuple[str, ...] = ()
     publish_late: bool = False
     unready_at: Optional[float] = None      # when a ready job stopped answering (None: it answers)
+    ends_at: Optional[float] = None         # the end Slurm last gave it while running (time limit)
+    cut_short_at: Optional[float] = None    # when Slurm moved that end earlier (preemption's GraceTime)
+    held_since: Optional[float] = None      # requeued or suspended after it ran: not serving, not counted
 
     @property
     def stopping(self):
@@ -87,6 +90,7 @@ class Submit(NamedTuple):
     service: str
     exclude: Tuple[str, ...] = ()
     reason: str = ""
+    time_limit: Optional[float] = None      # seconds, when shorter than the script's (maintenance.py)
 
 
 class Cancel(NamedTuple):
@@ -115,10 +119,12 @@ class Phase:
     place, phase(), from the job's memory and its squeue row; the planner and `status` both use it.
 
     SUBMITTED -> PENDING -> STARTING -> READY <-> UNREADY, then DRAINING -> STOPPING -> (gone);
-    a job can also leave squeue from any of them (it ended: its time limit, a crash, a node, scancel).
+    a job can also leave squeue from any of them (it ended: its time limit, a crash, a node, scancel),
+    and a running one can be HELD (requeued, suspended) and run again (STARTING).
     """
     SUBMITTED = "submitted"     # sbatch ran (or its intent is recorded); squeue has not shown it yet
     PENDING = "pending"         # in squeue, waiting for a node
+    HELD = "held"               # it ran, then Slurm requeued (pending again) or suspended it: not counted
     STARTING = "starting"       # running; its server has not published a URL or answered a probe yet
     READY = "ready"             # answering its probes: routed, takes new requests
     UNREADY = "not ready"       # was ready, stopped answering: out of Traefik until it answers again
@@ -139,7 +145,7 @@ def phase(m, state=None):
     if state is None:
         return Phase.SUBMITTED if m.seen_at is None else Phase.ENDING
     if state not in RUNNING_STATES:
-        return Phase.PENDING
+        return Phase.HELD if m.held_since is not None or state == "S" else Phase.PENDING
     if m.drain_since is not None:
         return Phase.DRAINING
     if m.ready_since is not None and m.url:

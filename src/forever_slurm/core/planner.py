@@ -11,26 +11,35 @@ import itertools
 import traceback
 from typing import Dict, List, NamedTuple, Optional
 
+from ..systems import slurm_facts
 from ..systems.slurm import ACTIVE_STATES, RUNNING_STATES, job_number, oldest_first
 from ..systems.traefik import Server
-from .model import Cancel, ClearExclude, JobMemory, Memory, Plan, ServiceMemory, Submit
+from . import model
+from .model import CARRYING, Cancel, ClearExclude, JobMemory, Memory, Phase, Plan, ServiceMemory, Submit
 
 # Hot loops below test `job.state in RUNNING_STATES` rather than the property job.running, and
 # JobMemory.stopping's two fields inline: the same test without a Python call, 10,000 times a pass.
 
-def renew_lead(desired_count, service_memory, policy, warning_seconds=0):
-    """Seconds before its end a job is replaced: one start-up plus drain per instance, plus a margin
-    (with a surge of 1 the instances are renewed one after the other), or FS_RENEW_LEAD; plus the
-    script's own --signal warning time and the 60 s Slurm may send it early, so that the job is
-    drained before its server starts to stop. The drain is the longest recently measured one (a
-    drain waits for the answers in flight), at least FS_DRAIN_SECONDS."""
+def renew_lead(service_memory, policy, warning_seconds=0):
+    """Seconds before its end a job is replaced: what a replacement of this service needed from
+    submission to ready (queue wait and start-up; the 90th percentile of the recent ones) plus the
+    longest recent drain (answers in flight finish; at least FS_DRAIN_SECONDS) plus a margin, or
+    FS_RENEW_LEAD; plus the script's own --signal warning time and the 60 s Slurm may send it early,
+    so that the job is drained before its server starts to stop. It does not grow with the number
+    of instances: each job due is renewed at once, beside the others (missing_count)."""
     if policy.renew_lead is not None:
         lead = policy.renew_lead
     else:
-        startup = max(service_memory.startup) if service_memory.startup else policy.default_startup
+        startup = percentile(service_memory.startup, 0.9) if service_memory.startup else policy.default_startup
         drain = max((policy.drain_seconds,) + tuple(service_memory.drains))
-        lead = max(desired_count, 1) * (startup + drain) + policy.renew_margin
+        lead = startup + drain + policy.renew_margin
     return lead + (warning_seconds + 60 if warning_seconds else 0)
+
+
+def percentile(values, share):
+    """The nearest-rank percentile of values (share 0.9: the 90th)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(-(-share * len(ordered) // 1)) - 1))]
 
 
 # -- planning ---------------------------------------------------------------------------------------
@@ -47,6 +56,8 @@ class ServiceView(NamedTuple):
     now: float
     age: float                      # seconds since the observation
     ready_ids: frozenset = frozenset()  # jobs that are ready, published and not being stopped
+    unavailable: frozenset = frozenset()    # nodes down or drained: its jobs there go, none go there
+    time_limit: Optional[float] = None      # what a job submitted now may ask (a maintenance window)
 
     def memory_of(self, job):
         return self.jobs.get(job.job_id) or JobMemory(service=self.name)
@@ -71,7 +82,8 @@ class ServicePlan(NamedTuple):
     submitted: bool = False             # it submits a job now (to be looked for soon)
 
 
-def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None):
+def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None, unavailable=frozenset(),
+                  time_limits=None):
     """{service: ServiceView} for every wanted service and every service we still have jobs of.
 
     Groups jobs and memory by service once, so a pass costs O(jobs), not O(jobs x services)."""
@@ -94,8 +106,9 @@ def service_views(desired, jobs, memory, now, policy, observed_at, warnings=None
         views[name] = ServiceView(
             name=name, wanted=desired.get(name, 0), running=running, pending=pending, unseen=unseen,
             jobs=job_mem, service=svc,
-            lead=renew_lead(desired.get(name, 0), svc, policy, (warnings or {}).get(name, 0)),
-            now=now, age=max(0.0, now - observed_at), ready_ids=ready_ids)
+            lead=renew_lead(svc, policy, (warnings or {}).get(name, 0)),
+            now=now, age=max(0.0, now - observed_at), ready_ids=ready_ids, unavailable=frozenset(unavailable),
+            time_limit=(time_limits or {}).get(name))
     return views
 
 
@@ -125,7 +138,7 @@ def drain_finished(memory, inflight_count, now, policy, time_left):
 
 
 def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None, inflight=None,
-         steady=60.0, waking=False, blocked=()):
+         steady=60.0, waking=False, blocked=(), unavailable=frozenset(), time_limits=None):
     """Decide actions, routes and the next look at Slurm for every service. With fresh=False (a probe
     pass on an older observation) only routing and draining change: nothing is submitted or cancelled.
     warnings: {service: seconds of its --signal warning} (see renew_lead).
@@ -133,6 +146,8 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     steady: the longest wait between two looks (FS_SLEEP_INTERVAL); waking: requests are held for a
     service with no backend (its job's start is looked for more often); blocked: services whose
     files cannot be submitted now (their error is reported elsewhere): nothing is submitted for them.
+    unavailable: nodes Slurm says are down or drained; time_limits: {service: seconds a job submitted
+    now may ask} where a maintenance window shortens it (maintenance.py).
 
     Each service is planned on its own: a bug met while planning one is returned in `failed`
     (its memory and Traefik file stay as they were) and the others go on."""
@@ -143,7 +158,8 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     actions, events, routes, failed = [], [], {}, {}
     budget = policy.max_submit_per_look
     look = (float(steady), "steady")
-    for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings).items():
+    for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings, unavailable,
+                                    time_limits).items():
         try:
             result = plan_service(view, policy, fresh, 0 if name in blocked else budget, inflight)
             look = min(look, service_next_look(result.view, policy, inflight, waking, result.stopping_now,
@@ -173,7 +189,7 @@ def plan_service(view, policy, fresh, budget, inflight):
         events.append("job %s of %s draining (%ds left)" % (job.job_id, view.name, view.left(job)))
     view = _with_memory(view, jobs)
     actions = []
-    kept, count = _keepers(view, retiring)
+    kept, count, idle = _keepers(view, retiring)
     if fresh:
         cancels, surplus_drains = cancels_due(view, retiring, policy, inflight, kept, count)
         for job in surplus_drains:
@@ -185,12 +201,12 @@ def plan_service(view, policy, fresh, budget, inflight):
         actions += cancels
         # The surplus drains just started carry the service no longer; nothing else changed the keepers.
         count -= len(surplus_drains)
-        submits = submissions(view, retiring, cancels, policy, budget, count)
+        submits = submissions(view, retiring, cancels, policy, budget, count, idle)
         actions += submits
         actions += exclusions_to_clear(view, policy)
-        missing = missing_count(view, retiring, cancels, policy, count) - len(submits)
+        missing = missing_count(view, retiring, cancels, policy, count, idle) - len(submits)
     else:
-        submits, missing = [], missing_count(view, retiring, (), policy, count)
+        submits, missing = [], missing_count(view, retiring, (), policy, count, idle)
     stopping_now = frozenset(a.job_id for a in actions if isinstance(a, Cancel))
     return ServicePlan(actions, servers_for(view, stopping_now), jobs, service, events,
                        view._replace(service=service), stopping_now, missing, bool(submits))
@@ -213,16 +229,30 @@ def _reset_backoff_if_healthy(view, policy, events):
 
 
 def retiring_jobs(view):
-    """Running jobs within the renewal lead of their end, soonest end first."""
+    """Running jobs within the renewal lead of their end, and those Slurm cut short (preemption),
+    soonest end first."""
     near = []
-    age, lead = view.age, view.lead
+    age, lead, mem = view.age, view.lead, view.jobs
     for job in view.running:
         if job.time_left is not None:
             left = job.time_left - age      # view.left(job), inline: every running job, every pass
-            if left <= lead:
+            if left <= lead or _must_go(view, job, mem.get(job.job_id)):
                 near.append((left, job))
+        elif _must_go(view, job, mem.get(job.job_id)):
+            near.append((float("inf"), job))
     near.sort(key=_first)
     return [job for _, job in near]
+
+
+def _must_go(view, job, m):
+    """A running job to drain and replace now, whatever its time left: Slurm cut its end short
+    (preemption), or its node is down or drained (it takes nothing new, and may be rebooted)."""
+    if m is not None and m.cut_short_at is not None:
+        return True
+    if not view.unavailable or not job.nodes:
+        return False
+    return job.nodes in view.unavailable or \
+        any(node in view.unavailable for node in slurm_facts.expand_hostlist(job.nodes))
 
 
 def drains_to_start(view, retiring, policy):
@@ -238,23 +268,28 @@ def drains_to_start(view, retiring, policy):
     for job in retiring:
         if job.job_id not in ready or mem[job.job_id].drain_since is not None:
             continue
-        if live - 1 >= view.wanted or (live > 1 and view.left(job) <= policy.drain_seconds + 5):
+        if live - 1 >= view.wanted or (live > 1 and view.left(job) <= policy.drain_seconds + 5) \
+                or _must_go(view, job, mem[job.job_id]):
             chosen.append(job)
             live -= 1
     return chosen
 
 
 def _keepers(view, retiring):
-    """Jobs that will carry the service: active or expected, and neither retiring, draining nor stopping."""
+    """(jobs that will carry the service, how many with those submitted but not seen yet, how many
+    take no room): the jobs in a CARRYING phase that are not retiring (not draining, stopping or
+    held); held jobs and those scancel already stopped (leaving squeue) take no room in the surge."""
     retiring_ids = {job.job_id for job in retiring}
-    kept = []
-    known = view.jobs.get       # a job without memory is neither draining nor stopping
+    kept, idle = [], 0
+    known = view.jobs.get
     for job in itertools.chain(view.running, view.pending):
-        if job.job_id not in retiring_ids:
-            m = known(job.job_id)
-            if m is None or (m.drain_since is None and m.cancelled_at is None and not m.cancel_failures):
-                kept.append(job)    # (not m.stopping)
-    return kept, len(kept) + len(view.unseen)
+        m = known(job.job_id) or _UNKNOWN
+        phase = model.phase(m, job.state)
+        if phase == Phase.HELD or m.cancelled_at is not None:
+            idle += 1
+        elif phase in CARRYING and job.job_id not in retiring_ids:
+            kept.append(job)
+    return kept, len(kept) + len(view.unseen), idle
 
 
 def _may_cancel(m, now):
@@ -299,38 +334,59 @@ def cancels_due(view, retiring, policy, inflight, kept, count):
     return cancels, drains
 
 
-def missing_count(view, retiring, cancels, policy, count):
-    """How many jobs the service lacks now: up to N plus the surge while renewing.
-    count: the jobs that will carry the service (_keepers)."""
+def missing_count(view, retiring, cancels, policy, count, idle=0):
+    """How many jobs the service lacks now: up to N, plus while renewing FS_SURGE replacements ahead
+    for each job being renewed (all at once: renewals never wait on each other, so each costs one
+    overlap). count: the jobs that will carry the service; idle: those that take no room (_keepers)."""
     cancelled = {c.job_id for c in cancels}
     gone_soon = sum(1 for job in retiring if job.job_id in cancelled)
-    room = view.wanted + policy.surge - (len(view.running) + len(view.pending) + len(view.unseen) - gone_soon)
+    present = len(view.running) + len(view.pending) + len(view.unseen) - gone_soon - idle
+    room = view.wanted + policy.surge * max(1, len(retiring)) - present
     return max(0, min(view.wanted - count, room))
 
 
-def submissions(view, retiring, cancels, policy, budget, count):
+def submissions(view, retiring, cancels, policy, budget, count, idle=0):
     """Submit what is missing (missing_count), within the look's budget, never during crash backoff,
-    and one per look while spreading a small gap over nodes."""
-    number = min(missing_count(view, retiring, cancels, policy, count), budget)
+    and one at a time while spreading a small gap over nodes."""
+    number = min(missing_count(view, retiring, cancels, policy, count, idle), budget)
     if number <= 0 or view.now < view.service.next_try:
         return []
-    if policy.spread and 1 < number <= policy.spread_ramp_max:
-        # Where Slurm puts a job is known only once it runs: submit one per look, so the
-        # next one can avoid its node. Larger gaps are filled at once (capacity first).
+    if policy.spread and not retiring and 1 < number + _placing(view, policy) <= policy.spread_ramp_max:
+        # Where Slurm puts a job is known only once it runs: submit one at a time, and the next
+        # once the last has a node (or has waited spread_patience), so that it can avoid that
+        # node. Larger gaps are filled at once (capacity first).
+        if _placing(view, policy):
+            return []
         number = 1
     cancelled = {c.job_id for c in cancels}
-    exclude = ()
+    # Slurm starts nothing on a down or drained node anyway; naming them (a few) keeps a job from
+    # asking for one the moment it comes back half-repaired.
+    avoid = set(sorted(view.unavailable)[:MAX_AVOIDED])
     if policy.spread:
-        exclude = tuple(sorted({job.nodes for job in view.running if job.nodes and job.job_id not in cancelled}))
+        avoid |= {job.nodes for job in view.running if job.nodes and job.job_id not in cancelled}
     why = "renewal" if retiring else "missing"
-    return [Submit(view.name, exclude, why) for _ in range(number)]
+    return [Submit(view.name, tuple(sorted(avoid)), why, view.time_limit) for _ in range(number)]
+
+
+def _placing(view, policy):
+    """Jobs of the service submitted within spread_patience that have no node yet."""
+    placing = 0
+    for job_id in itertools.chain(view.unseen, (job.job_id for job in view.pending)):
+        m = view.jobs.get(job_id)
+        if m is not None and m.submitted_at is not None and view.now - m.submitted_at < policy.spread_patience:
+            placing += 1
+    return placing
 
 
 def exclusions_to_clear(view, policy):
     """Pending jobs that avoided busy nodes for longer than spread_patience may run anywhere."""
-    return [ClearExclude(job.job_id, view.name) for job in view.pending
-            if view.memory_of(job).excluded and view.memory_of(job).submitted_at is not None
-            and view.now - view.memory_of(job).submitted_at > policy.spread_patience]
+    found = []
+    for job in view.pending:
+        m = view.jobs.get(job.job_id)
+        if m is not None and m.excluded and m.submitted_at is not None \
+                and view.now - m.submitted_at > policy.spread_patience:
+            found.append(ClearExclude(job.job_id, view.name))
+    return found
 
 
 def servers_for(view, stopping_now):
@@ -349,6 +405,7 @@ def servers_for(view, stopping_now):
     return servers
 
 
+MAX_AVOIDED = 64           # down or drained nodes named in --exclude at most
 FOLLOW_UP_DELAY = 2.0       # seconds between looks while a fresh submission starts
 FOLLOW_UP_WINDOW = 30.0     # ... for this long after the submission; then every half its age
 WAKING_LOOK_SHARE = 0.1     # while requests are held: a look every tenth of the job's wait so far
@@ -425,6 +482,9 @@ def _first(pair):
 
 # Server(url, weight) without the keyword handling of its __new__: servers_for makes one per routed job.
 _server = functools.partial(tuple.__new__, Server)
+
+
+_UNKNOWN = JobMemory(service="")     # what the planner knows of a job it has no memory of: nothing
 
 
 def _newest_first(job):

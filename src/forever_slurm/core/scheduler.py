@@ -30,8 +30,7 @@ def run_forever(controller, should_stop, monotonic=time.monotonic, wait=None):
             controller.guarded(controller.probe_pass, "probe pass")
             # Only ever sooner: a backend that stopped answering, a drain done, a held request.
             due = min(due, max(started + MIN_LOOK_GAP, monotonic() + _next_look_in(controller)))
-    if controller.wake is not None:
-        controller.wake.shutdown()
+    controller.guarded(controller.stop, "stopping")
 
 
 def _next_look_in(controller):

@@ -35,11 +35,12 @@ class Snapshot(NamedTuple):
     pid: Optional[int]
     foreign: List[Job] = []         # same-named jobs we did not submit: never counted, routed or cancelled
     faults: Dict[str, str] = {}     # what -> problem the loop keeps retrying (disk full, unwritable folder)
-    scale: Dict[str, dict] = {}     # MIN-MAX service -> its demand as `status` shows it (loop._scale_report)
+    scale: Dict[str, dict] = {}     # MIN-MAX service -> its demand as `status` shows it (demand.report)
+    cluster: Dict[str, object] = {}  # nodes down or drained, maintenance windows (loop.cluster_report)
 
 
 def empty_snapshot():
-    return Snapshot(empty_memory(), [], None, None, "", None, {}, {}, {}, None, None, [], {}, {})
+    return Snapshot(empty_memory(), [], None, None, "", None, {}, {}, {}, None, None, [], {}, {}, {})
 
 
 def to_json(snapshot):
@@ -62,6 +63,7 @@ def to_json(snapshot):
         "service_errors": dict(sorted(snapshot.service_errors.items())),
         "faults": dict(sorted(snapshot.faults.items())),
         "scale": dict(sorted(snapshot.scale.items())),
+        "cluster": snapshot.cluster,
         "updated_at": snapshot.updated_at,
         "pid": snapshot.pid,
     }
@@ -85,11 +87,13 @@ _TYPES = {
                 "ready_since": _OPTIONAL_NUMBER, "ever_ready": bool, "probe_failures": int, "probe_detail": str,
                 "drain_since": _OPTIONAL_NUMBER, "cancelled_at": _OPTIONAL_NUMBER, "cancel_failures": int,
                 "cancel_retry_at": _OPTIONAL_NUMBER, "excluded": _NODES, "publish_late": bool,
-                "unready_at": _OPTIONAL_NUMBER},
+                "unready_at": _OPTIONAL_NUMBER, "ends_at": _OPTIONAL_NUMBER, "cut_short_at": _OPTIONAL_NUMBER,
+                "held_since": _OPTIONAL_NUMBER},
     ServiceMemory: {"failures": int, "next_try": _NUMBER, "last_error": str, "startup": _SECONDS,
                     "drains": _SECONDS},
     Job: {"job_id": str, "state": str, "name": str, "nodes": str, "time_left": (int, type(None)),
-          "time_used": (int, type(None)), "reason": str, "comment": str, "workdir": str},
+          "time_used": (int, type(None)), "reason": str, "comment": str, "workdir": str,
+          "starts_in": (int, type(None))},
     Server: {"url": str, "weight": int},
 }
 
@@ -180,7 +184,19 @@ def from_json(text):
         foreign=_records(Job, data.get("foreign"), fields["observed"]),
         faults={k: str(v) for k, v in _mapping(data, "faults").items()},
         scale={k: _scale_entry(v) for k, v in _mapping(data, "scale").items() if isinstance(v, dict)},
+        cluster=_cluster_entry(_mapping(data, "cluster")),
     )
+
+
+def _cluster_entry(entry):
+    """What status shows of the cluster: text only, so a bad entry can only show as odd text."""
+    if not entry:
+        return {}
+    unavailable = entry.get("unavailable")
+    windows = entry.get("windows")
+    return {"unavailable": {str(k): str(v) for k, v in unavailable.items()} if isinstance(unavailable, dict) else {},
+            "windows": {str(k): str(v) for k, v in windows.items()} if isinstance(windows, dict) else {},
+            "read_at": _number_or_none(entry.get("read_at")), "error": str(entry.get("error") or "")}
 
 
 def _fields(data):
@@ -287,6 +303,7 @@ class Saver:
         scale = {name: (entry.get("target"), entry.get("phase"), entry.get("held"), entry.get("wake_port"))
                  for name, entry in snapshot.scale.items()}
         return (snapshot.memory, snapshot.routes, snapshot.desired, snapshot.service_errors, snapshot.faults,
+                snapshot.cluster,
                 snapshot.slurm_ok, snapshot.slurm_error, snapshot.slurm_since, self._observed[1],
                 _observed_summary(snapshot.foreign, snapshot.observed_at), scale, snapshot.pid)
 

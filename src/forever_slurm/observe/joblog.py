@@ -13,8 +13,14 @@ def show(layout, target=None, lines=20, out=print):
     found = targets(layout, state.load(layout.state_file), target)
     if not found:
         raise ForeverError("no job output found under %s" % layout.slurm_output)
-    for job_id, service in found:
-        path = output_file(layout, job_id, service)
+    paths = [(job_id, service, output_file(layout, job_id, service)) for job_id, service in found]
+    if not any(path for _, _, path in paths):
+        if len(paths) == 1 and paths[0][1] is None:
+            raise ForeverError("job %s: no output file under %s, and it is not a job the loop knows; "
+                               "`status` lists this root's jobs" % (paths[0][0], layout.slurm_output))
+        raise ForeverError("no output file yet under %s for job(s) %s (still pending, or removed)"
+                           % (layout.slurm_output, ", ".join(job_id for job_id, _, _ in paths)))
+    for job_id, service, path in paths:
         out("== job %s%s: %s" % (job_id, " (%s)" % service if service else "", path or "no output file"))
         for line in tail(path, lines) if path else []:
             out(line)

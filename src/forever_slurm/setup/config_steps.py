@@ -13,7 +13,7 @@ import sys
 from . import configure, startup_check, traefik_bin, units
 from ..common import fsutil, services, settings as settings_mod
 from ..systems import proc, traefik, traefik_files
-from ..common.errors import ForeverError
+from ..common.errors import ConfigError, ForeverError
 
 
 # Variables the Slurm clients read that a site may set in the login shell (modules) but that
@@ -48,11 +48,17 @@ def config_command(args, layout, say=None, wait_seconds=90.0, up_seconds=UP_SECO
 def config_ssh(args, layout, prompter, say):
     """`config --ssh`: ask and test the tunnel, write .env, install the tunnel's unit."""
     from . import sshsetup
+    forced = ssh_overrides(args, layout)
     conf = settings_mod.load(layout)
     layout.make_dirs()
     setup = sshsetup.configure_ssh(conf, layout, _ask_or_default(args, prompter), say,
-                                   pyz_command(layout), tries=1 if args.yes else 3)
-    say_env_written(layout, configure.write_env(layout, setup.updates), say)
+                                   pyz_command(layout), tries=1 if args.yes else 3, forced=forced,
+                                   assume_yes=args.yes)
+    old, new = configure.env_texts(layout, setup.updates)
+    if old == new:
+        say("%s is unchanged." % layout.env_file)
+    else:
+        say_env_written(layout, configure.write_env(layout, setup.updates), say)
     if setup.failures:
         raise ForeverError("%s. Your answers are saved in %s; the tunnel was not %s. Fix that and run "
                            "`config --ssh` again." % ("; ".join(setup.failures), layout.env_file,
@@ -66,6 +72,20 @@ def config_ssh(args, layout, prompter, say):
     say("Next: point the web server at http://127.0.0.1:%s/<service>/ (try: curl http://127.0.0.1:%s/); "
         "the tunnel logs what it does to %s." % (local, local, os.path.join(layout.log, "tunnel.log")))
     return 0
+
+
+def ssh_overrides(args, layout):
+    """--set of `config --ssh` as {key: value}: only the keys it sets; --service belongs to the login node."""
+    from . import sshsetup
+    if args.service:
+        raise ConfigError("--service %s: services run on the login node; run `config --service ...` there, "
+                          "not with --ssh" % args.service[0])
+    forced = configure.parse_overrides(args.set, configure.env_defaults(layout).keys)
+    for key in forced:
+        if key not in sshsetup.SSH_KEYS:
+            raise ConfigError("--set %s: config --ssh sets only %s; run config without --ssh (on the login "
+                              "node) for the others" % (key, ", ".join(sshsetup.SSH_KEYS)))
+    return forced
 
 
 # ---------------------------------------------------------------- the steps
@@ -109,6 +129,9 @@ def install_supervision(layout, names, say, inputs=None, extra_tools=()):
                            "or use --no-install")
     passed_on = tuple((key, os.environ[key]) for key in SLURM_CLIENT_VARIABLES if os.environ.get(key))
     path = units.minimal_path(sys.executable, os.environ.get("PATH"), extra_tools)
+    for tool, mine, theirs in units.path_differences(path, os.environ.get("PATH")):
+        say("! The units would run %s where your shell runs %s; put %s's directory first on PATH (or load "
+            "its module) and run config again." % (theirs or "no %s" % tool, mine, tool))
     specs = units.standard_specs(layout, sys.executable, pyz, which=names, path=path, extra_env=passed_on)
     report = units.install_supervision(specs, layout, proc.run, os.environ, say, inputs=inputs)
     say("Supervision: %s (%s)" % (report.method, ", ".join(names)))

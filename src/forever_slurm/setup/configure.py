@@ -177,7 +177,7 @@ class Prompter:
             return validate(value) if validate else value
         return until_valid(answer, self.say, prompt, self.max_attempts)
 
-    def choose(self, options, prompt="Pick a number", default=None, title=None):
+    def choose(self, options, prompt="Pick a number or a name", default=None, title=None):
         """0-based index of the option picked by number (like bash `select`) or by its exact name."""
         if title:
             self.say(title)
@@ -192,7 +192,7 @@ class Prompter:
                 return int(value) - 1
             if value in names:
                 return names.index(value)
-            raise Invalid("type a number from 1 to %d" % len(options))
+            raise Invalid("type a number from 1 to %d, or a name as listed" % len(options))
         return self.ask(prompt, "" if default is None else str(default + 1), pick, show_default=default is not None)
 
     def _read(self, prompt_text):

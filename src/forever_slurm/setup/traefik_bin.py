@@ -8,16 +8,20 @@ import socket
 import stat
 import sys
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 import zipfile
 from typing import NamedTuple, Optional
 
+from ..common import fsutil, logfiles
 from ..systems.traefik_binary import installed_path, locate
 from ..common.errors import ForeverError
 
 VERSION = "3.7.15"
 CHUNK = 1 << 20
+DOWNLOAD_SECONDS = 900      # the whole download (about 50 MB): 55 kB/s at least
 
 
 class Pin(NamedTuple):
@@ -108,8 +112,10 @@ def _remove(path):
         pass
 
 
-def fetch(pin, layout, stream=None, timeout=60):
-    """Download pin.url to a temp file in .work/bin and return its path; the caller removes it."""
+def fetch(pin, layout, stream=None, timeout=60, seconds=DOWNLOAD_SECONDS):
+    """Download pin.url to a temp file in .work/bin and return its path; the caller removes it.
+    timeout bounds each wait for the server, seconds the whole body (a server that trickles it is cut)."""
+    deadline = time.monotonic() + seconds
     os.makedirs(layout.bin, exist_ok=True)
     stream = sys.stderr if stream is None else stream
     tty = hasattr(stream, "isatty") and stream.isatty()
@@ -117,23 +123,31 @@ def fetch(pin, layout, stream=None, timeout=60):
     try:
         with os.fdopen(fd, "wb") as out:
             response = urllib.request.urlopen(pin.url, timeout=timeout)
-            with response:
-                total = int(response.headers.get("Content-Length") or pin.size)
-                done = 0
-                while True:
-                    try:
-                        chunk = response.read(CHUNK)
-                    except http.client.IncompleteRead as exc:
-                        out.write(exc.partial)
-                        done += len(exc.partial)
-                        break  # the size check below names it
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    done += len(chunk)
-                    if tty:
-                        stream.write("\r  traefik: %3d%% of %.1f MB" % (100 * done // max(total, 1), total / 1e6))
-                        stream.flush()
+            watchdog = _cut_at(response, deadline)
+            try:
+                with response:
+                    total = int(response.headers.get("Content-Length") or pin.size)
+                    done = 0
+                    while True:
+                        if time.monotonic() >= deadline:
+                            raise socket.timeout("the download took longer than %ds" % seconds)
+                        try:
+                            chunk = response.read(CHUNK)
+                        except http.client.IncompleteRead as exc:
+                            out.write(exc.partial)
+                            done += len(exc.partial)
+                            break  # the size check below names it
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        done += len(chunk)
+                        if tty:
+                            stream.write("\r  traefik: %3d%% of %.1f MB" % (100 * done // max(total, 1), total / 1e6))
+                            stream.flush()
+                if time.monotonic() >= deadline:
+                    raise socket.timeout("the download took longer than %ds" % seconds)
+            finally:
+                watchdog.cancel()
         if tty:
             stream.write("\n")
             stream.flush()
@@ -145,6 +159,23 @@ def fetch(pin, layout, stream=None, timeout=60):
         _remove(tmp)
         raise
     return tmp
+
+
+def _cut_at(response, deadline):
+    """A timer that shuts the response's socket at the deadline, so a read blocked on a server that
+    sends a byte now and then returns (each read's own timeout restarts with every byte)."""
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+
+    def cut():
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
+    timer.daemon = True
+    if sock is not None:
+        timer.start()
+    return timer
 
 
 def sha256_file(path):
@@ -232,6 +263,10 @@ def run_in_place(layout, conf, print_only=False, say=print):
         return 0
     traefik_files.write_if_changed(layout.traefik_static, text, layout.staging_tmp)
     binary = ensure(conf.traefik_bin, layout, os.environ, say=say)
+    # Traefik makes its logs by the umask (0644) and keeps the mode of files that exist: private first.
+    for name in ("traefik.log", "traefik-access.log"):
+        fsutil.private_log(os.path.join(layout.log, name))
+    logfiles.private_std_streams(layout)
     with open(os.path.join(layout.work, "traefik.pid"), "w") as handle:
         handle.write("%d\n" % os.getpid())
     sys.stdout.flush()

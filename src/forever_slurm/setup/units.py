@@ -57,19 +57,56 @@ class Report(NamedTuple):
 
 
 def minimal_path(python, search_path, extra=()):
-    """A short PATH for the units: the directories of python, extra and PATH_TOOLS found on search_path.
+    """A short PATH for the units on which every tool of PATH_TOOLS is the very file search_path finds.
 
-    Not the caller's whole PATH: that is long, differs between shells, and would rewrite the units
-    and the crontab each time `config` is run from another one."""
+    It holds the directories of python, extra, each tool found on search_path and BASE_PATH, in that
+    order of preference, except that a tool's directory comes before every other one holding a program
+    of that name: a login node with the distribution's /usr/bin/squeue beside a site's Slurm loaded by
+    `module load` must not run the wrong squeue because python3 lives in /usr/bin. Not the caller's
+    whole PATH: that is long, differs between shells, and would rewrite the units and the crontab each
+    time `config` is run from another one (the order here depends only on what the tools resolve to)."""
+    resolved = {tool: _found(shutil.which(tool, path=search_path or "")) for tool in PATH_TOOLS}
+    candidates = [python] + list(extra) + [found for found in resolved.values() if found]
     dirs = []
-    found = [python] + list(extra) + [shutil.which(tool, path=search_path or "") for tool in PATH_TOOLS]
-    for program in found:
-        if program and os.path.isabs(program):
-            directory = os.path.dirname(program)
-            if directory not in dirs:
-                dirs.append(directory)
-    dirs += [d for d in BASE_PATH if d not in dirs]
-    return os.pathsep.join(dirs)
+    for directory in [os.path.dirname(p) for p in candidates if p and os.path.isabs(p)] + list(BASE_PATH):
+        directory = os.path.normpath(directory)
+        if directory not in dirs:
+            dirs.append(directory)
+    # before[d]: directories that must come before d (they hold the tool d also has).
+    before = {d: set() for d in dirs}
+    for tool, found in resolved.items():
+        if not found:
+            continue
+        home = os.path.dirname(found)
+        for other in dirs:
+            if other != home and _is_program(os.path.join(other, tool)):
+                before[other].add(home)
+    ordered = []
+    while len(ordered) < len(dirs):
+        ready = [d for d in dirs if d not in ordered and before[d] <= set(ordered)]
+        # No cycle is possible (each tool resolves to one directory of search_path); guard anyway.
+        ordered.append(ready[0] if ready else next(d for d in dirs if d not in ordered))
+    return os.pathsep.join(ordered)
+
+
+def _found(path):
+    return os.path.normpath(os.path.abspath(path)) if path else None
+
+
+def _is_program(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def path_differences(unit_path, search_path, tools=PATH_TOOLS):
+    """[(tool, what search_path runs, what unit_path runs)] for each tool the two find differently:
+    what `config` checks before the units run Slurm's commands."""
+    differences = []
+    for tool in tools:
+        mine = _found(shutil.which(tool, path=search_path or ""))
+        theirs = _found(shutil.which(tool, path=unit_path or ""))
+        if mine and mine != theirs:
+            differences.append((tool, mine, theirs))
+    return differences
 
 
 def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm"), path=None, extra_env=()):
@@ -323,6 +360,9 @@ def install_supervision(specs, layout, run, environ, say, uid=None, run_user_dir
     unit whose inputs or unit text differ from the ones it was last started with is restarted, so a
     changed setting takes effect whatever the supervisor."""
     layout.make_dirs()
+    for spec in specs:
+        # systemd's append: and cron's >> create the unit's log by the umask (0644), but keep a file's mode.
+        fsutil.private_log(spec.log_path)
     inputs = inputs or {}
     env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
     usable, why = systemd_usable(run, env)

@@ -12,6 +12,8 @@ import os
 import signal
 import stat
 
+from ..common import fsutil
+
 READ_MAX = 8 * 1024 * 1024
 ROTATE_MAX = 20 * 1024 * 1024
 _INTERNAL = "@internal"
@@ -122,6 +124,8 @@ def rotate_if_large(paths, pid_file, max_bytes=ROTATE_MAX, keep=3, kill=os.kill,
                 if os.path.exists(older):
                     os.replace(older, "%s.%d" % (path, index + 1))
             os.replace(path, path + ".1")
+            # Traefik makes a missing log by the umask (0644) when it reopens; an empty private one waits.
+            fsutil.private_log(path)
             rotated.append(path)
     finally:
         if rotated:
