@@ -75,7 +75,7 @@ class Prober:
         self.dead = set()
         self.calls = 0
 
-    def __call__(self, targets, timeout=2.0):
+    def __call__(self, targets, timeout=2.0, own_ports=()):
         self.calls += 1
         return {job_id: model.ProbeResult(url not in self.dead, "" if url not in self.dead else "refused",
                                           refused=url in self.dead)

@@ -35,6 +35,9 @@ class FakeWake:
     def held(self):
         return {name: wake.Held(count, 3.0) for name, count in self.holding.items() if count}
 
+    def own_ports(self):
+        return frozenset(self.listening.values())
+
     def shutdown(self):
         self.shut = True
 

@@ -305,3 +305,22 @@ def test_https_backends_are_probed_and_their_certificate_checked(certificate, mo
 def test_probe_all_without_targets_is_empty_and_a_bad_url_is_a_result():
     assert probe.probe_all({}) == {}
     assert probe.probe_all({"1": ("http://node:99999", "/", None)})["1"].detail.startswith("bad URL")
+
+
+def test_a_backend_that_is_one_of_our_own_listeners_is_never_probed():
+    """A job publishing the wake proxy's (or Traefik's) own address would make the proxy forward to
+    itself: whatever its spelling, such a backend is refused before any connection."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    port = server.getsockname()[1]
+    try:
+        for host in ("127.0.0.1", "localhost", "127.0.0.2", "[::ffff:127.0.0.1]", "0.0.0.0"):
+            result = probe.probe_all({"1": ("http://%s:%d" % (host, port), "/", None)}, timeout=0.5,
+                                     own_ports={port})["1"]
+            assert not result.ok and "own listeners" in result.detail, (host, result)
+        server.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            server.accept()                         # not one connection was made
+    finally:
+        server.close()

@@ -39,11 +39,13 @@ def test_load_reads_script_template_output_and_warning(layout):
     folder = service(layout, "web", files={"web.yml": "http: {}\n"},
                      options="#SBATCH --output=web.log\n#SBATCH --signal=B:USR1@120")
     found = services.load(layout, "web")
-    assert found == services.ServiceDef("web", folder, os.path.join(folder, "web.sub"),
-                                        os.path.join(folder, "web.yml"), True, 120)
-    service(layout, "plain", options="#SBATCH --signal=USR1")
+    assert found._replace(options=()) == services.ServiceDef("web", folder, os.path.join(folder, "web.sub"),
+                                                             os.path.join(folder, "web.yml"), True, 120, 3600)
+    assert [option for _, option, _ in found.options] == ["--job-name", "--time", "--output", "--signal"]
+    service(layout, "plain", options="#SBATCH --signal=USR1\n#SBATCH -t 1:00:00\n#SBATCH --time=2-0")
     plain = services.load(layout, "plain")
     assert (plain.template, plain.script_sets_output, plain.warning_seconds) == (None, False, 60)
+    assert plain.time_limit == 2 * 86400, "the last --time wins, as in sbatch"
 
 
 @pytest.mark.parametrize("name, script, message, line", [

@@ -16,7 +16,7 @@ from .errors import ConfigError
 _OWN_WORK_NAME_RE = re.compile(
     r"(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
     r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|"
-    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup|wake-spool)")
+    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup|wake-spool|hosts|leader|first-host)")
 
 
 class Layout(NamedTuple):

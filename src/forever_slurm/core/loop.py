@@ -212,7 +212,7 @@ class Controller:
             if service not in health:
                 health[service] = health_of(loaded.get(service))
             targets[job_id] = (url,) + health[service] + (service,)    # fair shares are per service
-        results = self.probe_all(targets, timeout=self.settings.probe_timeout)
+        results = self.probe_all(targets, timeout=self.settings.probe_timeout, own_ports=self.own_ports())
         memory, events = absorb.apply_probes(snap.memory, results, now, self.policy)
         _log_events(events)
         return memory
@@ -247,6 +247,14 @@ class Controller:
             self.routes.write(routes, loaded)
             log.info("stopping: the wake proxy's routes are withdrawn (%s)", ", ".join(sorted(self.demand.waking_ports)))
         self.wake.shutdown()
+
+    def own_ports(self):
+        """This host's listeners: Traefik's entry points and the wake proxy's ports. A backend URL
+        that points at one of them is never probed nor routed (the proxy would forward to itself)."""
+        ports = {self.settings.traefik_port, self.settings.traefik_ping_port}
+        if self.wake is not None:
+            ports |= set(self.wake.own_ports())
+        return frozenset(ports)
 
     def _split_ours(self, jobs, memory):
         """(ours, foreign) of a look's jobs. Ours: submitted from this root (their working directory,

@@ -28,6 +28,7 @@ class Prober:
         self._fetch_all = fetch_all
         self._clock = clock
         self._behind = set()
+        self.own_ports = frozenset()    # this host's listeners (wake proxy, Traefik): never a backend
 
     def probe_all(self, targets, timeout=2.0):
         """targets: {job_id: (url, path, expect_status[, group])} -> {job_id: ProbeResult}.
@@ -53,7 +54,9 @@ class Prober:
             gets[job_id] = httpget.Get(host, parts.port, path, parts.scheme == "https", group)
             expects[job_id] = expect
         started = self._clock()
-        answers = self._fetch_all(gets, timeout, started + PASS_TIMEOUTS * timeout, admit=refused_addresses)
+        own = self.own_ports
+        answers = self._fetch_all(gets, timeout, started + PASS_TIMEOUTS * timeout,
+                                  admit=lambda addresses, port: refused_addresses(addresses, port, own))
         for job_id, answer in answers.items():
             results[job_id] = _result(answer, expects[job_id])
         self._behind = set(gets) - set(answers)
@@ -72,20 +75,26 @@ def _result(answer, expect_status):
     return ProbeResult(ok, "" if ok else "HTTP %d" % status, refused=(status == 503 and not ok))
 
 
-def refused_addresses(addresses):
-    """Why a backend at these addresses (what its name resolves to) is not probed, or ""."""
+def refused_addresses(addresses, port=None, own_ports=frozenset()):
+    """Why a backend at these addresses (what its name resolves to) is not probed, or "": a link-local
+    or metadata address, or one of this host's own listeners (a job publishing the wake proxy's own
+    address would make it forward to itself)."""
     for address in addresses:
         why = urls.forbidden_address(address)
         if why:
             return "its host resolves to %s, %s: refused" % (address, why)
+        if port in own_ports and urls.is_local_address(address):
+            return "it is %s:%d, one of forever-slurm's own listeners on this host: refused" % (address, port)
     return ""
 
 
 _DEFAULT = Prober()
 
 
-def probe_all(targets, timeout=2.0):
-    """targets: {job_id: (url, path, expect_status[, group])} -> {job_id: ProbeResult}; see Prober."""
+def probe_all(targets, timeout=2.0, own_ports=frozenset()):
+    """targets: {job_id: (url, path, expect_status[, group])} -> {job_id: ProbeResult}; see Prober.
+    own_ports: this host's listeners, never probed (nor routed) as a backend."""
+    _DEFAULT.own_ports = frozenset(own_ports)
     return _DEFAULT.probe_all(targets, timeout)
 
 

@@ -52,7 +52,7 @@ def fetch_all(gets, timeout, deadline=None, admit=None, resolver=None, max_open=
     `deadline` (a clock() time; default: 3 timeouts from now). GETs the deadline leaves no time to
     start get no Answer: the caller may try them first next time.
 
-    admit(addresses) -> "" or why not: a name's addresses are checked before any connection to them."""
+    admit(addresses, port) -> "" or why not: a name's addresses are checked before any connection to them."""
     now = clock()
     deadline = now + 3 * timeout if deadline is None else deadline
     batch = _Batch(gets, timeout, deadline, admit, resolver or RESOLVER, max_open or _max_open(), clock)
@@ -132,7 +132,7 @@ class _Batch:
                 self._admit(key, get, [(family, _with_port(sockaddr, get.port)) for family, sockaddr in addresses])
 
     def _admit(self, key, get, addresses):
-        why = self.admit([sockaddr[0] for _, sockaddr in addresses]) if self.admit else ""
+        why = self.admit([sockaddr[0] for _, sockaddr in addresses], get.port) if self.admit else ""
         if why:
             self.answers[key] = Answer(None, why)
             return
