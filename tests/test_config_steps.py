@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -159,14 +160,29 @@ def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fak
     said = []
     config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
     assert sum("enable-linger" in line for line in said) == 1
-    unit = (fake_session / ".config" / "systemd" / "user" / "forever-slurm.service").read_text()
+    unit = (fake_session / ".config" / "systemd" / "user" /
+            (units.unit_name(layout, "forever-slurm") + ".service")).read_text()
     path = unit.split('"PATH=')[1].split('"')[0]
     assert "junk" not in path and "fake_bin" not in path
     assert path.split(os.pathsep)[0] == os.path.dirname(sys.executable)
 
 
+def test_units_run_as_the_host_config_ran_as(tmp_path, fake_session, monkeypatch):
+    """Two "login nodes" of one machine (FOREVER_HOST): each one's units carry its name, and both start here."""
+    monkeypatch.setenv("FOREVER_HOST", "login2")
+    layout = settings.Layout.for_host(str(tmp_path / "root"))
+    config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
+    unit = (fake_session / ".config" / "systemd" / "user" /
+            (units.unit_name(layout, "forever-slurm") + ".service")).read_text()
+    assert '"FOREVER_HOST=login2"' in unit
+    assert "\nConditionHost=%s\n" % socket.gethostname() in unit
+    monkeypatch.delenv("FOREVER_HOST")
+    assert units.unit_name(settings.Layout.for_host(layout.root), "forever-slurm") != units.unit_name(
+        layout, "forever-slurm")
+
+
 def test_a_loop_unit_that_failed_is_named_with_systemds_word(layout, fake_session, monkeypatch, taken):
-    monkeypatch.setenv("FAKE_FAILED_UNITS", "forever-slurm")
+    monkeypatch.setenv("FAKE_FAILED_UNITS", units.unit_name(layout, "forever-slurm"))
     conf = traefik_ports_conf(layout, taken, free_port())
     report = config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
     clock = Clock(1000.0)
@@ -215,7 +231,8 @@ def test_units_run_the_squeue_the_shell_runs_not_the_one_beside_python(layout, f
     monkeypatch.setattr(sys, "executable", str(distro / "python3"))
     said = []
     config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
-    unit = (fake_session / ".config" / "systemd" / "user" / "forever-slurm.service").read_text()
+    unit = (fake_session / ".config" / "systemd" / "user" /
+            (units.unit_name(layout, "forever-slurm") + ".service")).read_text()
     path = unit.split('"PATH=')[1].split('"')[0]
     for tool in ("squeue", "sbatch", "scontrol", "scancel"):
         assert shutil.which(tool, path=path) == str(site / tool), path

@@ -139,7 +139,7 @@ def test_a_service_file_named_like_one_of_ours_in_work_is_refused_and_nothing_is
 
 
 def test_every_name_the_code_writes_in_work_counts_as_ours():
-    """Scans src/ for os.path.join(<layout>.work, "<name>"...): a new file of ours must be added to
+    """Scans src/ for os.path.join(<layout>.work or .host_work, "<name>"...): a new file of ours must be added to
     settings._OWN_WORK_NAME_RE, or a service file of that name would be staged over it."""
     import re
     top = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "forever_slurm")
@@ -149,8 +149,10 @@ def test_every_name_the_code_writes_in_work_counts_as_ours():
             if filename.endswith(".py"):
                 with open(os.path.join(folder, filename)) as handle:
                     text = handle.read()
-                names.update(re.findall(r"os\.path\.join\((?:self|self\.layout|layout)\.work, \"([^\"]+)\"", text))
-    assert {"state.json", "traefik.pid", "disk-reserve", "backup"} <= {n.replace("%s", "x") for n in names}
+                names.update(re.findall(r"os\.path\.join\((?:self|self\.layout|layout)\.(?:host_)?work, \"([^\"]+)\"",
+                                       text))
+    assert {"state.json", "traefik.pid", "disk-reserve", "backup", "hosts", "leader", "wake-spool"} <= {
+        n.replace("%s", "x") for n in names}
     for name in names:
         assert settings.Layout.is_own_work_name(name.replace("%s", "x")), name
     assert not settings.Layout.is_own_work_name("serve.py")

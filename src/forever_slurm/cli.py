@@ -69,6 +69,8 @@ def _add_setup_commands(add):
                    help="run N instances of NAME (NAME=MIN-MAX: by demand, 0 removes it)")
     p.add_argument("--ssh", action="store_true", help="on a web server: set up the ssh tunnel to the login node")
     p.add_argument("--no-install", action="store_true", help="write the configuration, install no units")
+    p.add_argument("--host-only", action="store_true",
+                   help="write the --set keys into .env.<host>, this login node's own values over .env")
     p.set_defaults(func=cmd_config)
 
     p = add("uninstall", "remove the units or cron entries (keeps .env, services, logs)",
@@ -151,17 +153,27 @@ def standard_streams():
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _layout(args, must_exist=True):
-    """The root's Layout; a root that is missing (or a file) is refused before anything reads or creates it."""
-    layout = settings_mod.Layout(settings_mod.find_root(args.root))
+    """The root's Layout for this host; a root that is missing (or a file) is refused before anything
+    reads or creates it."""
+    root = settings_mod.find_root(args.root)
     where = "--root" if args.root else "$FOREVER_ROOT" if os.environ.get("FOREVER_ROOT") else "the default root"
-    if os.path.lexists(layout.root) and not os.path.isdir(layout.root):
+    if os.path.lexists(root) and not os.path.isdir(root):
         raise ForeverError("%s %s is not a directory; pass --root with your forever-slurm directory"
-                           % (where, layout.root))
-    if must_exist and not os.path.isdir(layout.root):
+                           % (where, root))
+    if must_exist and not os.path.isdir(root):
         raise ForeverError("%s %s does not exist; pass --root with your forever-slurm directory, or run "
                            "`forever_slurm.pyz --root %s config` to set one up there"
-                           % (where, layout.root, layout.root))
-    return layout
+                           % (where, root, root))
+    return settings_mod.Layout.for_host(root)
+
+
+def _writing_layout(args):
+    """(Layout, Settings) of a command that writes this host's files (run, traefik): the root's first
+    host is recorded before, so that every writer agrees where the first host's files are; bad
+    settings are refused before anything is written."""
+    layout = _layout(args)
+    conf = settings_mod.load(layout)
+    return layout.with_first_host(), conf
 
 
 def _set_up_layout(args):
@@ -176,7 +188,7 @@ def _set_up_layout(args):
 # -- subcommands ------------------------------------------------------------------------------------
 def cmd_run(args):
     from .core import run
-    return run.run_command(_layout(args), once=args.once)
+    return run.run_command(_writing_layout(args)[0], once=args.once)
 
 
 def cmd_status(args):
@@ -203,8 +215,8 @@ def cmd_check(args):
 
 def cmd_traefik(args):
     from .setup import traefik_bin
-    layout = _layout(args)
-    return traefik_bin.run_in_place(layout, settings_mod.load(layout), print_only=args.print_config)
+    layout, conf = _writing_layout(args)
+    return traefik_bin.run_in_place(layout, conf, print_only=args.print_config)
 
 
 def cmd_config(args):

@@ -55,6 +55,35 @@ def atomic_write(path, data, mode=PRIVATE_FILE, tmp_dir=None, only_if_changed=Fa
     return True
 
 
+def create_once(path, data, mode=PRIVATE_FILE):
+    """Create `path` holding `data` unless it exists: True when this call made it.
+
+    Exclusive and whole on NFS too (where O_EXCL may not be): the data goes to a synced private temp
+    file that is then link(2)ed to path, which fails with EEXIST for everyone but one. When the
+    server's answer to a link that was made is lost, the temp file's link count (2) tells the truth
+    (open(2)'s recipe for O_EXCL on NFS)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".new",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return os.stat(tmp).st_nlink == 2
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def _holds(path, data):
     try:
         with open(path, "rb") as handle:

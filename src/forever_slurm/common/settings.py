@@ -1,13 +1,14 @@
 """The root directory's layout and its typed settings (.env over .env.default over the bundled defaults)."""
 
 import difflib
+import hashlib
 import os
 import re
 import sys
 from collections import OrderedDict
 from typing import Callable, List, NamedTuple, Tuple
 
-from . import envfile, fsutil, resources, validate
+from . import envfile, fsutil, hostname, resources, validate
 from .errors import ConfigError
 
 # What forever-slurm keeps in .work/ itself (tests/test_services.py finds every such name in src/).
@@ -15,14 +16,44 @@ from .errors import ConfigError
 # would replace the loop's state, its lock, Traefik's files or a folder of ours.
 _OWN_WORK_NAME_RE = re.compile(
     r"(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
-    r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|"
-    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup|wake-spool|hosts|leader|first-host)")
+    r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|first-host|"
+    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup|wake-spool|hosts|leader)")
 
 
 class Layout(NamedTuple):
-    """Where everything lives under one root (the original bash tool's conventions)."""
-    root: str
+    """Where everything lives under one root (the original bash tool's conventions), for one host.
 
+    Several login nodes may run one root from the shared home. What they share stays in .work/: the
+    loop's state, the jobs' output, staged service files, backups, the lease (.work/leader). What is
+    one host's own (its lock, Traefik's files, logs, the wake spool, the disk reserve, its units'
+    records) is in `host_work`: .work/ itself on the root's first host, where every earlier version
+    kept it, else .work/hosts/<host>/ (see common/hostname). `Layout(root)` is the first host's view
+    (what a root used by one host always had); the commands use `Layout.for_host(root)`."""
+    root: str
+    given_host: str = ""    # the host this layout is for; "" = this process's (hostname.this_host)
+    first_host: str = ""    # the root's first host as recorded; "" = none yet: this host is the first
+
+    @classmethod
+    def for_host(cls, root, host=None, environ=None):
+        """The layout of `root` for `host` (default: this process's host), after .work/first-host;
+        reads only (with_first_host records it)."""
+        host = host or hostname.this_host(environ)
+        return cls(root, host, hostname.read_first_host(os.path.join(root, ".work")) or "")
+
+    def with_first_host(self):
+        """This layout once the root's first host is recorded (this host, when no other was first)."""
+        return self._replace(first_host=hostname.record_first_host(self.work, self.host))
+
+    @property
+    def host(self):
+        """This layout's host: a short host name, or FOREVER_HOST."""
+        return self.given_host or hostname.this_host()
+
+    @property
+    def is_first_host(self):
+        return not self.first_host or self.first_host == self.host
+
+    # -- shared by every host --------------------------------------------------------------------
     @property
     def env_file(self):
         return os.path.join(self.root, ".env")
@@ -30,6 +61,11 @@ class Layout(NamedTuple):
     @property
     def env_default(self):
         return os.path.join(self.root, ".env.default")
+
+    @property
+    def host_env_file(self):
+        """.env.<host>: this host's own values, over .env key by key."""
+        return os.path.join(self.root, ".env." + self.host)
 
     @property
     def services(self):
@@ -40,37 +76,86 @@ class Layout(NamedTuple):
         return os.path.join(self.root, ".work")
 
     @property
-    def watch(self):
-        return os.path.join(self.work, "traefik-watch")
-
-    @property
-    def staging_tmp(self):
-        """Temp files for the watch dir: same filesystem, outside the watched directory."""
-        return os.path.join(self.work, "tmp")
-
-    @property
     def slurm_output(self):
         return os.path.join(self.work, "slurm-output")
-
-    @property
-    def log(self):
-        return os.path.join(self.work, "log")
 
     @property
     def state_file(self):
         return os.path.join(self.work, "state.json")
 
     @property
-    def lock_file(self):
-        return os.path.join(self.work, "forever-slurm.lock")
-
-    @property
     def bin(self):
         return os.path.join(self.work, "bin")
 
     @property
+    def first_host_file(self):
+        return hostname.first_host_file(self.work)
+
+    @property
+    def hosts_dir(self):
+        """.work/hosts: one folder per host (its host.json, and its files when it is not the first)."""
+        return os.path.join(self.work, "hosts")
+
+    @property
+    def host_file(self):
+        """.work/hosts/<host>/host.json: what this host's loop reports (every host, the first too)."""
+        return os.path.join(self.hosts_dir, self.host, "host.json")
+
+    @property
+    def lease_dir(self):
+        """.work/leader: the lease that says which host's loop leads (core/lease)."""
+        return os.path.join(self.work, "leader")
+
+    # -- this host's own -----------------------------------------------------------------------
+    @property
+    def host_work(self):
+        """.work itself on the root's first host, .work/hosts/<host> on any other."""
+        return self.work if self.is_first_host else os.path.join(self.hosts_dir, self.host)
+
+    @property
+    def watch(self):
+        return os.path.join(self.host_work, "traefik-watch")
+
+    @property
+    def staging_tmp(self):
+        """Temp files for the watch dir: same filesystem, outside the watched directory."""
+        return os.path.join(self.host_work, "tmp")
+
+    @property
+    def log(self):
+        return os.path.join(self.host_work, "log")
+
+    @property
+    def lock_file(self):
+        """One loop per root and host."""
+        return os.path.join(self.host_work, "forever-slurm.lock")
+
+    @property
     def traefik_static(self):
-        return os.path.join(self.work, "traefik-static.yml")
+        return os.path.join(self.host_work, "traefik-static.yml")
+
+    @property
+    def traefik_pid(self):
+        return os.path.join(self.host_work, "traefik.pid")
+
+    @property
+    def traefik_version(self):
+        return os.path.join(self.host_work, "traefik-version")
+
+    @property
+    def disk_reserve(self):
+        return os.path.join(self.host_work, "disk-reserve")
+
+    @property
+    def wake_spool(self):
+        return os.path.join(self.host_work, "wake-spool")
+
+    @property
+    def unit_id(self):
+        """A short hash of the root's real path and the host: the suffix of this root's units on this
+        host (forever-slurm-<id>), so that roots, and hosts that share a home, never touch each other's."""
+        key = os.path.realpath(self.root) + "\0" + self.host
+        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
 
     @staticmethod
     def is_own_work_name(name):
@@ -79,7 +164,8 @@ class Layout(NamedTuple):
 
     def make_dirs(self):
         """Every folder under .work, private to the user (0700) whatever the umask."""
-        for path in (self.work, self.watch, self.staging_tmp, self.slurm_output, self.log, self.bin):
+        shared = [self.work] + ([] if self.is_first_host else [self.hosts_dir])
+        for path in shared + [self.host_work, self.watch, self.staging_tmp, self.slurm_output, self.log, self.bin]:
             fsutil.make_private_dir(path)
 
 
@@ -213,9 +299,11 @@ def changed_keys(old, new):
     return found or ["nothing the loop uses"]
 
 
-def load_values(layout, environ=None, env_text=None, problems=None):
-    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place).
+def load_values(layout, environ=None, env_text=None, problems=None, host_text=None, with_host=True):
+    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its
+    place), then this host's .env.<host> (or host_text in its place), each key over the one before.
 
+    with_host False leaves .env.<host> out (what `config` writes into .env must not be this host's own).
     problems: collects each bad line's ConfigError instead of raising the first (envfile.parse)."""
     bundled_text = resources.read_text("env.default") or ""
     values = envfile.parse(bundled_text, BUNDLED, environ)
@@ -224,25 +312,45 @@ def load_values(layout, environ=None, env_text=None, problems=None):
         values.update(envfile.read(layout.env_file, environ, values, problems))
     else:
         values.update(envfile.parse(env_text, layout.env_file, environ, values, problems))
+    if with_host:
+        values.update(host_values(layout, environ, values, problems, host_text))
     return values
 
 
-def load(layout, environ=None, env_text=None):
+def host_values(layout, environ=None, known=None, problems=None, host_text=None):
+    """{key: EnvValue} of .env.<host> (or host_text in its place): the same reading rules as .env.
+    SERVICE_LIST is refused there: which services run is the root's, the same on every host."""
+    path = layout.host_env_file
+    if host_text is None:
+        values = envfile.read(path, environ, known, problems)
+    else:
+        values = envfile.parse(host_text, path, environ, known, problems)
+    entry = values.pop("SERVICE_LIST", None)
+    if entry is not None:
+        error = ConfigError("SERVICE_LIST is the same on every login node: set it in %s, not here"
+                            % layout.env_file, entry.path, entry.line)
+        if problems is None:
+            raise error
+        problems.append(error)
+    return values
+
+
+def load(layout, environ=None, env_text=None, host_text=None):
     """Typed Settings; the first bad value raises ConfigError naming its file and line.
 
-    env_text: check a .env not yet written (config validates before it installs one).
+    env_text, host_text: check a .env or .env.<host> not yet written (config validates before it installs one).
     """
-    conf, problems = check(layout, environ, env_text)
+    conf, problems = check(layout, environ, env_text, host_text)
     if problems:
         raise problems[0]
     return conf
 
 
-def check(layout, environ=None, env_text=None):
+def check(layout, environ=None, env_text=None, host_text=None):
     """(Settings or None, [ConfigError for every bad line and value, in file order]); an unreadable
     file is raised at once."""
     problems = []
-    values = load_values(layout, environ, env_text, problems)
+    values = load_values(layout, environ, env_text, problems, host_text)
     typed = {}
     for key, spec in KEYS.items():
         try:

@@ -103,6 +103,15 @@ def host(text):
     return text
 
 
+def host_label(text):
+    """One label of a host name, as a login node's short name is (login1, gpu_node01): it names a
+    folder (.work/hosts/<host>) and a file (.env.<host>), so no '.', '/', space or odd byte."""
+    if not isinstance(text, str) or not _LABEL_RE.fullmatch(text):
+        raise Invalid("%r is not a short host name (letters, digits, _ and -, not first or last, at most 63)"
+                      % (text,))
+    return text
+
+
 def host_list(text):
     """Host names separated by spaces (login nodes, for failover); may be empty."""
     return [host(word) for word in text.split()]

@@ -11,6 +11,7 @@ import math
 from ..systems import traefik_logs
 from ..systems.traefik import Server
 from . import scale
+from .hosts import Load
 from .routes import wake_url
 from .service_files import health_of
 
@@ -26,6 +27,8 @@ class DemandKeeper:
         self.access = traefik_logs.Follower(access_log)
         self.wake = wake            # wake.WakeProxy, or None (run --once: a service at 0 has no route)
         self.waking_ports = {}      # {service: port of its wake proxy listener}
+        self.seen_counts = {}       # {service: requests seen here so far} (hosts.Load.seen)
+        self._last_seen = {}        # {(service, mine|them): the seen count at the last pass}
 
     # -- demand ----------------------------------------------------------------------------------
     def desired(self, desired):
@@ -34,12 +37,12 @@ class DemandKeeper:
         desired.update({name: demand.target for name, demand in self.demand.items() if name in desired})
         return desired
 
-    def follow(self, scaling, desired, memory, counted, now, policy):
-        """desired with each MIN-MAX service's count set from its demand (scale.step).
-        counted: {job_id: requests in flight} of the scaled backends."""
-        self.demand = {name: self.demand.get(name) or initial_demand(name, memory, now) for name in scaling}
+    def sample(self, scaling, memory, counted):
+        """{service: hosts.Load} this host sees of each MIN-MAX service now: requests in flight through
+        its Traefik (counted: {job_id: requests in flight} of the scaled backends) and held by its wake
+        proxy, and its count of requests seen (raised when the access log shows a new one)."""
         if not scaling:
-            return desired
+            return {}
         held = self.wake.held() if self.wake else {}
         seen = self._services_with_new_requests(memory)
         in_flight = {}
@@ -47,11 +50,30 @@ class DemandKeeper:
             if count and job_id in memory.jobs and memory.jobs[job_id].service in scaling:
                 service = memory.jobs[job_id].service
                 in_flight[service] = in_flight.get(service, 0) + count
+        loads = {}
+        for name in scaling:
+            waiting = held[name].count if name in held else 0
+            self.seen_counts[name] = self.seen_counts.get(name, 0) + (1 if name in seen else 0)
+            loads[name] = Load(in_flight.get(name, 0) + waiting, waiting, self.seen_counts[name])
+        return loads
+
+    def follow(self, scaling, desired, memory, loads, now, policy, others=None):
+        """desired with each MIN-MAX service's count set from its demand (scale.step), on the loads of
+        this host (sample) and of the other login nodes (others: {service: Load} summed)."""
+        self.demand = {name: self.demand.get(name) or initial_demand(name, memory, now) for name in scaling}
+        if not scaling:
+            return desired
+        others = others or {}
         desired = dict(desired)
         for name, count in scaling.items():
-            waiting = held[name].count if name in held else 0
+            mine, theirs = loads.get(name, Load()), others.get(name, Load())
+            waiting = mine.held + theirs.held
+            # A count that changed since the last pass: a request came (the first pass only takes note).
+            came = mine.seen != self._last_seen.get((name, "mine"), mine.seen) or \
+                theirs.seen > self._last_seen.get((name, "them"), theirs.seen)
+            self._last_seen[(name, "mine")], self._last_seen[(name, "them")] = mine.seen, theirs.seen
             old = self.demand[name]
-            new = scale.step(old, now, in_flight.get(name, 0) + waiting, name in seen or waiting > 0,
+            new = scale.step(old, now, mine.in_flight + theirs.in_flight, came or waiting > 0,
                              count.low, count.high, policy)
             if new.target != old.target:
                 log.info("%s: %d instance%s wanted (was %d): %.1f requests in flight on average%s", name,

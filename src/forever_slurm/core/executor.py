@@ -15,14 +15,19 @@ log = logging.getLogger(__name__)
 class Executor:
     """slurm: systems.slurm.Slurm; save_intents(memory) -> bool saves memory before any sbatch runs."""
 
-    def __init__(self, layout, slurm, save_intents, pyz=None):
+    def __init__(self, layout, slurm, save_intents, pyz=None, may_act=lambda: True):
         self.layout = layout
         self.slurm = slurm
         self.save_intents = save_intents
         self.pyz = pyz
+        self.may_act = may_act      # checked before every sbatch and scancel (the lease's fence)
 
     def act(self, actions, memory, loaded, now, policy):
-        """Memory after carrying out `actions`: cancels first, then submissions, then exclusions."""
+        """Memory after carrying out `actions`: cancels first, then submissions, then exclusions. Nothing
+        is done (and so nothing recorded) once may_act() says this loop may no longer act."""
+        if actions and not self.may_act():
+            log.warning("not acting on %d action(s): this loop's lead is not renewed in time", len(actions))
+            return memory
         cancels = [a for a in actions if isinstance(a, Cancel)]
         if cancels:
             memory = self._cancel(cancels, memory, now, policy)
@@ -55,6 +60,9 @@ class Executor:
         failed_services = set()
         for action, key in zip(submits, keys):
             item = loaded.get(action.service)
+            if not self.may_act():      # the lead lapsed meanwhile (a pause, a stalled filesystem)
+                memory = memory._replace(jobs={k: v for k, v in memory.jobs.items() if k != key})
+                continue
             if action.service in failed_services or item is None or item.definition is None:
                 memory = memory._replace(jobs={k: v for k, v in memory.jobs.items() if k != key})
                 continue

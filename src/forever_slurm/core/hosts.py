@@ -9,25 +9,14 @@ loop rewrites its file at least every HEARTBEAT seconds), never by comparing clo
 
 import json
 import os
-import socket
 import time
 from typing import Dict, NamedTuple
 
 from ..common import fsutil, validate
 
 HEARTBEAT = 15.0    # a loop rewrites its host.json at least this often
+MIN_GAP = 5.0       # ... and, for a change of load alone, at most this often
 GONE = 60.0         # a host whose file has not changed for this long is gone
-
-
-def this_host(environ=None):
-    """FOREVER_HOST (tests run two login nodes on one machine), else the short host name."""
-    environ = os.environ if environ is None else environ
-    name = environ.get("FOREVER_HOST") or socket.gethostname().split(".")[0]
-    return name if validate.is_service_name(name) else "host"
-
-
-def host_file(layout, host):
-    return os.path.join(layout.work, "hosts", host, "host.json")
 
 
 class Load(NamedTuple):
@@ -40,34 +29,47 @@ class Load(NamedTuple):
 class Reporter:
     """Writes this host's file when it changes, and at least every HEARTBEAT seconds."""
 
-    def __init__(self, layout, host, clock=time.time, monotonic=time.monotonic):
-        self.path = host_file(layout, host)
-        self.host = host
+    def __init__(self, layout, clock=time.time, monotonic=time.monotonic):
+        self.path = layout.host_file
+        self.host = layout.host
         self.clock = clock
         self.monotonic = monotonic
         self._last = None
         self._written_at = None
 
-    def report(self, role, since, loads, traefik_port=None):
+    def report(self, role, since, loads, traefik_port=None, traefik_ok=None):
+        """Written now when the role changed or a request began to be held (the leader should submit
+        at once), at most every MIN_GAP seconds for a change of load, else every HEARTBEAT seconds."""
         body = {"host": self.host, "pid": os.getpid(), "role": role, "since": since,
-                "traefik_port": traefik_port, "load": {name: load._asdict() for name, load in sorted(loads.items())}}
+                "traefik_port": traefik_port, "traefik_ok": traefik_ok, "load": {name: load._asdict() for name, load in sorted(loads.items())}}
         now = self.monotonic()
-        if body == self._last and self._written_at is not None and now - self._written_at < HEARTBEAT:
-            return False
+        if self._written_at is not None and not self._urgent(body):
+            gap = HEARTBEAT if body == self._last else MIN_GAP
+            if now - self._written_at < gap:
+                return False
         try:
+            fsutil.make_private_dir(os.path.dirname(os.path.dirname(self.path)))
+            fsutil.make_private_dir(os.path.dirname(self.path))
             fsutil.atomic_write(self.path, json.dumps(dict(body, updated_at=self.clock()), sort_keys=True))
         except OSError:
             return False        # the lease and state.json are the ones that matter; tried again next pass
         self._last, self._written_at = body, now
         return True
 
+    def _urgent(self, body):
+        last = self._last or {}
+        if body["role"] != last.get("role"):
+            return True
+        before = last.get("load") or {}
+        return any(load["held"] and not (before.get(name) or {}).get("held") for name, load in body["load"].items())
+
 
 class Others:
     """The other hosts' files, re-read when they change (one stat a host a pass)."""
 
-    def __init__(self, layout, host, monotonic=time.monotonic):
-        self.directory = os.path.join(layout.work, "hosts")
-        self.host = host
+    def __init__(self, layout, monotonic=time.monotonic):
+        self.directory = layout.hosts_dir
+        self.host = layout.host
         self.monotonic = monotonic
         self._seen = {}         # host -> (stamp, data, monotonic time it last changed)
 

@@ -23,13 +23,13 @@ The lease is a directory of terms, `.work/leader/term-<N>`: the holder of the hi
   `quiet_renew` (30 s), so a root on one host costs one small rename every 30 s.
 """
 
-import errno
 import json
 import os
 import secrets
 import time
 from typing import NamedTuple
 
+from ..common import fsutil
 from ..common.validate import ascii_digits
 
 RENEW = 4.0             # seconds between renewals while other hosts run (takeover within about 20 s)
@@ -160,7 +160,7 @@ class Lease:
     def _write(self, term):
         path = os.path.join(self.directory, "term-%d" % term.epoch)
         tmp = os.path.join(self.directory, ".%s-%d-%s" % (self.host, self.pid, secrets.token_hex(4)))
-        with open(tmp, "w") as handle:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fsutil.PRIVATE_FILE), "w") as handle:
             handle.write(_encode(term))
         os.rename(tmp, path)
 
@@ -217,24 +217,10 @@ def _encode(term):
 
 
 def _link_new(directory, name, text):
-    """True when `name` did not exist and now holds `text`, created by us (link(2) on a private file)."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = os.path.join(directory, ".claim-%s" % secrets.token_hex(8))
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    try:
-        try:
-            os.link(tmp, os.path.join(directory, name))
-            return True
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise
-            return os.stat(tmp).st_nlink == 2       # the link was made, its answer lost (NFS)
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    """True when `name` did not exist and now holds `text`, created by us (fsutil.create_once: link(2)
+    of a private file, exclusive on NFS too)."""
+    fsutil.make_private_dir(directory)
+    return fsutil.create_once(os.path.join(directory, name), text)
 
 
 def _pid_alive(pid):

@@ -23,8 +23,9 @@ TOUCH_EVERY = 3600.0        # seconds between two touches of the lock file
 class RootLock:
     """One loop per root: an fcntl lock on .work/forever-slurm.lock holding the owner's pid."""
 
-    def __init__(self, path, clock=time.monotonic):
+    def __init__(self, path, clock=time.monotonic, unit="forever-slurm"):
         self.path = path
+        self.unit = unit            # the unit that runs the loop, named when another loop holds the lock
         self.fd = None
         self.clock = clock
         self._touched = None
@@ -83,7 +84,7 @@ class RootLock:
             if exc.errno not in (errno.EACCES, errno.EAGAIN):
                 raise ForeverError("cannot lock the lock file: %s" % (exc.strerror or exc), self.path)
             error = LockedError("another forever-slurm loop (pid %s) already runs for this root; stop it "
-                                "first (e.g. systemctl --user stop forever-slurm)" % holder, self.path)
+                                "first (e.g. systemctl --user stop %s)" % (holder, self.unit), self.path)
             error.holder = holder
             raise error
         try:

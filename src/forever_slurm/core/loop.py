@@ -13,8 +13,8 @@ from typing import NamedTuple, Optional
 
 from ..common import backoff, fsutil, services, settings as settings_mod
 from ..common.errors import CommandError, ConfigError, ForeverError
-from ..systems import slurm as slurm_mod, slurm_facts, slurm_output, traefik_logs
-from . import absorb, inflight, maintenance, model, planner, probe, scale, state
+from ..systems import slurm as slurm_mod, slurm_facts, slurm_output, traefik_logs, traefik_ping
+from . import absorb, follow, hosts, inflight, maintenance, model, planner, probe, scale, state
 from .demand import DemandKeeper, scaled_backends
 from .executor import Executor
 from .faults import Faults
@@ -41,7 +41,7 @@ class Controller:
     fake them. `clock` is wall time, stored in state.json (it must mean the same after a restart)."""
 
     def __init__(self, layout, settings, slurm, clock=time.time, probe_all=probe.probe_all, pyz=None,
-                 count_inflight=inflight.counts, wake=None):
+                 count_inflight=inflight.counts, wake=None, lease=None, host=None, monotonic=time.monotonic):
         self.layout = layout
         self.settings = settings
         self.slurm = slurm
@@ -53,11 +53,11 @@ class Controller:
         self.workdirs = {os.path.normpath(layout.slurm_output),
                          os.path.normpath(os.path.realpath(layout.slurm_output))}
         self.faults = Faults()
-        self.reserve = fsutil.Reserve(os.path.join(layout.work, "disk-reserve"))
+        self.reserve = fsutil.Reserve(layout.disk_reserve)
         self.snapshot = self._load_state()
         self.saver = state.Saver(layout.state_file, self.reserve, self.faults)
         self.files = ServiceFiles(layout, self.snapshot.service_errors)
-        self.executor = Executor(layout, slurm, self._save_intents, pyz)
+        self.executor = Executor(layout, slurm, self._save_intents, pyz, may_act=self.may_act)
         self.routes = RouteWriter(layout, settings, self.reserve, self.faults)
         self.demand = DemandKeeper(os.path.join(layout.log, "traefik-access.log"), self.snapshot.scale, wake)
         if wake is not None:
@@ -71,6 +71,16 @@ class Controller:
         self._next_log_check = 0.0
         self._env_stamp = None
         self.facts = ClusterFacts()
+        # Several login nodes (lease.py): one leads, the others follow (follow.py). Without a lease
+        # this loop is the only one and always leads.
+        self.lease = lease
+        self.host = host or layout.host
+        self.leading = lease is None
+        self.leader_view = follow.LeaderView(layout.state_file, monotonic)
+        self.reporter = hosts.Reporter(layout, clock, monotonic) if lease is not None else None
+        self.others = hosts.Others(layout, monotonic) if lease is not None else None
+        self.loads = {}                 # {service: hosts.Load} this host saw at the last pass
+        self._traefik_ok = None         # (when, whether this host's Traefik answered its ping)
 
     def _load_state(self):
         snapshot, problem = state.read(self.layout.state_file)
@@ -86,8 +96,11 @@ class Controller:
 
     # -- a look at Slurm, and a probe pass ---------------------------------------------------------
     def look(self):
-        """Observe (one squeue), absorb, then a pass that may submit and cancel. True when Slurm answered."""
+        """Observe (one squeue), absorb, then a pass that may submit and cancel. True when Slurm answered.
+        A follower reads what the leader observed instead, and never acts."""
         self.reload_settings_if_changed()
+        if not self._lead():
+            return self._follow(fresh=True)
         now = self.clock()
         try:
             jobs = self.slurm.observe()
@@ -138,9 +151,59 @@ class Controller:
     def probe_pass(self):
         """Probe the backends and re-plan on the last look: routes follow readiness within seconds."""
         self.reload_settings_if_changed()
+        if not self._lead():
+            self._follow(fresh=False)
+            return
         self._pass(fresh=False)
 
-    def _pass(self, fresh):
+    # -- several login nodes: who leads, and following ---------------------------------------------
+    def _lead(self):
+        """True when this loop leads (always, without a lease). Renews or watches the lease at every
+        pass; a follower that takes over continues from the leader's memory and its own probes."""
+        if self.lease is None:
+            return True
+        leading = self.lease.step(others_alive=bool(self.others.fresh()))
+        if self.lease.changed:
+            term = self.lease.current
+            if leading:
+                log.info("this host (%s) leads now (term %d): it looks at Slurm and acts", self.host, term.epoch)
+                self.snapshot = self.snapshot._replace(
+                    memory=follow.merged(self.leader_view.read().memory, self.snapshot.memory))
+                self.observe_failures, self._doubted, self.last_plan = 0, [], None
+            else:
+                log.info("host %s leads (term %d): this loop follows (routes its own Traefik, acts on nothing)",
+                         term.host if term else "?", term.epoch if term else 0)
+        if self.lease.error:
+            self.faults.report("lease", "cannot use the lease in %s: %s" % (self.lease.directory, self.lease.error))
+        else:
+            self.faults.clear("lease")
+        self.leading = leading
+        return leading
+
+    def may_act(self):
+        """True when this loop may submit or cancel now: it leads and renewed its lease in time."""
+        return self.lease is None or (self.leading and self.lease.may_act())
+
+    def _follow(self, fresh):
+        """A follower's pass: the leader's observation and decisions, this host's own probes and routes.
+        When the leader's file is stale (its loop gone quiet without losing the lease), its own squeue."""
+        leader = self.leader_view.read()
+        snap = self.snapshot._replace(memory=follow.merged(leader.memory, self.snapshot.memory),
+                                      jobs=leader.jobs, foreign=leader.foreign, observed_at=leader.observed_at,
+                                      slurm_ok=leader.slurm_ok, slurm_error=leader.slurm_error)
+        if fresh and self.leader_view.stale():
+            try:
+                jobs = self.slurm.observe()
+                ours, foreign = self._split_ours(jobs, snap.memory)
+                memory, _ = absorb.absorb(snap.memory, ours, self.clock(), self.policy)
+                snap = snap._replace(memory=memory, jobs=ours, foreign=foreign, observed_at=self.clock())
+            except CommandError as exc:
+                log.debug("a follower's own squeue failed: %s", exc)
+        self.snapshot = snap
+        self._pass(fresh=False, leader_desired=leader.desired)
+        return True
+
+    def _pass(self, fresh, leader_desired=None):
         now = self.clock()
         snap = self.snapshot
         desired = self.settings.desired
@@ -150,7 +213,14 @@ class Controller:
                     if m.drain_since is not None and m.cancelled_at is None and m.url}
         scaled = scaled_backends(memory, self.settings.scaling)
         counted = self.count_inflight(_merged(scaled, draining)) if draining or scaled else {}
-        desired = self.demand.follow(self.settings.scaling, desired, memory, counted, now, self.scale_policy)
+        self.loads = self.demand.sample(self.settings.scaling, memory, counted)
+        if self.leading:
+            others = self.others.loads() if self.others is not None else None
+            desired = self.demand.follow(self.settings.scaling, desired, memory, self.loads, now,
+                                         self.scale_policy, others)
+        else:       # the leader's counts: it decides them on every login node's load
+            desired = dict(desired, **{name: leader_desired[name] for name in self.settings.scaling
+                                       if name in (leader_desired or {})})
         windows = self._windows(loaded, memory, snap.jobs, now)
         result = planner.plan(desired, snap.jobs, memory, now, self.policy, observed_at=snap.observed_at or now,
                               fresh=fresh, warnings=_warnings(loaded),
@@ -158,13 +228,15 @@ class Controller:
                               steady=self.settings.sleep_interval, waking=self.demand.holding(),
                               blocked={name for name, item in loaded.items() if item.definition is None},
                               unavailable=frozenset(self.facts.unavailable),
-                              time_limits={name: w.time_limit for name, w in windows.items() if w.time_limit})
+                              time_limits={name: w.time_limit for name, w in windows.items() if w.time_limit},
+                              follow=not self.leading)
         self.last_plan = result
         _log_events(result.events)
         for service, trace in sorted(result.failed.items()):
             self._log_bug("planning %s failed; its jobs and routes stay as they were, the other services "
                           "go on" % service, trace)
-        memory = self.executor.act(result.actions, result.memory, loaded, now, self.policy)
+        memory = self.executor.act(result.actions, result.memory, loaded, now, self.policy) \
+            if self.leading else result.memory
         routes = dict(result.routes)
         routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
         written = self.demand.with_wake_routes(self.settings.scaling, result.routes, loaded, self.faults,
@@ -175,10 +247,23 @@ class Controller:
             scale=self.demand.report(self.settings.scaling, routes),
             cluster=self._cluster_report(windows))
         self.routes.write(written, loaded, set(result.failed), self.demand.waking_ports)
-        self._save(now)
+        if self.leading:
+            self._save(now)
+        self._report_host()
         if fresh and now >= self._next_log_check:
             self._next_log_check = now + ACCESS_LOG_CHECK
             self._rotate_traefik_access_log()
+
+    def _report_host(self):
+        """This host's line in .work/hosts/<host>/host.json: its role and the load it sees."""
+        if self.reporter is None:
+            return
+        term = self.lease.current
+        now = self.clock()
+        if self._traefik_ok is None or not 0 <= now - self._traefik_ok[0] < hosts.HEARTBEAT:
+            self._traefik_ok = (now, not traefik_ping.ping(self.settings.traefik_ping_port, timeout=0.5))
+        self.reporter.report("leader" if self.leading else "follower", term.since if term else None,
+                             self.loads, self.settings.traefik_port, self._traefik_ok[1])
 
     def _windows(self, loaded, memory, jobs, now):
         """{service: maintenance.Window} of each service with a definition."""
@@ -234,10 +319,8 @@ class Controller:
         """Before the loop exits: no Traefik file may name a wake proxy port nobody will own (any local
         user could bind it and receive the service's requests, tokens included). Such routes are
         written without it (Traefik answers 503 until a restarted loop takes the port back), then the
-        proxy answers what it holds with 503 and closes."""
-        if self.wake is None:
-            return
-        if self.demand.waking_ports and self.owns_root:
+        proxy answers what it holds with 503 and closes. A leader releases the lead."""
+        if self.wake is not None and self.demand.waking_ports and self.owns_root:
             desired = self.settings.desired
             loaded = self.files.load(set(desired) | {m.service for m in self.snapshot.memory.jobs.values()},
                                      desired)
@@ -246,7 +329,15 @@ class Controller:
                 routes[name] = list(routes.get(name) or ())
             self.routes.write(routes, loaded)
             log.info("stopping: the wake proxy's routes are withdrawn (%s)", ", ".join(sorted(self.demand.waking_ports)))
-        self.wake.shutdown()
+        if self.wake is not None:
+            self.wake.shutdown()
+        self.release()
+
+    def release(self):
+        """A clean stop: another login node's loop takes over at once."""
+        if self.lease is not None and self.leading and self.owns_root:
+            self.lease.release()
+            log.info("released the lead")
 
     def own_ports(self):
         """This host's listeners: Traefik's entry points and the wake proxy's ports. A backend URL
@@ -397,7 +488,7 @@ class Controller:
     def _rotate_traefik_access_log(self):
         try:
             for path in traefik_logs.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
-                                                     os.path.join(self.layout.work, "traefik.pid")):
+                                                     self.layout.traefik_pid):
                 log.info("rotated %s (Traefik reopens it on USR1)", path)
         except OSError as exc:
             log.warning("could not rotate Traefik's access log: %s", exc)

@@ -138,7 +138,7 @@ def drain_finished(memory, inflight_count, now, policy, time_left):
 
 
 def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warnings=None, inflight=None,
-         steady=60.0, waking=False, blocked=(), unavailable=frozenset(), time_limits=None):
+         steady=60.0, waking=False, blocked=(), unavailable=frozenset(), time_limits=None, follow=False):
     """Decide actions, routes and the next look at Slurm for every service. With fresh=False (a probe
     pass on an older observation) only routing and draining change: nothing is submitted or cancelled.
     warnings: {service: seconds of its --signal warning} (see renew_lead).
@@ -147,7 +147,8 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     service with no backend (its job's start is looked for more often); blocked: services whose
     files cannot be submitted now (their error is reported elsewhere): nothing is submitted for them.
     unavailable: nodes Slurm says are down or drained; time_limits: {service: seconds a job submitted
-    now may ask} where a maintenance window shortens it (maintenance.py).
+    now may ask} where a maintenance window shortens it (maintenance.py). follow: a follower's pass
+    (another login node leads): routes only, no drain begins here (the leader's memory says which).
 
     Each service is planned on its own: a bug met while planning one is returned in `failed`
     (its memory and Traefik file stay as they were) and the others go on."""
@@ -161,7 +162,8 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     for name, view in service_views(desired, jobs, memory, now, policy, observed_at, warnings, unavailable,
                                     time_limits).items():
         try:
-            result = plan_service(view, policy, fresh, 0 if name in blocked else budget, inflight)
+            result = plan_service(view, policy, fresh and not follow, 0 if name in blocked else budget, inflight,
+                                  follow)
             look = min(look, service_next_look(result.view, policy, inflight, waking, result.stopping_now,
                                                0 if name in blocked else result.missing, result.submitted))
         except Exception:   # noqa: a planner bug must cost one service, not all of them
@@ -177,14 +179,14 @@ def plan(desired, jobs, memory, now, policy, observed_at=None, fresh=True, warni
     return Plan(actions, routes, Memory(job_mem, services), events, failed, max(0.0, look[0]), look[1])
 
 
-def plan_service(view, policy, fresh, budget, inflight):
+def plan_service(view, policy, fresh, budget, inflight, follow=False):
     """The phases of one service's plan, in order."""
     events = []
     service = _reset_backoff_if_healthy(view, policy, events)
     view = view._replace(service=service)
     retiring = retiring_jobs(view)
     jobs = {}
-    for job in drains_to_start(view, retiring, policy):
+    for job in [] if follow else drains_to_start(view, retiring, policy):
         jobs[job.job_id] = view.memory_of(job)._replace(drain_since=view.now)
         events.append("job %s of %s draining (%ds left)" % (job.job_id, view.name, view.left(job)))
     view = _with_memory(view, jobs)

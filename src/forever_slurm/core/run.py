@@ -1,10 +1,9 @@
 """The `run` command: the loop under the root's lock, one look (--once) or until SIGTERM/SIGINT."""
 
 import logging
-import os
 import signal
 
-from . import lock, loop, scheduler
+from . import lease, lock, loop, scheduler
 from .. import __version__
 from ..common import logfiles, settings as settings_mod
 from ..common.errors import ForeverError
@@ -23,11 +22,15 @@ def run_command(layout, once=False):
     logfiles.to_file(layout, "loop.log")
     if not conf.service_list:
         log.warning("SERVICE_LIST is empty in %s: nothing to run (try: config)", layout.env_file)
-    with lock.RootLock(layout.lock_file) as root_lock:
+    with lock.RootLock(layout.lock_file, unit="forever-slurm-%s" % layout.unit_id) as root_lock:
+        leader = lease.Lease(layout.lease_dir, layout.host)
         controller = loop.Controller(layout, conf, slurm.Slurm(timeout=conf.slurm_timeout),
-                                     pyz=settings_mod.running_pyz())
+                                     pyz=settings_mod.running_pyz(), lease=leader)
         if once:
-            return 0 if controller.look() else 1
+            try:
+                return 0 if controller.look() else 1
+            finally:
+                controller.release()
         wakeup = scheduler.Wakeup()
         stopping, lost = [], []
         wakeup.catch_signals((signal.SIGTERM, signal.SIGINT), stopping.append)
@@ -48,7 +51,7 @@ def start_wake_proxy(controller, wakeup):
     from . import wake
     conf = controller.settings
     return wake.WakeProxy(on_wake=lambda service: wakeup.set(), timeout=conf.wake_timeout,
-                          spool_dir=os.path.join(controller.layout.work, "wake-spool"),
+                          spool_dir=controller.layout.wake_spool,
                           also_ours=(conf.traefik_port, conf.traefik_ping_port),
                           log=lambda message: log.info("wake proxy: %s", message))
 

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 
+from . import login_nodes
 from ..core import model, planner, state
 from ..common import settings as settings_mod
 from ..systems import slurm, slurm_facts
@@ -64,6 +65,8 @@ def collect(layout, now=None, traffic_window=300.0, proc_root="/proc"):
         "settings_warnings": _settings_warnings(layout),
         "traefik": _traefik(layout, conf),
         "cluster": snap.cluster,
+        "hosts": login_nodes.collect(layout, now),
+        "loop_unit": "forever-slurm-%s" % layout.unit_id,
     }
 
 
@@ -270,7 +273,8 @@ def render(report, color=False):
     def paint(text, code):
         return "\033[%sm%s\033[0m" % (code, text) if color else text
 
-    lines = _health_lines(report, paint) + _service_lines(report, paint) + _job_lines(report, paint)
+    lines = _health_lines(report, paint) + _host_lines(report, paint) + _service_lines(report, paint) \
+        + _job_lines(report, paint)
     return "\n".join(lines + _traffic_lines(report) + try_lines(report))
 
 
@@ -289,8 +293,9 @@ def _health_lines(report, paint):
     lines = ["loop: %s   slurm: %s" % (loop_text, slurm_text)]
     if report.get("stale") and (report["services"] or report["jobs"]):
         lines.append(paint("nothing keeps these services now: below is what the loop last saw, %s ago (start it: "
-                           "systemctl --user start forever-slurm, or run config)"
-                           % _duration(loop["updated_seconds_ago"]), "31"))
+                           "systemctl --user start %s, or run config)"
+                           % (_duration(loop["updated_seconds_ago"]), report.get("loop_unit") or "forever-slurm"),
+                           "31"))
     if report.get("state_problem"):
         lines.append(paint("state: %s" % report["state_problem"], "31"))
     for what, problem in sorted((report.get("faults") or {}).items()):
@@ -309,6 +314,12 @@ def _health_lines(report, paint):
         lines.append("traefik: " + paint("running", "32") + " (pid %s, port %s)" % (traefik["pid"], traefik["port"])
                      if traefik["running"] else paint(traefik["problem"], "31"))  # the problem starts "Traefik ..."
     return lines
+
+
+def _host_lines(report, paint):
+    """Which login node leads, and each one's loop and Traefik, where several run this root."""
+    view = report.get("hosts")
+    return login_nodes.lines(view, _duration, paint) + [""] if view and login_nodes.shown(view) else []
 
 
 def _service_lines(report, paint):

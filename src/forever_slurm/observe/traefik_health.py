@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 
 from ..systems import slurm_output
 from ..common import ports
-from ..systems import httpget
+from ..systems.traefik_ping import ping  # noqa: F401 (status and config ask it through here)
 
 _ERROR_LINE = re.compile(r"\s(ERR|FTL|PNC)\s|level=(error|fatal|panic)")
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-][0-9:]+)?")
@@ -27,7 +27,7 @@ class Health(NamedTuple):
 
 
 def pid_file(layout):
-    return os.path.join(layout.work, "traefik.pid")
+    return layout.traefik_pid
 
 
 def traefik_log(layout):
@@ -52,22 +52,6 @@ def our_pid(layout, proc_root="/proc"):
     # The pid outlives its Traefik when it is reused: believe it only while it runs a traefik
     # (argv[1] too: a wrapper script such as a pyenv shim runs as `bash .../traefik` before its exec).
     return pid if any(b"traefik" in os.path.basename(word) for word in head) else None
-
-
-def ping(port, timeout=1.0):
-    """"" when GET http://127.0.0.1:port/ping answers 200 within timeout (in all, however the answer
-    trickles in), else what went wrong."""
-    answer = httpget.fetch_all({"ping": httpget.Get("127.0.0.1", port, "/ping", body_bytes=64)}, timeout).get(
-        "ping", httpget.Answer(None, "no answer within %ss" % timeout))
-    if answer.status == 200:
-        return ""
-    if answer.status is not None:
-        return "its ping answered HTTP %d %s" % (answer.status, answer.body.decode("utf-8", "replace").strip())
-    if answer.refused:
-        return "nothing answers its ping on 127.0.0.1:%d" % port
-    if "within" in answer.detail:
-        return "its ping on 127.0.0.1:%d did not answer within %ss" % (port, timeout)
-    return "its ping on 127.0.0.1:%d failed: %s" % (port, answer.detail)
 
 
 def last_error(layout, lines=200):

@@ -17,12 +17,15 @@ PORT_KEYS = (("FS_TRAEFIK_PORT", "FS_TRAEFIK_BIND"), ("FS_TRAEFIK_PING_PORT", No
 PROGRESS_SECONDS = 15.0     # without a terminal, a progress line at least this often
 
 
-def port_review(layout, prompter, assume_yes, say, tries=5):
-    """A check of the answers before .env is written: Traefik's ports must be free, or held by our Traefik."""
+def port_review(layout, prompter, assume_yes, say, tries=5, skip=()):
+    """A check of the answers before .env is written: Traefik's ports must be free, or held by our Traefik.
+
+    skip: keys this host takes from .env.<host>, whose answers in .env are not what it listens on."""
     def review(answers):
         pid = traefik_health.our_pid(layout)
         for key, host_key in PORT_KEYS:
-            answers[key] = _free_port_answer(key, host_key, answers, pid, prompter, assume_yes, say, tries)
+            if key not in skip:
+                answers[key] = _free_port_answer(key, host_key, answers, pid, prompter, assume_yes, say, tries)
         return answers
     return review
 
@@ -95,7 +98,8 @@ def _loop_problem(layout, report, run):
     from . import units
     why = "the loop (forever-slurm) is not running"
     if report.method == "systemd":
-        unit_state = units.unit_states(["forever-slurm"], run, os.environ).get("forever-slurm")
+        unit = units.unit_name(layout, "forever-slurm")
+        unit_state = units.unit_states([unit], run, os.environ).get(unit)
         if unit_state:
             why += " (systemd says: %s)" % unit_state
     log_path = os.path.join(layout.log, "forever-slurm.log")

@@ -267,7 +267,7 @@ def run_in_place(layout, conf, print_only=False, say=print):
     for name in ("traefik.log", "traefik-access.log"):
         fsutil.private_log(os.path.join(layout.log, name))
     logfiles.private_std_streams(layout)
-    with open(os.path.join(layout.work, "traefik.pid"), "w") as handle:
+    with open(layout.traefik_pid, "w") as handle:
         handle.write("%d\n" % os.getpid())
     sys.stdout.flush()
     sys.stderr.flush()

@@ -48,7 +48,7 @@ def parse_version(text):
 
 
 def version_cache(layout):
-    return os.path.join(layout.work, "traefik-version")
+    return layout.traefik_version
 
 
 class VersionFound(NamedTuple):
