@@ -1,5 +1,8 @@
-"""The test doubles every test shares: a clock, a prober, an in-process Slurm, a scripted user at the
-prompts, a pty driver, a listener and a fake Traefik on loopback ports, and the golden-file check.
+"""The test doubles every test shares (no test module imports another): a clock, free ports, the
+loop's prober and in-flight counter, an in-process Slurm (FakeSlurm) and the shim processes' one
+seen the same way (ShimSlurm), a process holding a root's lock, a scripted user at the prompts, a pty
+driver, a listener, a scripted TCP backend and a fake Traefik on loopback ports, and the golden-file
+check. Fixtures built on them are in conftest.py.
 
 Fakes of outside programs run as processes live in fake_bin/ (systemctl, loginctl, crontab) and
 shims/ (squeue, sbatch, scontrol, scancel); FakeSlurm runs the shims' rules in this process."""
