@@ -104,7 +104,8 @@ class FakeSlurm:
 
     The shims' knobs are attributes: nodes (FS_SHIM_NODES), start_state (FS_SHIM_START_STATE),
     time_left (FS_SHIM_TIME_LEFT), min_job_age (FS_SHIM_MIN_JOB_AGE), no_me (squeue-no-me: a Slurm
-    older than 20.11). Failure on request, as theirs: fail[command] = its stderr ("" for the shims'
+    older than 20.11), nodes_down (the lines of nodes-down: "node state reason") and reservations
+    (of the file reservations: `scontrol -o show reservation` lines). Failure on request, as theirs: fail[command] = its stderr ("" for the shims'
     default) and exit 1; hang[command] = seconds it takes, which past the caller's timeout fails as
     proc.run does (at once: nobody waits for it); squeue_extra_bytes and squeue_after_bytes are
     printed before and after squeue's rows."""
@@ -116,6 +117,8 @@ class FakeSlurm:
         self.time_left = time_left
         self.min_job_age = min_job_age
         self.no_me = False
+        self.nodes_down = ""
+        self.reservations = ""
         self.now = now
         self.data = _shim.empty_data()
         self.calls = []
@@ -155,6 +158,7 @@ class FakeSlurm:
             knobs["FS_SHIM_TIME_LEFT"] = str(self.time_left)
         if self.no_me:
             knobs["FS_SHIM_NO_ME"] = "1"
+        knobs.update(FS_SHIM_NODES_DOWN=self.nodes_down, FS_SHIM_RESERVATIONS=self.reservations)
         return knobs
 
     # -- what tests look at and do, as a user or a job would

@@ -14,7 +14,8 @@ from fakes import make_controller, routed, shim_calls, url_of
 def test_first_cycle_submits_then_routes_once_published(root, fake_slurm):
     ctl, clock, prober, layout = make_controller(root, fake_slurm)
     assert ctl.look()
-    assert [c[0] for c in fake_slurm.calls] == ["squeue", "sbatch", "sbatch"]
+    # squeue, then (at the first look, and every 10 min) nodes down and reservations, then two jobs
+    assert [c[0] for c in fake_slurm.calls] == ["squeue", "sinfo", "scontrol", "sbatch", "sbatch"]
     submitted = fake_slurm.jobs
     assert all(j["chdir"] == layout.slurm_output and j["env_root"] == layout.root for j in submitted)
     watch = os.path.join(layout.watch, "hello-python.yml")
@@ -176,7 +177,7 @@ def test_memory_survives_a_restart(root, fake_slurm):
                             probe_all=prober)
     clock.sleep(1)
     again.look()
-    assert [c[0] for c in fake_slurm.calls] == ["squeue"]           # nothing submitted twice
+    assert [c[0] for c in fake_slurm.calls] == ["squeue", "sinfo", "scontrol"]     # nothing submitted twice
     assert sorted(again.snapshot.memory.jobs) == sorted(j["id"] for j in fake_slurm.jobs)
 
 

@@ -106,8 +106,8 @@ def test_pyz_alone_submits_and_routes(tmp_path, built_pyz, label, python):
     assert again.returncode == 0, again.stderr
     calls = shim_calls(state)
     # One job per cycle, the second avoiding the first one's node (spread).
-    assert [c[0] for c in calls] == ["squeue", "sbatch", "squeue", "sbatch"]
-    assert "--exclude=node1" in calls[3]
+    assert [c[0] for c in calls] == ["squeue", "sinfo", "scontrol", "sbatch"] * 2
+    assert "--exclude=node1" in calls[7]
     assert (root / ".work" / "traefik-watch" / "hello-python.yml").exists()
     assert (root / "services" / "hello-python" / "hello-python.sub").exists()   # bundled, unpacked
     assert os.access(str(root / "freeport.sh"), os.X_OK)

@@ -7,6 +7,8 @@ printed on stderr, exit 1) or FS_SHIM_FAIL=<command>[,<command>]; a file hang-<c
 seconds makes the command sleep that long first. squeue prints its header (the format with each
 field's title) unless -h; a file squeue-no-me makes it a Slurm < 20.11 that refuses --me as getopt
 does; squeue-extra-bytes and squeue-after-bytes hold text printed before and after the rows.
+sinfo -R lists the lines of a file nodes-down ("node state reason"), `scontrol show reservation`
+prints a file reservations (`scontrol -o show reservation` lines), else "No reservations".
 
 The rules (what each command does to the jobs) are `call`, which works on a plain dict and an
 environment: tests/fakes.py runs the same rules in-process, with the jobs kept in memory.
@@ -19,7 +21,7 @@ import re
 import sys
 import time
 
-COMMANDS = ("squeue", "sbatch", "scontrol", "scancel")
+COMMANDS = ("squeue", "sbatch", "scontrol", "scancel", "sinfo")
 DEFAULT_ERROR = "%s: error: Unable to contact slurm controller (connect failure)\n"
 
 
@@ -106,9 +108,10 @@ class Answer:
 
 def call(command, argv, data, env, now=time.time):
     """The Answer of `command argv` on the jobs in `data` (changed in place). env: the command's
-    environment (FS_SHIM_NODES, FS_SHIM_START_STATE, FS_SHIM_TIME_LEFT, FS_SHIM_MIN_JOB_AGE,
-    FS_SHIM_NO_ME, and FOREVER_ROOT, which sbatch records); now: the clock."""
-    rules = {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel}
+    environment (FS_SHIM_NODES, FS_SHIM_START_STATE, FS_SHIM_TIME_LEFT, FS_SHIM_MIN_JOB_AGE, and
+    FOREVER_ROOT, which sbatch records; main() adds what the state folder's files say:
+    FS_SHIM_NO_ME, FS_SHIM_NODES_DOWN, FS_SHIM_RESERVATIONS); now: the clock."""
+    rules = {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel, "sinfo": sinfo}
     return rules[command](data, argv, env, now, Answer())
 
 
@@ -236,7 +239,20 @@ def scontrol(data, argv, env, now, answer):
     if argv[:1] == ["ping"]:
         answer.print("Slurmctld(primary) at shim is UP\n")
         return answer
+    if [a for a in argv if a != "-o"] == ["show", "reservation"]:
+        text = env.get("FS_SHIM_RESERVATIONS", "")
+        answer.print((text.rstrip("\n") if text.strip() else "No reservations in the system") + "\n")
+        return answer
     return answer.error("scontrol shim: unsupported %s\n" % argv)
+
+
+def sinfo(data, argv, env, now, answer):
+    """`sinfo -h -R -o FORMAT`: one row per line of FS_SHIM_NODES_DOWN ("node state reason")."""
+    fmt = argv[argv.index("-o") + 1] if "-o" in argv else "%N %t %E"
+    for line in env.get("FS_SHIM_NODES_DOWN", "").splitlines():
+        node, state, reason = (line.split(None, 2) + ["", ""])[:3]
+        answer.print(fmt.replace("%N", node).replace("%t", state).replace("%E", reason) + "\n")
+    return answer
 
 
 def scancel(data, argv, env, now, answer):
@@ -271,6 +287,10 @@ def main():
     env = dict(os.environ)
     if os.path.exists(os.path.join(state, "squeue-no-me")):
         env["FS_SHIM_NO_ME"] = "1"
+    for name, key in (("nodes-down", "FS_SHIM_NODES_DOWN"), ("reservations", "FS_SHIM_RESERVATIONS")):
+        text = _read_bytes(state, name).decode("utf-8", "surrogateescape")
+        if text:
+            env[key] = text
     answer = call(command, argv, store.data, env)
     if json.dumps(store.data, sort_keys=True) != before:
         store.save()

@@ -50,8 +50,8 @@ class Controller:
         self.count_inflight = count_inflight
         self.policy = model.policy_from(settings)
         self.scale_policy = scale.policy_from(settings)
-        self.workdirs = {os.path.normpath(layout.slurm_output),
-                         os.path.normpath(os.path.realpath(layout.slurm_output))}
+        self.workdirs = frozenset([os.path.normpath(layout.slurm_output),        # (frozen: hashed once
+                                   os.path.normpath(os.path.realpath(layout.slurm_output))])  # a look)
         self.faults = Faults()
         self.reserve = fsutil.Reserve(layout.disk_reserve)
         self.snapshot = self._load_state()
