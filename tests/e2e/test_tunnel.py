@@ -496,7 +496,8 @@ def test_config_ssh_yes_installs_the_unit_shows_the_pinned_host_key_and_the_next
                           universal_newlines=True, timeout=30).stdout.split()[1]
     assert "Recorded the host key of 127.0.0.1: ED25519 %s." % real in done.stdout
     assert "Traefik answers through it" in done.stdout
-    assert (home / ".config" / "systemd" / "user" / "forever-ssh-forward.service").exists()
+    unit_id = settings_mod.Layout(str(root)).unit_id
+    assert (home / ".config" / "systemd" / "user" / ("forever-ssh-forward-%s.service" % unit_id)).exists()
     assert "Next: " in done.stdout and "tunnel.log" in done.stdout
 
 
