@@ -68,6 +68,11 @@ class NodeRow(NamedTuple):
     state: str              # sinfo %t: idle, mix, alloc, down*, drain, drng, ...
     reason: str             # sinfo %E: 'none' when no reason was set
 
+    @property
+    def base_state(self):
+        """The state without sinfo's flag suffix ('*' not responding, '~' powered off, ...)."""
+        return self.state.rstrip("*~#!%$@^-")
+
 
 def ensure_user(name=OTHER_USER):
     """The uid of Unix user `name`, created (no home, bash) when missing; safe to call concurrently."""
@@ -142,7 +147,8 @@ class SharedCluster(LocalCluster):
     """A LocalCluster with preemption, the partitions above, and helpers that make it busy."""
 
     def __init__(self, base_dir, nodes=3, hostname=None, grace_time=60, preempt_mode="REQUEUE",
-                 short_max_time=5, enforce_part_limits="NO", send_user_signal=False, other_user=OTHER_USER):
+                 short_max_time=5, enforce_part_limits="NO", send_user_signal=False, max_job_count=None,
+                 other_user=OTHER_USER):
         super().__init__(base_dir, nodes, hostname)
         if preempt_mode not in ("REQUEUE", "CANCEL"):
             raise ValueError("preempt_mode must be REQUEUE or CANCEL, not %r" % preempt_mode)
@@ -151,6 +157,7 @@ class SharedCluster(LocalCluster):
         self.short_max_time = short_max_time
         self.enforce_part_limits = enforce_part_limits
         self.send_user_signal = send_user_signal
+        self.max_job_count = max_job_count
         self.other_user = other_user
         self.other_dir = os.path.join(self.base_dir, "other")
         self.fill_stop = os.path.join(self.other_dir, "fill.stop")
@@ -163,6 +170,13 @@ class SharedCluster(LocalCluster):
                  "PreemptMode=REQUEUE",
                  "JobRequeue=1",
                  "EnforcePartLimits=%s" % self.enforce_part_limits]
+        if self.send_user_signal:
+            # Slurm 22.05 reads it here (no PreemptParameters key: slurmctld would refuse to start).
+            lines.append("SlurmctldParameters=preempt_send_user_signal")
+        if self.max_job_count:
+            # Jobs slurmctld holds at once, every user's and finished ones within MinJobAge included:
+            # the one limit on submissions there is without slurmdbd (QOS and associations need it).
+            lines.append("MaxJobCount=%d" % self.max_job_count)
         return lines
 
     def partition_lines(self):
@@ -176,12 +190,10 @@ class SharedCluster(LocalCluster):
                 "PartitionName=high Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF")
 
     def render(self, ports, munge_socket):
-        # Slurm 22.05 has no PreemptParameters key (slurmctld refuses to start); the option is here.
         # ReturnToService=1: a node set DOWN by set_node stays down until resumed (with 2, the plain
         # cluster's, it comes back by itself within a minute); one that stopped answering comes back.
         return render_config(self.base_dir, self.hostname, ports, self.nodes, munge_socket,
                              extra=self.extra_lines(), partitions=self.partition_lines(),
-                             scheduler_parameters=("preempt_send_user_signal",) if self.send_user_signal else (),
                              return_to_service=1)
 
     def start(self, timeout=60):
@@ -330,7 +342,7 @@ class SharedCluster(LocalCluster):
             raise ValueError("state must be down, drain or resume, not %r" % state)
         if state == "resume":
             row = self.node_rows().get(node)
-            if row is not None and not row.state.rstrip("*~#!%$@^-").startswith(("down", "drain", "drng", "fail")):
+            if row is not None and not row.base_state.startswith(("down", "drain", "drng", "fail")):
                 return
         args = ["update", "NodeName=%s" % node, "State=%s" % state.upper()]
         if state != "resume":

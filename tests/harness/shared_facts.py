@@ -11,6 +11,7 @@ reads (sinfo, scontrol). docs/shared-cluster-observed.md holds the figures of on
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -310,13 +311,38 @@ def case_busy(probe, run_seconds=150):
     cluster.stop_filling()
 
 
+def case_max_job_count(probe):
+    """MaxJobCount=4: sbatch jobs until one does not come back within 40 s, then free a slot."""
+    cluster = probe.cluster
+    argv = ["sbatch", "--parsable", "-t", "30", "-D", probe.folder, "-o", "/dev/null", "--wrap", "sleep 300"]
+    probe.mark("sbatch one job after another with MaxJobCount=%d" % cluster.max_job_count)
+    jobs = []
+    for _ in range(cluster.max_job_count + 1):
+        started = time.time()
+        try:
+            done = cluster.run(argv, timeout=40)
+        except subprocess.TimeoutExpired as exc:
+            probe.say("sbatch #%d still running after 40 s (killed); its stderr: %r" % (len(jobs) + 1, exc.stderr))
+            break
+        probe.say("sbatch #%d: exit %d in %.1f s, stdout %r stderr %r" % (
+            len(jobs) + 1, done.returncode, time.time() - started, done.stdout.strip(), done.stderr.strip()))
+        jobs.append(done.stdout.strip())
+    probe.show(["squeue", "-h", "-t", "all", "-o", "%A %t %r"])
+    probe.mark("scancel %s, then sbatch again" % jobs[0])
+    cluster.run(["scancel", jobs[0]])
+    started = time.time()
+    done = cluster.run(argv, timeout=120)
+    probe.say("sbatch exit %d in %.1f s, stdout %r stderr %r" % (done.returncode, time.time() - started,
+                                                                done.stdout.strip(), done.stderr.strip()))
+
+
 CASES = {"preempt-requeue": (case_preempt_requeue, {}), "preempt-cancel": (case_preempt_cancel, {}),
          "preempt-signal": (case_preempt_requeue, {"send_user_signal": True}),
          "requeue": (case_requeue, {}), "suspend": (case_suspend, {}),
          "node-down": (case_node_down, {}), "node-drain": (case_node_drain, {}),
          "maint": (case_maint, {}), "maxtime": (case_maxtime, {}),
          "maxtime-enforced": (case_maxtime, {"enforce_part_limits": "ALL"}),
-         "busy": (case_busy, {})}
+         "busy": (case_busy, {}), "max-job-count": (case_max_job_count, {"max_job_count": 4})}
 
 
 def main(argv):

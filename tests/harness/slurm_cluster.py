@@ -117,12 +117,11 @@ DEFAULT_PARTITIONS = ("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINIT
 
 
 def render_config(base_dir, hostname, ports, nodes, munge_socket=None, user="root", cluster_name="forever",
-                  extra=(), partitions=DEFAULT_PARTITIONS, scheduler_parameters=(), return_to_service=2):
+                  extra=(), partitions=DEFAULT_PARTITIONS, return_to_service=2):
     """slurm.conf text for a cluster of `nodes` virtual nodes that all live on this host.
 
     munge_socket: a private munged's socket, or None to use the system one. extra: more global
     lines (before the nodes); partitions: the PartitionName lines (a shared cluster has several);
-    scheduler_parameters: more SchedulerParameters options (a key given twice would not add up);
     return_to_service: 2 brings back even a node an administrator set DOWN, at its next contact.
     """
     last = len(ports["nodes"])
@@ -165,7 +164,7 @@ def render_config(base_dir, hostname, ports, nodes, munge_socket=None, user="roo
         # Nodes rejoin by themselves after a daemon restart.
         "ReturnToService=%d" % return_to_service,
         # Jobs start within about a second instead of the default minute.
-        "SchedulerParameters=%s" % ",".join(("sched_interval=1",) + tuple(scheduler_parameters)),
+        "SchedulerParameters=sched_interval=1",
         # Finished jobs leave squeue quickly, as the reconcile loop expects on a real cluster.
         "MinJobAge=5",
         # A stopped controller makes client calls fail in seconds rather than the default 10.
