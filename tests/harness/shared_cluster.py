@@ -269,8 +269,9 @@ class SharedCluster(LocalCluster):
         keep=False: the fillers end and the cluster empties; a 1-CPU job submitted now waits for the
         first to end, about run_seconds / CPUs. keep=True: each filler, when it starts, queues its
         successor (running run_seconds), so as many fillers wait as run, all submitted before a job
-        of ours: it waits about run_seconds, now and for as long as the fill lasts. Time limits are
-        the run time rounded up to minutes (Slurm's own estimates come from them).
+        of ours: it waits about run_seconds, now and for as long as the fill lasts (fill returns once
+        the successors are queued). Time limits are the run time rounded up to minutes (Slurm's own
+        estimates come from them).
         """
         if os.path.exists(self.fill_stop):
             os.remove(self.fill_stop)
@@ -289,6 +290,11 @@ class SharedCluster(LocalCluster):
                                     "-p", partition, "-D", self.other_dir, "-o", "/dev/null", script,
                                     str(seconds), str(int(run_seconds) if keep else 0)],
                                    user=self.other_user, extra_env=self._filler_env(partition)))
+        if keep:
+            # Each filler queues its successor from inside the job: until all have, a job of ours
+            # submitted now would get ahead of some of them and wait less than promised.
+            self._wait(lambda: len(self.other_jobs() or ()) >= 2 * cpus, time.monotonic() + 60,
+                       "%d fillers running and %d queued" % (cpus, cpus))
         return Fill(ids, cpus, gap, run_seconds if keep else gap)
 
     def other_jobs(self):

@@ -140,7 +140,9 @@ def job_on_a_node(stack):
 
 def c1_busy_queue(cluster, base, wait_seconds=150, job_minutes=6, renewals=2, wanted=2):
     """Replacements wait about wait_seconds in a queue kept full by another user. The jobs last
-    job_minutes, so the observation spans `renewals` renewals of each. Target: 0 s below N, 0 failed."""
+    job_minutes, so the observation spans `renewals` renewals of each. Target: 0 s below N, 0 failed.
+    Needs from the loop: a renewal lead learnt from submission-to-ready of past replacements (here
+    ~150 s of queue), and pending replacements followed through %S/%r."""
     stack = make_stack(cluster, base, wanted, time_limit=job_minutes)
     try:
         wait_ready(stack, wanted)
@@ -154,7 +156,9 @@ def c1_busy_queue(cluster, base, wait_seconds=150, job_minutes=6, renewals=2, wa
 
 def c2_preemption(cluster, base, grace=60, wanted=2):
     """A `high` job takes the node of one of the two backends (GraceTime grace). Targets: 0 failed; and
-    seconds to N ready again."""
+    seconds to N ready again. Needs from the loop: %e earlier than start + limit read as a preemption
+    warning (within 0.5 s of the preemptor's submission): drain that backend and submit at once, with a
+    squeue often enough to see a 60 s warning."""
     cluster.update_partition("debug", GraceTime=grace)
     stack = make_stack(cluster, base, wanted)
     try:
@@ -170,7 +174,9 @@ def c2_preemption(cluster, base, grace=60, wanted=2):
 
 def c3_requeue(cluster, base, wanted=2, seconds=330):
     """`scontrol requeue` of a running backend. Targets: 0 failed, seconds below N, and after 5 minutes
-    no surplus job (jobs_at_end == wanted)."""
+    no surplus job (jobs_at_end == wanted). Needs from the loop: a job that was running and is PD again
+    (reason BeginTime, same id, old Comment) out of Traefik and not counted as capacity; a replacement
+    at once; the surplus (the requeued job, when it runs ~120 s later) drained and cancelled."""
     stack = make_stack(cluster, base, wanted)
     try:
         wait_ready(stack, wanted)
@@ -182,7 +188,9 @@ def c3_requeue(cluster, base, wanted=2, seconds=330):
 
 
 def c4_node_down(cluster, base, wanted=2, seconds=150):
-    """The node under one backend is set DOWN (Slurm requeues its job). Targets: 0 failed, first_sbatch <= 10."""
+    """The node under one backend is set DOWN (Slurm requeues its job at once, as C3). Targets: 0 failed,
+    first_sbatch <= 10. Needs from the loop: C3's handling, and sinfo -R (nodes with a reason) so new
+    submissions --exclude the node until it is back."""
     stack = make_stack(cluster, base, wanted)
     node = None
     try:
@@ -199,7 +207,9 @@ def c4_node_down(cluster, base, wanted=2, seconds=150):
 def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wanted=2):
     """A maint reservation on every node starting in starts_in seconds for `minutes`, the jobs asking
     job_minutes. Targets: 0 s below N before it begins; after it ends, N ready within a job's start + 10 s.
-    Returns (before, after): the observation up to its start, then from its end."""
+    Returns (before, after): the observation up to its start, then from its end. Needs from the loop:
+    `scontrol -o show reservation` at most every 10 minutes; submissions with --time ending before a
+    MAINT reservation on its nodes (or --time-min), normal ones again once it has ended."""
     stack = make_stack(cluster, base, wanted, time_limit=job_minutes)
     try:
         wait_ready(stack, wanted)
@@ -220,7 +230,9 @@ def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wan
 def c6_rejection(cluster, base, seconds=600, wanted=2):
     """Partition debug's MaxTime drops below the script's --time (8 h) and one backend is cancelled: every
     replacement sbatch is rejected (needs EnforcePartLimits=ALL; otherwise the job pends with
-    PartitionTimeLimit). Targets: sbatch_calls <= 6 over 10 minutes, and the `status` line (notes)."""
+    PartitionTimeLimit). Targets: sbatch_calls <= 6 over 10 minutes, and the `status` line (notes).
+    Needs from the loop: sbatch's stderr read into one status line naming the limit and the .sub line,
+    and exponential backoff of submissions."""
     stack = make_stack(cluster, base, wanted)
     try:
         wait_ready(stack, wanted)
