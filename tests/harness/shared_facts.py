@@ -1,6 +1,9 @@
 """Measure what the loop's one squeue call shows on a shared, busy cluster, case by case, over time.
 
-    python3 tests/harness/shared_facts.py [case ...]      (as root; cases: see CASES at the bottom)
+    python3 tests/harness/shared_facts.py [case ...]      (as root; all cases when none is named)
+
+cases: preempt-requeue, preempt-cancel, preempt-signal, requeue, suspend, node-down, node-drain,
+maint, maxtime, maxtime-enforced, max-job-count, busy (about 40 minutes in all; busy alone 8).
 
 Each case starts a fresh SharedCluster under /tmp, submits root's probe jobs (which log every
 signal their batch shell and a child of it receive), acts at t=0 and prints, with seconds from t=0,
