@@ -206,10 +206,13 @@ def c4_node_down(cluster, base, wanted=2, seconds=150):
 
 def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wanted=2):
     """A maint reservation on every node starting in starts_in seconds for `minutes`, the jobs asking
-    job_minutes. Targets: 0 s below N before it begins; after it ends, N ready within a job's start + 10 s.
-    Returns (before, after): the observation up to its start, then from its end. Needs from the loop:
-    `scontrol -o show reservation` at most every 10 minutes; submissions with --time ending before a
-    MAINT reservation on its nodes (or --time-min), normal ones again once it has ended."""
+    job_minutes. Slurm itself stops nothing when a reservation begins (flags=maint,ignore_jobs lets it
+    cover running jobs), so the administrator's part is played here: at the start every node is set
+    DOWN (what still runs there is requeued), at the end every node is resumed. Targets: 0 s below N
+    before it begins; after it ends, N ready within a job's start + 10 s. Returns (before, after): the
+    observation up to its start, then from its end. Needs from the loop: `scontrol -o show reservation`
+    at most every 10 minutes; submissions with --time ending before a MAINT reservation on its nodes
+    (or --time-min), normal ones again once it has ended."""
     stack = make_stack(cluster, base, wanted, time_limit=job_minutes)
     try:
         wait_ready(stack, wanted)
@@ -217,11 +220,18 @@ def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wan
         cluster.create_reservation("bench-maint", begins, minutes)
         try:
             before = observe(stack, "C5 before", max(begins - time.time(), 1), wanted,
-                             notes={"reservation": "%d s from now for %d min" % (starts_in, minutes)})
+                             notes={"reservation": "%d s from its creation for %d min" % (starts_in, minutes)})
+            time.sleep(max(0.0, begins - time.time()))
+            for node in cluster.node_names:
+                cluster.set_node(node, "down", "maintenance")
             time.sleep(max(0.0, begins + minutes * 60 - time.time()))
         finally:
-            cluster.delete_reservation("bench-maint")
-        after = observe(stack, "C5 after", 180, wanted)
+            for node in cluster.node_names:
+                cluster.set_node(node, "resume")
+            if any(r.name == "bench-maint" for r in cluster.reservations()):    # Slurm drops it once over
+                cluster.delete_reservation("bench-maint")
+        after = observe(stack, "C5 after", 180, wanted, event=lambda: {"ended": "reservation over, nodes resumed"},
+                        event_at=0.0)
         return before, after
     finally:
         stack.stop()
