@@ -10,9 +10,11 @@ are counted by logging wrappers first on its PATH (scaling.logging_wrapper). Tra
 127.0.0.1 only; every load loop is bounded in count and time.
 """
 
+import http.client
 import os
 import threading
 import time
+import urllib.parse
 from typing import Dict, List, NamedTuple, Optional
 
 from original_tool import ORIGINAL_PY, ORIGINAL_SUB, ORIGINAL_YML
@@ -34,7 +36,7 @@ class Outcome(NamedTuple):
     requests: int
     failed: int
     failures: List[str]             # the first few: seconds from the event, status, body
-    below_seconds: float            # seconds with fewer than `wanted` backends routed, from the event on
+    below_seconds: float            # seconds with fewer than `wanted` backends routed and answering, from the event on
     back_to_wanted: Optional[float]  # from the event to `wanted` routed again (0: never fewer; None: not seen)
     first_sbatch: Optional[float]   # from the event to the loop's first sbatch after it (None: none)
     sbatch_calls: int               # the loop's sbatch calls from the event to the end
@@ -70,7 +72,7 @@ def wait_ready(stack, wanted, timeout=300):
 
 
 def observe(stack, scenario, seconds, wanted, event=None, event_at=5.0, rate=RATE, notes=None):
-    """`rate` requests/s for `seconds` while the routed backends are sampled every 0.5 s; event() runs
+    """`rate` requests/s for `seconds` while the ready backends are counted every 0.5 s; event() runs
     `event_at` seconds in (None: the observation starts at once, as for C1). Returns an Outcome."""
     marks = {}
     points = []
@@ -78,7 +80,7 @@ def observe(stack, scenario, seconds, wanted, event=None, event_at=5.0, rate=RAT
 
     def watch():
         while not stop.is_set():
-            points.append((time.time(), len(stack.routed(SERVICE))))
+            points.append((time.time(), ready_backends(stack)))
             time.sleep(0.5)
 
     def tick(elapsed):
@@ -109,6 +111,22 @@ def observe(stack, scenario, seconds, wanted, event=None, event_at=5.0, rate=RAT
                    below, back, (sbatches[0] - t0) if sbatches else None,
                    sum(1 for t in sbatches if t < ended), squeue_calls * 60.0 / max(ended - begun, 1.0),
                    len(active_jobs(stack)), extra)
+
+
+def ready_backends(stack):
+    """Backends the loop routes that answer a direct GET within 1 s. The routes alone are not enough:
+    a job requeued by Slurm stays routed until the loop learns of it, its server long gone."""
+    count = 0
+    for url in stack.routed(SERVICE):
+        parsed = urllib.parse.urlsplit(url)
+        try:
+            conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=1.0)
+            conn.request("GET", "/")
+            count += conn.getresponse().status == 200
+            conn.close()
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
+    return count
 
 
 def below_wanted(points, wanted, since):
