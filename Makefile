@@ -1,10 +1,15 @@
 # forever-slurm: build, test, demo. `make help` lists the targets.
+# PYTHON: the Python that runs make (default: python3 on PATH). It builds the .pyz and makes the project's
+# virtual environment .venv, where everything the tests, benchmarks and demo need from PyPI goes
+# (bin/project-venv); nothing is pip-installed into PYTHON itself.
 PYTHON ?= python3
-PYTEST ?= $(PYTHON) -m pytest
-# Console scripts pip installs for this Python (traefik, vermin) come first on PATH.
-export PATH := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$(PATH)
+BASE_PYTHON := $(shell command -v $(PYTHON))
+VENV := $(CURDIR)/.venv
+PYTEST ?= $(VENV)/bin/python -m pytest
+# The venv's console scripts (pytest, vermin, traefik) and python3 come first on PATH.
+export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help pyz provision llm-deps test test-fast test-e2e demo demo-stop bench vermin clean
+.PHONY: help pyz provision tools llm-deps test test-fast test-e2e demo demo-stop bench vermin clean
 
 help:
 	@echo "make demo       build, start a local 3-node Slurm cluster + Traefik, run hello-python/2"
@@ -14,37 +19,41 @@ help:
 	@echo "make pyz        build forever_slurm.pyz"
 	@echo "make llm-deps   install llama-cpp-python[server] and gguf (and their build tools) for the LLM tests"
 	@echo "make bench      print the benchmark figures"
+	@echo "(what comes from PyPI goes into $(VENV), made from $(BASE_PYTHON))"
 
 pyz:
-	$(PYTHON) build_pyz.py
+	$(BASE_PYTHON) build_pyz.py
 
 provision:
-	bin/provision-tests
+	PYTHON=$(BASE_PYTHON) bin/provision-tests
+
+tools:
+	PYTHON=$(BASE_PYTHON) bin/provision-tests --venv-only
 
 # The real llama.cpp tests need llama-cpp-python (built from source once, then from pip's wheel cache).
 llm-deps:
-	PYTHON=$(PYTHON) bin/install-llm
+	PYTHON=$(BASE_PYTHON) bin/install-llm
 
 # Every test, nothing skipped: a skipped real-component test fails the run (tests/conftest.py).
 test: pyz provision llm-deps
 	$(PYTEST) -q -rs tests
 
-test-fast: pyz
+test-fast: pyz tools
 	$(PYTEST) -q -m "not e2e" tests
 
 test-e2e: pyz provision llm-deps
 	$(PYTEST) -q -rs -m e2e tests
 
-vermin:
+vermin: tools
 	vermin --no-tips --violations -t=3.6- src
 
 demo: pyz
-	bin/demo start
+	PYTHON=$(BASE_PYTHON) $(BASE_PYTHON) bin/demo start
 
 demo-stop:
-	bin/demo stop
+	$(BASE_PYTHON) bin/demo stop
 
-bench: pyz
+bench: pyz provision llm-deps
 	for b in bench/*; do [ -x "$$b" ] && "$$b"; done
 
 clean:

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from forever_slurm.observe import accesslog
+from forever_slurm.systems import traefik_logs
 
 NOW = calendar.timegm((2026, 11, 29, 12, 0, 0, 0, 0, 0)) + 0.25
 
@@ -303,11 +304,11 @@ def test_rotation_shifts_old_files_and_signals_traefik(tmp_path, fake_proc):
     pid_file.write_text("4242\n")
     kill = FakeKill()
 
-    rotated = accesslog.rotate_if_large([str(log), str(small), str(tmp_path / "absent.log")], str(pid_file),
+    rotated = traefik_logs.rotate_if_large([str(log), str(small), str(tmp_path / "absent.log")], str(pid_file),
                                         max_bytes=1000, keep=3, kill=kill, proc=fake_proc)
 
     assert rotated == [str(log)]
-    assert not log.exists()
+    assert log.read_text() == "" and (log.stat().st_mode & 0o777) == 0o600     # a private empty one for Traefik
     assert (tmp_path / "traefik-access.log.1").read_text() == "x" * 2000
     assert (tmp_path / "traefik-access.log.2").read_text() == "one"
     assert (tmp_path / "traefik-access.log.3").read_text() == "two"      # "three" was the oldest: dropped
@@ -322,7 +323,7 @@ def test_nothing_to_rotate_sends_no_signal(tmp_path, fake_proc):
     pid_file = tmp_path / "traefik.pid"
     pid_file.write_text("4242")
     kill = FakeKill()
-    assert accesslog.rotate_if_large([str(log)], str(pid_file), max_bytes=1000, kill=kill, proc=fake_proc) == []
+    assert traefik_logs.rotate_if_large([str(log)], str(pid_file), max_bytes=1000, kill=kill, proc=fake_proc) == []
     assert kill.calls == []
     assert log.read_text() == "z" * 1000
 
@@ -342,7 +343,7 @@ def test_pid_file_problems_are_tolerated(tmp_path, fake_proc, pid_text, expect_s
     if pid_text is not None:
         pid_file.write_text(pid_text)
     kill = FakeKill()
-    assert accesslog.rotate_if_large([str(log)], str(pid_file), max_bytes=10, kill=kill,
+    assert traefik_logs.rotate_if_large([str(log)], str(pid_file), max_bytes=10, kill=kill,
                                      proc=fake_proc) == [str(log)]
     assert (tmp_path / "a.log.1").exists()
     assert kill.calls == ([(4242, signal.SIGUSR1)] if expect_signal else [])
@@ -354,7 +355,7 @@ def test_a_process_gone_between_check_and_signal_is_tolerated(tmp_path):
     pid_file = tmp_path / "traefik.pid"
     pid_file.write_text("4242")
     kill = FakeKill(ProcessLookupError(3, "No such process"))
-    assert accesslog.rotate_if_large([str(log)], str(pid_file), max_bytes=10, kill=kill, proc=None) == [str(log)]
+    assert traefik_logs.rotate_if_large([str(log)], str(pid_file), max_bytes=10, kill=kill, proc=None) == [str(log)]
     assert kill.calls == [(4242, signal.SIGUSR1)]
 
 
@@ -363,7 +364,7 @@ def test_keep_one_overwrites_the_previous_rotation(tmp_path):
     (tmp_path / "a.log.1").write_text("previous")
     log.write_text("current" * 10)
     kill = FakeKill()
-    accesslog.rotate_if_large([str(log)], str(tmp_path / "none.pid"), max_bytes=10, keep=1, kill=kill)
+    traefik_logs.rotate_if_large([str(log)], str(tmp_path / "none.pid"), max_bytes=10, keep=1, kill=kill)
     assert (tmp_path / "a.log.1").read_text() == "current" * 10
     assert not (tmp_path / "a.log.2").exists()
     assert kill.calls == []
@@ -372,7 +373,7 @@ def test_keep_one_overwrites_the_previous_rotation(tmp_path):
 def test_follower_gives_only_new_complete_lines_and_survives_rotation(tmp_path):
     path = tmp_path / "access.log"
     path.write_text('{"ServiceName": "old@file"}\n')
-    follower = accesslog.Follower(str(path))
+    follower = traefik_logs.Follower(str(path))
     assert follower.new_entries() == [], "history before the first call is not new"
     with open(str(path), "a") as handle:
         handle.write('{"ServiceName": "a@file"}\nnot json\n[1]\n{"ServiceName": "b@fi')
@@ -387,16 +388,16 @@ def test_follower_gives_only_new_complete_lines_and_survives_rotation(tmp_path):
 
 
 def test_follower_without_a_log_or_on_a_fifo_gives_nothing(tmp_path):
-    assert accesslog.Follower(str(tmp_path / "none")).new_entries() == []
+    assert traefik_logs.Follower(str(tmp_path / "none")).new_entries() == []
     fifo = tmp_path / "fifo"
     os.mkfifo(str(fifo))
-    assert accesslog.Follower(str(fifo)).new_entries() == []
+    assert traefik_logs.Follower(str(fifo)).new_entries() == []
 
 
 def test_follower_reads_at_most_max_bytes_a_call(tmp_path):
     path = tmp_path / "access.log"
     path.write_text("")
-    follower = accesslog.Follower(str(path), max_bytes=100)
+    follower = traefik_logs.Follower(str(path), max_bytes=100)
     follower.new_entries()
     path.write_text('{"n": 1}\n' * 50)
     counts = [len(follower.new_entries()) for _ in range(8)]

@@ -1,6 +1,7 @@
 """`config` after the questions: root checks, Traefik's ports and health, the start-up wait, honest exits."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -8,103 +9,20 @@ import sys
 import pytest
 
 from forever_slurm import cli
-from forever_slurm.setup import config_steps, configure, startup_check
-from forever_slurm.common import settings
+from forever_slurm.setup import config_steps, configure, startup_check, units
+from forever_slurm.common import ports, settings
 from forever_slurm.observe import traefik_health
 from forever_slurm.common.errors import ForeverError
 
-from test_configure import Script
+from fakes import FAKE_BIN, Clock, Script, free_port, no_input, traefik_ports_conf
 
-
-class Listener:
-    """Something else on a port, as another user's Traefik on a shared login node."""
-
-    def __init__(self, port=0):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(5)
-        self.port = self.sock.getsockname()[1]
-
-    def close(self):
-        self.sock.close()
-
-
-@pytest.fixture
-def taken():
-    listener = Listener()
-    yield listener.port
-    listener.close()
-
-
-@pytest.fixture
-def layout(tmp_path):
-    root = tmp_path / "root"
-    root.mkdir()
-    result = settings.Layout(str(root))
-    result.make_dirs()
-    return result
-
-
-FAKE_TRAEFIK = """#!%s
-import http.server, sys
-class Ping(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/ping" else 404)
-        self.end_headers()
-        self.wfile.write(b"OK")
-    def log_message(self, *a):
-        pass
-web = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ping)
-ping = http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), Ping) if sys.argv[2] != "0" else None
-print("listening", flush=True)
-if ping:
-    import threading
-    threading.Thread(target=ping.serve_forever, daemon=True).start()
-web.serve_forever()
-"""
-
-
-@pytest.fixture
-def fake_traefik(tmp_path, layout):
-    """Start a program named `traefik` on given ports and write its pid where `pyz traefik` would."""
-    procs = []
-
-    def start(web, ping):
-        path = tmp_path / "bin" / "traefik"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(FAKE_TRAEFIK % sys.executable)
-        path.chmod(0o755)
-        proc = subprocess.Popen([str(path), str(web), str(ping)], stdout=subprocess.PIPE)
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == b"listening"
-        with open(traefik_health.pid_file(layout), "w") as handle:
-            handle.write("%d\n" % proc.pid)
-        return proc
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def free_port():
-    return traefik_health.free_port_near("127.0.0.1", 20000 + os.getpid() % 20000)
-
-
-def conf_for(layout, web, ping):
-    with open(layout.env_file, "w") as handle:
-        handle.write("FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\n" % (web, ping))
-    return settings.load(layout)
-
-
-def answers(web, ping, bind="127.0.0.1"):
-    return {"FS_TRAEFIK_PORT": str(web), "FS_TRAEFIK_BIND": bind, "FS_TRAEFIK_PING_PORT": str(ping)}
+# The fixtures layout, taken and fake_traefik are conftest.py's.
 
 
 # ---------------------------------------------------------------- is the Traefik ours and up
 
 def test_no_traefik_says_so_with_the_last_error_of_its_log(layout, taken):
-    conf = conf_for(layout, taken, free_port())
+    conf = traefik_ports_conf(layout, taken, free_port())
     with open(traefik_health.traefik_log(layout), "w") as handle:
         handle.write('2026-12-02T16:47:19Z INF Traefik version 3.7.15\n'
                      '2026-12-02T16:47:19Z ERR Command error error="command traefik error: listen tcp '
@@ -118,7 +36,7 @@ def test_no_traefik_says_so_with_the_last_error_of_its_log(layout, taken):
 
 
 def test_a_stale_pid_file_is_not_believed(layout):
-    conf = conf_for(layout, free_port(), free_port() + 1)
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         with open(traefik_health.pid_file(layout), "w") as handle:
@@ -133,24 +51,24 @@ def test_a_stale_pid_file_is_not_believed(layout):
 
 def test_our_traefik_listening_and_answering_its_ping_is_running(layout, fake_traefik):
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     proc = fake_traefik(web, ping)
-    health = traefik_health.check(layout, conf_for(layout, web, ping))
+    health = traefik_health.check(layout, traefik_ports_conf(layout, web, ping))
     assert health == traefik_health.Health(True, proc.pid, "")
 
 
 def test_our_traefik_without_a_ping_is_not_called_running(layout, fake_traefik):
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     proc = fake_traefik(web, 0)
-    health = traefik_health.check(layout, conf_for(layout, web, ping))
+    health = traefik_health.check(layout, traefik_ports_conf(layout, web, ping))
     assert not health.running and health.pid == proc.pid
     assert "nothing answers its ping on 127.0.0.1:%d" % ping in health.problem
 
 
 def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken, fake_traefik):
     from forever_slurm.observe import status
-    conf_for(layout, taken, free_port())
+    traefik_ports_conf(layout, taken, free_port())
     report = status.collect(layout)
     assert report["traefik"]["running"] is False and "port %d is taken" % taken in report["traefik"]["problem"]
     text = status.render(report)
@@ -158,7 +76,7 @@ def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken
     assert "curl" not in text
 
     web = free_port()
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     with open(layout.env_file, "w") as handle:
         handle.write("FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\nSERVICE_LIST=hello/1\n" % (web, ping))
     proc = fake_traefik(web, ping)
@@ -168,29 +86,12 @@ def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken
     assert "<service>" not in text
 
 
-# ---------------------------------------------------------------- a clock for the waits (see test_startup_check)
-
-def _no_input(prompt):
-    raise AssertionError("asked %r" % prompt)
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 # ---------------------------------------------------------------- the root
 
 def test_config_yes_creates_a_missing_root_and_says_so(tmp_path):
     said = []
     layout = settings.Layout(str(tmp_path / "new root"))
-    config_steps.ensure_root(layout, configure.Prompter(_no_input, _no_input), True, said.append)
+    config_steps.ensure_root(layout, configure.Prompter(no_input, no_input), True, said.append)
     assert os.path.isdir(layout.root) and said == ["Created %s (it did not exist)." % layout.root]
 
 
@@ -240,11 +141,10 @@ def test_every_subcommand_help_has_a_description():
 @pytest.fixture
 def fake_session(tmp_path, monkeypatch):
     """os.environ with the fake systemctl/loginctl/crontab first on a long PATH, and a .pyz to run."""
-    fakes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
     noise = os.pathsep.join(str(tmp_path / ("junk%d" % i)) for i in range(30))
     home = tmp_path / "home"
     home.mkdir()
-    monkeypatch.setenv("PATH", os.pathsep.join([fakes, noise, os.environ["PATH"]]))
+    monkeypatch.setenv("PATH", os.pathsep.join([FAKE_BIN, noise, os.environ["PATH"]]))
     monkeypatch.setenv("FAKE_STATE", str(tmp_path / "fake-state"))
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("USER", "alice")
@@ -260,17 +160,32 @@ def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fak
     said = []
     config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
     assert sum("enable-linger" in line for line in said) == 1
-    unit = (fake_session / ".config" / "systemd" / "user" / "forever-slurm.service").read_text()
+    unit = (fake_session / ".config" / "systemd" / "user" /
+            (units.unit_name(layout, "forever-slurm") + ".service")).read_text()
     path = unit.split('"PATH=')[1].split('"')[0]
-    assert "junk" not in path and "fakes" not in path
+    assert "junk" not in path and "fake_bin" not in path
     assert path.split(os.pathsep)[0] == os.path.dirname(sys.executable)
 
 
+def test_units_run_as_the_host_config_ran_as(tmp_path, fake_session, monkeypatch):
+    """Two "login nodes" of one machine (FOREVER_HOST): each one's units carry its name, and both start here."""
+    monkeypatch.setenv("FOREVER_HOST", "login2")
+    layout = settings.Layout.for_host(str(tmp_path / "root"))
+    config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
+    unit = (fake_session / ".config" / "systemd" / "user" /
+            (units.unit_name(layout, "forever-slurm") + ".service")).read_text()
+    assert '"FOREVER_HOST=login2"' in unit
+    assert "\nConditionHost=%s\n" % socket.gethostname() in unit
+    monkeypatch.delenv("FOREVER_HOST")
+    assert units.unit_name(settings.Layout.for_host(layout.root), "forever-slurm") != units.unit_name(
+        layout, "forever-slurm")
+
+
 def test_a_loop_unit_that_failed_is_named_with_systemds_word(layout, fake_session, monkeypatch, taken):
-    monkeypatch.setenv("FAKE_FAILED_UNITS", "forever-slurm")
-    conf = conf_for(layout, taken, free_port())
+    monkeypatch.setenv("FAKE_FAILED_UNITS", units.unit_name(layout, "forever-slurm"))
+    conf = traefik_ports_conf(layout, taken, free_port())
     report = config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
-    clock = FakeClock()
+    clock = Clock(1000.0)
     problems = startup_check.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
     assert "the loop (forever-slurm) is not running (systemd says: failed)" in problems[1]
 
@@ -293,3 +208,43 @@ def test_each_unit_is_restarted_only_for_what_it_reads(layout):
     assert new_port["forever-ssh-forward"] != base["forever-ssh-forward"]      # it forwards to that port
     surge = inputs('FS_SSH_LOGIN_NODE="login1"\nFS_SURGE=3\n', "web: 13013\n")
     assert surge == base
+
+
+def _programs(directory, names, says):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = directory / name
+        path.write_text("#!/bin/sh\necho %s\n" % says)
+        path.chmod(0o755)
+
+
+def test_units_run_the_squeue_the_shell_runs_not_the_one_beside_python(layout, fake_session, tmp_path,
+                                                                       monkeypatch):
+    """A login node: the distribution's python3 and Slurm clients in one directory, the site's Slurm
+    (module load) first on PATH. Python's directory first on the units' PATH ran the distribution's
+    squeue ("Could not establish a configuration source")."""
+    distro, site = tmp_path / "distro" / "bin", tmp_path / "site" / "slurm" / "bin"
+    _programs(distro, ("squeue", "sbatch", "scontrol", "scancel"), "distro")
+    _programs(site, ("squeue", "sbatch", "scontrol", "scancel"), "site")
+    os.symlink(sys.executable, str(distro / "python3"))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(site), os.environ["PATH"], str(distro)]))
+    monkeypatch.setattr(sys, "executable", str(distro / "python3"))
+    said = []
+    config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), said.append, inputs={})
+    unit = (fake_session / ".config" / "systemd" / "user" /
+            (units.unit_name(layout, "forever-slurm") + ".service")).read_text()
+    path = unit.split('"PATH=')[1].split('"')[0]
+    for tool in ("squeue", "sbatch", "scontrol", "scancel"):
+        assert shutil.which(tool, path=path) == str(site / tool), path
+    assert str(distro) in path.split(os.pathsep)      # python3's directory is still there, after the site's
+    assert not [line for line in said if line.startswith("!")]
+
+
+def test_config_says_when_the_units_would_run_another_program(tmp_path):
+    distro, site = tmp_path / "distro", tmp_path / "site"
+    _programs(distro, ("squeue",), "distro")
+    _programs(site, ("squeue",), "site")
+    shell_path = os.pathsep.join([str(site), str(distro)])
+    assert units.path_differences(os.pathsep.join([str(site)]), shell_path) == []
+    assert units.path_differences(str(distro), shell_path, ("squeue",)) == \
+        [("squeue", str(site / "squeue"), str(distro / "squeue"))]

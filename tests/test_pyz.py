@@ -2,7 +2,6 @@
 
 import glob
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -10,20 +9,37 @@ import sys
 
 import pytest
 
+from fakes import SHIMS, shim_calls
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIMS = os.path.join(TOP, "tests", "shims")
 PYENV = os.path.expanduser("~/.pyenv/versions")
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _version(path):
+    done = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          stdout=subprocess.PIPE, universal_newlines=True, timeout=30)
+    return done.stdout.strip()
+
+
 def pythons():
-    """(label, path) of each python3.x >= 3.6 under ~/.pyenv/versions, plus the running one."""
-    found = {"%d.%d" % sys.version_info[:2]: sys.executable}
+    """(label, path) of the system python3 (the distribution's, as on a stock login node), each
+    python3.x >= 3.6 under ~/.pyenv/versions, and the one running the tests (the project's .venv)."""
+    found = [("system-%s" % _version(SYSTEM_PYTHON), SYSTEM_PYTHON)] if os.path.exists(SYSTEM_PYTHON) else []
+    found.append(("running-%d.%d" % sys.version_info[:2], sys.executable))
     for path in sorted(glob.glob(os.path.join(PYENV, "3.*", "bin", "python3"))):
         version = os.path.basename(os.path.dirname(os.path.dirname(path)))
         major_minor = ".".join(version.split(".")[:2])
         if tuple(int(x) for x in major_minor.split(".")) >= (3, 6):
-            found.setdefault(major_minor, path)
-    return sorted(found.items(), key=lambda kv: tuple(int(x) for x in kv[0].split(".")))
+            found.append(("pyenv-" + major_minor, path))
+    seen, unique = set(), []
+    for label, path in found:
+        if os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            unique.append((label, path))
+    return unique
 
 
 def build(tmp_path, name):
@@ -31,6 +47,12 @@ def build(tmp_path, name):
     subprocess.run([sys.executable, os.path.join(TOP, "build_pyz.py"), "-o", out], check=True,
                    stdout=subprocess.DEVNULL)
     return out
+
+
+@pytest.fixture(scope="module")
+def built_pyz(tmp_path_factory):
+    """One build for the module's tests: test_build_is_reproducible shows every build is the same."""
+    return build(tmp_path_factory.mktemp("pyz"), "built.pyz")
 
 
 def test_build_is_reproducible(tmp_path):
@@ -48,11 +70,11 @@ def test_build_is_reproducible(tmp_path):
 
 
 @pytest.mark.optional
-def test_old_python_gets_one_clear_line(tmp_path):
+def test_old_python_gets_one_clear_line(built_pyz):
     old = os.path.join(PYENV, "2.7.18", "bin", "python")
     if not os.path.exists(old):
         pytest.skip("no Python 2.7 here")
-    pyz = build(tmp_path, "f.pyz")
+    pyz = built_pyz
     done = subprocess.run([old, pyz, "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=30)
     assert done.returncode == 1
@@ -60,8 +82,8 @@ def test_old_python_gets_one_clear_line(tmp_path):
 
 
 @pytest.mark.parametrize("label,python", pythons())
-def test_pyz_alone_submits_and_routes(tmp_path, label, python):
-    pyz_src = build(tmp_path, "built.pyz")
+def test_pyz_alone_submits_and_routes(tmp_path, built_pyz, label, python):
+    pyz_src = built_pyz
     root = tmp_path / "empty"
     root.mkdir()
     shutil.copy2(pyz_src, str(root / "forever_slurm.pyz"))
@@ -82,10 +104,10 @@ def test_pyz_alone_submits_and_routes(tmp_path, label, python):
     again = subprocess.run(cmd + ["run", "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            universal_newlines=True, cwd=elsewhere, env=env, timeout=120)
     assert again.returncode == 0, again.stderr
-    calls = [json.loads(line) for line in (state / "calls.log").read_text().splitlines()]
+    calls = shim_calls(state)
     # One job per cycle, the second avoiding the first one's node (spread).
-    assert [c[0] for c in calls] == ["squeue", "sbatch", "squeue", "sbatch"]
-    assert "--exclude=node1" in calls[3]
+    assert [c[0] for c in calls] == ["squeue", "sinfo", "scontrol", "sbatch"] * 2
+    assert "--exclude=node1" in calls[7]
     assert (root / ".work" / "traefik-watch" / "hello-python.yml").exists()
     assert (root / "services" / "hello-python" / "hello-python.sub").exists()   # bundled, unpacked
     assert os.access(str(root / "freeport.sh"), os.X_OK)

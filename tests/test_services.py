@@ -39,11 +39,13 @@ def test_load_reads_script_template_output_and_warning(layout):
     folder = service(layout, "web", files={"web.yml": "http: {}\n"},
                      options="#SBATCH --output=web.log\n#SBATCH --signal=B:USR1@120")
     found = services.load(layout, "web")
-    assert found == services.ServiceDef("web", folder, os.path.join(folder, "web.sub"),
-                                        os.path.join(folder, "web.yml"), True, 120)
-    service(layout, "plain", options="#SBATCH --signal=USR1")
+    assert found._replace(options=()) == services.ServiceDef("web", folder, os.path.join(folder, "web.sub"),
+                                                             os.path.join(folder, "web.yml"), True, 120, 3600)
+    assert [option for _, option, _ in found.options] == ["--job-name", "--time", "--output", "--signal"]
+    service(layout, "plain", options="#SBATCH --signal=USR1\n#SBATCH -t 1:00:00\n#SBATCH --time=2-0")
     plain = services.load(layout, "plain")
     assert (plain.template, plain.script_sets_output, plain.warning_seconds) == (None, False, 60)
+    assert plain.time_limit == 2 * 86400, "the last --time wins, as in sbatch"
 
 
 @pytest.mark.parametrize("name, script, message, line", [
@@ -79,8 +81,9 @@ def test_unknown_names_and_folders_without_a_script_are_refused(layout):
 
 def test_a_bundled_service_is_unpacked_once_and_never_over_the_users_copy(layout):
     with pytest.raises(ConfigError, match="not unpacked yet"):
-        services.load(layout, "hello-python", unpack=False)
-    assert not os.path.exists(layout.services)
+        services.load(layout, "hello-python")
+    assert not os.path.exists(layout.services), "load reads only"
+    assert services.unpack_bundled(layout, "hello-python") is True
     loaded = services.load(layout, "hello-python")
     script = loaded.script
     assert stat.S_IMODE(os.stat(script).st_mode) == 0o755
@@ -136,7 +139,7 @@ def test_a_service_file_named_like_one_of_ours_in_work_is_refused_and_nothing_is
 
 
 def test_every_name_the_code_writes_in_work_counts_as_ours():
-    """Scans src/ for os.path.join(<layout>.work, "<name>"...): a new file of ours must be added to
+    """Scans src/ for os.path.join(<layout>.work or .host_work, "<name>"...): a new file of ours must be added to
     settings._OWN_WORK_NAME_RE, or a service file of that name would be staged over it."""
     import re
     top = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "forever_slurm")
@@ -146,8 +149,10 @@ def test_every_name_the_code_writes_in_work_counts_as_ours():
             if filename.endswith(".py"):
                 with open(os.path.join(folder, filename)) as handle:
                     text = handle.read()
-                names.update(re.findall(r"os\.path\.join\((?:self|self\.layout|layout)\.work, \"([^\"]+)\"", text))
-    assert {"state.json", "traefik.pid", "disk-reserve", "backup"} <= {n.replace("%s", "x") for n in names}
+                names.update(re.findall(r"os\.path\.join\((?:self|self\.layout|layout)\.(?:host_)?work, \"([^\"]+)\"",
+                                       text))
+    assert {"state.json", "traefik.pid", "disk-reserve", "backup", "hosts", "leader", "wake-spool"} <= {
+        n.replace("%s", "x") for n in names}
     for name in names:
         assert settings.Layout.is_own_work_name(name.replace("%s", "x")), name
     assert not settings.Layout.is_own_work_name("serve.py")

@@ -40,8 +40,10 @@ CONNECT_TIMEOUT = 5   # as ssh_argv's ConnectTimeout
 class World:
     """Fake time, login nodes that go up and down, and the ssh processes started against them."""
 
-    def __init__(self, down=None, dead_link=None, no_traefik=None, dropping=None, denied=None, silent=None):
+    def __init__(self, down=None, dead_link=None, no_traefik=None, dropping=None, denied=None, silent=None,
+                 local_taken=None):
         self.now = 0.0
+        self.local_taken = local_taken or (lambda t: False)      # does another program hold the local port?
         self.down = down or (lambda node, t: False)              # is node's sshd down at time t?
         self.dropping = dropping or (lambda node, t: False)      # does node drop every packet?
         self.denied = denied or (lambda node, t: False)          # does node refuse our key?
@@ -71,6 +73,8 @@ class World:
         return [p for p in self.procs if p.poll() is None]
 
     def probe(self):
+        if self.local_taken(self.now):
+            return sshtunnel.PROBE_OK        # the other program on the local port answers
         live = self.live()
         if not live:
             return sshtunnel.PROBE_REFUSED
@@ -85,8 +89,12 @@ class World:
         return sshtunnel.PROBE_OK
 
     def reachable(self, node):
+        """As sshd_answers: a frozen sshd's kernel still accepts the connection, but no greeting comes."""
         self.looks.append((self.now, node))
-        return not self.down(node, self.now) and not self.dropping(node, self.now)
+        return not self.down(node, self.now) and not self.dropping(node, self.now) and not self.silent(node, self.now)
+
+    def ssh_listens(self, pid):
+        return not self.local_taken(self.now)
 
 
 class Pipe:
@@ -133,7 +141,12 @@ class FakeSsh:
             self.stderr.close()
 
     def poll(self):
-        if self.returncode is None and self.world.dropping(self.node, self.started):
+        if self.returncode is None and self.world.local_taken(self.started) and self.world.now - self.started >= 0.3:
+            # It logged in, then could not listen on the local port (ExitOnForwardFailure).
+            self.stderr.put("bind [127.0.0.1]:13013: Address already in use")
+            self.stderr.put("channel_setup_fwd_listener_tcpip: cannot listen to port: 13013")
+            self._exit(255, "Could not request local forwarding.")
+        elif self.returncode is None and self.world.dropping(self.node, self.started):
             # ConnectTimeout=5: the SYNs go unanswered, then ssh gives up.
             if self.world.now - self.started >= CONNECT_TIMEOUT:
                 self._exit(255, "ssh: connect to host %s port 22: Connection timed out" % self.node)
@@ -168,12 +181,14 @@ class StopAt:
         return self.world.now >= self.t
 
 
-def supervisor(world, nodes=("login1",), reachable=None, explain=None, random=lambda: 0.5, **pacing):
+def supervisor(world, nodes=("login1",), reachable=None, explain=None, random=lambda: 0.5, local_port_user=None,
+               forwards_through=None, **pacing):
     """A Supervisor in the fake world; random 0.5 means no jitter, so waits are exact."""
     # A short settle: fake ssh writes its "open failed" line before the probe returns.
     pacing.setdefault("settle", 0.05)
     tunnel = sshtunnel.Tunnel(lambda node: ["ssh", "-N", node], list(nodes), world.probe,
-                              reachable=reachable, explain=explain)
+                              reachable=reachable, explain=explain, local_port_user=local_port_user,
+                              forwards_through=forwards_through)
     return sshtunnel.Supervisor(tunnel, sshtunnel.Pacing(**pacing), popen=world.popen, clock=world.clock,
                                 sleep=world.sleep, random=random)
 
@@ -376,6 +391,62 @@ def test_a_node_that_ssh_finds_not_responding_is_left_for_the_next_at_once(caplo
     assert any("the tunnel through it went silent" in r.getMessage() for r in caplog.records)
 
 
+def test_a_frozen_node_is_not_reconnected_to_until_its_sshd_answers(caplog):
+    """A SIGSTOPped sshd: its kernel still accepts TCP connections. The log had said "accepts connections
+    again; reconnecting now" every 5 s, each time an ssh that waited out its ConnectTimeout."""
+    world = World(silent=lambda node, t: 20 <= t < 100)
+    sup = supervisor(world, reachable=world.reachable, probe_interval=30, settle=0.002)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
+        sup.run(StopAt(world, 130))
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("answers again" in line for line in said) <= 1
+    back = [t for t, _ in world.starts() if t >= 100]
+    assert back and back[0] - 100 <= sup.pacing.reach_interval + sup.pacing.tick
+
+
+def test_after_a_failover_the_log_says_how_long_clients_had_no_answer(caplog):
+    """login1 freezes at 50 s; ssh notices after its ServerAlive 6 s, login2 is up 0.3 s later. The log
+    had said "up after 0.3s down" while clients saw about 6.6 s without an answer."""
+    world = World(silent=lambda node, t: node == "login1" and t >= 50)
+    sup = supervisor(world, nodes=["login1", "login2"], probe_interval=5, probe_failures=3, settle=0.002)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
+        sup.run(StopAt(world, 80))
+    second_up = up_times(sup)[1]
+    (line,) = [r.getMessage() for r in caplog.records if ": up via login2" in r.getMessage()]
+    at_most = float(line.split("for at most ")[1].split("s")[0])
+    # At most: since the last answer, which came at most one probe interval before the freeze.
+    assert second_up - 50 <= at_most <= second_up - 50 + sup.pacing.probe_interval, line
+    assert "the last answer came through login1" in line
+
+
+def test_a_taken_local_port_is_not_logged_into_and_backs_off(caplog):
+    """Another program on the local port: the tunnel had logged "up" (the probe reached that program)
+    and logged into the login node about once a second, forever."""
+    world = World(local_taken=lambda t: t < 100)
+    holder = lambda: "pid 4242 (python3)" if world.local_taken(world.now) else ""  # noqa: E731
+    sup = supervisor(world, local_port_user=holder, forwards_through=world.ssh_listens)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
+        sup.run(StopAt(world, 140))
+    assert [t for t, _ in world.starts()][0] >= 100, "no login while the port is taken"
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("the local port is taken by pid 4242 (python3)" in line for line in said) == 1
+    assert up_times(sup) and up_times(sup)[0] >= 100
+    assert last_state(sup) == "up"
+
+
+def test_a_port_taken_after_the_check_is_not_called_up_and_backs_off(caplog):
+    """The port is free when looked at, taken before ssh binds it (or the look is not possible): ssh logs
+    in, the probe reaches the other program, ssh exits with "Address already in use"."""
+    world = World(local_taken=lambda t: t < 60)
+    sup = supervisor(world, nodes=["login1", "login2"], forwards_through=world.ssh_listens)
+    with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
+        sup.run(StopAt(world, 80))
+    before = [t for t, _ in world.starts() if t < 60]
+    assert len(before) <= 7, before                   # 1, 2, 4, 8, 16, 32 s apart: not once a second
+    assert {node for _, node in world.starts() if node} == {"login1"}, "not the login node's fault: no failover"
+    assert not [t for t in up_times(sup) if t < 60]
+
+
 def test_one_failed_probe_does_not_restart():
     world = World(dead_link=lambda node, t: 50 <= t < 50.1)
     supervisor(world, probe_interval=5, probe_failures=3).run(StopAt(world, 120))
@@ -446,7 +517,7 @@ def test_logs_one_line_per_state_change(caplog):
     ups = [l for l in lines if ": up via" in l]
     downs = [l for l in lines if ": down (" in l]
     assert len(world.procs) >= 8
-    assert len(ups) == 2 and "s down" in ups[1]
+    assert len(ups) == 2 and "clients had no answer through the tunnel for at most" in ups[1]
     # "closed by remote host", then "connection refused" for every retry: two distinct lines.
     assert len(downs) == 2
     assert "closed by remote host" in downs[0] and "Connection refused" in downs[1]
@@ -621,26 +692,50 @@ def test_configure_ssh_sums_up_a_connection_test_that_keeps_failing(tmp_path, tr
     assert (tries > 1) == any("Giving up on login1 after 3 tries" in s for s in said)
 
 
-def test_configure_ssh_shows_the_host_key_it_pinned(tmp_path):
+def _pinning_world(tmp_path, refuse_key=False):
+    """run() answering `ssh-keygen -F` from our known_hosts, and a contact that records the host key
+    there first, as ssh with accept-new does (also when the login then fails)."""
     settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_PORT=2222\nFS_SSH_KEY_PATH=%s\n"
                                  % (tmp_path / "id"))
-    said, looked_up = [], []
+    looked_up = []
 
     def run(argv, **kwargs):
         if argv[:2] == ["ssh-keygen", "-F"]:
             looked_up.append(argv)
-            return subprocess.CompletedProcess(argv, 0, "# Host [login1]:2222 found: line 1 \n"
-                                               "[login1]:2222 ED25519 SHA256:M1KII8f0iAYS2rx\n", "")
+            found = os.path.exists(argv[-1])
+            return subprocess.CompletedProcess(argv, 0 if found else 1, "# Host [login1]:2222 found: line 1 \n"
+                                               "[login1]:2222 ED25519 SHA256:M1KII8f0iAYS2rx\n" if found else "", "")
         return sshsetup.proc.run(argv, **kwargs)
 
-    def contact(ssh_bin, node, *args, **kwargs):
+    def contact(ssh_bin, node, user, key_path, known_hosts, *args, **kwargs):
+        with open(known_hosts, "a") as handle:
+            handle.write("[login1]:2222 ssh-ed25519 AAAA\n")
+        if refuse_key:
+            raise ForeverError("login1 refused the key %s." % key_path)
         return sshsetup.Contact(node, True, ["Warning: Permanently added '[login1]:2222' (ED25519) to the list "
                                              "of known hosts."])
+    return settings, layout, run, contact, looked_up
 
+
+def test_configure_ssh_shows_the_host_key_it_pinned(tmp_path):
+    settings, layout, run, contact, looked_up = _pinning_world(tmp_path)
+    said = []
     sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append, [],
-                           run=run, ssh_bin="ssh", contact=contact)
+                           run=run, ssh_bin="ssh", contact=contact, port_holder=lambda port: "")
     assert looked_up[0][2] == "[login1]:2222" and looked_up[0][-1] == sshsetup.known_hosts_path(layout)
     assert any("Recorded the host key of login1: ED25519 SHA256:M1KII8f0iAYS2rx." in s for s in said), said
+
+
+def test_a_first_contact_with_a_refused_key_still_says_which_host_key_it_pinned(tmp_path):
+    """ssh (accept-new) records the host key before the login node refuses our key: that had gone unsaid,
+    so the key the tunnel would trust from then on was never shown."""
+    settings, layout, run, contact, _ = _pinning_world(tmp_path, refuse_key=True)
+    said = []
+    setup = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default, said.append,
+                                   [], run=run, ssh_bin="ssh", contact=contact, tries=1, port_holder=lambda port: "")
+    assert setup.failures
+    recorded = [s for s in said if "Recorded the host key of login1: ED25519 SHA256:M1KII8f0iAYS2rx." in s]
+    assert len(recorded) == 1 and said.index(recorded[0]) < [i for i, s in enumerate(said) if "test failed" in s][0]
 
 
 @pytest.mark.parametrize("key_exists", [False, True])
@@ -785,3 +880,90 @@ def test_a_refused_forward_is_not_mistaken_for_a_down_sshd():
     assert sshtunnel.diagnose(lines, "login1", "/kh", "/k") is None
     down = sshtunnel.diagnose(["ssh: connect to host login1 port 22: Connection refused"], "login1", "/kh", "/k")
     assert "its sshd is down" in down[0]
+
+
+# ---------------------------------------------------------------- config --ssh: --set, the local port, the gaps
+
+@pytest.fixture(autouse=True)
+def _local_port_free(monkeypatch):
+    """Whether this machine's 13013 is taken must not decide these tests (the ones about it pass their own)."""
+    monkeypatch.setattr(sshsetup, "local_port_holder", lambda port, proc_root="/proc": "")
+
+
+def _contact_ok(ssh_bin, node, *args, **kwargs):
+    return sshsetup.Contact(node, True, [])
+
+
+def test_config_ssh_takes_set_values_instead_of_asking(tmp_path):
+    """--set with --ssh had been ignored (exit 0, the port unchanged)."""
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\n" % (tmp_path / "id"))
+    asked, said = [], []
+    setup = sshsetup.configure_ssh(settings, layout, lambda p, d, several=False: asked.append(p) or d, said.append,
+                                   [], ssh_bin="ssh", contact=_contact_ok,
+                                   forced={"FS_SSH_LOCAL_PORT": "14555", "FS_SSH_LOGIN_NODE": "a b"})
+    assert setup.updates["FS_SSH_LOCAL_PORT"] == "14555" and setup.updates["FS_SSH_LOGIN_NODE"] == "a b"
+    assert not any(p.startswith(("Local port", "Login node")) for p in asked)
+    assert "FS_SSH_LOCAL_PORT=14555 (from --set)" in said
+    with pytest.raises(ConfigError, match=r"--set FS_SSH_PORT=0x: "):
+        sshsetup.configure_ssh(settings, layout, lambda p, d, several=False: d, said.append, [], ssh_bin="ssh",
+                               contact=_contact_ok, forced={"FS_SSH_PORT": "0x"})
+
+
+def test_config_ssh_set_refuses_keys_it_does_not_set_and_services(tmp_path):
+    from forever_slurm.setup import config_steps
+    layout = settings_mod.Layout(str(tmp_path))
+
+    class Args:
+        set, service = ["FS_SSH_LOCAL_PORT=14000"], []
+    assert config_steps.ssh_overrides(Args, layout) == {"FS_SSH_LOCAL_PORT": "14000"}
+    Args.set = ["FS_SLEEP_INTERVAL=5"]
+    with pytest.raises(ConfigError, match="--set FS_SLEEP_INTERVAL: config --ssh sets only FS_SSH_LOGIN_NODE"):
+        config_steps.ssh_overrides(Args, layout)
+    Args.set, Args.service = [], ["hello-python=2"]
+    with pytest.raises(ConfigError, match="services run on the login node"):
+        config_steps.ssh_overrides(Args, layout)
+
+
+def test_config_ssh_refuses_a_taken_local_port_or_proposes_a_free_one(tmp_path):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_KEY_PATH=%s\nFS_SSH_LOCAL_PORT=14001\n"
+                                 % (tmp_path / "id"))
+    holder = lambda port: "pid 77 (python3)" if port == 14001 else ""  # noqa: E731
+    with pytest.raises(ConfigError) as raised:
+        sshsetup.configure_ssh(settings, layout, lambda p, d, several=False: d, [].append, [], ssh_bin="ssh",
+                               contact=_contact_ok, assume_yes=True, port_holder=holder)
+    message = str(raised.value)
+    assert "FS_SSH_LOCAL_PORT=14001: 127.0.0.1:14001 is in use by pid 77 (python3)" in message
+    assert "pass --set FS_SSH_LOCAL_PORT=" in message
+    said, offered = [], []
+
+    def ask(prompt, default, several=False):
+        if prompt.startswith("Local port"):
+            offered.append(default)
+        return default
+    setup = sshsetup.configure_ssh(settings, layout, ask, said.append, [], ssh_bin="ssh", contact=_contact_ok,
+                                   port_holder=holder)
+    assert offered[0] == "14001" and offered[1] != "14001"
+    assert setup.updates["FS_SSH_LOCAL_PORT"] == offered[1]
+    assert any("is in use by pid 77 (python3)" in line for line in said)
+
+
+@pytest.mark.parametrize("gaps, user, words", [
+    ((sshsetup.GAP_LISTEN,), "root", "open a listener on its 127.0.0.1:1 (ssh -R)"),
+    ((sshsetup.GAP_TUN,), "root", "open a tun device (ssh -w"),
+    ((sshsetup.GAP_TUN_UNTESTED,), "root", "Could not test whether"),
+    ((sshsetup.GAP_TUN_UNTESTED,), "alice", None),
+])
+def test_config_ssh_warns_about_what_the_line_cannot_refuse(tmp_path, gaps, user, words):
+    settings, layout = _settings(tmp_path, "FS_SSH_LOGIN_NODE=login1\nFS_SSH_USER=%s\nFS_SSH_KEY_PATH=%s\n"
+                                 % (user, tmp_path / "id"))
+    said = []
+
+    def contact(ssh_bin, node, *args, **kwargs):
+        return sshsetup.Contact(node, True, [], False, gaps)
+    sshsetup.configure_ssh(settings, layout, lambda p, d, several=False: d, said.append, [], ssh_bin="ssh",
+                           contact=contact)
+    warned = [line for line in said if line.startswith("! ")]
+    if words is None:
+        assert not warned
+    else:
+        assert len(warned) == 1 and words in warned[0]

@@ -2,23 +2,23 @@
 first jobs after the units start."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from forever_slurm.setup import configure, startup_check, units
-from forever_slurm.common import settings
+from forever_slurm.common import ports, settings
 from forever_slurm.core import state
-from forever_slurm.observe import traefik_health
 from forever_slurm.common.errors import ConfigError
+from forever_slurm.systems import traefik
 from forever_slurm.systems.slurm import Job
 
-from harness.net import wait_for
-from test_configure import Script
-# The fixtures (layout, taken, fake_traefik) and helpers of the config flow's tests serve here too.
-from test_config_steps import FakeClock, _no_input, answers, conf_for, free_port
-from test_config_steps import fake_traefik, layout, taken  # noqa: F401,F811
+from fakes import Clock, LoopStandIn, Script, free_port, no_input, traefik_ports_conf
+
+# The fixtures layout, taken and fake_traefik are conftest.py's.
+
+
+def answers(web, ping, bind="127.0.0.1"):
+    return {"FS_TRAEFIK_PORT": str(web), "FS_TRAEFIK_BIND": bind, "FS_TRAEFIK_PING_PORT": str(ping)}
 
 
 # ---------------------------------------------------------------- ports before use
@@ -30,7 +30,7 @@ def test_yes_refuses_a_taken_port_and_names_a_free_one(layout, taken):
     message = str(caught.value)
     assert "FS_TRAEFIK_PORT=%d" % taken in message and "in use by another program of yours" in message
     proposed = int(message.split("--set FS_TRAEFIK_PORT=")[1].split()[0])
-    assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
+    assert proposed != taken and ports.port_free("127.0.0.1", proposed)
 
 
 def test_a_taken_port_is_asked_again_with_a_free_one_as_default(layout, taken):
@@ -39,7 +39,7 @@ def test_a_taken_port_is_asked_again_with_a_free_one_as_default(layout, taken):
     review = startup_check.port_review(layout, script.prompter(), False, said.append)
     result = review(answers(taken, free_port()))
     proposed = int(result["FS_TRAEFIK_PORT"])
-    assert proposed != taken and traefik_health.port_free("127.0.0.1", proposed)
+    assert proposed != taken and ports.port_free("127.0.0.1", proposed)
     assert script.asked("FS_TRAEFIK_PORT [%d]" % proposed)
     assert any("is in use by another program of yours" in line for line in said)
 
@@ -53,19 +53,19 @@ def test_a_taken_ping_port_is_caught_too(layout, taken):
 
 def test_the_ports_of_our_own_running_traefik_are_fine(layout, fake_traefik):
     web, ping = free_port(), None
-    ping = traefik_health.free_port_near("127.0.0.1", web, {web})
+    ping = ports.free_port_near("127.0.0.1", web, {web})
     fake_traefik(web, ping)
-    review = startup_check.port_review(layout, configure.Prompter(_no_input, _no_input), True, lambda text="": None)
+    review = startup_check.port_review(layout, configure.Prompter(no_input, no_input), True, lambda text="": None)
     assert review(answers(web, ping)) == answers(web, ping)
 
 
 # ---------------------------------------------------------------- after the units start
 
 def test_a_loop_that_did_not_start_is_named_with_the_end_of_its_log(layout, taken):
-    conf = conf_for(layout, taken, free_port())
+    conf = traefik_ports_conf(layout, taken, free_port())
     with open(os.path.join(layout.log, "forever-slurm.log"), "w") as handle:
         handle.write("Traceback (most recent call last):\nforever-slurm: .env:3: FS_SURGE must be a number\n")
-    clock = FakeClock()
+    clock = Clock(1000.0)
     said = []
     report = units.Report("cron", [], [], [])
     problems = startup_check.wait_until_up(layout, conf, report, said.append, 10, clock=clock, sleep=clock.sleep)
@@ -78,12 +78,13 @@ def test_a_loop_that_did_not_start_is_named_with_the_end_of_its_log(layout, take
 
 
 def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, monkeypatch):
-    conf = conf_for(layout, free_port(), free_port() + 1)
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
     conf = conf._replace(service_list=[("hello", settings.Instances(1, 1))])
     job = Job("41", "PD", "hello", "", None, None, "Resources", "")
     snap = state.empty_snapshot()._replace(jobs=[job], slurm_ok=True, updated_at=1000.0, pid=os.getpid())
     monkeypatch.setattr(state, "load", lambda path: snap)
-    clock = FakeClock()
+    monkeypatch.setattr(startup_check, "running_loop_pid", lambda *args, **kwargs: os.getpid())
+    clock = Clock(1000.0)
     said = []
     problems = startup_check.wait_for_first_backends(layout, conf, said.append, 60, clock=clock, sleep=clock.sleep,
                                                 tty=False)
@@ -95,10 +96,13 @@ def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, mo
 
 
 def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkeypatch):
-    conf = conf_for(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", settings.Instances(1, 1))])
-    snap = state.empty_snapshot()._replace(slurm_ok=False, slurm_error="squeue: fatal: no configuration")
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
+    conf = conf._replace(service_list=[("hello", settings.Instances(1, 1))])
+    snap = state.empty_snapshot()._replace(slurm_ok=False, slurm_error="squeue: fatal: no configuration",
+                                           pid=os.getpid())
     monkeypatch.setattr(state, "load", lambda path: snap)
-    clock = FakeClock()
+    monkeypatch.setattr(startup_check, "running_loop_pid", lambda *args, **kwargs: os.getpid())
+    clock = Clock(1000.0)
     said = []
     problems = startup_check.wait_for_first_backends(layout, conf, said.append, 90, clock=clock, sleep=clock.sleep,
                                                 tty=False)
@@ -107,19 +111,39 @@ def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkey
 
 
 def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
-    conf = conf_for(layout, free_port(), free_port() + 1)
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
     assert startup_check.running_loop_pid(layout, conf, 1000.0) is None
-    script = tmp_path / "loop.py"
-    script.write_text("import sys, time\ntime.sleep(30)\n")
-    holder = subprocess.Popen([sys.executable, str(script), "--root", layout.root, "run"])
+    loop = LoopStandIn(layout)
     try:
-        with open(layout.lock_file, "w") as handle:
-            handle.write("%d\n" % holder.pid)
-        # Until the child has exec'd, /proc shows the parent's command line.
-        assert wait_for(lambda: startup_check.running_loop_pid(layout, conf, 1000.0) == holder.pid, 10)
-        with open(layout.lock_file, "w") as handle:
-            handle.write("%d\n" % os.getpid())     # alive, but not a loop of this root
-        assert startup_check.running_loop_pid(layout, conf, 1000.0) is None
+        assert startup_check.running_loop_pid(layout, conf, 1000.0) == loop.pid
     finally:
-        holder.kill()
-        holder.wait()
+        loop.stop()
+    # Its pid stays in the lock file, and this process is alive, but neither holds the lock.
+    assert startup_check.running_loop_pid(layout, conf, 1000.0) is None
+    with open(layout.lock_file, "w") as handle:
+        handle.write("%d\n" % os.getpid())
+    assert startup_check.running_loop_pid(layout, conf, 1000.0) is None
+
+
+def test_after_uninstall_and_config_the_old_loops_state_does_not_pass_for_the_new_one(layout):
+    """config had judged the new loop from state.json the old loop left: its routes counted as the first
+    backends routed before the new loop had looked at Slurm at all."""
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", settings.Instances(1, 1))])
+    old = state.empty_snapshot()._replace(pid=999999, updated_at=900.0, slurm_ok=True,
+                                          routes={"hello": [traefik.Server("http://n1:1", 1)]})
+    state.save(layout.state_file, old)
+    loop = LoopStandIn(layout)
+    try:
+        clock = Clock(1000.0)
+        said = []
+        startup_check.wait_for_first_backends(layout, conf, said.append, 30, clock=clock, sleep=clock.sleep,
+                                              tty=False)
+        assert clock.now >= 1030, "it took the old routes for the new loop's"
+        assert said[-1] == "no job is queued yet; `status` and .work/log/loop.log show what the loop does."
+        state.save(layout.state_file, old._replace(pid=loop.pid))      # the new loop's own first look
+        clock = Clock(1000.0)
+        startup_check.wait_for_first_backends(layout, conf, said.append, 30, clock=clock, sleep=clock.sleep,
+                                              tty=False)
+        assert clock.now < 1010
+    finally:
+        loop.stop()

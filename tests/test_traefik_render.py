@@ -11,14 +11,15 @@ import pytest
 import schema_values
 from original_tool import ORIGINAL_YML
 
-from forever_slurm.common import settings
+from forever_slurm.common import settings, urls
 from forever_slurm.systems import traefik, traefik_files, traefik_schema, yamlish
 from forever_slurm.common.errors import ConfigError
 from forever_slurm.systems.traefik import Server
 
+from fakes import golden_checker
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-GOLDEN = os.path.join(HERE, "golden", "traefik")
 GOLDEN_ROOT = "/srv/forever root"
 BUNDLED = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(REPO, "services", "*", "*.yml")))
 
@@ -32,14 +33,7 @@ SERVER_SETS = {
 ORIGINAL = ORIGINAL_YML
 
 
-def check_golden(name, text):
-    path = os.path.join(GOLDEN, name)
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        os.makedirs(GOLDEN, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    with open(path, encoding="utf-8") as handle:
-        assert text == handle.read(), "%s differs; review it, then UPDATE_GOLDEN=1 to rewrite" % path
+check_golden = golden_checker("traefik")
 
 
 def bundled(service):
@@ -53,7 +47,7 @@ def write(tmp_path, text, name="svc.yml"):
 
 
 def lb_of(rendered):
-    data = yamlish.load(rendered, "rendered")
+    data = yamlish.parse(rendered, "rendered").data
     (service,) = data["http"]["services"].values()
     return service["loadBalancer"]
 
@@ -78,7 +72,7 @@ def test_default_template_golden():
     template = traefik.default_template("hello", health_path="/health")
     text = traefik.render_dynamic("hello", template, SERVER_SETS["2-servers"])
     check_golden("default-hello-2-servers.yml", text)
-    data = yamlish.load(text, "rendered")["http"]
+    data = yamlish.parse(text, "rendered").data["http"]
     assert data["routers"]["hello-router"]["rule"] == "PathPrefix(`/hello`)"
     assert data["middlewares"]["hello-retry"] == {"retry": {"attempts": 3}}
     assert data["middlewares"]["hello-strip"] == {"stripPrefix": {"prefixes": ["/hello"]}}
@@ -92,7 +86,7 @@ def test_static_config_golden(tmp_path):
     loaded = settings.load(settings.Layout(str(tmp_path)))
     text = traefik.render_static(loaded, settings.Layout(GOLDEN_ROOT))
     check_golden("static.yml", text)
-    data = yamlish.load(text, "static")
+    data = yamlish.parse(text, "static").data
     assert data["entryPoints"] == {"web": {"address": "127.0.0.1:23013"}, "traefik": {"address": "127.0.0.1:23014"}}
     assert "api" not in data
     assert data["providers"]["file"] == {"directory": GOLDEN_ROOT + "/.work/traefik-watch", "watch": True}
@@ -105,7 +99,7 @@ def test_static_config_golden(tmp_path):
 def test_static_config_brackets_an_ipv6_bind(tmp_path):
     (tmp_path / ".env").write_text("FS_TRAEFIK_BIND=::1\nFS_TRAEFIK_PORT=23013\n")
     loaded = settings.load(settings.Layout(str(tmp_path)))
-    data = yamlish.load(traefik.render_static(loaded, settings.Layout(GOLDEN_ROOT), "DEBUG"), "static")
+    data = yamlish.parse(traefik.render_static(loaded, settings.Layout(GOLDEN_ROOT), "DEBUG"), "static").data
     assert data["entryPoints"]["web"]["address"] == "[::1]:23013"
     assert data["log"]["level"] == "DEBUG"
     with pytest.raises(ConfigError):
@@ -116,7 +110,7 @@ def test_original_retry_name_is_namespaced(tmp_path):
     template = traefik_files.load_template(write(tmp_path, ORIGINAL), "hello-python")
     text = traefik.render_dynamic("hello-python", template, SERVER_SETS["1-server"])
     check_golden("original-hello-python-1-server.yml", text)
-    http = yamlish.load(text, "rendered")["http"]
+    http = yamlish.parse(text, "rendered").data["http"]
     assert set(http["middlewares"]) == {"hello-python-retry", "hello-python-strip-hello-python-prefix"}
     assert http["routers"]["hello-python-router"]["middlewares"] == [
         "hello-python-retry", "hello-python-strip-hello-python-prefix"]
@@ -133,7 +127,7 @@ def test_two_original_style_services_do_not_share_retry(tmp_path):
     names = set()
     for service, text in (("hello-python", ORIGINAL), ("other", other)):
         template = traefik_files.load_template(write(tmp_path, text, service + ".yml"), service)
-        rendered = yamlish.load(traefik.render_dynamic(service, template, []), service)
+        rendered = yamlish.parse(traefik.render_dynamic(service, template, []), service).data
         names.update(rendered["http"]["middlewares"])
     assert len(names) == 4
 
@@ -143,7 +137,7 @@ def test_chain_references_are_renamed(tmp_path):
         "  middlewares:\n    retry:",
         "  middlewares:\n    both:\n      chain:\n        middlewares: [retry, strip-hello-python-prefix]\n    retry:")
     template = traefik_files.load_template(write(tmp_path, text), "hello-python")
-    http = yamlish.load(traefik.render_dynamic("hello-python", template, []), "r")["http"]
+    http = yamlish.parse(traefik.render_dynamic("hello-python", template, []), "r").data["http"]
     assert http["routers"]["hello-python-router"]["middlewares"] == ["hello-python-both"]
     assert http["middlewares"]["hello-python-both"]["chain"]["middlewares"] == [
         "hello-python-retry", "hello-python-strip-hello-python-prefix"]
@@ -172,7 +166,7 @@ def test_keys_match_case_insensitively_like_traefik(tmp_path):
 
 
 def lb_of_upper(text):
-    data = yamlish.load(text, "r")
+    data = yamlish.parse(text, "r").data
     return data["http"]["services"]["hello-python"]["LoadBalancer"]["servers"]
 
 
@@ -264,7 +258,7 @@ def test_missing_template_file_is_a_config_error(tmp_path):
     (None, False),
 ])
 def test_server_urls(url, ok):
-    assert traefik.valid_server_url(url) is ok
+    assert urls.valid_backend_url(url) is ok
 
 
 def test_render_rejects_bad_servers():
@@ -373,7 +367,7 @@ def test_every_schema_key_accepts_right_types(path, kind, since):
     for value in _good_for(path, kind, rng):
         _, template = _parse_data(schema_values.with_value(path, value))
         rendered = traefik.render_dynamic(schema_values.SERVICE, template, [Server("http://n:1")], (3, 7, 15))
-        assert yamlish.load(rendered, "r")["http"]
+        assert yamlish.parse(rendered, "r").data["http"]
         if since:
             with pytest.raises(ConfigError) as caught:
                 _parse_data(schema_values.with_value(path, value), (since[0], since[1] - 1, 9))
@@ -474,14 +468,17 @@ def test_confined_rules_and_priorities_that_are_accepted(tmp_path):
                            ("PathPrefix(`/hello-python/`)", 27)]:
         text = ORIGINAL.replace("      rule: \"PathPrefix(`/hello-python`)\"", "      rule: %s%s" % (
             yamlish.dump(rule).strip(), "\n      priority: %d" % priority if priority else ""))
-        traefik_files.load_template(write(tmp_path, text), "hello-python")
+        template = traefik_files.load_template(write(tmp_path, text), "hello-python")
+        http = yamlish.parse(traefik.render_dynamic("hello-python", template, []), "r").data["http"]
+        router = http["routers"]["hello-python-router"]
+        assert router["rule"] == rule and router.get("priority") == priority, (rule, priority)
 
 
 def test_every_name_is_namespaced_and_references_follow(tmp_path):
     text = ORIGINAL.replace("hello-python-router:", "web:").replace("service: hello-python", "service: backend") \
         .replace("    hello-python:\n      loadBalancer:", "    backend:\n      loadBalancer:")
     template = traefik_files.load_template(write(tmp_path, text), "hello-python")
-    http = yamlish.load(traefik.render_dynamic("hello-python", template, []), "r")["http"]
+    http = yamlish.parse(traefik.render_dynamic("hello-python", template, []), "r").data["http"]
     assert set(http["routers"]) == {"hello-python-web"}
     # The balancer takes the service's own name, so the access log's ServiceName names the service.
     assert set(http["services"]) == {"hello-python"}
@@ -495,7 +492,7 @@ def test_two_services_with_the_same_names_render_disjoint_names(tmp_path):
     for service in ("alpha", "beta"):
         text = same.replace("/hello-python", "/" + service)
         template = traefik_files.load_template(write(tmp_path, text, service + ".yml"), service)
-        http = yamlish.load(traefik.render_dynamic(service, template, []), service)["http"]
+        http = yamlish.parse(traefik.render_dynamic(service, template, []), service).data["http"]
         names.append({kind: set(http[kind]) for kind in ("routers", "middlewares", "services")})
     for kind in ("routers", "middlewares", "services"):
         assert not names[0][kind] & names[1][kind], kind

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,9 +16,10 @@ from forever_slurm.setup import units
 from forever_slurm.common.errors import ForeverError
 from forever_slurm.common.settings import Layout
 
+from fakes import golden_checker
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-FAKES = os.path.join(HERE, "fakes")
-GOLDEN = os.path.join(HERE, "golden", "units")
+FAKES = os.path.join(HERE, "fake_bin")
 GOLDEN_ROOT = "/srv/forever root"  # a space, to prove the quoting
 GOLDEN_PATH = "/opt/slurm/bin:/usr/bin:/bin"
 
@@ -28,14 +30,7 @@ def golden_specs():
                                         which=units.UNIT_NAMES, path=GOLDEN_PATH)
 
 
-def check_golden(name, text):
-    path = os.path.join(GOLDEN, name)
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        os.makedirs(GOLDEN, exist_ok=True)
-        with open(path, "w") as handle:
-            handle.write(text)
-    with open(path) as handle:
-        assert text == handle.read(), "%s differs; review it, then UPDATE_GOLDEN=1 to rewrite" % path
+check_golden = golden_checker("units")
 
 
 @pytest.mark.parametrize("index", range(len(units.UNIT_NAMES)))
@@ -105,7 +100,8 @@ def real_specs(tmp_path):
     layout.make_dirs()
     pyz = os.path.join(layout.root, "forever_slurm.pyz")
     open(pyz, "w").close()
-    return units.standard_specs(layout, sys.executable, pyz, which=units.UNIT_NAMES, path=os.environ["PATH"])
+    return units.standard_specs(layout, sys.executable, pyz, which=units.UNIT_NAMES, path=os.environ["PATH"],
+                                machine=socket.gethostname())
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
@@ -161,6 +157,10 @@ class World:
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         return [row[1:] for row in rows if tool is None or row[0] == tool]
 
+    def unit(self, name):
+        """This root's systemd unit `name` on this host (forever-slurm-<id>)."""
+        return units.unit_name(self.layout, name)
+
     def unit_file(self, name):
         return self.home / ".config" / "systemd" / "user" / (name + ".service")
 
@@ -174,10 +174,10 @@ def test_install_systemd_writes_units_enables_and_warns_about_linger(tmp_path):
     report = world.install()
     assert report.method == "systemd"
     for spec in world.specs:
-        assert world.unit_file(spec.name).read_text() == units.render_unit(spec, 252)
+        assert world.unit_file(spec.unit_name).read_text() == units.render_unit(spec, 252)
     calls = world.calls("systemctl")
     assert ["--user", "daemon-reload"] in calls
-    assert ["--user", "enable", "--now", "forever-traefik", "forever-slurm"] in calls
+    assert ["--user", "enable", "--now", world.unit("forever-traefik"), world.unit("forever-slurm")] in calls
     assert not any(c[1] == "restart" for c in calls if len(c) > 1)
     assert world.calls("loginctl") == [["show-user", "alice", "-p", "Linger"]]
     assert any("loginctl enable-linger alice" in note for note in report.notes)
@@ -192,26 +192,28 @@ def test_install_systemd_after_cron_removes_the_cron_lines(tmp_path):
     world.environ["FAKE_SYSTEMD_DOWN"] = "0"
     assert world.install().method == "systemd"
     assert world.crontab() == "MAILTO=alice\n"
-    assert world.unit_file("forever-slurm").exists()
+    assert world.unit_file(world.unit("forever-slurm")).exists()
 
 
 def test_install_twice_changes_nothing_and_restarts_only_what_changed(tmp_path):
     world = World(tmp_path, FAKE_LINGER="yes")
     world.install()
-    before = {s.name: world.unit_file(s.name).stat().st_mtime_ns for s in world.specs}
+    before = {s.name: world.unit_file(s.unit_name).stat().st_mtime_ns for s in world.specs}
     second = world.install()
     assert second.written == [] and second.backups == [] and second.notes == []
     assert second.started == [] and second.restarted == []
-    assert {s.name: world.unit_file(s.name).stat().st_mtime_ns for s in world.specs} == before
+    assert {s.name: world.unit_file(s.unit_name).stat().st_mtime_ns for s in world.specs} == before
     assert not any(c[1] == "restart" for c in world.calls("systemctl") if len(c) > 1)
-    assert "systemd: forever-traefik, forever-slurm already running with these settings" in world.said
+    assert "systemd: %s, %s already running with these settings" % (
+        world.unit("forever-traefik"), world.unit("forever-slurm")) in world.said
     leftovers = [p for p in os.listdir(str(world.unit_file("x").parent)) if not p.endswith(".service")]
     assert leftovers == []
 
     third = world.install(inputs={"forever-traefik": "entryPoints: web 127.0.0.1:14000"})
-    assert third.restarted == ["forever-traefik"]
-    assert world.calls("systemctl")[-1] == ["--user", "restart", "forever-traefik"]
-    assert "systemd: restarted forever-traefik, as its settings changed" in world.said
+    traefik = world.unit("forever-traefik")
+    assert third.restarted == [traefik]
+    assert world.calls("systemctl")[-1] == ["--user", "restart", traefik]
+    assert "systemd: restarted %s, as its settings changed" % traefik in world.said
     assert world.install(inputs={"forever-traefik": "entryPoints: web 127.0.0.1:14000"}).restarted == []
 
 
@@ -219,13 +221,13 @@ def test_a_unit_running_from_before_the_record_existed_is_restarted_once(tmp_pat
     world = World(tmp_path, FAKE_LINGER="yes")
     world.install()
     os.remove(units.started_record(world.layout, "forever-slurm"))  # as after an upgrade from an older version
-    assert world.install().restarted == ["forever-slurm"]
+    assert world.install().restarted == [world.unit("forever-slurm")]
     assert world.install().restarted == []
 
 
 def test_install_keeps_a_backup_of_a_different_unit_file(tmp_path):
     world = World(tmp_path, FAKE_LINGER="yes")
-    path = world.unit_file("forever-slurm")
+    path = world.unit_file(world.unit("forever-slurm"))
     path.parent.mkdir(parents=True)
     path.write_text("[Service]\nExecStart=/bin/true  # my own edit\n")
     report = world.install()
@@ -274,7 +276,7 @@ def test_cron_fallback_is_idempotent_and_keeps_user_lines(tmp_path):
     assert table.startswith(user_line)
     assert table.count("@reboot ") == 2 and table.count("* * * * * ") == 2
     assert "flock -n" in table and "cron-forever-slurm.lock" in table
-    assert not world.unit_file("forever-slurm").exists()
+    assert not world.unit_file(world.unit("forever-slurm")).exists()
     again = world.install()
     assert again.written == [] and world.crontab() == table
     assert world.calls("crontab").count(["-"]) == 1
@@ -331,17 +333,18 @@ def test_cron_line_really_runs_under_sh_and_flock(tmp_path):
 def test_uninstall_systemd_removes_exactly_ours(tmp_path):
     world = World(tmp_path, FAKE_LINGER="yes")
     world.install()
-    mine = world.unit_file("forever-slurm").parent / "my-own.service"
+    mine = world.unit_file("x").parent / "my-own.service"
     mine.write_text("[Service]\nExecStart=/bin/true\n")
     os.makedirs(world.layout.services, exist_ok=True)
     with open(world.layout.env_file, "w") as handle:
         handle.write("SERVICE_LIST=x/1\n")
     removed = world.uninstall()
-    assert sorted(os.path.basename(p) for p in removed) == ["forever-slurm.service", "forever-traefik.service"]
+    assert sorted(os.path.basename(p) for p in removed) == sorted(
+        world.unit(n) + ".service" for n in ("forever-slurm", "forever-traefik"))
     assert mine.exists() and os.path.exists(world.layout.env_file) and os.path.isdir(world.layout.services)
     assert os.path.isdir(world.layout.log)
     calls = world.calls("systemctl")
-    assert ["--user", "disable", "--now", "forever-traefik", "forever-slurm"] in calls
+    assert ["--user", "disable", "--now", world.unit("forever-traefik"), world.unit("forever-slurm")] in calls
     assert calls[-1] == ["--user", "daemon-reload"]
     assert world.uninstall() == []
 
@@ -472,3 +475,131 @@ def test_minimal_path_holds_only_the_tools_dirs_whatever_the_callers_order(tmp_p
     assert parts[-2:] == ["/usr/bin", "/bin"]
     assert not any("noise" in p for p in parts)
     assert len(parts) == len(set(parts)) == 4 + len(units.BASE_PATH)  # flock lives in /usr/bin here
+
+
+# ---------------------------------------------------------------- units per root and per host
+
+
+def test_units_are_named_per_root_and_per_host(tmp_path):
+    one = Layout(str(tmp_path / "a"), "login1")
+    assert units.unit_name(one, "forever-slurm") == "forever-slurm-" + one.unit_id
+    assert len(one.unit_id) == 10 and units.unit_name(one, "forever-slurm") == units.unit_name(
+        Layout(str(tmp_path / "a") + "/", "login1"), "forever-slurm")       # however the root is spelled
+    os.symlink(str(tmp_path / "a"), str(tmp_path / "link"))
+    assert Layout(str(tmp_path / "link"), "login1").unit_id == one.unit_id
+    assert Layout(str(tmp_path / "b"), "login1").unit_id != one.unit_id
+    assert Layout(str(tmp_path / "a"), "login2").unit_id != one.unit_id
+
+
+def test_a_unit_starts_only_on_the_machine_that_installed_it():
+    layout = Layout(GOLDEN_ROOT)
+    spec = units.standard_specs(layout, "/usr/bin/python3", GOLDEN_ROOT + "/f.pyz", machine="login1.cluster")[1]
+    text = units.render_unit(spec)
+    assert "\nConditionHost=login1.cluster\n" in text.split("[Service]")[0]
+    assert text.replace("ConditionHost=login1.cluster\n", "") == units.render_unit(spec._replace(machine=""))
+
+
+def other_root_world(world, tmp_path, name="other root"):
+    """A second World: another root of the same user (same HOME, same fake systemd and crontab)."""
+    other = World.__new__(World)
+    other.__dict__.update(world.__dict__)
+    other.layout = Layout(str(tmp_path / name))
+    other.said = []
+    other.specs = units.standard_specs(other.layout, sys.executable, os.path.join(other.layout.root, "f.pyz"))
+    return other
+
+
+def test_two_roots_install_side_by_side_and_uninstall_only_their_own(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    world.install()
+    mine = {s.unit_name: world.unit_file(s.unit_name).read_text() for s in world.specs}
+    other = other_root_world(world, tmp_path)
+    report = other.install()
+    assert report.started == [s.unit_name for s in other.specs] and report.restarted == []
+    assert {s.unit_name: world.unit_file(s.unit_name).read_text() for s in world.specs} == mine
+    assert not set(mine) & {s.unit_name for s in other.specs}
+    other.uninstall()
+    assert all(world.unit_file(name).exists() for name in mine)
+    active = set(os.listdir(str(world.state / "active")))
+    assert active == set(mine)                          # the first root's units still run
+
+
+def legacy_unit(world, root, name="forever-slurm", edited=False):
+    """A unit file as an earlier version wrote it: one per user, named without an id."""
+    layout = Layout(root)
+    spec = units.standard_specs(layout, sys.executable, os.path.join(root, "f.pyz"), which=(name,))[0]
+    text = units.render_unit(spec._replace(unit=""), 252)
+    if edited:
+        text = text.replace(units.HEADER, "# my edit")
+    path = world.unit_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    (world.state / "active").mkdir(parents=True, exist_ok=True)
+    (world.state / "active" / name).write_text("")
+    return path
+
+
+def test_an_earlier_versions_units_of_this_root_are_replaced(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    old = [legacy_unit(world, world.layout.root, name) for name in ("forever-traefik", "forever-slurm")]
+    report = world.install()
+    assert not any(path.exists() for path in old)
+    calls = world.calls("systemctl")
+    stop = calls.index(["--user", "stop", "forever-traefik", "forever-slurm"])
+    assert calls.index(["--user", "enable", "--now"] + [s.unit_name for s in world.specs]) > stop
+    assert report.started == [s.unit_name for s in world.specs]
+    assert set(os.listdir(str(world.state / "active"))) == {s.unit_name for s in world.specs}
+    assert any("of an earlier version, which ran this root, are replaced" in line for line in world.said)
+    assert world.install().started == []                # once
+
+
+def test_an_earlier_versions_units_of_another_root_are_left_alone(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    theirs = legacy_unit(world, str(tmp_path / "production root"))
+    text = theirs.read_text()
+    world.install()
+    world.uninstall()
+    assert theirs.read_text() == text
+    assert "forever-slurm" in os.listdir(str(world.state / "active"))
+    assert not any("forever-slurm" in call for call in world.calls("systemctl") if call[1:2] in (["stop"], ["disable"]))
+
+
+def test_uninstall_removes_this_roots_earlier_units_and_keeps_an_edited_ones_text(tmp_path):
+    world = World(tmp_path, FAKE_LINGER="yes")
+    edited = legacy_unit(world, world.layout.root, edited=True)
+    world.install()
+    backups = [p for p in os.listdir(str(edited.parent)) if p.startswith("forever-slurm.service.bak-")]
+    assert len(backups) == 1 and not edited.exists()
+    legacy_unit(world, world.layout.root, "forever-traefik")
+    removed = world.uninstall()
+    assert str(world.unit_file("forever-traefik")) in removed
+    assert not [p for p in os.listdir(str(edited.parent)) if p.endswith(".service")]
+
+
+@pytest.mark.parametrize("root", ["/srv/forever root", "/srv/100% root", "/srv/$HOME/x", '/srv/a "b"'])
+def test_runs_root_reads_what_render_unit_wrote(root):
+    spec = units.standard_specs(Layout(root), "/usr/bin/python3", "/x/f.pyz")[1]
+    for version in (None, 239):
+        text = units.render_unit(spec, version)
+        assert units.runs_root(text, root)
+        assert not units.runs_root(text, root + "2") and not units.runs_root(text, "/srv")
+
+
+def test_cron_lines_of_a_second_host_are_its_own(tmp_path):
+    """Two hosts of one root on one machine (FOREVER_HOST) share its crontab: neither replaces the other's lines;
+    the first host's lines are exactly those of earlier versions."""
+    root = str(tmp_path / "root")
+    first = Layout.for_host(root, "login1").with_first_host()
+    second = Layout.for_host(root, "login2")
+    lines = {}
+    for layout in (first, second):
+        lines[layout.host] = units.cron_lines(units.standard_specs(layout, "/usr/bin/python3", root + "/f.pyz"), layout)
+    assert lines["login1"] == units.cron_lines(units.standard_specs(Layout(root), "/usr/bin/python3", root + "/f.pyz"),
+                                               Layout(root))
+    assert all(line.endswith(" @login2") for line in lines["login2"])
+    assert all(os.path.join(root, ".work", "hosts", "login2", "cron-") in line for line in lines["login2"])
+    table = units.merge_crontab("", lines["login1"], first, units.UNIT_NAMES)
+    table = units.merge_crontab(table, lines["login2"], second, units.UNIT_NAMES)
+    assert table.splitlines() == lines["login1"] + lines["login2"]
+    assert units.merge_crontab(table, [], second, units.UNIT_NAMES).splitlines() == lines["login1"]
+    assert units.merge_crontab(table, [], first, units.UNIT_NAMES).splitlines() == lines["login2"]

@@ -142,3 +142,23 @@ def test_random_garbage_only_ever_raises_invalid():
             validate.yes_no(text)
         except Invalid:
             pass
+
+
+@pytest.mark.parametrize("name", ["svc\n", "svc\r", "svc ", " svc", "-svc", "", "s/v", "svc\x00", "sv\u00e9"])
+def test_one_service_name_check_refuses_a_line_end_everywhere(tmp_path, name):
+    """settings, the service folders and the Traefik writer share one check (a `^...$` with re.match
+    let "svc\\n" through two of them)."""
+    from forever_slurm.common import services, settings
+    from forever_slurm.common.errors import ConfigError
+    from forever_slurm.systems import traefik_check
+    assert not validate.is_service_name(name)
+    with pytest.raises(validate.Invalid):
+        settings.service_name(name)
+    with pytest.raises(ConfigError):
+        services.load(settings.Layout(str(tmp_path)), name)
+    with pytest.raises(ConfigError):
+        traefik_check.check_service_name(name)
+
+
+def test_a_service_name_may_have_dots_dashes_and_underscores():
+    assert all(validate.is_service_name(n) for n in ("a", "llama-cpp-server", "gpu_node.v2", "0x"))

@@ -70,7 +70,7 @@ def test_reads_the_original_template_shape():
     ("a:\n  -   k: v\n      j: w\n", {"a": [{"k": "v", "j": "w"}]}),
 ])
 def test_load_values(text, expected):
-    assert yamlish.load(text, "t.yml") == expected
+    assert yamlish.parse(text, "t.yml").data == expected
 
 
 @pytest.mark.parametrize("text, line, words", [
@@ -109,7 +109,7 @@ def test_load_values(text, expected):
 ])
 def test_errors_name_the_line(text, line, words):
     with pytest.raises(ConfigError) as caught:
-        yamlish.load(text, "svc.yml")
+        yamlish.parse(text, "svc.yml").data
     err = caught.value
     assert err.line == line
     assert err.path == "svc.yml"
@@ -128,12 +128,12 @@ def test_errors_name_the_line(text, line, words):
 ])
 def test_round_trip(obj):
     text = yamlish.dump(obj)
-    assert yamlish.load(text, "round.yml") == obj
-    assert yamlish.dump(yamlish.load(text, "round.yml")) == text
+    assert yamlish.parse(text, "round.yml").data == obj
+    assert yamlish.dump(yamlish.parse(text, "round.yml").data) == text
 
 
 def test_a_run_of_digits_too_long_for_a_number_stays_text():
-    assert yamlish.load("a: %s\nb: %s\n" % ("9" * 64, "9" * 4400), "svc.yml") == {"a": int("9" * 64), "b": "9" * 4400}
+    assert yamlish.parse("a: %s\nb: %s\n" % ("9" * 64, "9" * 4400), "svc.yml").data == {"a": int("9" * 64), "b": "9" * 4400}
 
 
 def test_dump_is_sorted_quoted_and_plain_for_numbers():
@@ -157,8 +157,8 @@ def test_bundled_templates_round_trip():
     assert paths, "the repo should bundle service templates"
     for path in paths:
         with open(path, encoding="utf-8") as handle:
-            data = yamlish.load(handle.read(), path)
-        assert yamlish.load(yamlish.dump(data), path) == data
+            data = yamlish.parse(handle.read(), path).data
+        assert yamlish.parse(yamlish.dump(data), path).data == data
 
 
 def test_line_numbers_follow_newlines_only():
@@ -167,5 +167,5 @@ def test_line_numbers_follow_newlines_only():
     assert doc.data == {"a": "x\fy", "b": {"c": 1}}
     assert yamlish.line_of(doc.lines, ("b", "c")) == 3
     with pytest.raises(ConfigError) as caught:
-        yamlish.load("a: 1\n# form\ffeed in a comment\nb: 1\nb: 2\n", "ff.yml")
+        yamlish.parse("a: 1\n# form\ffeed in a comment\nb: 1\nb: 2\n", "ff.yml").data
     assert caught.value.line == 4

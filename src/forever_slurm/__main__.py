@@ -7,6 +7,9 @@ if sys.version_info < (3, 6):
                      "run it with a newer python3.\n" % (sys.executable, sys.version_info[0], sys.version_info[1]))
     sys.exit(1)
 
+from forever_slurm import pyzcache  # noqa: E402
+
+pyzcache.install()      # from a .pyz: modules compiled once per Python, not at every start
 from forever_slurm.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -1,6 +1,7 @@
 """Command line: argparse wiring, one function per subcommand; the one place errors become exit codes."""
 
 import argparse
+import json
 import os
 import sys
 
@@ -28,15 +29,17 @@ def build_parser():
 
 def _add_running_commands(add):
     """What units, cron and people run on the login node: the loop, its view, Traefik."""
-    p = add("run", "the reconcile loop (forever; --once for one cycle)",
-            "Keep SERVICE_LIST's jobs running: one squeue per cycle, submit, renew before the time limit, "
+    p = add("run", "the reconcile loop (forever; --once for one look at Slurm)",
+            "Keep SERVICE_LIST's jobs running: one squeue per look, submit, renew before the time limit, "
             "probe readiness and write Traefik's routes. Usually run by a unit or cron (see config).")
-    p.add_argument("--once", action="store_true", help="one cycle; exit 1 when Slurm could not be observed")
+    p.add_argument("--once", action="store_true", help="one look; exit 1 when Slurm could not be observed")
     p.set_defaults(func=cmd_run)
 
     p = add("status", "services, jobs, routes and traffic at a glance",
             "What the loop last saw (.work/state.json), whether our Traefik answers, and the traffic of "
-            "the last minutes. Asks Slurm nothing and changes nothing.")
+            "the last minutes. Asks Slurm nothing and changes nothing. Exit status: 0 the loop runs; 3 it "
+            "does not (what is shown is what it last saw, marked stale: nothing keeps the services); 1 "
+            "nothing to show (no setup here; with --json an object {\"error\": ...}).")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.set_defaults(func=cmd_status)
@@ -66,6 +69,8 @@ def _add_setup_commands(add):
                    help="run N instances of NAME (NAME=MIN-MAX: by demand, 0 removes it)")
     p.add_argument("--ssh", action="store_true", help="on a web server: set up the ssh tunnel to the login node")
     p.add_argument("--no-install", action="store_true", help="write the configuration, install no units")
+    p.add_argument("--host-only", action="store_true",
+                   help="write the --set keys into .env.<host>, this login node's own values over .env")
     p.set_defaults(func=cmd_config)
 
     p = add("uninstall", "remove the units or cron entries (keeps .env, services, logs)",
@@ -99,6 +104,7 @@ def _add_job_commands(add):
 
 
 def main(argv=None):
+    standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -115,23 +121,59 @@ def main(argv=None):
         sys.stderr.close()
         return 0
     except ForeverError as exc:
-        print("forever-slurm: %s" % exc, file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+        return _fail(str(exc), getattr(exc, "exit_code", 1))
+    except OSError as exc:
+        # A full disk or a folder that is not writable, met where no one expected it: one line, not a traceback.
+        where = " %s:" % exc.filename if exc.filename else ""
+        return _fail("%s %s; free some space, or check that this folder is yours and writable"
+                     % (where.strip(), exc.strerror or exc), 1)
+
+
+def _fail(message, code):
+    print("forever-slurm: %s" % message, file=sys.stderr)
+    logfiles.record_exit(message)
+    return code
+
+
+def standard_streams():
+    """Closed stdin, stdout or stderr (`run 2>&-`, a unit or cron without them) become /dev/null:
+    what would be written there goes nowhere instead of stopping the program (sys.stderr is None),
+    and no file opened later lands on fd 0-2, where a print or a child's output would write into it."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))
 
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _layout(args, must_exist=True):
-    """The root's Layout; a root that is missing (or a file) is refused before anything reads or creates it."""
-    layout = settings_mod.Layout(settings_mod.find_root(args.root))
+    """The root's Layout for this host; a root that is missing (or a file) is refused before anything
+    reads or creates it."""
+    root = settings_mod.find_root(args.root)
     where = "--root" if args.root else "$FOREVER_ROOT" if os.environ.get("FOREVER_ROOT") else "the default root"
-    if os.path.lexists(layout.root) and not os.path.isdir(layout.root):
+    if os.path.lexists(root) and not os.path.isdir(root):
         raise ForeverError("%s %s is not a directory; pass --root with your forever-slurm directory"
-                           % (where, layout.root))
-    if must_exist and not os.path.isdir(layout.root):
+                           % (where, root))
+    if must_exist and not os.path.isdir(root):
         raise ForeverError("%s %s does not exist; pass --root with your forever-slurm directory, or run "
                            "`forever_slurm.pyz --root %s config` to set one up there"
-                           % (where, layout.root, layout.root))
-    return layout
+                           % (where, root, root))
+    return settings_mod.Layout.for_host(root)
+
+
+def _writing_layout(args):
+    """(Layout, Settings) of a command that writes this host's files (run, traefik): the root's first
+    host is recorded before, so that every writer agrees where the first host's files are; bad
+    settings are refused before anything is written."""
+    layout = _layout(args)
+    conf = settings_mod.load(layout)
+    return layout.with_first_host(), conf
 
 
 def _set_up_layout(args):
@@ -146,12 +188,20 @@ def _set_up_layout(args):
 # -- subcommands ------------------------------------------------------------------------------------
 def cmd_run(args):
     from .core import run
-    return run.run_command(_layout(args), once=args.once)
+    return run.run_command(_writing_layout(args)[0], once=args.once)
 
 
 def cmd_status(args):
     from .observe import status
-    return status.show(_set_up_layout(args), as_json=args.json, every=args.watch)
+    try:
+        layout = _set_up_layout(args)
+    except ForeverError as exc:
+        if not args.json:
+            raise
+        # A script reading stdout gets an answer it can parse, not nothing.
+        print(json.dumps({"error": str(exc), "root": settings_mod.find_root(args.root)}, sort_keys=True))
+        return 1
+    return status.show(layout, as_json=args.json, every=args.watch)
 
 
 def cmd_check(args):
@@ -165,8 +215,8 @@ def cmd_check(args):
 
 def cmd_traefik(args):
     from .setup import traefik_bin
-    layout = _layout(args)
-    return traefik_bin.run_in_place(layout, settings_mod.load(layout), print_only=args.print_config)
+    layout, conf = _writing_layout(args)
+    return traefik_bin.run_in_place(layout, conf, print_only=args.print_config)
 
 
 def cmd_config(args):

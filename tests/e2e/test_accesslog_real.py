@@ -13,6 +13,7 @@ import pytest
 from harness.net import LoopbackServer, free_port, http_get, wait_for
 
 from forever_slurm.observe import accesslog
+from forever_slurm.systems import traefik_logs
 from forever_slurm.common import settings
 from forever_slurm.systems import traefik, traefik_files
 from forever_slurm.systems.traefik import Server
@@ -136,7 +137,7 @@ def test_summary_counts_real_traffic_and_rotation_reopens_the_log(running):
     assert durations[0] <= services["svc"]["p50_ms"] <= services["svc"]["p95_ms"] <= durations[-1]
     assert services["svc"]["p50_ms"] >= 2.0   # the backend sleeps 2 ms
 
-    rotated = accesslog.rotate_if_large([log], pid_file, max_bytes=1)
+    rotated = traefik_logs.rotate_if_large([log], pid_file, max_bytes=1)
     assert rotated == [log]
     assert os.path.exists(log + ".1")
     # Traefik reopens on USR1 asynchronously; it recreates the file when it opens it again.

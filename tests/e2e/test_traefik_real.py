@@ -309,16 +309,16 @@ def test_a_broken_template_keeps_its_last_good_file_and_the_other_service_moves_
         _service_folder(layout.root, name, text)
     ctl = loop.Controller(layout, settings.load(layout), slurm.Slurm())
     desired = {"left": 1, "right": 1}
-    ctl._write_routes({"left": [Server(a.url)], "right": [Server(a.url)]}, ctl._load_services(desired))
+    ctl.routes.write({"left": [Server(a.url)], "right": [Server(a.url)]}, ctl.files.load(desired, desired))
     assert wait_for(served_by(running, "/left/", "A"), 5.0)
     assert wait_for(served_by(running, "/right/", "A"), 5.0)
     right_file = os.path.join(layout.watch, "right.yml")
     with open(right_file) as handle:
         good = handle.read()
     _service_folder(layout.root, "right", texts["right"].replace('interval: "900s"', 'interval: "banana"'))
-    loaded = ctl._load_services(desired)
+    loaded = ctl.files.load(desired, desired)
     assert loaded["right"].template is None and "banana" in loaded["right"].error
-    ctl._write_routes({"left": [Server(b.url)], "right": [Server(b.url)]}, loaded)
+    ctl.routes.write({"left": [Server(b.url)], "right": [Server(b.url)]}, loaded)
     assert wait_for(served_by(running, "/left/", "B"), 5.0), running.get("/left/")
     with open(right_file) as handle:
         assert handle.read() == good

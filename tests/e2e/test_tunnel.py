@@ -437,7 +437,7 @@ def test_the_cli_config_ssh_then_tunnel_reach_the_login_node(tmp_path, server, b
 # ---------------------------------------------------------------- `config --ssh` as a user runs it
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAKES = os.path.join(TOP, "tests", "fakes")
+FAKES = os.path.join(TOP, "tests", "fake_bin")
 
 
 @pytest.fixture(scope="module")
@@ -496,7 +496,8 @@ def test_config_ssh_yes_installs_the_unit_shows_the_pinned_host_key_and_the_next
                           universal_newlines=True, timeout=30).stdout.split()[1]
     assert "Recorded the host key of 127.0.0.1: ED25519 %s." % real in done.stdout
     assert "Traefik answers through it" in done.stdout
-    assert (home / ".config" / "systemd" / "user" / "forever-ssh-forward.service").exists()
+    unit_id = settings_mod.Layout(str(root)).unit_id
+    assert (home / ".config" / "systemd" / "user" / ("forever-ssh-forward-%s.service" % unit_id)).exists()
     assert "Next: " in done.stdout and "tunnel.log" in done.stdout
 
 
@@ -510,7 +511,7 @@ sys.exit(cli.main(["--root", sys.argv[2], "config", "--ssh", "--no-install"]))
 
 def _terminal(root):
     import sys
-    from test_configure import Terminal  # one pty driver for every prompt test
+    from fakes import Terminal  # one pty driver for every prompt test
     return Terminal([sys.executable, "-c", DRIVER, os.path.join(TOP, "src"), str(root)], cwd=str(root))
 
 
@@ -581,3 +582,100 @@ def test_config_ssh_refuses_a_login_node_that_still_has_an_older_line_allowing_c
     again = sshsetup.configure_ssh(settings, layout, lambda prompt, default, several=False: default,
                                    said.append, [], tries=1)
     assert again.failures == [] and any("Traefik answers through it" in s for s in said)
+
+
+# ---------------------------------------------------------------- what the line cannot refuse, and the local port
+
+def _gaps(layout, settings, server):
+    key = os.path.expanduser(settings.ssh_key_path)
+    return sshsetup.forward_only_gaps(sshsetup.find_ssh(), NODE, USER, key, sshsetup.known_hosts_path(layout),
+                                      server.port)
+
+
+def test_as_root_the_line_still_allows_a_listener_on_port_1_and_config_ssh_finds_it(root, server, backend):
+    """OpenSSH 9.2: `port-forwarding` (needed for the -L) lets root listen on permitlisten's 127.0.0.1:1;
+    no authorized_keys option refuses that (permitlisten="none" disables the whole key)."""
+    layout, settings = root
+    assert USER == "root"
+    assert _gaps(layout, settings, server) == (sshsetup.GAP_LISTEN,)    # sshd's default PermitTunnel no
+
+
+def test_with_permit_tunnel_the_line_still_allows_a_tun_device_and_config_ssh_finds_it(tmp_path, backend):
+    why = sshd_harness.missing()
+    if why:
+        pytest.skip(why)
+    if not os.path.exists("/dev/net/tun") or os.geteuid() != 0:
+        pytest.skip("a tun device needs /dev/net/tun and root on both ends")
+    daemon = sshd_harness.Sshd(str(tmp_path / "sshd"), extra_config=["PermitTunnel yes"]).start()
+    try:
+        key = str(tmp_path / "keys" / "tunnel")
+        daemon.authorize([sshsetup.authorized_line(sshsetup.ensure_key(key), backend.port)])
+        known_hosts = str(tmp_path / "known_hosts")
+        gaps = sshsetup.forward_only_gaps(sshsetup.find_ssh(), NODE, USER, key, known_hosts + "x", daemon.port)
+        assert gaps == (), "an unknown host key is never accepted: nothing was tried"
+        sshsetup.contact(sshsetup.find_ssh(), NODE, USER, key, known_hosts, backend.port, daemon.port,
+                         accept_new=True)
+        gaps = sshsetup.forward_only_gaps(sshsetup.find_ssh(), NODE, USER, key, known_hosts, daemon.port)
+        assert set(gaps) == {sshsetup.GAP_LISTEN, sshsetup.GAP_TUN}
+    finally:
+        daemon.stop()
+
+
+def test_a_frozen_sshd_accepts_tcp_but_does_not_count_as_answering(server):
+    """SIGSTOP: the kernel still accepts connections into the backlog, so "accepts connections again;
+    reconnecting now" had been logged every 5 s while each ssh waited out its ConnectTimeout."""
+    assert sshtunnel.sshd_answers(NODE, server.port, timeout=2.0)
+    server.freeze()
+    try:
+        assert sshtunnel.tcp_reachable(NODE, server.port, timeout=1.0)
+        assert not sshtunnel.sshd_answers(NODE, server.port, timeout=1.0)
+    finally:
+        server.thaw()
+    assert wait_for(lambda: sshtunnel.sshd_answers(NODE, server.port, timeout=1.0), 10)
+
+
+def test_a_taken_local_port_is_not_logged_into_and_the_tunnel_is_not_called_up(root, backend, server, caplog):
+    layout, settings = root
+    squatter = Backend("someone-else", port=settings.ssh_local_port)
+    logins_before = server.log_tail(10000).count("Accepted publickey")
+    try:
+        with caplog.at_level(logging.INFO, logger="forever_slurm.tunnel.sshtunnel"):
+            with Running(sshsetup.tunnel_from_settings(settings, layout)) as sup:
+                time.sleep(6)
+                assert sup.state == "down" and not [h for h in sup.history if h[1] == "up"]
+                assert server.log_tail(10000).count("Accepted publickey") == logins_before, "it logged in"
+                said = [r.getMessage() for r in caplog.records]
+                assert sum("the local port is taken by pid %d" % os.getpid() in line for line in said) == 1, said
+                squatter.close()
+                squatter = None
+                assert wait_for(lambda: fetch(settings.ssh_local_port) == backend.marker.decode(), 70)
+                assert wait_for(lambda: sup.state == "up", 10)
+    finally:
+        if squatter:
+            squatter.close()
+
+
+def test_config_ssh_applies_set_and_says_when_nothing_changed(tmp_path, server, backend, pyz):
+    """--set with --ssh had been ignored, and "Wrote .env" said when nothing changed."""
+    import sys
+    root, home, env = _web_server(tmp_path, server, backend, authorize=True)
+    local = sshd_harness.free_port()
+    argv = [sys.executable, pyz, "--root", str(root), "config", "--ssh", "--yes", "--no-install",
+            "--set", "FS_SSH_LOCAL_PORT=%d" % local]
+    first = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                           env=env, timeout=90)
+    assert first.returncode == 0, first.stdout
+    assert "FS_SSH_LOCAL_PORT=%d\n" % local in (root / ".env").read_text()
+    assert "Wrote %s" % (root / ".env") in first.stdout
+    again = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                           env=env, timeout=90)
+    assert again.returncode == 0 and "%s is unchanged." % (root / ".env") in again.stdout
+    assert "Wrote" not in again.stdout
+    taken = Backend("in-the-way")
+    try:
+        refused = subprocess.run(argv[:-1] + ["FS_SSH_LOCAL_PORT=%d" % taken.port], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, universal_newlines=True, env=env, timeout=90)
+    finally:
+        taken.close()
+    assert refused.returncode == 1
+    assert "127.0.0.1:%d is in use by pid %d" % (taken.port, os.getpid()) in refused.stderr, refused.stderr

@@ -57,9 +57,10 @@ def _descendants(pid):
 class Sshd:
     """One sshd -D we start and stop; stop() ends it and the sessions it forked, and nothing else."""
 
-    def __init__(self, directory, port=None, host="127.0.0.1"):
+    def __init__(self, directory, port=None, host="127.0.0.1", extra_config=()):
         self.dir = directory
         self.host = host
+        self.extra_config = list(extra_config)      # more sshd_config lines, e.g. "PermitTunnel yes"
         self.port = port or free_port()
         self.proc = None
         os.makedirs(directory, exist_ok=True)
@@ -100,8 +101,7 @@ class Sshd:
             # As on a Debian login node: a key that is not forward-only could fetch files over sftp.
             "Subsystem sftp internal-sftp",
             "LogLevel VERBOSE",
-            "",
-        ])
+        ] + self.extra_config + [""])
         with open(self.config, "w") as handle:
             handle.write(text)
 

@@ -5,25 +5,17 @@ and every load loop is bounded in count and time.
 """
 
 import http.client
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
+from .net import free_port
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def find_traefik():
@@ -151,11 +143,16 @@ class Stack(object):
             return Sample(started, None, str(exc), time.time() - started)
 
     def state(self):
-        try:
-            with open(os.path.join(self.root, ".work", "state.json")) as handle:
-                return json.load(handle)
-        except (OSError, ValueError):
+        """The loop's state.json, read by the loop's own reader, as plain dicts ({} when there is none):
+        "jobs" and "services" (memory by id and name), "routes" ({service: [{url, weight}]}), "scale"."""
+        from forever_slurm.core import state as state_mod
+        snapshot, problem = state_mod.read(os.path.join(self.root, ".work", "state.json"))
+        if problem or snapshot.updated_at is None:
             return {}
+        return {"jobs": {k: m._asdict() for k, m in snapshot.memory.jobs.items()},
+                "services": {k: m._asdict() for k, m in snapshot.memory.services.items()},
+                "routes": {k: [s._asdict() for s in v] for k, v in snapshot.routes.items()},
+                "scale": snapshot.scale, "desired": snapshot.desired}
 
     def routed(self, service="hello-python"):
         """URLs routed with weight > 0, per the loop's last write."""

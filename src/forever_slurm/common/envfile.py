@@ -24,28 +24,43 @@ class EnvValue(NamedTuple):
     line: int
 
 
-def parse(text, path, environ=None, known=None):
-    """Return {key: EnvValue}; ${VAR} expands from keys above, then known, then environ."""
+def parse(text, path, environ=None, known=None, problems=None):
+    """Return {key: EnvValue}; ${VAR} expands from keys above, then known, then environ.
+
+    problems: a list to collect the ConfigError of each bad line into (that line is skipped and the
+    rest read), so that `check` reports every problem at once; without it the first one is raised."""
     environ = os.environ if environ is None else environ
     values = {}
     scope = dict(environ)
     for key, val in (known or {}).items():
         scope[key] = val.value if isinstance(val, EnvValue) else val
     for number, raw in enumerate(lines(text), 1):
-        line = raw.strip()
-        _check_characters(raw, line.startswith("#"), path, number)
-        if not line or line.startswith("#"):
+        try:
+            entry = _line(raw, scope, path, number)
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(exc)
             continue
-        if line.startswith("export "):
-            line = line[len("export "):].strip()
-        key, sep, rest = line.partition("=")
-        key = key.strip()
-        if not sep or not KEY_RE.match(key):
-            raise ConfigError("expected KEY=VALUE, got %r" % raw.strip(), path, number)
-        value = _value(rest, scope, path, number)
-        values[key] = EnvValue(value, path, number)
-        scope[key] = value
+        if entry is not None:
+            values[entry[0]] = EnvValue(entry[1], path, number)
+            scope[entry[0]] = entry[1]
     return values
+
+
+def _line(raw, scope, path, number):
+    """(key, value) of one line, None for a blank or comment line; ConfigError naming the line."""
+    line = raw.strip()
+    _check_characters(raw, line.startswith("#"), path, number)
+    if not line or line.startswith("#"):
+        return None
+    if line.startswith("export "):
+        line = line[len("export "):].strip()
+    key, sep, rest = line.partition("=")
+    key = key.strip()
+    if not sep or not KEY_RE.match(key):
+        raise ConfigError("expected KEY=VALUE, got %r" % raw.strip(), path, number)
+    return key, _value(rest, scope, path, number)
 
 
 def lines(text):
@@ -144,10 +159,10 @@ def _expanded(text, i, out, scope, fail):
     return i + 1
 
 
-def read(path, environ=None, known=None):
+def read(path, environ=None, known=None, problems=None):
     """parse() a file; a missing file reads as empty."""
     text = read_text(path)
-    return {} if text is None else parse(text, path, environ, known)
+    return {} if text is None else parse(text, path, environ, known, problems)
 
 
 def read_text(path):

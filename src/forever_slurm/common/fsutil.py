@@ -29,7 +29,8 @@ def atomic_write(path, data, mode=PRIVATE_FILE, tmp_dir=None, only_if_changed=Fa
     read-only folder) propagates after the temp file is removed; the old file is untouched.
     """
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        # A path held with surrogate escapes (a root at /tmp/jörg under LC_ALL=C) is written as its bytes.
+        data = data.encode("utf-8", "surrogateescape")
     if only_if_changed and not hasattr(data, "read") and _holds(path, data):
         return False
     directory = tmp_dir or os.path.dirname(os.path.abspath(path))
@@ -52,6 +53,35 @@ def atomic_write(path, data, mode=PRIVATE_FILE, tmp_dir=None, only_if_changed=Fa
             pass
         raise
     return True
+
+
+def create_once(path, data, mode=PRIVATE_FILE):
+    """Create `path` holding `data` unless it exists: True when this call made it.
+
+    Exclusive and whole on NFS too (where O_EXCL may not be): the data goes to a synced private temp
+    file that is then link(2)ed to path, which fails with EEXIST for everyone but one. When the
+    server's answer to a link that was made is lost, the temp file's link count (2) tells the truth
+    (open(2)'s recipe for O_EXCL on NFS)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".new",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return os.stat(tmp).st_nlink == 2
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _holds(path, data):
@@ -79,6 +109,19 @@ def backup(path, now=None):
         with open(path, "rb") as handle:
             target = backup_name(path, now)
             atomic_write(target, handle, mode=stat.S_IMODE(os.fstat(handle.fileno()).st_mode))
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def move_aside(path, into=None, now=None):
+    """Rename path to its backup_name (in the directory `into`, made if missing, else beside it): a
+    file we must not use or overwrite is kept, never deleted. The new path; None if path is missing."""
+    directory = into or os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    target = backup_name(os.path.join(directory, os.path.basename(path)), now)
+    try:
+        os.rename(path, target)
     except FileNotFoundError:
         return None
     return target
@@ -131,6 +174,33 @@ def make_private_dir(path):
     if stat.S_IMODE(os.stat(path).st_mode) != PRIVATE_DIR:
         os.chmod(path, PRIVATE_DIR)
     return path
+
+
+def private_log(path):
+    """Make the log file `path` exist and be 0600 before another program writes it: Traefik, systemd's
+    `append:` and a shell's `>>` create files by the umask (0644), but keep the mode of one that exists.
+    Returns True when the file is private now; a path that is not our regular file is left alone."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), PRIVATE_FILE)
+    except OSError:
+        return False
+    try:
+        return private_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def private_fd(fd):
+    """Make the open file fd 0600 when it is a regular file of ours (a log a process writes to); True if so."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if stat.S_IMODE(info.st_mode) != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+        return True
+    except OSError:
+        return False
 
 
 class Reserve:

@@ -1,5 +1,7 @@
 """The #SBATCH header of a batch script, read as sbatch reads it (text only: nothing runs)."""
 
+from .validate import ascii_digits
+
 
 def script_job_name(text):
     """(job name, line number) from a batch script's #SBATCH header, or (None, None).
@@ -40,3 +42,34 @@ def sbatch_options(text):
             option, value = option[:2], option[2:]      # a short option glued to its value: -Jname, -ofile
         found.append((number, option, value.strip().strip("\"'")))
     return found
+
+
+def time_limit_seconds(text):
+    """Seconds of an sbatch --time value (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS);
+    None for UNLIMITED, INFINITE or anything else."""
+    text = (text or "").strip()
+    days = 0
+    if "-" in text:
+        day_text, _, text = text.partition("-")
+        if not ascii_digits(day_text):
+            return None
+        days = int(day_text)
+        parts = text.split(":")
+        if not parts or not all(ascii_digits(p) for p in parts) or len(parts) > 3:
+            return None
+        hours, minutes, seconds = (list(map(int, parts)) + [0, 0])[:3]
+        return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    parts = text.split(":")
+    if not parts or not all(ascii_digits(p) for p in parts) or len(parts) > 3:
+        return None
+    numbers = list(map(int, parts))
+    if len(numbers) == 1:
+        return numbers[0] * 60
+    if len(numbers) == 2:
+        return numbers[0] * 60 + numbers[1]
+    return (numbers[0] * 60 + numbers[1]) * 60 + numbers[2]
+
+
+def option_lines(options, names):
+    """[(line, option, value)] of the #SBATCH options among `names`, from sbatch_options' list."""
+    return [(line, option, value) for line, option, value in options if option in names]

@@ -1,13 +1,14 @@
 """Service folders: find them (the user's and the bundled ones), read their .sub and .yml, stage them."""
 
 import filecmp
+import fnmatch
 import glob
 import os
+import stat
 from typing import NamedTuple, Optional
 
 from . import fsutil, resources, sbatch_script, validate
 from .errors import ConfigError
-from .settings import SERVICE_NAME_RE
 
 
 class ServiceDef(NamedTuple):
@@ -18,6 +19,8 @@ class ServiceDef(NamedTuple):
     template: Optional[str]     # the user's .yml file, or None for the generated default
     script_sets_output: bool    # the .sub has its own #SBATCH --output
     warning_seconds: int = 0    # '#SBATCH --signal=...@N': the job is warned N s (up to N+60) before its end
+    time_limit: Optional[int] = None    # '#SBATCH --time': seconds it asks (None: the partition's default)
+    options: tuple = ()         # [(line, option, value)] of its #SBATCH header, for messages naming a line
 
 
 def bundled_names():
@@ -32,10 +35,13 @@ def bundled_names():
 def available(layout):
     """Every service a user can choose: folders under services/ plus the bundled ones."""
     names = set(bundled_names())
-    if os.path.isdir(layout.services):
-        for entry in os.listdir(layout.services):
-            if os.path.isdir(os.path.join(layout.services, entry)) and not entry.startswith("."):
-                names.add(entry)
+    try:
+        entries = os.listdir(layout.services)
+    except OSError:
+        entries = []        # none yet, or not readable: `load` says which when one is asked for
+    for entry in entries:
+        if os.path.isdir(os.path.join(layout.services, entry)) and not entry.startswith("."):
+            names.add(entry)
     return sorted(names)
 
 
@@ -71,24 +77,26 @@ def ensure_freeport(layout):
     return True
 
 
-def load(layout, name, unpack=True):
+def load(layout, name, listed_at=None):
     """The ServiceDef of `name`; ConfigError naming the file and line when it is not usable.
 
-    A bundled service without a folder yet is unpacked into services/ first (the loop does that);
-    readers (`status`, `check`) pass unpack=False and get a ConfigError instead."""
-    if not SERVICE_NAME_RE.match(name):
-        raise ConfigError("%r is not a valid service name (no spaces; letters, digits, . _ -)" % name)
+    listed_at: the (path, line) that asked for the service (SERVICE_LIST's, an envfile.EnvValue does),
+    named by the errors about the name itself. Reads only: a bundled service without a folder yet is a
+    ConfigError until someone who may write (the loop, `config`) calls unpack_bundled first."""
+    where = tuple(listed_at)[-2:] if listed_at else (None, None)
+    if not validate.is_service_name(name):
+        raise ConfigError("%r is not a valid service name (no spaces; letters, digits, . _ -)" % name, *where)
     folder = os.path.join(layout.services, name)
-    if not os.path.isdir(folder):
-        if name in bundled_names() and not unpack:
-            raise ConfigError("bundled service %s is not unpacked yet (the loop does it on its first "
-                              "cycle)" % name, folder)
+    if not _is_folder(folder):
         if name in bundled_names():
-            unpack_bundled(layout, name)
+            raise ConfigError("bundled service %s is not unpacked yet (the loop does it on its first "
+                              "look)" % name, folder)
         else:
-            raise ConfigError("unknown service %r: no folder %s and no bundled service of that name "
-                              "(available: %s)" % (name, folder, ", ".join(available(layout)) or "none"))
-    script = _pick(folder, name, ".sub")
+            raise ConfigError("unknown service %r in SERVICE_LIST: no folder %s and no bundled service of "
+                              "that name (available: %s)" % (name, folder, ", ".join(available(layout)) or "none"),
+                              *where)
+    entries = _entries(folder)
+    script = _pick(folder, name, ".sub", entries)
     if script is None:
         raise ConfigError("no Slurm script: expected a file named %s*.sub in this folder" % name, folder)
     text = _read(script)
@@ -101,23 +109,50 @@ def load(layout, name, unpack=True):
                           "their name, so set '#SBATCH --job-name %s'" % (job_name, name, name), script, line)
     options = sbatch_script.sbatch_options(text)
     sets_output = any(opt in ("--output", "-o") for _, opt, _ in options)
-    warning = 0
+    warning, limit = 0, None
     for _, opt, value in options:
         if opt == "--signal":
             when = value.rpartition("@")[2] if "@" in value else "60"
             warning = int(when) if validate.ascii_digits(when) else 60
-    return ServiceDef(name=name, folder=folder, script=script, template=_pick(folder, name, ".yml"),
-                      script_sets_output=sets_output, warning_seconds=warning)
+        elif opt in ("--time", "-t"):
+            limit = sbatch_script.time_limit_seconds(value)     # the last one wins, as in sbatch
+    return ServiceDef(name=name, folder=folder, script=script, template=_pick(folder, name, ".yml", entries),
+                      script_sets_output=sets_output, warning_seconds=warning, time_limit=limit,
+                      options=tuple(options))
 
 
-def _pick(folder, name, suffix):
+def _is_folder(folder):
+    """True for a folder; False when there is none. What keeps us from looking (a services/ folder
+    that is not searchable, a file in its place) is a ConfigError that says so, not "unknown"."""
+    try:
+        info = os.stat(folder)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ConfigError("cannot look at this service folder: %s; check its permissions (and those of "
+                          "services/)" % (exc.strerror or exc), folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError("this is not a folder; a service lives in services/<name>/", folder)
+    return True
+
+
+def _entries(folder):
+    """The names in a service folder; ConfigError saying why when it cannot be read."""
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as exc:
+        raise ConfigError("cannot read this service folder: %s; check its permissions (chmod u+rx)"
+                          % (exc.strerror or exc), folder)
+
+
+def _pick(folder, name, suffix, entries):
     """<name><suffix> when the folder has it (a web-old.sub beside web.sub is not the one meant), else
     the first <name>*<suffix> by name, as before; None when there is none. `check` names the file chosen."""
     exact = os.path.join(folder, name + suffix)
-    if os.path.isfile(exact):
+    if name + suffix in entries and os.path.isfile(exact):
         return exact
-    found = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + "*" + suffix)))
-    return found[0] if found else None
+    found = [e for e in entries if fnmatch.fnmatchcase(e, glob.escape(name) + "*" + suffix)]
+    return os.path.join(folder, found[0]) if found else None
 
 
 def stage(layout, service):

@@ -1,30 +1,59 @@
 """The root directory's layout and its typed settings (.env over .env.default over the bundled defaults)."""
 
+import difflib
+import hashlib
 import os
 import re
 import sys
-import zipfile
 from collections import OrderedDict
 from typing import Callable, List, NamedTuple, Tuple
 
-from . import envfile, fsutil, resources, validate
+from . import envfile, fsutil, hostname, resources, validate
 from .errors import ConfigError
-
-SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # What forever-slurm keeps in .work/ itself (tests/test_services.py finds every such name in src/).
 # Service files are staged there too, as the original tool did: one of these names must not be, as it
 # would replace the loop's state, its lock, Traefik's files or a folder of ours.
 _OWN_WORK_NAME_RE = re.compile(
-    r"^(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
-    r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|"
-    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup)$")
+    r"(?:state\.json(?:\..*)?|forever-slurm\.lock|traefik\.pid|traefik-version|traefik-static\.yml|"
+    r"disk-reserve|crontab\.bak|cron-.*\.lock|started-.*\.sha256|first-host|"
+    r"traefik-watch|tmp|slurm-output|log|bin|ssh|backup|wake-spool|hosts|leader)")
 
 
 class Layout(NamedTuple):
-    """Where everything lives under one root (the original bash tool's conventions)."""
-    root: str
+    """Where everything lives under one root (the original bash tool's conventions), for one host.
 
+    Several login nodes may run one root from the shared home. What they share stays in .work/: the
+    loop's state, the jobs' output, staged service files, backups, the lease (.work/leader). What is
+    one host's own (its lock, Traefik's files, logs, the wake spool, the disk reserve, its units'
+    records) is in `host_work`: .work/ itself on the root's first host, where every earlier version
+    kept it, else .work/hosts/<host>/ (see common/hostname). `Layout(root)` is the first host's view
+    (what a root used by one host always had); the commands use `Layout.for_host(root)`."""
+    root: str
+    given_host: str = ""    # the host this layout is for; "" = this process's (hostname.this_host)
+    first_host: str = ""    # the root's first host as recorded; "" = none yet: this host is the first
+
+    @classmethod
+    def for_host(cls, root, host=None, environ=None):
+        """The layout of `root` for `host` (default: this process's host), after .work/first-host;
+        reads only (with_first_host records it)."""
+        host = host or hostname.this_host(environ)
+        return cls(root, host, hostname.read_first_host(os.path.join(root, ".work")) or "")
+
+    def with_first_host(self):
+        """This layout once the root's first host is recorded (this host, when no other was first)."""
+        return self._replace(first_host=hostname.record_first_host(self.work, self.host))
+
+    @property
+    def host(self):
+        """This layout's host: a short host name, or FOREVER_HOST."""
+        return self.given_host or hostname.this_host()
+
+    @property
+    def is_first_host(self):
+        return not self.first_host or self.first_host == self.host
+
+    # -- shared by every host --------------------------------------------------------------------
     @property
     def env_file(self):
         return os.path.join(self.root, ".env")
@@ -32,6 +61,11 @@ class Layout(NamedTuple):
     @property
     def env_default(self):
         return os.path.join(self.root, ".env.default")
+
+    @property
+    def host_env_file(self):
+        """.env.<host>: this host's own values, over .env key by key."""
+        return os.path.join(self.root, ".env." + self.host)
 
     @property
     def services(self):
@@ -42,51 +76,102 @@ class Layout(NamedTuple):
         return os.path.join(self.root, ".work")
 
     @property
-    def watch(self):
-        return os.path.join(self.work, "traefik-watch")
-
-    @property
-    def staging_tmp(self):
-        """Temp files for the watch dir: same filesystem, outside the watched directory."""
-        return os.path.join(self.work, "tmp")
-
-    @property
     def slurm_output(self):
         return os.path.join(self.work, "slurm-output")
-
-    @property
-    def log(self):
-        return os.path.join(self.work, "log")
 
     @property
     def state_file(self):
         return os.path.join(self.work, "state.json")
 
     @property
-    def lock_file(self):
-        return os.path.join(self.work, "forever-slurm.lock")
-
-    @property
     def bin(self):
         return os.path.join(self.work, "bin")
 
     @property
+    def first_host_file(self):
+        return hostname.first_host_file(self.work)
+
+    @property
+    def hosts_dir(self):
+        """.work/hosts: one folder per host (its host.json, and its files when it is not the first)."""
+        return os.path.join(self.work, "hosts")
+
+    @property
+    def host_file(self):
+        """.work/hosts/<host>/host.json: what this host's loop reports (every host, the first too)."""
+        return os.path.join(self.hosts_dir, self.host, "host.json")
+
+    @property
+    def lease_dir(self):
+        """.work/leader: the lease that says which host's loop leads (core/lease)."""
+        return os.path.join(self.work, "leader")
+
+    # -- this host's own -----------------------------------------------------------------------
+    @property
+    def host_work(self):
+        """.work itself on the root's first host, .work/hosts/<host> on any other."""
+        return self.work if self.is_first_host else os.path.join(self.hosts_dir, self.host)
+
+    @property
+    def watch(self):
+        return os.path.join(self.host_work, "traefik-watch")
+
+    @property
+    def staging_tmp(self):
+        """Temp files for the watch dir: same filesystem, outside the watched directory."""
+        return os.path.join(self.host_work, "tmp")
+
+    @property
+    def log(self):
+        return os.path.join(self.host_work, "log")
+
+    @property
+    def lock_file(self):
+        """One loop per root and host."""
+        return os.path.join(self.host_work, "forever-slurm.lock")
+
+    @property
     def traefik_static(self):
-        return os.path.join(self.work, "traefik-static.yml")
+        return os.path.join(self.host_work, "traefik-static.yml")
+
+    @property
+    def traefik_pid(self):
+        return os.path.join(self.host_work, "traefik.pid")
+
+    @property
+    def traefik_version(self):
+        return os.path.join(self.host_work, "traefik-version")
+
+    @property
+    def disk_reserve(self):
+        return os.path.join(self.host_work, "disk-reserve")
+
+    @property
+    def wake_spool(self):
+        return os.path.join(self.host_work, "wake-spool")
+
+    @property
+    def unit_id(self):
+        """A short hash of the root's real path and the host: the suffix of this root's units on this
+        host (forever-slurm-<id>), so that roots, and hosts that share a home, never touch each other's."""
+        key = os.path.realpath(self.root) + "\0" + self.host
+        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
 
     @staticmethod
     def is_own_work_name(name):
         """True for a name in .work/ that forever-slurm writes itself (never a staged service file)."""
-        return bool(_OWN_WORK_NAME_RE.match(name))
+        return bool(_OWN_WORK_NAME_RE.fullmatch(name))
 
     def make_dirs(self):
         """Every folder under .work, private to the user (0700) whatever the umask."""
-        for path in (self.work, self.watch, self.staging_tmp, self.slurm_output, self.log, self.bin):
+        shared = [self.work] + ([] if self.is_first_host else [self.hosts_dir])
+        for path in shared + [self.host_work, self.watch, self.staging_tmp, self.slurm_output, self.log, self.bin]:
             fsutil.make_private_dir(path)
 
 
 def running_pyz():
     """Absolute path of the .pyz this process runs from, or None when run from source."""
+    import zipfile      # here: only config and the units need it, and `status` starts faster without it
     main = getattr(sys.modules.get("__main__"), "__file__", None) or (sys.argv[0] if sys.argv else "")
     candidate = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None
     for path in (candidate, main and os.path.dirname(os.path.abspath(main))):
@@ -200,33 +285,73 @@ class Settings(_SettingsFields):
         return {name: count for name, count in self.service_list if count.scales}
 
 
-def load_values(layout, environ=None, env_text=None):
-    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its place)."""
+def changed_keys(old, new):
+    """What differs between two Settings, as the loop logs it: "SERVICE_LIST hello/2 -> hello/3",
+    "FS_SLEEP_INTERVAL 60 -> 30" (a value as .env wrote it)."""
+    found = []
+    if old.service_list != new.service_list:
+        found.append("SERVICE_LIST %s -> %s" % (format_service_list(old.service_list) or '""',
+                                                format_service_list(new.service_list) or '""'))
+    for key in KEYS:
+        before, after = getattr(old, field_name(key)), getattr(new, field_name(key))
+        if before != after:
+            found.append("%s %s -> %s" % (key, old.raw.get(key, before), new.raw.get(key, after)))
+    return found or ["nothing the loop uses"]
+
+
+def load_values(layout, environ=None, env_text=None, problems=None, host_text=None, with_host=True):
+    """{key: EnvValue}: bundled defaults, then the root's .env.default, then .env (or env_text in its
+    place), then this host's .env.<host> (or host_text in its place), each key over the one before.
+
+    with_host False leaves .env.<host> out (what `config` writes into .env must not be this host's own).
+    problems: collects each bad line's ConfigError instead of raising the first (envfile.parse)."""
     bundled_text = resources.read_text("env.default") or ""
     values = envfile.parse(bundled_text, BUNDLED, environ)
-    values.update(envfile.read(layout.env_default, environ, values))
+    values.update(envfile.read(layout.env_default, environ, values, problems))
     if env_text is None:
-        values.update(envfile.read(layout.env_file, environ, values))
+        values.update(envfile.read(layout.env_file, environ, values, problems))
     else:
-        values.update(envfile.parse(env_text, layout.env_file, environ, values))
+        values.update(envfile.parse(env_text, layout.env_file, environ, values, problems))
+    if with_host:
+        values.update(host_values(layout, environ, values, problems, host_text))
     return values
 
 
-def load(layout, environ=None, env_text=None):
+def host_values(layout, environ=None, known=None, problems=None, host_text=None):
+    """{key: EnvValue} of .env.<host> (or host_text in its place): the same reading rules as .env.
+    SERVICE_LIST is refused there: which services run is the root's, the same on every host."""
+    path = layout.host_env_file
+    if host_text is None:
+        values = envfile.read(path, environ, known, problems)
+    else:
+        values = envfile.parse(host_text, path, environ, known, problems)
+    entry = values.pop("SERVICE_LIST", None)
+    if entry is not None:
+        error = ConfigError("SERVICE_LIST is the same on every login node: set it in %s, not here"
+                            % layout.env_file, entry.path, entry.line)
+        if problems is None:
+            raise error
+        problems.append(error)
+    return values
+
+
+def load(layout, environ=None, env_text=None, host_text=None):
     """Typed Settings; the first bad value raises ConfigError naming its file and line.
 
-    env_text: check a .env not yet written (config validates before it installs one).
+    env_text, host_text: check a .env or .env.<host> not yet written (config validates before it installs one).
     """
-    conf, problems = check(layout, environ, env_text)
+    conf, problems = check(layout, environ, env_text, host_text)
     if problems:
         raise problems[0]
     return conf
 
 
-def check(layout, environ=None, env_text=None):
-    """(Settings or None, [ConfigError for every bad value]); an unreadable file is raised at once."""
-    values = load_values(layout, environ, env_text)
-    typed, problems = {}, []
+def check(layout, environ=None, env_text=None, host_text=None):
+    """(Settings or None, [ConfigError for every bad line and value, in file order]); an unreadable
+    file is raised at once."""
+    problems = []
+    values = load_values(layout, environ, env_text, problems, host_text)
+    typed = {}
     for key, spec in KEYS.items():
         try:
             typed[key] = checked(values, key)
@@ -243,8 +368,29 @@ def check(layout, environ=None, env_text=None):
         problems.append(exc)
         service_list = []
     if problems:
-        return None, problems
+        return None, sorted(problems, key=_where)
     return _settings(typed, service_list, values), []
+
+
+def _where(problem):
+    """Sort key: the problems of one file in line order, the bundled defaults' last."""
+    return (problem.path == BUNDLED, problem.path or "", problem.line or 0)
+
+
+def unknown_keys(layout, values):
+    """A ConfigError naming file and line for each FS_ key that neither forever-slurm nor the root's
+    .env.default knows: a typo such as FS_SLEEP_INTERVALL would otherwise change nothing without a word.
+    Other keys (a service's own, such as LLAMA_MODEL) are the user's business."""
+    known = set(KEYS) | set(envfile.parse(resources.read_text("env.default") or "", BUNDLED, {}))
+    known |= set(envfile.read(layout.env_default, {}, None, []))
+    found = []
+    for key, entry in sorted(values.items(), key=lambda item: (item[1].path or "", item[1].line or 0)):
+        if key.startswith("FS_") and key not in known:
+            close = difflib.get_close_matches(key, sorted(known), 1, 0.8)
+            found.append(ConfigError("%s is not a forever-slurm setting, so it changes nothing%s"
+                                     % (key, "; did you mean %s?" % close[0] if close else ""),
+                                     entry.path, entry.line))
+    return found
 
 
 def _edited(values, *keys):
@@ -272,10 +418,7 @@ def _settings(typed, service_list, values):
     return Settings(service_list=service_list, raw={k: v.value for k, v in values.items()}, **fields)
 
 
-def service_name(name):
-    if not SERVICE_NAME_RE.fullmatch(name):
-        raise validate.Invalid("%r is not a service name: letters, digits, . _ - and no spaces" % name)
-    return name
+service_name = validate.service_name
 
 
 def parse_instances(text):

@@ -12,6 +12,7 @@ import re
 _WHOLE_RE = re.compile(r"[0-9]{1,18}")                  # [0-9], not \d: ASCII digits only
 _DECIMAL_RE = re.compile(r"[0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15}")
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_SERVICE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")      # never a leading '-': ssh would read an option
 YES_WORDS = ("y", "yes", "true", "1", "on")
 NO_WORDS = ("n", "no", "false", "0", "off")
@@ -24,6 +25,19 @@ def ascii_digits(text):
 
 class Invalid(ValueError):
     """A value a check refuses; str() is the one-line reason, to show before asking again."""
+
+
+def is_service_name(name):
+    """True for a service name: letters, digits, '.', '_', '-' (not first), and nothing else, not even
+    a line end (a `^...$` pattern with re.match lets "svc\n" through: this is the one check)."""
+    return isinstance(name, str) and bool(_SERVICE_NAME_RE.fullmatch(name))
+
+
+def service_name(text):
+    """The check of a service name (SERVICE_LIST, config's menu)."""
+    if not is_service_name(text):
+        raise Invalid("%r is not a service name: letters, digits, . _ - and no spaces" % (text,))
+    return text
 
 
 def whole_number(minimum, maximum):
@@ -86,6 +100,15 @@ def host(text):
     labels = text.rstrip(".").split(".")
     if len(text) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels) or labels[-1].isdigit():
         raise Invalid("an IP address or host name like 127.0.0.1, ::1 or login1 is needed, got %r" % text)
+    return text
+
+
+def host_label(text):
+    """One label of a host name, as a login node's short name is (login1, gpu_node01): it names a
+    folder (.work/hosts/<host>) and a file (.env.<host>), so no '.', '/', space or odd byte."""
+    if not isinstance(text, str) or not _LABEL_RE.fullmatch(text):
+        raise Invalid("%r is not a short host name (letters, digits, _ and -, not first or last, at most 63)"
+                      % (text,))
     return text
 
 

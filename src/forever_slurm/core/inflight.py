@@ -14,9 +14,10 @@ the host does not resolve: the plan then falls back to the fixed FS_DRAIN_SECOND
 
 import binascii
 import ipaddress
-import socket
 import struct
 from urllib.parse import urlsplit
+
+from ..systems import httpget
 
 PROC_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 # A connection being set up carries a request as much as an established one.
@@ -56,11 +57,15 @@ def busy_connections(rows, addresses, port):
                if remote_port == port and state in BUSY_STATES and ip in addresses)
 
 
+RESOLVE_SECONDS = 1.0    # a backend's name must resolve within this, or its count is unknown this pass
+
+
 def resolve(host):
-    """The addresses a host name stands for (as Traefik would connect to them); raises OSError."""
+    """The addresses a host name stands for (as Traefik would connect to them); raises OSError, also
+    when its DNS does not answer within RESOLVE_SECONDS (the lookup goes on on the resolver's threads)."""
     found = set()
-    for info in socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM):
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+    for _, sockaddr in httpget.resolve(host, RESOLVE_SECONDS):
+        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
         found.add(address.ipv4_mapped if address.version == 6 and address.ipv4_mapped else address)
     return found
 

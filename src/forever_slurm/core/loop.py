@@ -1,112 +1,86 @@
-"""The reconcile loop: observe (one squeue), probe, plan (pure), act (sbatch/scancel), write Traefik config."""
+"""One root's loop: a look at Slurm (one squeue), probe passes between looks, the plan (pure), and the
+parts that carry it out: the executor (sbatch, scancel), the route writer (Traefik's files) and the
+demand keeper (MIN-MAX services and the wake proxy). scheduler.py runs it forever.
+
+Words: a *look* is one squeue and everything decided on it; a *probe pass* probes the backends and
+re-plans on the last look, without asking Slurm (so it never submits or cancels)."""
 
 import logging
 import os
-import shutil
-import threading
 import time
 import traceback
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
-from ..observe import accesslog, joblog
-from ..common import backoff, fsutil, services
-from . import inflight, probe, reconcile, scale, state
-from ..systems import traefik, traefik_files
-from ..setup import traefik_bin
-from ..common import settings as settings_mod
-from ..systems import slurm as slurm_mod
+from ..common import backoff, fsutil, services, settings as settings_mod
 from ..common.errors import CommandError, ConfigError, ForeverError
-from .reconcile import Cancel, ClearExclude, Server, Submit
+from ..systems import slurm as slurm_mod, slurm_facts, slurm_output, traefik_logs, traefik_ping
+from . import absorb, follow, hosts, inflight, maintenance, model, planner, probe, scale, state
+from .demand import DemandKeeper, scaled_backends
+from .executor import Executor
+from .faults import Faults
+from .routes import RouteWriter
+from .service_files import ServiceFiles, health_of
 
-log = logging.getLogger("forever_slurm")
+log = logging.getLogger(__name__)
 
-FOLLOW_UP_DELAY = 2.0       # seconds between looks at Slurm while a fresh submission starts
-FOLLOW_UP_WINDOW = 30.0     # ... for this long after the submission; then every half its age
-MIN_LOOK_GAP = 1.0          # never two looks at Slurm closer than this
-WAKING_LOOK_SHARE = 0.1     # while requests are held: a look every tenth of the job's wait so far
-WAKING_PROBE_DELAY = 0.5    # between probe passes while requests are held: they wait for the first ready
-
-
-def policy_from(settings):
-    return reconcile.Policy(
-        surge=settings.surge,
-        drain_seconds=settings.drain_seconds,
-        drain_max_seconds=settings.drain_max_seconds,
-        renew_lead=settings.renew_lead,
-        renew_margin=settings.renew_margin,
-        spread=settings.spread,
-    )
+ACCESS_LOG_CHECK = 60.0     # seconds between two looks at the access log's size (rotation)
+FACTS_INTERVAL = 600.0      # seconds between two reads of nodes and reservations (two RPCs beside squeue)
+FACTS_SOON = 60.0           # ... and at most this often when a look saw a job requeued or lost to its node
 
 
-class Loaded(NamedTuple):
-    """A service's files, read this cycle: what to submit and how to route it."""
-    definition: object      # services.ServiceDef or None when its .sub is unusable
-    template: object        # traefik template, or None when its .yml is unusable
-    error: str
-
-
-class RenderCache:
-    """The last rendered Traefik file of each service: a steady cycle renders nothing (at 10,000 jobs
-    rendering would be a third of the cycle), while any change of template or servers renders afresh."""
-
-    def __init__(self):
-        self._last = {}
-
-    def render(self, service, template, servers, version=None, neighbours=(), passive=True):
-        key = (tuple(servers), template.balancer, version, tuple(neighbours), passive)
-        hit = self._last.get(service)
-        if hit is not None and hit[0] == key and hit[1] == template.data:
-            return hit[2]
-        text = traefik.render_dynamic(service, template, servers, version, neighbours, passive)
-        self._last[service] = (key, template.data, text)
-        return text
+class ClusterFacts(NamedTuple):
+    """What the cluster says beside the queue (systems/slurm_facts.py), as last read."""
+    unavailable: dict = {}          # node -> NodeProblem: down, drained, failing
+    reservations: list = []         # slurm_facts.Reservation
+    read_at: Optional[float] = None
+    error: str = ""                 # why the last read failed ('' when it did not)
 
 
 class Controller:
-    """One root's loop. Clocks, sleep, Slurm and the prober are passed in so tests can fake them.
+    """One root's loop. Clock, Slurm, the prober and the in-flight counter are passed in so tests can
+    fake them. `clock` is wall time, stored in state.json (it must mean the same after a restart)."""
 
-    `clock` is wall time, stored in state.json (it must mean the same after a restart);
-    `monotonic` schedules the next look at Slurm, so a clock jumping back cannot stall it."""
-
-    def __init__(self, layout, settings, slurm, clock=time.time, sleep=None,
-                 probe_all=probe.probe_all, pyz=None, monotonic=None, count_inflight=inflight.counts,
-                 wake=None):
+    def __init__(self, layout, settings, slurm, clock=time.time, probe_all=probe.probe_all, pyz=None,
+                 count_inflight=inflight.counts, wake=None, lease=None, host=None, monotonic=time.monotonic):
         self.layout = layout
         self.settings = settings
         self.slurm = slurm
         self.clock = clock
-        self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
-        # Between passes the loop waits on `wakeup`: a request for a sleeping service ends the wait.
-        self.wakeup = threading.Event()
-        self.sleep = sleep or self.wakeup.wait
         self.probe_all = probe_all
         self.count_inflight = count_inflight
-        self.pyz = pyz
-        self.policy = policy_from(settings)
-        self.workdirs = {os.path.normpath(layout.slurm_output),
-                         os.path.normpath(os.path.realpath(layout.slurm_output))}
-        self.faults = {}
-        self.reserve = fsutil.Reserve(os.path.join(layout.work, "disk-reserve"))
-        self.rendered = RenderCache()
+        self.policy = model.policy_from(settings)
+        self.scale_policy = scale.policy_from(settings)
+        self.workdirs = frozenset([os.path.normpath(layout.slurm_output),        # (frozen: hashed once
+                                   os.path.normpath(os.path.realpath(layout.slurm_output))])  # a look)
+        self.faults = Faults()
+        self.reserve = fsutil.Reserve(layout.disk_reserve)
         self.snapshot = self._load_state()
-        self.observe_failures = 0
-        self._logged_errors = dict(self.snapshot.service_errors)
+        self.saver = state.Saver(layout.state_file, self.reserve, self.faults)
+        self.files = ServiceFiles(layout, self.snapshot.service_errors)
+        self.executor = Executor(layout, slurm, self._save_intents, pyz, may_act=self.may_act)
+        self.routes = RouteWriter(layout, settings, self.reserve, self.faults)
+        self.demand = DemandKeeper(os.path.join(layout.log, "traefik-access.log"), self.snapshot.scale, wake)
+        if wake is not None:
+            wake.timeout = settings.wake_timeout
+        self.observe_failures = 0       # looks in a row at which Slurm did not answer
+        self._doubted = []              # jobs a look lost while they still answered: asked again
+        self.last_plan = None           # model.Plan of the last pass: its next_look says when to look again
+        self.owns_root = True           # False once another loop holds the root's lock: write nothing more
         self._logged_bugs = set()
         self._foreign_seen = set()
         self._next_log_check = 0.0
         self._env_stamp = None
-        self.look_now = False       # set when something happened that only Slurm can explain
-        # MIN-MAX services: their demand, the requests seen in Traefik's access log, and the wake
-        # proxy (wake.WakeProxy; None: a service at 0 instances has no route, as with run --once).
-        self.scale_policy = scale.policy_from(settings)
-        self.demand = {name: scale.Demand(target=int(info.get("target", 0)),
-                                          last_request_at=info.get("last_request_at"))
-                       for name, info in self.snapshot.scale.items()}
-        self.access = accesslog.Follower(os.path.join(layout.log, "traefik-access.log"))
-        self.wake = wake
-        self.ready_urls = {}        # {service: [routed backend URL]}, read by the wake proxy's threads
-        self.waking_ports = {}      # {service: port of its wake proxy listener}
-        self.warnings = {}          # {service: seconds of its --signal warning}, from the last pass
+        self.facts = ClusterFacts()
+        # Several login nodes (lease.py): one leads, the others follow (follow.py). Without a lease
+        # this loop is the only one and always leads.
+        self.lease = lease
+        self.host = host or layout.host
+        self.leading = lease is None
+        self.leader_view = follow.LeaderView(layout.state_file, monotonic)
+        self.reporter = hosts.Reporter(layout, clock, monotonic) if lease is not None else None
+        self.others = hosts.Others(layout, monotonic) if lease is not None else None
+        self.loads = {}                 # {service: hosts.Load} this host saw at the last pass
+        self._traefik_ok = None         # (when, whether this host's Traefik answered its ping)
 
     def _load_state(self):
         snapshot, problem = state.read(self.layout.state_file)
@@ -116,15 +90,306 @@ class Controller:
                       "working directory", problem, "kept it as %s" % aside if aside else "could not move it aside")
         return snapshot._replace(faults={})
 
-    # -- one cycle -------------------------------------------------------------------------------
+    @property
+    def wake(self):
+        return self.demand.wake
+
+    # -- a look at Slurm, and a probe pass ---------------------------------------------------------
+    def look(self):
+        """Observe (one squeue), absorb, then a pass that may submit and cancel. True when Slurm answered.
+        A follower reads what the leader observed instead, and never acts."""
+        self.reload_settings_if_changed()
+        if not self._lead():
+            return self._follow(fresh=True)
+        now = self.clock()
+        try:
+            jobs = self.slurm.observe()
+        except CommandError as exc:
+            self._slurm_state(False, str(exc), now)
+            self.observe_failures += 1
+            self._pass(fresh=False)
+            return False
+        old = self.snapshot.memory
+        ours, foreign = self._split_ours(jobs, old)
+        if not self._believable(old, ours):
+            self._pass(fresh=False)
+            return False
+        self.observe_failures = 0
+        self._slurm_state(True, "", now)
+        self.reserve.ensure()
+        memory, events = absorb.absorb(old, ours, now, self.policy)
+        _log_events(events)
+        self._log_crash_output(old, memory)
+        self.snapshot = self.snapshot._replace(memory=memory, jobs=ours, foreign=foreign, observed_at=now)
+        self._read_cluster_facts(now, urgent=_node_trouble(memory, ours, self.facts.read_at))
+        self._pass(fresh=True)
+        return True
+
+    def _read_cluster_facts(self, now, urgent=False):
+        """Nodes down or drained, and reservations: every FACTS_INTERVAL, sooner (FACTS_SOON) when a job
+        was requeued or ended with its node. A failure keeps the last facts and is said once."""
+        last = self.facts.read_at
+        if last is not None and 0 <= now - last < (FACTS_SOON if urgent else FACTS_INTERVAL):
+            return
+        try:
+            unavailable = self.slurm.node_problems()
+            reservations = self.slurm.reservations()
+        except CommandError as exc:
+            if not self.facts.error:
+                log.warning("cannot read the cluster's nodes and reservations (%s); keeping what was read "
+                            "before, asking again in %ds", exc, FACTS_INTERVAL)
+            self.facts = self.facts._replace(read_at=now, error=str(exc))
+            return
+        for node in sorted(set(unavailable) - set(self.facts.unavailable)):
+            problem = unavailable[node]
+            log.warning("node %s is %s (%s): our jobs there are drained and replaced, none go there",
+                        node, problem.state, problem.reason or "no reason given")
+        for node in sorted(set(self.facts.unavailable) - set(unavailable)):
+            log.info("node %s is back", node)
+        self.facts = ClusterFacts(unavailable, reservations, now, "")
+
+    def probe_pass(self):
+        """Probe the backends and re-plan on the last look: routes follow readiness within seconds."""
+        self.reload_settings_if_changed()
+        if not self._lead():
+            self._follow(fresh=False)
+            return
+        self._pass(fresh=False)
+
+    # -- several login nodes: who leads, and following ---------------------------------------------
+    def _lead(self):
+        """True when this loop leads (always, without a lease). Renews or watches the lease at every
+        pass; a follower that takes over continues from the leader's memory and its own probes."""
+        if self.lease is None:
+            return True
+        leading = self.lease.step(others_alive=bool(self.others.fresh()))
+        if self.lease.changed:
+            term = self.lease.current
+            if leading:
+                log.info("this host (%s) leads now (term %d): it looks at Slurm and acts", self.host, term.epoch)
+                self.snapshot = self.snapshot._replace(
+                    memory=follow.merged(self.leader_view.read().memory, self.snapshot.memory))
+                self.observe_failures, self._doubted, self.last_plan = 0, [], None
+            else:
+                log.info("host %s leads (term %d): this loop follows (routes its own Traefik, acts on nothing)",
+                         term.host if term else "?", term.epoch if term else 0)
+        if self.lease.error:
+            self.faults.report("lease", "cannot use the lease in %s: %s" % (self.lease.directory, self.lease.error))
+        else:
+            self.faults.clear("lease")
+        self.leading = leading
+        return leading
+
+    def may_act(self):
+        """True when this loop may submit or cancel now: it leads and renewed its lease in time."""
+        return self.lease is None or (self.leading and self.lease.may_act())
+
+    def _follow(self, fresh):
+        """A follower's pass: the leader's observation and decisions, this host's own probes and routes.
+        When the leader's file is stale (its loop gone quiet without losing the lease), its own squeue."""
+        leader = self.leader_view.read()
+        snap = self.snapshot._replace(memory=follow.merged(leader.memory, self.snapshot.memory),
+                                      jobs=leader.jobs, foreign=leader.foreign, observed_at=leader.observed_at,
+                                      slurm_ok=leader.slurm_ok, slurm_error=leader.slurm_error)
+        if fresh and self.leader_view.stale():
+            try:
+                jobs = self.slurm.observe()
+                ours, foreign = self._split_ours(jobs, snap.memory)
+                memory, _ = absorb.absorb(snap.memory, ours, self.clock(), self.policy)
+                snap = snap._replace(memory=memory, jobs=ours, foreign=foreign, observed_at=self.clock())
+            except CommandError as exc:
+                log.debug("a follower's own squeue failed: %s", exc)
+        self.snapshot = snap
+        self._pass(fresh=False, leader_desired=leader.desired)
+        return True
+
+    def _pass(self, fresh, leader_desired=None):
+        now = self.clock()
+        snap = self.snapshot
+        desired = self.settings.desired
+        loaded = self.files.load(set(desired) | {m.service for m in snap.memory.jobs.values()}, desired)
+        memory = self._probe(snap, loaded, now)
+        draining = {job_id: m.url for job_id, m in memory.jobs.items()
+                    if m.drain_since is not None and m.cancelled_at is None and m.url}
+        scaled = scaled_backends(memory, self.settings.scaling)
+        counted = self.count_inflight(_merged(scaled, draining)) if draining or scaled else {}
+        self.loads = self.demand.sample(self.settings.scaling, memory, counted)
+        if self.leading:
+            others = self.others.loads() if self.others is not None else None
+            desired = self.demand.follow(self.settings.scaling, desired, memory, self.loads, now,
+                                         self.scale_policy, others)
+        else:       # the leader's counts: it decides them on every login node's load
+            desired = dict(desired, **{name: leader_desired[name] for name in self.settings.scaling
+                                       if name in (leader_desired or {})})
+        windows = self._windows(loaded, memory, snap.jobs, now)
+        result = planner.plan(desired, snap.jobs, memory, now, self.policy, observed_at=snap.observed_at or now,
+                              fresh=fresh, warnings=_warnings(loaded),
+                              inflight={job_id: counted.get(job_id) for job_id in draining},
+                              steady=self.settings.sleep_interval, waking=self.demand.holding(),
+                              blocked={name for name, item in loaded.items() if item.definition is None},
+                              unavailable=frozenset(self.facts.unavailable),
+                              time_limits={name: w.time_limit for name, w in windows.items() if w.time_limit},
+                              follow=not self.leading)
+        self.last_plan = result
+        _log_events(result.events)
+        for service, trace in sorted(result.failed.items()):
+            self._log_bug("planning %s failed; its jobs and routes stay as they were, the other services "
+                          "go on" % service, trace)
+        memory = self.executor.act(result.actions, result.memory, loaded, now, self.policy) \
+            if self.leading else result.memory
+        routes = dict(result.routes)
+        routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
+        written = self.demand.with_wake_routes(self.settings.scaling, result.routes, loaded, self.faults,
+                                               memory, now)
+        self.snapshot = self.snapshot._replace(
+            memory=memory, routes=routes, desired=dict(desired), updated_at=now, pid=os.getpid(),
+            service_errors={k: v.error for k, v in loaded.items() if v.error},
+            scale=self.demand.report(self.settings.scaling, routes),
+            cluster=self._cluster_report(windows))
+        self.routes.write(written, loaded, set(result.failed), self.demand.waking_ports)
+        if self.leading:
+            self._save(now)
+        self._report_host()
+        if fresh and now >= self._next_log_check:
+            self._next_log_check = now + ACCESS_LOG_CHECK
+            self._rotate_traefik_access_log()
+
+    def _report_host(self):
+        """This host's line in .work/hosts/<host>/host.json: its role and the load it sees."""
+        if self.reporter is None:
+            return
+        term = self.lease.current
+        now = self.clock()
+        if self._traefik_ok is None or not 0 <= now - self._traefik_ok[0] < hosts.HEARTBEAT:
+            self._traefik_ok = (now, not traefik_ping.ping(self.settings.traefik_ping_port, timeout=0.5))
+        self.reporter.report("leader" if self.leading else "follower", term.since if term else None,
+                             self.loads, self.settings.traefik_port, self._traefik_ok[1])
+
+    def _windows(self, loaded, memory, jobs, now):
+        """{service: maintenance.Window} of each service with a definition."""
+        if not any(r.maintenance for r in self.facts.reservations):
+            return {}
+        nodes = {node for job in jobs if job.nodes for node in slurm_facts.expand_hostlist(job.nodes)}
+        override = slurm_facts.time_limit_seconds_or_none(os.environ.get("SBATCH_TIMELIMIT"))
+        found = {}
+        for name, item in loaded.items():
+            if item.definition is None:
+                continue
+            lead = planner.renew_lead(memory.services.get(name, model.ServiceMemory()), self.policy,
+                                      item.definition.warning_seconds)
+            found[name] = maintenance.window(now, self.facts.reservations, nodes,
+                                             override or item.definition.time_limit, lead)
+        return found
+
+    def _cluster_report(self, windows):
+        """What `status` shows of the cluster: nodes down or drained, and what maintenance means."""
+        facts = self.facts
+        return {"unavailable": {node: "%s%s" % (p.state, " (%s)" % p.reason if p.reason else "")
+                                for node, p in sorted(facts.unavailable.items())},
+                "windows": {name: w.note for name, w in sorted(windows.items()) if w.note},
+                "read_at": facts.read_at, "error": facts.error}
+
+    def _probe(self, snap, loaded, now):
+        """Memory after one probe of every running job that published a URL."""
+        targets, health = {}, {}    # health: per service, not per job (10,000 template look-ups a pass)
+        for job_id, url in absorb.probe_targets(snap.memory, snap.jobs).items():
+            service = snap.memory.jobs[job_id].service
+            if service not in health:
+                health[service] = health_of(loaded.get(service))
+            targets[job_id] = (url,) + health[service] + (service,)    # fair shares are per service
+        results = self.probe_all(targets, timeout=self.settings.probe_timeout, own_ports=self.own_ports())
+        memory, events = absorb.apply_probes(snap.memory, results, now, self.policy)
+        _log_events(events)
+        return memory
+
+    def _believable(self, memory, ours):
+        """False (once) for an answer that lost ready jobs whose servers still answer: the next look,
+        soon, decides (absorb.unexplained_losses)."""
+        lost = absorb.unexplained_losses(memory, ours)
+        if not lost or lost == self._doubted:
+            self._doubted = []
+            return True
+        self._doubted = lost
+        log.warning("squeue's answer lacks %d job(s) whose servers still answer (%s): not believed until "
+                    "the next look says the same; nothing submitted or cancelled meanwhile", len(lost),
+                    ", ".join(lost[:10]))
+        return False
+
+    def stop(self):
+        """Before the loop exits: no Traefik file may name a wake proxy port nobody will own (any local
+        user could bind it and receive the service's requests, tokens included). Such routes are
+        written without it (Traefik answers 503 until a restarted loop takes the port back), then the
+        proxy answers what it holds with 503 and closes. A leader releases the lead."""
+        if self.wake is not None and self.demand.waking_ports and self.owns_root:
+            desired = self.settings.desired
+            loaded = self.files.load(set(desired) | {m.service for m in self.snapshot.memory.jobs.values()},
+                                     desired)
+            routes = dict(self.snapshot.routes)
+            for name in self.demand.waking_ports:
+                routes[name] = list(routes.get(name) or ())
+            self.routes.write(routes, loaded)
+            log.info("stopping: the wake proxy's routes are withdrawn (%s)", ", ".join(sorted(self.demand.waking_ports)))
+        if self.wake is not None:
+            self.wake.shutdown()
+        self.release()
+
+    def release(self):
+        """A clean stop: another login node's loop takes over at once."""
+        if self.lease is not None and self.leading and self.owns_root:
+            self.lease.release()
+            log.info("released the lead")
+
+    def own_ports(self):
+        """This host's listeners: Traefik's entry points and the wake proxy's ports. A backend URL
+        that points at one of them is never probed nor routed (the proxy would forward to itself)."""
+        ports = {self.settings.traefik_port, self.settings.traefik_ping_port}
+        if self.wake is not None:
+            ports |= set(self.wake.own_ports())
+        return frozenset(ports)
+
+    def _split_ours(self, jobs, memory):
+        """(ours, foreign) of a look's jobs. Ours: submitted from this root (their working directory,
+        which a job cannot change) and named like a service of this root (SERVICE_LIST, memory, or a
+        folder in services/), so a user's own job started in that folder is never taken for ours.
+        Foreign: active jobs of our services' names that this root did not submit, shown by status."""
+        names = set(self.settings.desired) | {m.service for m in memory.jobs.values()}
+        ours, foreign, strays = [], [], []
+        for job in jobs:
+            mine = slurm_mod.submitted_from(job, self.workdirs)
+            if mine and (job.name in names or self._is_service(job.name)):
+                ours.append(job)
+            elif job.active and (job.name in names or mine):
+                (strays if mine else foreign).append(job)
+        self._log_foreign(foreign, strays)
+        return ours, foreign + strays
+
+    def _is_service(self, name):
+        try:
+            return name in services.available(self.layout)
+        except OSError:
+            return False
+
+    def next_look_in(self):
+        """Seconds until the next look at Slurm: what the last plan asked for (planner.service_next_look),
+        or, while Slurm does not answer, a backoff doubling up to 2 min."""
+        if self._doubted:
+            return planner.FOLLOW_UP_DELAY
+        if self.observe_failures:
+            return backoff.delay(self.observe_failures, self.settings.sleep_interval,
+                                 max(120.0, self.settings.sleep_interval))
+        if self.last_plan is None:
+            return 0.0
+        if self.last_plan.why != "steady":
+            log.debug("next look at Slurm in %.0fs (%s)", self.last_plan.next_look, self.last_plan.why)
+        return self.last_plan.next_look
+
+    # -- settings --------------------------------------------------------------------------------
     def reload_settings_if_changed(self):
         """Pick up an edited .env (or `config` run again) without a restart, which cron cannot do.
         A broken .env is reported once and the settings in force are kept."""
         stamp = _stamp(self.layout.env_file), _stamp(self.layout.env_default)
-        if self._env_stamp is None:
+        if self._env_stamp is None or stamp == self._env_stamp:
             self._env_stamp = stamp
-            return False
-        if stamp == self._env_stamp:
             return False
         self._env_stamp = stamp
         try:
@@ -132,411 +397,28 @@ class Controller:
         except (ConfigError, OSError) as exc:
             log.error("%s; keeping the settings in force until it is fixed", exc)
             return False
-        if fresh != self.settings:
-            log.info(".env changed: services now %s", settings_mod.format_service_list(fresh.service_list) or "none")
-            self.settings = fresh
-            self.policy = policy_from(fresh)
-            self.scale_policy = scale.policy_from(fresh)
+        if fresh == self.settings:
+            return False
+        changed = settings_mod.changed_keys(self.settings, fresh)
+        log.info(".env changed: %s", ", ".join(changed))
+        self.settings = fresh
+        self.policy = model.policy_from(fresh)
+        self.scale_policy = scale.policy_from(fresh)
+        self.routes.settings = fresh
+        if self.wake is not None:
+            self.wake.timeout = fresh.wake_timeout
         return True
 
-    def cycle(self):
-        """Observe, plan, act, route. Returns True when Slurm answered."""
-        self.reload_settings_if_changed()
-        now = self.clock()
-        desired = self.settings.desired
-        loaded = self._load_services(desired)
-        try:
-            jobs = self.slurm.observe()
-        except CommandError as exc:
-            self._slurm_state(False, str(exc), now)
-            self.observe_failures += 1
-            self._probe_and_route(desired, loaded, fresh=False)
-            return False
-        self.observe_failures = 0
-        self._slurm_state(True, "", now)
-        self.reserve.ensure()
-        old = self.snapshot.memory
-        tracked = set(desired) | {m.service for m in old.jobs.values()}
-        ours, foreign = [], []
-        for job in jobs:
-            if slurm_mod.submitted_from(job, self.workdirs):
-                ours.append(job)
-            elif job.active and job.name in tracked:
-                foreign.append(job)
-        self._log_foreign(foreign)
-        memory, events = reconcile.absorb(old, ours, now, self.policy)
-        self._log_events(events)
-        self._log_crash_output(old, memory)
-        self.snapshot = self.snapshot._replace(memory=memory, jobs=ours, foreign=foreign, observed_at=now)
-        self._probe_and_route(desired, loaded, fresh=True)
-        return True
+    # -- state.json -------------------------------------------------------------------------------
+    def _save(self, now):
+        self.saver.save(self.snapshot._replace(faults=self.faults.as_dict()), now)
 
-    def tick(self):
-        """Probe-only pass between squeue calls: routes follow readiness within seconds."""
-        if self.reload_settings_if_changed():
-            self.look_now = True
-        desired = self.settings.desired
-        self._probe_and_route(desired, self._load_services(desired), fresh=False)
+    def _save_intents(self, memory):
+        """Save memory with the intents of submissions about to be made: True when it is on disk."""
+        snapshot = self.snapshot._replace(memory=memory, faults=self.faults.as_dict())
+        return self.saver.save(snapshot, self.clock(), force=True)
 
-    def _probe_and_route(self, desired, loaded, fresh):
-        now = self.clock()
-        snap = self.snapshot
-        targets, health = {}, {}    # health: per service, not per job (10,000 template look-ups a pass)
-        for job_id, url in reconcile.probe_targets(snap.memory, snap.jobs).items():
-            service = snap.memory.jobs[job_id].service
-            if service not in health:
-                health[service] = _health_of(loaded.get(service))
-            targets[job_id] = (url,) + health[service]
-        results = self.probe_all(targets, timeout=self.settings.probe_timeout)
-        memory, events = reconcile.apply_probes(snap.memory, results, now, self.policy)
-        self._log_events(events)
-        if not fresh and any(old.ready_since is not None and memory.jobs[k].ready_since is None
-                             for k, old in snap.memory.jobs.items() if k in memory.jobs):
-            self.look_now = True    # a backend went away: find out from Slurm whether its job did
-        warnings = {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
-        self.warnings = warnings    # the scheduling of the next look renews by the same lead
-        draining = {job_id: m.url for job_id, m in memory.jobs.items()
-                    if m.drain_since is not None and m.cancelled_at is None and m.url}
-        scaled = scaled_backends(memory, self.settings.scaling)
-        counted = self.count_inflight(_merged(draining, scaled)) if draining or scaled else {}
-        inflight = {job_id: counted.get(job_id) for job_id in draining}
-        if not fresh and self._drain_done(memory, snap, inflight, now):
-            self.look_now = True    # nothing in flight on a drained backend: cancel it at once
-        desired = self._follow_demand(desired, memory, scaled, counted, now)
-        result = reconcile.plan(desired, snap.jobs, memory, now, self.policy,
-                                observed_at=snap.observed_at or now, fresh=fresh, warnings=warnings,
-                                inflight=inflight)
-        self._log_events(result.events)
-        for service, trace in sorted(result.failed.items()):
-            self._log_bug("planning %s failed; its jobs and routes stay as they were, the other services "
-                          "go on" % service, trace)
-        memory = self._act(result.actions, result.memory, loaded, now)
-        routes = dict(result.routes)
-        routes.update({name: snap.routes[name] for name in result.failed if name in snap.routes})
-        written = self._with_wake_routes(result.routes, loaded)
-        self.snapshot = self.snapshot._replace(memory=memory, routes=routes,
-                                               desired=dict(desired), updated_at=now, pid=os.getpid(),
-                                               service_errors={k: v.error for k, v in loaded.items() if v.error},
-                                               scale=self._scale_report(routes))
-        self._write_routes(written, loaded, set(result.failed))
-        self._save_state(self.snapshot)
-        if fresh and now >= self._next_log_check:
-            self._next_log_check = now + 60
-            self._rotate_traefik_access_log()
-
-    # -- min-max services: demand, and the wake proxy for those with no backend -------------------
-    def desired_now(self):
-        """{service: jobs wanted}: SERVICE_LIST's counts, with the MIN-MAX ones as demand set them."""
-        desired = dict(self.settings.desired)
-        desired.update({name: demand.target for name, demand in self.demand.items() if name in desired})
-        return desired
-
-    def _follow_demand(self, desired, memory, scaled, counted, now):
-        """desired with each MIN-MAX service's count set from its demand (core/scale.py). A rise makes
-        the loop look at Slurm at once, so the job is submitted now, not at the next cycle."""
-        scaling = self.settings.scaling
-        self.demand = {name: self.demand.get(name) or _initial_demand(name, memory, now) for name in scaling}
-        if not scaling:
-            return desired
-        held = self.wake.held() if self.wake else {}
-        seen = self._services_with_new_requests(memory)
-        in_flight = {}
-        for job_id, count in counted.items():
-            if job_id in scaled and count:
-                service = memory.jobs[job_id].service
-                in_flight[service] = in_flight.get(service, 0) + count
-        desired = dict(desired)
-        for name, count in scaling.items():
-            waiting = held[name].count if name in held else 0
-            old = self.demand[name]
-            new = scale.step(old, now, in_flight.get(name, 0) + waiting, name in seen or waiting > 0,
-                             count.low, count.high, self.scale_policy)
-            if new.target != old.target:
-                log.info("%s: %d instance%s wanted (was %d): %.1f requests in flight on average%s", name,
-                         new.target, "" if new.target == 1 else "s", old.target, new.load,
-                         ", %d held until a backend is ready" % waiting if waiting else "")
-                # Up: submit now. Down: drain now (both are planned on a fresh look at Slurm).
-                self.look_now = True
-            self.demand[name] = new
-            desired[name] = new.target
-        return desired
-
-    def _services_with_new_requests(self, memory):
-        """Services with a request in Traefik's access log since the last pass (by backend URL)."""
-        entries = self.access.new_entries()
-        if not entries:
-            return set()
-        by_url = {m.url: m.service for m in memory.jobs.values() if m.url}
-        seen = set()
-        for entry in entries:
-            url = entry.get("ServiceURL")
-            seen.add(by_url[url] if isinstance(url, str) and url in by_url else accesslog.service_of(entry))
-        return seen
-
-    def _with_wake_routes(self, routes, loaded):
-        """Routes where a MIN-MAX service with no backend taking requests points at the wake proxy,
-        which holds its requests until a job is ready (core/wake.py). Publishes the routed backends
-        the proxy forwards to."""
-        scaling = self.settings.scaling
-        self.ready_urls = {name: [s.url for s in routes.get(name) or () if s.weight > 0] for name in scaling}
-        if self.wake is None:
-            return routes
-        self.wake.timeout = self.settings.wake_timeout
-        for name in sorted(self.waking_ports.keys() - scaling.keys()):
-            self.wake.close(name)
-            del self.waking_ports[name]
-        routes = dict(routes)
-        for name in sorted(scaling):
-            if self.ready_urls[name]:
-                continue
-            try:
-                path, status = _health_of(loaded.get(name))
-                port = self.wake.listen(name, path, status, port=self._saved_wake_port(name))
-            except OSError as exc:
-                self._fault("wake:" + name, "%s: cannot start its wake proxy on 127.0.0.1: %s; requests get "
-                            "503 until a job is ready" % (name, exc))
-                continue
-            self._clear_fault("wake:" + name)
-            self.waking_ports[name] = port
-            routes[name] = [Server(wake_url(port), 1)] + list(routes.get(name) or ())
-        return routes
-
-    def start_wake_proxy(self):
-        """The 127.0.0.1 proxy that holds requests for MIN-MAX services with no backend (run, not --once:
-        a proxy must outlive the pass that routes to it). A request it holds ends the loop's wait."""
-        from . import wake
-        self.wake = wake.WakeProxy(on_wake=lambda service: self.wakeup.set(),
-                                   backends_for=lambda service: list(self.ready_urls.get(service, ())),
-                                   timeout=self.settings.wake_timeout,
-                                   log=lambda message: log.info("wake proxy: %s", message))
-        return self.wake
-
-    def _saved_wake_port(self, name):
-        port = self.snapshot.scale.get(name, {}).get("wake_port")
-        return port if isinstance(port, int) and not isinstance(port, bool) and 1024 <= port <= 65535 else 0
-
-    def _scale_report(self, routes):
-        """{service: what `status` shows of a MIN-MAX service}, also what a restart resumes from."""
-        held = self.wake.held() if self.wake else {}
-        report = {}
-        for name, count in sorted(self.settings.scaling.items()):
-            demand = self.demand.get(name, scale.Demand())
-            ready = sum(1 for s in routes.get(name) or () if s.weight > 0)
-            waiting = held.get(name)
-            report[name] = {
-                "low": count.low, "high": count.high, "target": demand.target, "load": round(demand.load, 2),
-                "per_backend": round(demand.load / ready, 2) if ready else None,
-                "last_request_at": demand.last_request_at,
-                "held": waiting.count if waiting else 0,
-                "held_seconds": round(waiting.longest_wait_seconds, 1) if waiting else 0.0,
-                "phase": scale.phase(demand, ready, waiting.count if waiting else 0),
-                "wake_port": self.waking_ports.get(name) or self._saved_wake_port(name) or None}
-        return report
-
-    def _drain_done(self, memory, snap, inflight, now):
-        if not inflight:
-            return False
-        age = now - (snap.observed_at or now)
-        left = {job.job_id: None if job.time_left is None else job.time_left - age for job in snap.jobs}
-        return any(reconcile.drain_finished(memory.jobs[job_id], count, now, self.policy, left.get(job_id))
-                   for job_id, count in inflight.items()
-                   if job_id in memory.jobs and not memory.jobs[job_id].stopping)
-
-    def _rotate_traefik_access_log(self):
-        try:
-            for path in accesslog.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
-                                                  os.path.join(self.layout.work, "traefik.pid")):
-                log.info("rotated %s (Traefik reopens it on USR1)", path)
-        except OSError as exc:
-            log.warning("could not rotate Traefik's access log: %s", exc)
-
-    # -- acting: each outcome is recorded where it happens ---------------------------------------
-    def _act(self, actions, memory, loaded, now):
-        cancels = [a for a in actions if isinstance(a, Cancel)]
-        if cancels:
-            memory = self._cancel(cancels, memory, now)
-        submits = [a for a in actions if isinstance(a, Submit)]
-        if submits:
-            memory = self._submit_all(submits, memory, loaded, now)
-        for action in actions:
-            if isinstance(action, ClearExclude):
-                try:
-                    self.slurm.clear_exclude(action.job_id)
-                    memory = reconcile.record_exclude_cleared(memory, action.job_id)
-                    log.info("job %s of %s: still pending, may now run on any node", action.job_id, action.service)
-                except CommandError as exc:
-                    log.warning("job %s: could not clear its node exclusion (retried next cycle): %s",
-                                action.job_id, exc)
-        return memory
-
-    def _submit_all(self, submits, memory, loaded, now):
-        """Record the intent of every submission on disk first: a crash between sbatch and the next
-        save then neither loses the job (it is adopted from squeue) nor submits it twice."""
-        with_intents, keys = reconcile.record_intents(memory, submits, now)
-        if not self._save_state(self.snapshot._replace(memory=with_intents)):
-            log.error("not submitting %d job(s) while the state file cannot be written",
-                      len(submits))
-            return memory
-        memory = with_intents
-        failed_services = set()
-        for action, key in zip(submits, keys):
-            item = loaded.get(action.service)
-            if action.service in failed_services or item is None or item.definition is None:
-                memory = memory._replace(jobs={k: v for k, v in memory.jobs.items() if k != key})
-                continue
-            memory, ok = self._submit(action, key, memory, item.definition, now)
-            if not ok:
-                failed_services.add(action.service)
-        return memory
-
-    def _submit(self, action, intent, memory, definition, now):
-        try:
-            script = services.stage(self.layout, definition)
-        except (OSError, ConfigError) as exc:
-            log.error("%s: cannot stage %s into %s: %s", action.service, definition.folder, self.layout.work, exc)
-            return reconcile.record_submit_failed(memory, action.service, "cannot stage: %s" % exc, now,
-                                                  self.policy, intent), False
-        output = None if definition.script_sets_output else "%x-%j.out"
-        env = {"FOREVER_ROOT": self.layout.root}
-        if self.pyz:
-            env["FOREVER_PYZ"] = self.pyz
-        exclude = action.exclude
-        try:
-            try:
-                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service)
-            except CommandError as exc:
-                if not exclude:
-                    raise
-                # Excluding busy nodes can make a job unschedulable on a small cluster: spread
-                # is a preference, so try once more without it.
-                log.info("%s: sbatch with --exclude=%s failed (%s); submitting without it",
-                         action.service, ",".join(exclude), exc)
-                exclude = ()
-                job_id = self.slurm.submit(script, self.layout.slurm_output, exclude, output, env, action.service)
-        except CommandError as exc:
-            memory = reconcile.record_submit_failed(memory, action.service, "sbatch failed: %s" % exc,
-                                                    now, self.policy, intent)
-            delay = memory.services[action.service].next_try - now
-            log.error("%s: sbatch failed: %s; next try in %ds", action.service,
-                      exc.stderr or exc, delay)
-            return memory, False
-        log.info("submitted job %s of %s (%s%s)", job_id, action.service, action.reason,
-                 ", avoiding %s" % ",".join(exclude) if exclude else "")
-        return reconcile.record_submitted(memory, action.service, job_id, now, exclude, intent), True
-
-    def _cancel(self, cancels, memory, now):
-        ids = [a.job_id for a in cancels]
-        try:
-            self.slurm.cancel(ids)
-        except CommandError as exc:
-            memory = reconcile.record_cancel_failed(memory, ids, now, self.policy)
-            retry = min(memory.jobs[i].cancel_retry_at for i in ids if i in memory.jobs) \
-                if any(i in memory.jobs for i in ids) else now
-            log.error("scancel %s failed: %s; the job(s) stay out of Traefik, retry in %ds",
-                      " ".join(ids), exc, max(0, retry - now))
-            return memory
-        for action in cancels:
-            log.info("cancelled job %s of %s (%s)", action.job_id, action.service, action.reason)
-        return reconcile.record_cancelled(memory, ids, now)
-
-    # -- inputs and outputs ----------------------------------------------------------------------
-    def _load_services(self, desired):
-        """Each active service's .sub and .yml, read afresh each cycle; problems reported once."""
-        loaded = {}
-        names = set(desired) | {m.service for m in self.snapshot.memory.jobs.values()}
-        for name in sorted(names):
-            definition, template, errors = None, None, []
-            try:
-                definition = services.load(self.layout, name)
-            except ConfigError as exc:
-                errors.append(str(exc))
-            except Exception as exc:   # noqa: one service's files must not stop the others
-                errors.append("%s: cannot load the service folder: %s" % (name, exc))
-            try:
-                if definition is not None and definition.template:
-                    template = traefik_files.load_template(definition.template, name)
-                elif definition is not None or name not in desired:
-                    template = traefik.default_template(name)
-            except ConfigError as exc:
-                errors.append(str(exc) + " (Traefik keeps its last good config for %s)" % name)
-            except Exception as exc:   # noqa
-                errors.append("%s: cannot load the Traefik template: %s" % (name, exc))
-            error = "; ".join(errors)
-            if error != self._logged_errors.get(name, ""):
-                if error:
-                    log.error("%s", error)
-                else:
-                    log.info("%s: service files are fine again", name)
-                self._logged_errors[name] = error
-            loaded[name] = Loaded(definition, template, error)
-        return loaded
-
-    def _write_routes(self, routes, loaded, failed=()):
-        """One file per routed service. A service whose template is broken, whose planning failed or
-        whose file cannot be written keeps its last good file; the others are written anyway."""
-        keep = set(traefik.dynamic_name(name) for name in failed)
-        keep |= set(traefik.dynamic_name(name) for name, item in loaded.items() if item.template is None)
-        # Which Traefik features to render (the passive health check): asked from `traefik version`, cached.
-        try:
-            version = traefik_bin.version_in_use(self.settings.traefik_bin, self.layout, os.environ)
-        except Exception as exc:   # noqa: without a version we render what every Traefik 3 accepts
-            self._fault("traefik-version", "cannot tell the Traefik version: %s" % exc)
-            version = None
-        neighbours = sorted(loaded)
-        for service, servers in sorted(routes.items()):
-            name = traefik.dynamic_name(service)
-            keep.add(name)
-            item = loaded.get(service)
-            if item is None or item.template is None:
-                continue
-            path = os.path.join(self.layout.watch, name)
-            try:
-                # The wake proxy answers 503 when a request waited too long: Traefik's passive health
-                # check would then take the proxy out and answer the next requests itself, unheld.
-                passive = not any(s.url == wake_url(self.waking_ports.get(service, 0)) for s in servers)
-                text = self.rendered.render(service, item.template, servers, version, neighbours, passive)
-            except ConfigError as exc:
-                self._fault("render:" + service, "%s: %s (Traefik keeps its last good file)" % (service, exc))
-                continue
-            self._clear_fault("render:" + service)
-            try:
-                _set_aside_foreign(path, self.layout)
-                written = self.reserve.write(lambda: traefik_files.write_if_changed(path, text, self.layout.staging_tmp))
-            except OSError as exc:
-                self._fault("traefik:" + service, "cannot write %s: %s; Traefik keeps the last good file, "
-                            "retrying" % (path, exc.strerror or exc))
-                continue
-            self._clear_fault("traefik:" + service)
-            if written:
-                log.info("traefik: %s -> %s", service, ", ".join(
-                    s.url + (" (draining)" if s.weight == 0 else " (wake proxy)" if not passive else "")
-                    for s in servers) or "no backends (503)")
-        try:
-            for removed in traefik_files.remove_stale(self.layout.watch, sorted(keep)):
-                log.info("traefik: removed %s (service no longer active)", removed)
-        except OSError as exc:
-            self._fault("traefik-clean", "cannot tidy %s: %s" % (self.layout.watch, exc.strerror or exc))
-
-    def _save_state(self, snapshot):
-        """True when state.json now holds `snapshot`; a failure is logged once and retried next pass."""
-        try:
-            self.reserve.write(lambda: state.save(self.layout.state_file, snapshot._replace(faults=dict(self.faults))))
-        except OSError as exc:
-            self._fault("state", "cannot save %s: %s; retrying every pass, nothing submitted is forgotten "
-                        "while the loop runs" % (self.layout.state_file, exc.strerror or exc))
-            return False
-        self._clear_fault("state")
-        return True
-
-    def _fault(self, key, message):
-        if self.faults.get(key) != message:
-            log.error("%s", message)
-            self.faults[key] = message
-
-    def _clear_fault(self, key):
-        if self.faults.pop(key, None) is not None:
-            log.info("fixed: %s works again", key)
-
+    # -- logging what happened ---------------------------------------------------------------------
     def _slurm_state(self, ok, error, now):
         snap = self.snapshot
         if snap.slurm_ok != ok:
@@ -549,18 +431,27 @@ class Controller:
         elif not ok:
             self.snapshot = snap._replace(slurm_error=error)
 
-    def _log_foreign(self, foreign):
-        for job in foreign:
-            if job.job_id not in self._foreign_seen:
+    def _log_foreign(self, foreign, strays):
+        for job in foreign + strays:
+            if job.job_id in self._foreign_seen:
+                continue
+            if len(self._foreign_seen) < 10000:
                 self._foreign_seen.add(job.job_id)
-                log.warning("job %s is named %s but was not submitted from this root (working directory %s, "
-                            "not %s): never counted, routed or cancelled", job.job_id, job.name,
+            if job in strays:
+                log.warning("job %s (%s) runs in %s but is not a service of this root: never counted, "
+                            "routed or cancelled", job.job_id, job.name, self.layout.slurm_output)
+            else:
+                log.warning("job %s is named %s but was not submitted from this root (working directory "
+                            "%s, not %s): never counted, routed or cancelled", job.job_id, job.name,
                             job.workdir or "unknown", self.layout.slurm_output)
 
     def _log_crash_output(self, old, new):
         """For each job that just counted as a crash, the last lines of its Slurm output."""
+        if all(new.services.get(name, svc).failures <= svc.failures for name, svc in old.services.items()) \
+                and not (new.services.keys() - old.services.keys()):
+            return      # no crash counted at this look (the common case: nothing to look through)
         for job_id, gone in sorted(old.jobs.items()):
-            if job_id in new.jobs or gone.cancelled_at is not None or reconcile.is_intent(job_id):
+            if job_id in new.jobs or gone.cancelled_at is not None or model.is_intent(job_id):
                 continue
             before = old.services.get(gone.service)
             after = new.services.get(gone.service)
@@ -573,10 +464,6 @@ class Controller:
             if lines:
                 log.info("last output of job %s:\n  %s", job_id, "\n  ".join(lines))
 
-    def _log_events(self, events):
-        for event in events:
-            log.info("%s", event)
-
     def _log_bug(self, message, trace):
         """A bug is logged with its traceback once; after that one line per occurrence."""
         key = trace.strip().splitlines()[-1] if trace.strip() else message
@@ -587,93 +474,42 @@ class Controller:
             self._logged_bugs.add(key)
         log.error("%s:\n%s", message, trace.rstrip())
 
-    # -- forever ---------------------------------------------------------------------------------
-    def next_observe_delay(self):
-        """Seconds until the next look at Slurm: the steady FS_SLEEP_INTERVAL, or sooner when the plan
-        needs it (reconcile.next_look); while a submission has not published its URL, every 2 s for
-        its first 30 s, then every half its age (a job that starts late is seen late by a bounded
-        share, at a few calls in all), every tenth of its age while requests wait for it; doubling
-        up to 2 min while Slurm does not answer."""
-        if self.observe_failures:
-            return backoff.delay(self.observe_failures, self.settings.sleep_interval,
-                                 max(120.0, self.settings.sleep_interval))
-        now = self.clock()
-        snap = self.snapshot
-        waiting = [now - m.submitted_at for m in snap.memory.jobs.values()
-                   if m.submitted_at is not None and not m.url and m.cancelled_at is None and now >= m.submitted_at]
-        if waiting:
-            age = min(waiting)
-            if self._holding():
-                delay = max(MIN_LOOK_GAP, age * WAKING_LOOK_SHARE)
-            else:
-                delay = FOLLOW_UP_DELAY if age < FOLLOW_UP_WINDOW else age / 2
-            return min(self.settings.sleep_interval, delay)
-        views = reconcile.service_views(self.desired_now(), snap.jobs, snap.memory, now, self.policy,
-                                        snap.observed_at or now, self.warnings)
-        seconds, why = reconcile.next_look(views, self.policy, self.settings.sleep_interval)
-        if why != "steady":
-            log.debug("next look at Slurm in %.0fs (%s)", seconds, why)
-        return max(seconds, FOLLOW_UP_DELAY / 2) if why != "steady" else seconds
-
-    def run_forever(self, should_stop=lambda: False):
-        """Cycles until should_stop(); nothing that happens inside a cycle ends the loop."""
-        while not should_stop():
-            started = self.monotonic()
-            self.look_now = False
-            self._guarded(self.cycle, "cycle")
-            next_observe = started + self._guarded(self.next_observe_delay, "scheduling",
-                                                   default=self.settings.sleep_interval)
-            while not should_stop():
-                remaining = next_observe - self.monotonic()
-                if remaining <= 0:
-                    break
-                self.sleep(self._nap(started, remaining))
-                self.wakeup.clear()
-                if self.monotonic() < next_observe - 0.05:
-                    self._guarded(self.tick, "probe pass")
-                if self.look_now and not self.observe_failures and self.monotonic() - started >= MIN_LOOK_GAP:
-                    break       # a backend stopped answering, a request woke a service, .env changed: ask Slurm now
-        if self.wake is not None:
-            self.wake.shutdown()
-
-    def _nap(self, started, remaining):
-        """Seconds to wait before the next probe pass: the probe interval, shorter while requests are
-        held (they wait for the first ready backend) or a look at Slurm is already wanted."""
-        nap = min(self.settings.probe_interval, remaining)
-        if self._holding():
-            nap = min(nap, WAKING_PROBE_DELAY)
-        if self.look_now:
-            nap = min(nap, max(0.05, started + MIN_LOOK_GAP - self.monotonic()))
-        return nap
-
-    def _holding(self):
-        return self.wake is not None and any(h.count for h in self.wake.held().values())
-
-    def _guarded(self, step, what, default=None):
+    def guarded(self, step, what, default=None):
+        """step(), with any error logged: a bug costs one pass, never the loop."""
         try:
             return step()
-        except ForeverError as exc:
-            log.error("%s failed: %s", what, exc)
-        except Exception:   # noqa: a bug costs one pass, never the loop
-            self._log_bug("%s failed (a bug; the loop goes on)" % what, traceback.format_exc())
+        except Exception as exc:   # noqa
+            if isinstance(exc, ForeverError):
+                log.error("%s failed: %s", what, exc)
+            else:
+                self._log_bug("%s failed (a bug; the loop goes on)" % what, traceback.format_exc())
         return default
 
+    def _rotate_traefik_access_log(self):
+        try:
+            for path in traefik_logs.rotate_if_large([os.path.join(self.layout.log, "traefik-access.log")],
+                                                     self.layout.traefik_pid):
+                log.info("rotated %s (Traefik reopens it on USR1)", path)
+        except OSError as exc:
+            log.warning("could not rotate Traefik's access log: %s", exc)
 
-def _initial_demand(name, memory, now):
-    """A service that becomes MIN-MAX while jobs of it run (an edited SERVICE_LIST, a lost state.json)
-    keeps them as if it had just been asked for them: down by the usual delay, idle from now."""
-    running = sum(1 for m in memory.jobs.values() if m.service == name and not m.stopping and m.drain_since is None)
-    if not running:
-        return scale.Demand()
-    return scale.Demand(target=running, last_request_at=now, asks=((now, running),))
+
+def _node_trouble(memory, jobs, since):
+    """True when a job was requeued (held) since `since`, or a look shows one that ended with its node
+    (NF): nodes are read again soon, not at the next FACTS_INTERVAL."""
+    if any(job.state == "NF" for job in jobs):
+        return True
+    return any(m.held_since is not None and (since is None or m.held_since >= since) for m in memory.jobs.values())
 
 
-def scaled_backends(memory, scaling):
-    """{job_id: URL} of the ready backends of MIN-MAX services: where their load is counted."""
-    if not scaling:
-        return {}
-    return {job_id: m.url for job_id, m in memory.jobs.items()
-            if m.service in scaling and m.url and m.ready_since is not None and m.cancelled_at is None}
+def _log_events(events):
+    for event in events:
+        log.info("%s", event)
+
+
+def _warnings(loaded):
+    """{service: seconds of its --signal warning}: the renewal lead makes room for it."""
+    return {name: item.definition.warning_seconds for name, item in loaded.items() if item.definition}
 
 
 def _merged(*mappings):
@@ -681,21 +517,6 @@ def _merged(*mappings):
     for mapping in mappings:
         merged.update(mapping)
     return merged
-
-
-def wake_url(port):
-    return "http://127.0.0.1:%d" % port
-
-
-def _health_of(item):
-    """(health path, expected status) of a loaded service; '/' and any 2xx/3xx when unknown."""
-    template = item.template if item else None
-    if template is None:
-        return "/", None
-    try:
-        return traefik.health_path(template), traefik.health_status(template)
-    except Exception:   # noqa: a template quirk must not stop the probes of every service
-        return "/", None
 
 
 def _stamp(path):
@@ -706,23 +527,6 @@ def _stamp(path):
         return None
 
 
-def _set_aside_foreign(path, layout):
-    """A file in traefik-watch that we did not write (e.g. staged by the original bash tool) is moved
-    to .work/backup/ before we take its name, never silently overwritten."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            first = handle.readline()
-    except FileNotFoundError:
-        return
-    if first.startswith(traefik.MARKER):
-        return
-    backup_dir = os.path.join(layout.work, "backup")
-    os.makedirs(backup_dir, exist_ok=True)
-    target = os.path.join(backup_dir, "%s.%d" % (os.path.basename(path), int(time.time())))
-    shutil.move(path, target)
-    log.warning("moved %s (not written by forever-slurm) to %s", path, target)
-
-
 def failure_context(layout, job_id, service, lines=5):
-    path = joblog.output_file(layout, job_id, service)
-    return joblog.tail(path, lines) if path else []
+    path = slurm_output.output_file(layout, job_id, service)
+    return slurm_output.tail(path, lines) if path else []

@@ -6,20 +6,17 @@ never changes anything (`status` reads it too); only the loop sets a corrupt fil
 """
 
 import json
-import logging
 import math
-import os
-import time
 from typing import Dict, List, NamedTuple, Optional
 
 from ..common import fsutil
 from ..common.errors import ConfigError
-from .reconcile import JobMemory, Memory, ServiceMemory, Server, empty_memory
+from .model import JobMemory, Memory, ServiceMemory, empty_memory
+from ..systems.traefik import Server
 from ..systems.slurm import Job
 
-log = logging.getLogger(__name__)
 
-VERSION = 2
+VERSION = 3
 MAX_BYTES = 256 * 1024 * 1024     # far above 10,000 jobs; a bigger file is not ours
 
 
@@ -38,33 +35,38 @@ class Snapshot(NamedTuple):
     pid: Optional[int]
     foreign: List[Job] = []         # same-named jobs we did not submit: never counted, routed or cancelled
     faults: Dict[str, str] = {}     # what -> problem the loop keeps retrying (disk full, unwritable folder)
-    scale: Dict[str, dict] = {}     # MIN-MAX service -> its demand as `status` shows it (loop._scale_report)
+    scale: Dict[str, dict] = {}     # MIN-MAX service -> its demand as `status` shows it (demand.report)
+    cluster: Dict[str, object] = {}  # nodes down or drained, maintenance windows (loop.cluster_report)
 
 
 def empty_snapshot():
-    return Snapshot(empty_memory(), [], None, None, "", None, {}, {}, {}, None, None, [], {}, {})
+    return Snapshot(empty_memory(), [], None, None, "", None, {}, {}, {}, None, None, [], {}, {}, {})
 
 
 def to_json(snapshot):
+    """state.json's text. Records are written as lists under the field names of `fields` (version 3):
+    json's C encoder writes a tuple as it is, where a dict per record (version 2) cost a Python call
+    per job, and at 10,000 jobs most of a look. No indent, for the same reason."""
     mem = snapshot.memory
     data = {
         "version": VERSION,
-        "jobs": {k: v._asdict() for k, v in sorted(mem.jobs.items())},
-        "services": {k: v._asdict() for k, v in sorted(mem.services.items())},
-        "observed": [j._asdict() for j in snapshot.jobs],
-        "foreign": [j._asdict() for j in snapshot.foreign],
+        "fields": {"job": JobMemory._fields, "service": ServiceMemory._fields, "observed": Job._fields,
+                   "server": Server._fields},
+        "jobs": dict(sorted(mem.jobs.items())),
+        "services": dict(sorted(mem.services.items())),
+        "observed": snapshot.jobs,
+        "foreign": snapshot.foreign,
         "observed_at": snapshot.observed_at,
         "slurm": {"ok": snapshot.slurm_ok, "error": snapshot.slurm_error, "since": snapshot.slurm_since},
-        "routes": {k: [s._asdict() for s in v] for k, v in sorted(snapshot.routes.items())},
+        "routes": dict(sorted(snapshot.routes.items())),
         "desired": dict(sorted(snapshot.desired.items())),
         "service_errors": dict(sorted(snapshot.service_errors.items())),
         "faults": dict(sorted(snapshot.faults.items())),
         "scale": dict(sorted(snapshot.scale.items())),
+        "cluster": snapshot.cluster,
         "updated_at": snapshot.updated_at,
         "pid": snapshot.pid,
     }
-    # No indent: json's C encoder then does the work. With indent it falls back to pure Python, and at
-    # 10,000 jobs that took 0.4 s of CPU on every pass (cycle and probe tick), four times the rest.
     return json.dumps(data, sort_keys=True)
 
 
@@ -84,17 +86,23 @@ _TYPES = {
                 "running_since": _OPTIONAL_NUMBER, "url": str, "comment_problem": str,
                 "ready_since": _OPTIONAL_NUMBER, "ever_ready": bool, "probe_failures": int, "probe_detail": str,
                 "drain_since": _OPTIONAL_NUMBER, "cancelled_at": _OPTIONAL_NUMBER, "cancel_failures": int,
-                "cancel_retry_at": _OPTIONAL_NUMBER, "excluded": _NODES, "publish_late": bool},
+                "cancel_retry_at": _OPTIONAL_NUMBER, "excluded": _NODES, "publish_late": bool,
+                "unready_at": _OPTIONAL_NUMBER, "ends_at": _OPTIONAL_NUMBER, "cut_short_at": _OPTIONAL_NUMBER,
+                "held_since": _OPTIONAL_NUMBER},
     ServiceMemory: {"failures": int, "next_try": _NUMBER, "last_error": str, "startup": _SECONDS,
                     "drains": _SECONDS},
     Job: {"job_id": str, "state": str, "name": str, "nodes": str, "time_left": (int, type(None)),
-          "time_used": (int, type(None)), "reason": str, "comment": str, "workdir": str},
+          "time_used": (int, type(None)), "reason": str, "comment": str, "workdir": str,
+          "starts_in": (int, type(None))},
     Server: {"url": str, "weight": int},
 }
 
 
-def _record(cls, data):
-    """cls from a dict of its fields, or None when a field has the wrong type (missing ones default)."""
+def _record(cls, data, fields=None):
+    """cls from a dict of its fields, or from a list of them in the order `fields` names (version 3);
+    None when a field has the wrong type (missing ones default)."""
+    if isinstance(data, list) and fields is not None:
+        data = dict(zip(fields, data))
     if not isinstance(data, dict):
         return None
     types = _TYPES[cls]
@@ -143,8 +151,8 @@ def _mapping(data, key):
     return value if isinstance(value, dict) else {}
 
 
-def _records(cls, items):
-    found = (_record(cls, item) for item in items) if isinstance(items, list) else ()
+def _records(cls, items, fields=None):
+    found = (_record(cls, item, fields) for item in items) if isinstance(items, list) else ()
     return [r for r in found if r is not None]
 
 
@@ -153,16 +161,17 @@ def from_json(text):
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
-    jobs = {k: _record(JobMemory, v) for k, v in _mapping(data, "jobs").items()}
-    services = {k: _record(ServiceMemory, v) for k, v in _mapping(data, "services").items()}
+    fields = _fields(data)
+    jobs = {k: _record(JobMemory, v, fields["job"]) for k, v in _mapping(data, "jobs").items()}
+    services = {k: _record(ServiceMemory, v, fields["service"]) for k, v in _mapping(data, "services").items()}
     slurm_state = _mapping(data, "slurm")
     routes = {}
     for name, servers in _mapping(data, "routes").items():
-        routes[name] = _records(Server, servers)
+        routes[name] = _records(Server, servers, fields["server"])
     return Snapshot(
         memory=Memory(jobs={k: v for k, v in jobs.items() if v is not None},
                       services={k: v for k, v in services.items() if v is not None}),
-        jobs=_records(Job, data.get("observed")),
+        jobs=_records(Job, data.get("observed"), fields["observed"]),
         observed_at=_number_or_none(data.get("observed_at")),
         slurm_ok=slurm_state.get("ok") if isinstance(slurm_state.get("ok"), bool) else None,
         slurm_error=str(slurm_state.get("error") or ""),
@@ -172,10 +181,33 @@ def from_json(text):
         service_errors={k: str(v) for k, v in _mapping(data, "service_errors").items()},
         updated_at=_number_or_none(data.get("updated_at")),
         pid=data.get("pid") if isinstance(data.get("pid"), int) and not isinstance(data.get("pid"), bool) else None,
-        foreign=_records(Job, data.get("foreign")),
+        foreign=_records(Job, data.get("foreign"), fields["observed"]),
         faults={k: str(v) for k, v in _mapping(data, "faults").items()},
         scale={k: _scale_entry(v) for k, v in _mapping(data, "scale").items() if isinstance(v, dict)},
+        cluster=_cluster_entry(_mapping(data, "cluster")),
     )
+
+
+def _cluster_entry(entry):
+    """What status shows of the cluster: text only, so a bad entry can only show as odd text."""
+    if not entry:
+        return {}
+    unavailable = entry.get("unavailable")
+    windows = entry.get("windows")
+    return {"unavailable": {str(k): str(v) for k, v in unavailable.items()} if isinstance(unavailable, dict) else {},
+            "windows": {str(k): str(v) for k, v in windows.items()} if isinstance(windows, dict) else {},
+            "read_at": _number_or_none(entry.get("read_at")), "error": str(entry.get("error") or "")}
+
+
+def _fields(data):
+    """{kind: field names} a version 3 file's lists are in; None for a kind it does not name."""
+    named = _mapping(data, "fields")
+    found = {}
+    for kind in ("job", "service", "observed", "server"):
+        names = named.get(kind)
+        ok = isinstance(names, list) and all(isinstance(name, str) for name in names)
+        found[kind] = names if ok else None
+    return found
 
 
 def _scale_entry(entry):
@@ -215,11 +247,9 @@ def load(path):
 
 
 def set_aside(path, now=None):
-    """Keep an unreadable state file as state.json.corrupt-<time> (never deleted); the new name or None."""
-    aside = "%s.corrupt-%d" % (path, int(time.time() if now is None else now))
+    """Keep an unreadable state file under its backup name (never deleted); the new name or None."""
     try:
-        os.replace(path, aside)
-        return aside
+        return fsutil.move_aside(path, now=now)
     except OSError:
         return None
 
@@ -227,3 +257,59 @@ def set_aside(path, now=None):
 def save(path, snapshot):
     """Atomic write; OSError (full disk, unwritable folder) is the caller's to report and retry."""
     fsutil.atomic_write(path, to_json(snapshot))
+
+
+HEARTBEAT = 300.0   # seconds: state.json is rewritten at least this often while the loop runs
+
+
+class Saver:
+    """Writes state.json when what it holds changes, otherwise once every HEARTBEAT seconds.
+
+    The file lives on the users' home filesystem (often NFS); a loop that rewrote and fsync'd it at
+    every probe pass wrote it 43,000 times a day for nothing. What counts as a change: a job's or a
+    service's memory, the routes, the desired counts, Slurm's health, a fault or service error, the
+    jobs a look saw (not their time left: that is counted from observed_at), a MIN-MAX service's
+    target or phase (not its load, which the heartbeat refreshes). A failure to write is reported
+    once (faults) and retried at the next pass."""
+
+    def __init__(self, path, reserve, faults, heartbeat=HEARTBEAT):
+        self.path = path
+        self.reserve = reserve
+        self.faults = faults
+        self.heartbeat = heartbeat
+        self._saved = None              # the material of the last snapshot written
+        self._saved_at = None
+        self._observed = (None, None)   # (the jobs list last summarised, its summary): once per look
+
+    def save(self, snapshot, now, force=False):
+        """True when state.json holds `snapshot`'s material now (written, or unchanged)."""
+        material = self._material(snapshot)
+        due = self._saved_at is None or now - self._saved_at >= self.heartbeat or now < self._saved_at
+        if not force and not due and material == self._saved:
+            return True
+        try:
+            self.reserve.write(lambda: save(self.path, snapshot))
+        except OSError as exc:
+            self.faults.report("state", "cannot save %s: %s; retrying every pass, nothing submitted is "
+                               "forgotten while the loop runs" % (self.path, exc.strerror or exc))
+            return False
+        self.faults.clear("state")
+        self._saved, self._saved_at = material, now
+        return True
+
+    def _material(self, snapshot):
+        if self._observed[0] is not snapshot.jobs:
+            self._observed = (snapshot.jobs, _observed_summary(snapshot.jobs, snapshot.observed_at))
+        scale = {name: (entry.get("target"), entry.get("phase"), entry.get("held"), entry.get("wake_port"))
+                 for name, entry in snapshot.scale.items()}
+        return (snapshot.memory, snapshot.routes, snapshot.desired, snapshot.service_errors, snapshot.faults,
+                snapshot.cluster,
+                snapshot.slurm_ok, snapshot.slurm_error, snapshot.slurm_since, self._observed[1],
+                _observed_summary(snapshot.foreign, snapshot.observed_at), scale, snapshot.pid)
+
+
+def _observed_summary(jobs, observed_at):
+    """The jobs of a look without what only time changes: ends as absolute times (to 10 s)."""
+    base = observed_at or 0.0
+    return tuple((job.job_id, job.state, job.name, job.nodes, job.reason, job.comment, job.workdir,
+                  None if job.time_left is None else int((base + job.time_left) // 10)) for job in jobs)

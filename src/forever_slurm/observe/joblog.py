@@ -1,11 +1,11 @@
-"""Finds and tails a job's Slurm output file under .work/slurm-output."""
+"""`logs`: the tail of a job's Slurm output file, found by job id or service."""
 
-import glob
 import os
 
 from ..common.errors import ForeverError
 from ..common.validate import ascii_digits
 from ..core import state
+from ..systems.slurm_output import output_file, tail
 
 
 def show(layout, target=None, lines=20, out=print):
@@ -13,8 +13,14 @@ def show(layout, target=None, lines=20, out=print):
     found = targets(layout, state.load(layout.state_file), target)
     if not found:
         raise ForeverError("no job output found under %s" % layout.slurm_output)
-    for job_id, service in found:
-        path = output_file(layout, job_id, service)
+    paths = [(job_id, service, output_file(layout, job_id, service)) for job_id, service in found]
+    if not any(path for _, _, path in paths):
+        if len(paths) == 1 and paths[0][1] is None:
+            raise ForeverError("job %s: no output file under %s, and it is not a job the loop knows; "
+                               "`status` lists this root's jobs" % (paths[0][0], layout.slurm_output))
+        raise ForeverError("no output file yet under %s for job(s) %s (still pending, or removed)"
+                           % (layout.slurm_output, ", ".join(job_id for job_id, _, _ in paths)))
+    for job_id, service, path in paths:
         out("== job %s%s: %s" % (job_id, " (%s)" % service if service else "", path or "no output file"))
         for line in tail(path, lines) if path else []:
             out(line)
@@ -46,30 +52,3 @@ def _newest_output_id(layout, name):
         return None
     return outputs[-1][len(name) + 1:-4] if outputs else None
 
-
-def output_file(layout, job_id, service=None):
-    """The newest output file whose name carries the job id (our default: <service>-<id>.out)."""
-    candidates = []
-    if service:
-        candidates.append(os.path.join(layout.slurm_output, "%s-%s.out" % (service, job_id)))
-    candidates.append(os.path.join(layout.slurm_output, "slurm-%s.out" % job_id))
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    found = [p for p in glob.glob(os.path.join(glob.escape(layout.slurm_output), "*%s*" % job_id))
-             if os.path.isfile(p)]
-    return max(found, key=os.path.getmtime) if found else None
-
-
-def tail(path, lines=10, max_bytes=64 * 1024):
-    """The last lines of a file, reading at most max_bytes from its end."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except OSError:
-        return []
-    text = data.decode("utf-8", "replace").splitlines()
-    return text[-lines:] if lines else text

@@ -1,16 +1,26 @@
-"""`status`: what the loop knows (state.json) and what users got (Traefik's access log), for people and scripts."""
+"""`status`: what the loop knows (state.json) and what users got (Traefik's access log), for people and scripts.
+
+Exit codes (`status --help`, README): 0 the loop runs; 3 it does not (what is shown is what it last saw,
+marked stale, and nothing keeps the services); 1 nothing to show (no setup, unreadable root).
+"""
 
 import json
 import os
 import sys
 import time
 
-from ..core import reconcile, state
-from ..common import settings as settings_mod, validate
+from . import login_nodes
+from ..core import model, planner, state
+from ..common import settings as settings_mod
+from ..systems import slurm, slurm_facts
 from ..common.errors import ForeverError
 
 
-def collect(layout, now=None, traffic_window=300.0):
+EXIT_RUNNING = 0
+EXIT_NOT_RUNNING = 3
+
+
+def collect(layout, now=None, traffic_window=300.0, proc_root="/proc"):
     """A JSON-ready report: services, jobs, Slurm's health, and traffic over the last 5 minutes."""
     now = time.time() if now is None else now
     snap, state_problem = state.read(layout.state_file)
@@ -19,25 +29,31 @@ def collect(layout, now=None, traffic_window=300.0):
     # A MIN-MAX service wants what the loop last made of its demand.
     desired.update({name: snap.desired[name] for name in (conf.scaling if conf else snap.scale)
                     if name in snap.desired})
-    policy = _policy(conf) if conf else reconcile.Policy()
+    policy = _policy(conf) if conf else model.Policy()
     names = set(desired) | {m.service for m in snap.memory.jobs.values()}
-    warnings = {name: _warning(layout, name) for name in names}
+    definitions = {name: _definition(layout, name) for name in names}
+    warnings = {name: d.warning_seconds if d else 0 for name, d in definitions.items()}
     # The planner's own view of each service: the same counts, lead and readiness the loop acts on.
-    views = reconcile.service_views(desired, snap.jobs, snap.memory, now, policy,
+    views = planner.service_views(desired, snap.jobs, snap.memory, now, policy,
                                     snap.observed_at if snap.observed_at is not None else now, warnings)
     for name in set(snap.routes) - set(views):
-        views[name] = reconcile.service_views({name: 0}, [], reconcile.empty_memory(), now, policy, now)[name]
+        views[name] = planner.service_views({name: 0}, [], model.empty_memory(), now, policy, now)[name]
     observed_age = None if snap.observed_at is None else now - snap.observed_at
+    loop = _loop_state(layout, snap, now, proc_root)
     service_rows, job_rows = [], []
     for name, view in sorted(views.items()):
         servers = snap.routes.get(name, [])
-        service_rows.append(_service_row(view, servers, snap, now))
-        job_rows += [_job_row(view, job, snap, servers, observed_age)
+        service_rows.append(dict(_service_row(view, servers, snap, now),
+                                 **_shared_cluster_notes(view, definitions.get(name), snap)))
+        job_rows += [_job_row(view, job, snap, observed_age)
                      for job in sorted(view.running + view.pending, key=_job_number)]
         job_rows += [_foreign_row(job) for job in sorted(snap.foreign, key=_job_number) if job.name == name]
     return {
         "root": layout.root,
-        "loop": _loop_state(layout, snap, now),
+        "loop": loop,
+        # Without a running loop every fact below is as the loop last saw it, and nobody keeps it true;
+        # a state saved by an earlier loop (before an uninstall and a new config) says nothing of this one.
+        "stale": not loop["alive"] or (snap.pid is not None and snap.pid != loop["pid"]),
         "slurm": {"ok": snap.slurm_ok, "error": snap.slurm_error, "observed_seconds_ago": observed_age},
         "services": service_rows,
         "jobs": job_rows,
@@ -46,7 +62,11 @@ def collect(layout, now=None, traffic_window=300.0):
         "state_problem": state_problem,
         "traefik_port": conf.traefik_port if conf else None,
         "settings_error": settings_error,
+        "settings_warnings": _settings_warnings(layout),
         "traefik": _traefik(layout, conf),
+        "cluster": snap.cluster,
+        "hosts": login_nodes.collect(layout, now),
+        "loop_unit": "forever-slurm-%s" % layout.unit_id,
     }
 
 
@@ -59,8 +79,16 @@ def _settings(layout):
         return None, str(exc)
 
 
+def _settings_warnings(layout):
+    """Keys that change nothing (a typo of an FS_ key), as `file:line: message`."""
+    try:
+        return [str(exc) for exc in settings_mod.unknown_keys(layout, settings_mod.load_values(layout, problems=[]))]
+    except ForeverError:
+        return []
+
+
 def _job_number(job):
-    return int(job.job_id) if validate.ascii_digits(job.job_id) else 0
+    return slurm.job_number(job.job_id)
 
 
 def _service_row(view, servers, snap, now):
@@ -83,21 +111,22 @@ def _service_row(view, servers, snap, now):
     }
 
 
-def _health(job, m, routed_weights):
-    if not job.running:
-        return "pending"
-    if m.stopping:
-        return "stopping" if m.cancelled_at is not None else "stopping (scancel failed, retrying)"
-    if m.url in routed_weights:
-        return "draining" if routed_weights[m.url] == 0 else "ready"
-    if m.comment_problem:
+def _health(job, m):
+    """The job's phase as the planner sees it (model.phase), with what explains it."""
+    Phase = model.Phase
+    phase = model.phase(m, job.state)
+    if phase == Phase.STOPPING and m.cancelled_at is None:
+        return "stopping (scancel failed, retrying)"
+    if phase in (Phase.STARTING, Phase.UNREADY) and m.comment_problem:
         return "bad comment"
-    if not m.url:
-        return "starting"
-    return "not ready" + (" (%s)" % m.probe_detail if m.probe_detail else "")
+    if phase in (Phase.STARTING, Phase.UNREADY) and m.url and m.probe_detail:
+        return "not ready (%s)" % m.probe_detail
+    if phase == Phase.STARTING and m.url:
+        return "not ready"
+    return phase
 
 
-def _job_row(view, job, snap, servers, observed_age):
+def _job_row(view, job, snap, observed_age):
     m = view.memory_of(job)
     left = view.left(job)
     left = None if left is None else max(0.0, left)
@@ -105,7 +134,7 @@ def _job_row(view, job, snap, servers, observed_age):
         "job_id": job.job_id, "service": view.name, "state": job.state,
         "node": job.nodes, "url": m.url, "reason": job.reason if not job.running else "",
         "age_seconds": None if job.time_used is None else job.time_used + (observed_age or 0),
-        "time_left_seconds": left, "health": _health(job, m, {s.url: s.weight for s in servers}),
+        "time_left_seconds": left, "health": _health(job, m),
         "renew_in_seconds": None if left is None or not job.running else max(0.0, left - view.lead),
         "owned": True, "comment_problem": m.comment_problem,
     }
@@ -128,29 +157,73 @@ def _traefik(layout, conf):
     return dict(traefik_health.check(layout, conf).as_dict(), port=conf.traefik_port)
 
 
-def _warning(layout, name):
+def _definition(layout, name):
+    """The service's ServiceDef, or None when its files cannot be read (status then says less)."""
     from ..common import services
     try:
-        return services.load(layout, name, unpack=False).warning_seconds
+        return services.load(layout, name)
     except ForeverError:
-        return 0
+        return None
+
+
+def _shared_cluster_notes(view, definition, snap):
+    """What a busy, shared cluster does to the service, each as one line naming what to change:
+    a limit sbatch refused it for, pending jobs that waiting will not start, a replacement Slurm
+    expects to start after the job it replaces ends, and a maintenance window."""
+    svc, notes = view.service, {}
+    limit = slurm_facts.rejection(svc.last_error) if svc.failures else None
+    if limit is not None:
+        notes["limit"] = "sbatch refused it: %s%s" % (limit.what, slurm_facts.where_to_change(limit, definition))
+    unavailable = (snap.cluster or {}).get("unavailable") or {}
+    stuck = []
+    for job in view.pending:
+        lasting = slurm_facts.lasting_pending_reason(job.reason, unavailable)
+        if lasting is not None:
+            stuck.append("job %s waits for %s, which waiting will not change: %s%s" % (
+                job.job_id, job.reason, lasting.what, slurm_facts.where_to_change(lasting, definition)))
+    if stuck:
+        notes["stuck"] = stuck
+    late = _late_replacement(view)
+    if late:
+        notes["late"] = late
+    window = ((snap.cluster or {}).get("windows") or {}).get(view.name)
+    if window:
+        notes["maintenance"] = window
+    return notes
+
+
+def _late_replacement(view):
+    """A pending replacement Slurm expects to start after the retiring job it replaces has ended."""
+    ending = [(view.left(job), job) for job in view.running if view.left(job) is not None and view.left(job) <= view.lead]
+    waiting = [job for job in view.pending if job.starts_in is not None and model.phase(
+        view.memory_of(job), job.state) == model.Phase.PENDING]
+    if not ending or not waiting:
+        return ""
+    left, old = min(ending, key=lambda pair: pair[0])
+    new = min(waiting, key=lambda job: job.starts_in)
+    starts = new.starts_in - view.age
+    if starts <= left:
+        return ""
+    return ("replacement job %s is expected to start in %s, %s after job %s ends: the renewal lead grows "
+            "with what replacements really needed" % (new.job_id, _duration(starts), _duration(starts - left),
+                                                      old.job_id))
 
 
 def _policy(conf):
-    from ..core.loop import policy_from
-    return policy_from(conf)
+    return model.policy_from(conf)
 
 
-def _loop_state(layout, snap, now):
-    running = False
-    if snap.pid:
-        try:
-            os.kill(snap.pid, 0)
-            running = True
-        except (OSError, ProcessLookupError):
-            running = False
-    return {"pid": snap.pid, "alive": running,
+def _loop_state(layout, snap, now, proc_root="/proc"):
+    """The loop that holds the root's lock now (loop_alive), else the pid that last saved the state."""
+    from .loop_alive import running_loop_pid
+    pid = running_loop_pid(layout, proc_root)
+    return {"pid": pid if pid is not None else snap.pid, "alive": pid is not None,
             "updated_seconds_ago": None if snap.updated_at is None else now - snap.updated_at}
+
+
+def exit_code(report):
+    """EXIT_RUNNING while a loop keeps the services, else EXIT_NOT_RUNNING."""
+    return EXIT_RUNNING if report["loop"]["alive"] else EXIT_NOT_RUNNING
 
 
 def _traffic(layout, now, window):
@@ -191,7 +264,7 @@ def show(layout, as_json=False, every=None, out=None, sleep=time.sleep):
         out.write(text + "\n")
         out.flush()
         if not every:
-            return 0
+            return exit_code(report)
         sleep(every)
 
 
@@ -200,7 +273,8 @@ def render(report, color=False):
     def paint(text, code):
         return "\033[%sm%s\033[0m" % (code, text) if color else text
 
-    lines = _health_lines(report, paint) + _service_lines(report, paint) + _job_lines(report)
+    lines = _health_lines(report, paint) + _host_lines(report, paint) + _service_lines(report, paint) \
+        + _job_lines(report, paint)
     return "\n".join(lines + _traffic_lines(report) + try_lines(report))
 
 
@@ -210,11 +284,18 @@ def _health_lines(report, paint):
     if loop["alive"]:
         loop_text = paint("running", "32") + " (pid %s, updated %s ago)" % (loop["pid"], _duration(loop["updated_seconds_ago"]))
     else:
-        loop_text = paint("not running", "31") + (" (last update %s ago)" % _duration(loop["updated_seconds_ago"])
+        loop_text = paint("NOT RUNNING", "31") + (" (last seen %s ago)" % _duration(loop["updated_seconds_ago"])
                                                   if loop["updated_seconds_ago"] is not None else "")
     slurm_text = ("-" if slurm["ok"] is None else paint("answers", "32") if slurm["ok"]
                   else paint("NOT answering: %s" % slurm["error"], "31"))
+    if report.get("stale"):
+        slurm_text = "-"        # what Slurm said then is no news now
     lines = ["loop: %s   slurm: %s" % (loop_text, slurm_text)]
+    if report.get("stale") and (report["services"] or report["jobs"]):
+        lines.append(paint("nothing keeps these services now: below is what the loop last saw, %s ago (start it: "
+                           "systemctl --user start %s, or run config)"
+                           % (_duration(loop["updated_seconds_ago"]), report.get("loop_unit") or "forever-slurm"),
+                           "31"))
     if report.get("state_problem"):
         lines.append(paint("state: %s" % report["state_problem"], "31"))
     for what, problem in sorted((report.get("faults") or {}).items()):
@@ -226,11 +307,19 @@ def _health_lines(report, paint):
         lines.append(paint("settings: BROKEN: %s" % report["settings_error"], "31"))
         lines.append("  a running loop keeps its last good settings and a new one will not start: "
                      "fix it, then run check")
+    for warning in report.get("settings_warnings") or []:
+        lines.append(paint("settings: %s" % warning, "33"))
     traefik = report.get("traefik")
     if traefik:
         lines.append("traefik: " + paint("running", "32") + " (pid %s, port %s)" % (traefik["pid"], traefik["port"])
                      if traefik["running"] else paint(traefik["problem"], "31"))  # the problem starts "Traefik ..."
     return lines
+
+
+def _host_lines(report, paint):
+    """Which login node leads, and each one's loop and Traefik, where several run this root."""
+    view = report.get("hosts")
+    return login_nodes.lines(view, _duration, paint) + [""] if view and login_nodes.shown(view) else []
 
 
 def _service_lines(report, paint):
@@ -246,6 +335,8 @@ def _service_lines(report, paint):
         scaling = s.get("scale")
         if scaling:
             note.insert(0, scale_note(scaling, paint))
+        if report.get("stale"):
+            note.insert(0, paint("last seen %s ago" % _duration(report["loop"]["updated_seconds_ago"]), "33"))
         want = "%s (%d-%d)" % (s["desired"], scaling["low"], scaling["high"]) if scaling else s["desired"]
         rows.append((s["service"], want, s["running"], s["pending"], s["routed"], s["draining"],
                      "; ".join(note)))
@@ -253,8 +344,30 @@ def _service_lines(report, paint):
     for s in report["services"]:
         if s["last_error"] and s["failures"]:
             lines.append("  %s: %s" % (s["service"], s["last_error"]))
+        if s.get("limit"):
+            lines.append(paint("  %s: %s" % (s["service"], s["limit"]), "31"))
+        for text in s.get("stuck") or []:
+            lines.append(paint("  %s: %s" % (s["service"], text), "31"))
+        if s.get("late"):
+            lines.append(paint("  %s: %s" % (s["service"], s["late"]), "33"))
+        if s.get("maintenance"):
+            lines.append("  %s: %s" % (s["service"], s["maintenance"]))
         if s["config_error"]:
             lines.append("  %s" % s["config_error"])
+    return lines + _cluster_lines(report, paint)
+
+
+def _cluster_lines(report, paint):
+    """Nodes the loop keeps its jobs off, and a failure to read them."""
+    cluster = report.get("cluster") or {}
+    lines = []
+    unavailable = cluster.get("unavailable") or {}
+    if unavailable:
+        shown = ", ".join("%s %s" % item for item in sorted(unavailable.items())[:8])
+        more = " and %d more" % (len(unavailable) - 8) if len(unavailable) > 8 else ""
+        lines.append(paint("nodes down or drained (no job of ours stays or goes there): %s%s" % (shown, more), "33"))
+    if cluster.get("error"):
+        lines.append(paint("cannot read the cluster's nodes and reservations: %s" % cluster["error"], "33"))
     return lines
 
 
@@ -272,15 +385,18 @@ def scale_note(scaling, paint):
     return paint("up", "32") + ", " + load
 
 
-def _job_lines(report):
+def _job_lines(report, paint=lambda text, code: text):
     if not report["jobs"]:
         return []
+    stale = report.get("stale")
     rows = [("JOB", "SERVICE", "ST", "NODE:PORT", "AGE", "LEFT", "RENEW", "HEALTH")]
     for j in report["jobs"]:
         port = j["url"].rsplit(":", 1)[-1] if j["url"] else ""
         where = "%s:%s" % (j["node"], port) if port else (j["node"] or j["reason"] or "-")
+        # Without a loop nothing renews a job, and its health is what the loop last saw.
+        health = ("last seen " + j["health"])[:24] if stale else j["health"][:24]
         rows.append((j["job_id"], j["service"][:18], j["state"], where[:20], _duration(j["age_seconds"]),
-                     _duration(j["time_left_seconds"]), _duration(j["renew_in_seconds"]), j["health"][:24]))
+                     _duration(j["time_left_seconds"]), "-" if stale else _duration(j["renew_in_seconds"]), health))
     lines = [""] + _table(rows)
     foreign = [j for j in report["jobs"] if not j["owned"]]
     if foreign:

@@ -4,17 +4,14 @@ Readers only: /proc, a connect or bind test on loopback, one GET of the ping ent
 Traefik's log. `status` and `config` share these so both tell the same story.
 """
 
-import errno
-import http.client
 import os
 import re
-import socket
 from typing import NamedTuple, Optional
 
-from . import joblog
+from ..systems import slurm_output
 from ..common import ports
+from ..systems.traefik_ping import ping  # noqa: F401 (status and config ask it through here)
 
-_LISTEN = "0A"          # TCP state LISTEN in /proc/net/tcp
 _ERROR_LINE = re.compile(r"\s(ERR|FTL|PNC)\s|level=(error|fatal|panic)")
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-][0-9:]+)?")
 _ERROR_TEXT = re.compile(r'error="((?:[^"\\]|\\.)*)"')
@@ -30,7 +27,7 @@ class Health(NamedTuple):
 
 
 def pid_file(layout):
-    return os.path.join(layout.work, "traefik.pid")
+    return layout.traefik_pid
 
 
 def traefik_log(layout):
@@ -57,104 +54,10 @@ def our_pid(layout, proc_root="/proc"):
     return pid if any(b"traefik" in os.path.basename(word) for word in head) else None
 
 
-def listening_inodes(port, proc_root="/proc"):
-    """{socket inode: owner uid} of the TCP sockets listening on `port`, any address, IPv4 and IPv6."""
-    found = {}
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(os.path.join(proc_root, "net", name)) as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) < 10 or fields[3] != _LISTEN:
-                continue
-            try:
-                if int(fields[1].rpartition(":")[2], 16) == port:
-                    found[fields[9]] = int(fields[7])
-            except ValueError:
-                continue
-    return found
-
-
-def socket_inodes_of(pid, proc_root="/proc"):
-    """Socket inodes the process has open (only readable for our own processes)."""
-    fd_dir = os.path.join(proc_root, str(pid), "fd")
-    inodes = set()
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return inodes
-    for name in names:
-        try:
-            link = os.readlink(os.path.join(fd_dir, name))
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[len("socket:["):-1])
-    return inodes
-
-
-def port_free(host, port):
-    """True when a listener could bind host:port now (SO_REUSEADDR, as Traefik's own listener uses)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), port))
-        return True
-    except OSError as exc:
-        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-            return False
-        raise
-    finally:
-        sock.close()
-
-
-def port_user(port, pid=None, proc_root="/proc"):
-    """Who listens on port: "ours" (the given Traefik pid), "you", "uid N", or "" when nobody does."""
-    listeners = listening_inodes(port, proc_root)
-    if not listeners:
-        return ""
-    if pid is not None and set(listeners) & socket_inodes_of(pid, proc_root):
-        return "ours"
-    uids = sorted(set(listeners.values()))
-    return "you" if uids == [os.getuid()] else "uid %s" % ",".join(str(u) for u in uids)
-
-
-def free_port_near(host, port, avoid=(), span=200):
-    """The first free port after `port` (skipping avoid), so a proposal stays in the same range."""
-    for candidate in range(port + 1, min(65536, port + 1 + span)):
-        if candidate not in avoid and port_free(host, candidate):
-            return candidate
-    return ports.free_port()
-
-
-def ping(port, timeout=1.0):
-    """"" when GET http://127.0.0.1:port/ping answers 200, else what went wrong."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/ping", headers={"User-Agent": "forever-slurm-status"})
-        answer = conn.getresponse()
-        body = answer.read(64)
-        if answer.status == 200:
-            return ""
-        return "its ping answered HTTP %d %s" % (answer.status, body.decode("utf-8", "replace").strip())
-    except ConnectionRefusedError:
-        return "nothing answers its ping on 127.0.0.1:%d" % port
-    except socket.timeout:
-        return "its ping on 127.0.0.1:%d did not answer within %ss" % (port, timeout)
-    except (OSError, http.client.HTTPException) as exc:
-        return "its ping on 127.0.0.1:%d failed: %s" % (port, exc)
-    finally:
-        conn.close()
-
-
 def last_error(layout, lines=200):
     """Traefik's last error in its log, as `<log> says: <message>`, or ""."""
     path = traefik_log(layout)
-    for line in reversed(joblog.tail(path, lines)):
+    for line in reversed(slurm_output.tail(path, lines)):
         if _ERROR_LINE.search(line):
             found = _ERROR_TEXT.search(line)
             message = found.group(1).replace('\\"', '"') if found else line.strip()
@@ -167,12 +70,13 @@ def last_error(layout, lines=200):
 def check(layout, conf, proc_root="/proc", timeout=1.0):
     """Health of our Traefik for `conf`'s ports; never writes anything."""
     pid = our_pid(layout, proc_root)
-    web = port_user(conf.traefik_port, pid, proc_root)
+    table = ports.listening_table(proc_root)
+    web = ports.port_user(conf.traefik_port, pid, proc_root, table)
     if pid is None:
         reasons = []
         if web and web != "ours":
             reasons.append("port %d is taken by %s" % (conf.traefik_port, _who(web)))
-        ping_user = port_user(conf.traefik_ping_port, None, proc_root)
+        ping_user = ports.port_user(conf.traefik_ping_port, None, proc_root, table)
         if ping_user:
             reasons.append("its ping port %d is taken by %s" % (conf.traefik_ping_port, _who(ping_user)))
         reasons.append(last_error(layout) or "no Traefik process from %s is alive" % pid_file(layout))

@@ -8,12 +8,14 @@ test the tunnel (sshsetup), write .env, install the tunnel's unit.
 
 import hashlib
 import os
+import socket
 import sys
+from collections import OrderedDict
 
 from . import configure, startup_check, traefik_bin, units
 from ..common import fsutil, services, settings as settings_mod
 from ..systems import proc, traefik, traefik_files
-from ..common.errors import ForeverError
+from ..common.errors import ConfigError, ForeverError
 
 
 # Variables the Slurm clients read that a site may set in the login shell (modules) but that
@@ -29,9 +31,13 @@ def config_command(args, layout, say=None, wait_seconds=90.0, up_seconds=UP_SECO
     prompter = configure.terminal_prompter()
     say = say or prompter.say
     ensure_root(layout, prompter, args.yes, say)
+    layout = layout.with_first_host()
     if args.ssh:
         return config_ssh(args, layout, prompter, say)
-    result = ask_and_write_env(args, layout, prompter, say)
+    if getattr(args, "host_only", False):
+        result = write_host_settings(args, layout, prompter, say)
+    else:
+        result = ask_and_write_env(args, layout, prompter, say)
     conf = settings_mod.load(layout)
     stage_services(layout, conf, result.services, say)
     binary = prepare_traefik(layout, conf, say)
@@ -48,11 +54,17 @@ def config_command(args, layout, say=None, wait_seconds=90.0, up_seconds=UP_SECO
 def config_ssh(args, layout, prompter, say):
     """`config --ssh`: ask and test the tunnel, write .env, install the tunnel's unit."""
     from . import sshsetup
+    forced = ssh_overrides(args, layout)
     conf = settings_mod.load(layout)
     layout.make_dirs()
     setup = sshsetup.configure_ssh(conf, layout, _ask_or_default(args, prompter), say,
-                                   pyz_command(layout), tries=1 if args.yes else 3)
-    say_env_written(layout, configure.write_env(layout, setup.updates), say)
+                                   pyz_command(layout), tries=1 if args.yes else 3, forced=forced,
+                                   assume_yes=args.yes)
+    old, new = configure.env_texts(layout, setup.updates)
+    if old == new:
+        say("%s is unchanged." % layout.env_file)
+    else:
+        say_env_written(layout, configure.write_env(layout, setup.updates), say)
     if setup.failures:
         raise ForeverError("%s. Your answers are saved in %s; the tunnel was not %s. Fix that and run "
                            "`config --ssh` again." % ("; ".join(setup.failures), layout.env_file,
@@ -68,14 +80,60 @@ def config_ssh(args, layout, prompter, say):
     return 0
 
 
+def ssh_overrides(args, layout):
+    """--set of `config --ssh` as {key: value}: only the keys it sets; --service belongs to the login node."""
+    from . import sshsetup
+    if args.service:
+        raise ConfigError("--service %s: services run on the login node; run `config --service ...` there, "
+                          "not with --ssh" % args.service[0])
+    forced = configure.parse_overrides(args.set, configure.env_defaults(layout).keys)
+    for key in forced:
+        if key not in sshsetup.SSH_KEYS:
+            raise ConfigError("--set %s: config --ssh sets only %s; run config without --ssh (on the login "
+                              "node) for the others" % (key, ", ".join(sshsetup.SSH_KEYS)))
+    return forced
+
+
 # ---------------------------------------------------------------- the steps
 
 
 def ask_and_write_env(args, layout, prompter, say):
     """The questions (or --yes/--set/--service), checked against the machine, written to .env."""
-    return configure.run_config(layout, prompter, overrides=args.set, service_overrides=args.service,
-                                assume_yes=args.yes, say=say,
-                                review=startup_check.port_review(layout, prompter, args.yes, say))
+    own = settings_mod.host_values(layout, problems=[])
+    result = configure.run_config(layout, prompter, overrides=args.set, service_overrides=args.service,
+                                  assume_yes=args.yes, say=say,
+                                  review=startup_check.port_review(layout, prompter, args.yes, say, skip=own))
+    if own:
+        say("On this host (%s), %s wins over .env for %s." % (layout.host, layout.host_env_file,
+                                                              ", ".join(sorted(own))))
+    return result
+
+
+def write_host_settings(args, layout, prompter, say):
+    """`config --host-only --set KEY=VALUE...`: this host's own values into .env.<host> (a port taken on
+    this login node only), checked against the machine; nothing asked, .env untouched."""
+    if args.service:
+        raise ConfigError("--service %s: which services run is the same on every login node; run config "
+                          "without --host-only for it" % args.service[0])
+    if not args.set:
+        raise ConfigError("--host-only writes only the --set keys into %s; pass --set KEY=VALUE, as in "
+                          "--set FS_TRAEFIK_PORT=14013" % layout.host_env_file)
+    forced = configure.parse_overrides(args.set, configure.env_defaults(layout).keys)
+    current = {key: entry.value for key, entry in settings_mod.load_values(layout).items()}
+    answers = startup_check.port_review(layout, prompter, args.yes, say)(dict(current, **forced))
+    updates = OrderedDict((key, value) for key, value in answers.items()
+                          if key in forced or value != current.get(key))
+    old, new = configure.host_env_texts(layout, updates)
+    backup = configure.write_host_env(layout, updates)
+    if old == new:
+        say("%s is unchanged." % layout.host_env_file)
+    else:
+        say("Wrote %s%s: on this host (%s) it wins over .env for %s." % (
+            layout.host_env_file, " (previous kept as %s)" % os.path.basename(backup) if backup else "",
+            layout.host, ", ".join(updates)))
+    conf = settings_mod.load(layout)
+    return configure.ConfigResult(answers, backup, configure.chosen_services(
+        layout, settings_mod.format_service_list(conf.service_list), say), old != new)
 
 
 def stage_services(layout, conf, definitions, say):
@@ -108,8 +166,14 @@ def install_supervision(layout, names, say, inputs=None, extra_tools=()):
         raise ForeverError("units run the .pyz: build it (make pyz) and run config from forever_slurm.pyz, "
                            "or use --no-install")
     passed_on = tuple((key, os.environ[key]) for key in SLURM_CLIENT_VARIABLES if os.environ.get(key))
+    if os.environ.get("FOREVER_HOST"):
+        passed_on += (("FOREVER_HOST", layout.host),)     # the units run as the host config ran as
     path = units.minimal_path(sys.executable, os.environ.get("PATH"), extra_tools)
-    specs = units.standard_specs(layout, sys.executable, pyz, which=names, path=path, extra_env=passed_on)
+    for tool, mine, theirs in units.path_differences(path, os.environ.get("PATH")):
+        say("! The units would run %s where your shell runs %s; put %s's directory first on PATH (or load "
+            "its module) and run config again." % (theirs or "no %s" % tool, mine, tool))
+    specs = units.standard_specs(layout, sys.executable, pyz, which=names, path=path, extra_env=passed_on,
+                                 machine=socket.gethostname())
     report = units.install_supervision(specs, layout, proc.run, os.environ, say, inputs=inputs)
     say("Supervision: %s (%s)" % (report.method, ", ".join(names)))
     return report

@@ -23,6 +23,8 @@ CLEAR = "-"                     # typed alone: make the value empty
 MAX_MENU_ROUNDS = 200           # a runaway script of answers stops instead of looping forever
 ENV_HEADER = ("# forever-slurm settings, written by `config`. Edit by hand or run config again;\n"
               "# any key left out takes its value from .env.default.\n")
+HOST_ENV_HEADER = ("# forever-slurm settings of the login node %s only, written by `config --host-only`: each key\n"
+                   "# here wins over .env on that host. Edit by hand or run config --host-only --set KEY=VALUE.\n")
 
 
 class ConfigCancelled(ForeverError):
@@ -177,7 +179,7 @@ class Prompter:
             return validate(value) if validate else value
         return until_valid(answer, self.say, prompt, self.max_attempts)
 
-    def choose(self, options, prompt="Pick a number", default=None, title=None):
+    def choose(self, options, prompt="Pick a number or a name", default=None, title=None):
         """0-based index of the option picked by number (like bash `select`) or by its exact name."""
         if title:
             self.say(title)
@@ -192,7 +194,7 @@ class Prompter:
                 return int(value) - 1
             if value in names:
                 return names.index(value)
-            raise Invalid("type a number from 1 to %d" % len(options))
+            raise Invalid("type a number from 1 to %d, or a name as listed" % len(options))
         return self.ask(prompt, "" if default is None else str(default + 1), pick, show_default=default is not None)
 
     def _read(self, prompt_text):
@@ -314,7 +316,7 @@ def with_count(pairs, name, count):
 def collect_answers(layout, prompter, overrides=(), service_overrides=(), assume_yes=False):
     """{key: value} for every .env.default key (but FS_SSH_*) and SERVICE_LIST, in .env.default order."""
     defaults = env_defaults(layout)
-    current = settings.load_values(layout)
+    current = settings.load_values(layout, with_host=False)     # .env's own: .env.<host> is not copied into it
     chosen = settings.parse_service_list(current.get(SERVICE_LIST))
     available = services.available(layout)
     forced = parse_overrides(overrides, defaults.keys)
@@ -428,14 +430,33 @@ def write_env(layout, answers, now=None):
     Nothing is written when nothing changes. A result settings.load refuses is never installed.
     The file is ours to write and may hold ssh details, so it is private whatever it was before.
     """
-    target = os.path.realpath(layout.env_file)
     old, new = env_texts(layout, answers)
+    return _install(layout.env_file, old, new, lambda: settings.load(layout, env_text=new), now)
+
+
+def host_env_texts(layout, updates):
+    """(old .env.<host> text or None, the text write_host_env would install)."""
+    old = envfile.read_text(os.path.realpath(layout.host_env_file))
+    return old, envfile.updated_text(old if old is not None else HOST_ENV_HEADER % layout.host, updates)
+
+
+def write_host_env(layout, updates, now=None):
+    """Install updates into .env.<host> (this host's own values, over .env's), as write_env does .env;
+    returns the backup of the previous file, or None."""
+    old, new = host_env_texts(layout, updates)
+    return _install(layout.host_env_file, old, new, lambda: settings.load(layout, host_text=new), now)
+
+
+def _install(path, old, new, check, now=None):
+    """Write new over path (its real file) once check() accepts it, keeping a backup of old."""
     if old == new:
         return None
     try:
-        settings.load(layout, env_text=new)
+        check()
     except ConfigError as exc:
-        raise ConfigError("the new .env was not installed: %s" % exc.message, exc.path, exc.line)
+        raise ConfigError("the new %s was not installed: %s" % (os.path.basename(path), exc.message),
+                          exc.path, exc.line)
+    target = os.path.realpath(path)
     backup = fsutil.backup(target, now) if old is not None else None
     fsutil.atomic_write(target, new, mode=fsutil.PRIVATE_FILE)
     return backup
@@ -476,11 +497,13 @@ def run_config(layout, prompter, overrides=(), service_overrides=(), assume_yes=
         say("Wrote %s (the previous one is kept as %s)." % (layout.env_file, os.path.basename(backup)))
     else:
         say("Wrote %s." % layout.env_file)
-    return ConfigResult(answers, backup, _load_services(layout, answers, say), changed)
+    return ConfigResult(answers, backup, chosen_services(layout, answers[SERVICE_LIST], say), changed)
 
 
-def _load_services(layout, answers, say):
-    entry = envfile.EnvValue(answers[SERVICE_LIST], layout.env_file, None)
+def chosen_services(layout, service_list, say):
+    """The ServiceDef of each service in the SERVICE_LIST text with instances, bundled ones unpacked
+    into services/ first; ConfigError listing every one that cannot be used."""
+    entry = envfile.EnvValue(service_list, layout.env_file, None)
     loaded, problems = [], []
     for name, count in settings.parse_service_list(entry):
         if count.high == 0:

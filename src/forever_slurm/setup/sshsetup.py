@@ -87,6 +87,53 @@ class Contact(NamedTuple):
     answered: bool
     stderr: List[str]
     runs_commands: bool = False     # the node let the key run a command: its line is not forward-only
+    gaps: tuple = ()                # what else the node lets the key open (GAP_LISTEN, GAP_TUN, GAP_TUN_UNTESTED)
+
+
+# What the forward-only line cannot refuse, checked against OpenSSH 9.2 (tests/e2e/test_tunnel.py):
+# `port-forwarding`, which the -L needs, also allows a listener (-R) on permitlisten's 127.0.0.1:1, which
+# only root may open, and a tun device (-w) where sshd has PermitTunnel set. No key option closes either.
+GAP_LISTEN = "listen"
+GAP_TUN = "tun"
+GAP_TUN_UNTESTED = "tun-untested"   # opening a tun device needs root on this side too
+_GAP_WORDS = {
+    # (words of success, words of refusal) in `ssh -v` output
+    GAP_LISTEN: (("remote forward success",), ("remote port forwarding failed",)),
+    GAP_TUN: (("tunnel forward established",), ("Tunnel forwarding failed", "rejected tunnel device")),
+}
+
+
+def forward_only_gaps(ssh_bin, node, user, key_path, known_hosts, ssh_port=None, popen=subprocess.Popen,
+                      timeout=15.0, clock=time.monotonic, sleep=time.sleep):
+    """Which of the holes the authorized_keys line cannot close are open on node: tries each, once."""
+    tries = {
+        GAP_LISTEN: ["-v", "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:1:127.0.0.1:9"],
+        GAP_TUN: ["-v", "-o", "ExitOnForwardFailure=yes", "-o", "Tunnel=point-to-point", "-w", "any:any"],
+    }
+    gaps = []
+    for gap, forward in sorted(tries.items()):
+        argv = sshtunnel.ssh_argv(ssh_bin, node, user, key_path, known_hosts, 0, 0, ssh_port, forward=forward)
+        ssh = sshtunnel.SshProcess(argv, popen, tail_lines=400)
+        found = None
+        try:
+            deadline = clock() + timeout
+            while found is None and clock() < deadline:
+                lines = ssh.stderr_lines()
+                opened, refused = _GAP_WORDS[gap]
+                if any(w in line for line in lines for w in opened):
+                    found = True
+                elif any(w in line for line in lines for w in refused) or ssh.exited():
+                    found = False
+                else:
+                    sleep(0.1)
+            lines = ssh.stderr_lines()
+        finally:
+            ssh.stop()
+        if found:
+            gaps.append(gap)
+        elif gap == GAP_TUN and any("Tunnel device open failed" in line for line in lines):
+            gaps.append(GAP_TUN_UNTESTED)       # refused here, before the node was asked
+    return tuple(gaps)
 
 
 COMMAND_MARKER = "forever-slurm-key-ran-a-command"
@@ -147,7 +194,8 @@ def contact(ssh_bin, node, user, key_path, known_hosts, remote_port, ssh_port=No
                                % (node, timeout, sshtunnel.summarize(lines)))
         raise ssh_failure(lines, node, known_hosts, key_path, ssh_port, authorized)
     commands = runs_commands(ssh_bin, node, user, key_path, known_hosts, ssh_port, run)
-    return Contact(node, result == sshtunnel.PROBE_OK, lines, commands)
+    gaps = forward_only_gaps(ssh_bin, node, user, key_path, known_hosts, ssh_port, popen) if not commands else ()
+    return Contact(node, result == sshtunnel.PROBE_OK, lines, commands, gaps)
 
 
 def _ask_valid(ask, say, prompt, default, check, tries=5, several=False):
@@ -209,27 +257,47 @@ def pinned_fingerprints(known_hosts, node, ssh_port, run=proc.run):
     return found
 
 
+# The keys `config --ssh` sets (its --set may name only these): the tunnel's, and Traefik's port on the
+# login node, which the tunnel forwards to.
+SSH_KEYS = ("FS_SSH_LOGIN_NODE", "FS_SSH_USER", "FS_SSH_PORT", "FS_TRAEFIK_PORT", "FS_SSH_LOCAL_PORT",
+            "FS_SSH_KEY_PATH")
+
+
 def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, ssh_bin=None,
-                  contact=contact, tries=3):
+                  contact=contact, tries=3, forced=None, assume_yes=False, port_holder=None):
     """The `config --ssh` dialogue; returns an SshSetup.
 
     ask(prompt, default, several=False) -> answer and say(text) do all the talking, so callers and tests
     drive it; several: the answer may be several words. tries: connection tests per login node (1
-    without a person to fix things in between).
+    without a person to fix things in between). forced: {key: value} from --set, taken instead of
+    asking. port_holder(port) -> "" or who holds the local port (local_port_holder).
     """
     ssh_bin = find_ssh(ssh_bin)
+    forced = forced or {}
+    port_holder = port_holder or local_port_holder
+
+    def value(key, prompt, default, check, several=False):
+        if key in forced:
+            try:
+                answer = check(forced[key])
+            except validate.Invalid as exc:
+                raise ConfigError("--set %s=%s: %s" % (key, forced[key], exc))
+            say("%s=%s (from --set)" % (key, forced[key]))
+            return answer
+        return _ask_valid(ask, say, prompt, default, check, several=several)
+
     default_nodes = " ".join(n for n in settings.ssh_login_nodes if n != PLACEHOLDER_NODE)
-    nodes = _ask_valid(ask, say, "Login node(s) running forever-slurm (several: separate them with spaces, "
-                       "for failover)", default_nodes, _nodes, several=True)
-    user = _ask_valid(ask, say, "User on the login node", settings.ssh_user, _user)
-    ssh_port = _ask_valid(ask, say, "ssh port of the login node", str(settings.ssh_port), _port)
-    remote = _ask_valid(ask, say, "Traefik's port on the login node", str(settings.traefik_port), _high_port)
-    local = _ask_valid(ask, say, "Local port on this web server that forwards to it",
-                       str(settings.ssh_local_port), _high_port)
-    key_answer = _ask_valid(ask, say, "ssh key for the tunnel (made if missing)",
-                            settings.raw.get("FS_SSH_KEY_PATH") or settings.ssh_key_path, lambda a: a)
-    key_path = os.path.abspath(os.path.expanduser(key_answer))
+    nodes = value("FS_SSH_LOGIN_NODE", "Login node(s) running forever-slurm (several: separate them with "
+                  "spaces, for failover)", default_nodes, _nodes, several=True)
+    user = value("FS_SSH_USER", "User on the login node", settings.ssh_user, _user)
+    ssh_port = value("FS_SSH_PORT", "ssh port of the login node", str(settings.ssh_port), _port)
+    remote = value("FS_TRAEFIK_PORT", "Traefik's port on the login node", str(settings.traefik_port), _high_port)
     known_hosts = known_hosts_path(layout)
+    local = _free_local_port(value, ask, say, str(settings.ssh_local_port), known_hosts, port_holder,
+                             "FS_SSH_LOCAL_PORT" in forced or assume_yes)
+    key_answer = value("FS_SSH_KEY_PATH", "ssh key for the tunnel (made if missing)",
+                       settings.raw.get("FS_SSH_KEY_PATH") or settings.ssh_key_path, lambda a: a)
+    key_path = os.path.abspath(os.path.expanduser(key_answer))
     fsutil.make_private_dir(os.path.dirname(known_hosts))
 
     made_key = not os.path.exists(key_path)
@@ -261,6 +329,40 @@ def configure_ssh(settings, layout, ask, say, tunnel_argv_prefix, run=proc.run, 
     return SshSetup(updates, list(tunnel_argv_prefix) + ["tunnel"], failures)
 
 
+LOCAL_PROMPT = "Local port on this web server that forwards to it"
+
+
+def _free_local_port(value, ask, say, default, known_hosts, port_holder, no_questions, tries=5):
+    """FS_SSH_LOCAL_PORT once nothing but our own tunnel listens on it: a tunnel on a taken port had
+    logged "up" (the probe reached the other program) and logged in again about once a second."""
+    local = value("FS_SSH_LOCAL_PORT", LOCAL_PROMPT, default, _high_port)
+    for _ in range(tries):
+        holder = port_holder(local)
+        if not holder or _our_tunnel(local, known_hosts):
+            return local
+        free = ports.free_port_near("127.0.0.1", local)
+        problem = "FS_SSH_LOCAL_PORT=%d: 127.0.0.1:%d is in use by %s" % (local, local, holder)
+        if no_questions:
+            raise ConfigError("%s; pass --set FS_SSH_LOCAL_PORT=%d (free now) or stop what holds it"
+                              % (problem, free))
+        say("  ! %s; %d is free now." % (problem, free))
+        local = _ask_valid(ask, say, LOCAL_PROMPT, str(free), _high_port)
+    raise ConfigError("FS_SSH_LOCAL_PORT: no free port after %d tries" % tries)
+
+
+def _our_tunnel(port, known_hosts, proc_root="/proc"):
+    """Is port held by this root's own tunnel ssh (the one `config --ssh` is about to restart)?"""
+    mark = os.fsencode(sshtunnel.known_hosts_option(known_hosts))
+    for pid in ports.listening_pids(port, proc_root):
+        try:
+            with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
+                if mark in handle.read().split(b"\0"):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def _test_node(ask, say, contact, link, node, tries, run):
     """Test the connection to node up to `tries` times; None when ssh logged in, else one summary line."""
     where = "%s@%s" % (link.user, node) if link.user else node
@@ -270,19 +372,26 @@ def _test_node(ask, say, contact, link, node, tries, run):
         if not _yes(answer or "yes"):
             say("Skipped the test of %s; the tunnel will log what goes wrong." % node)
             return None
+        before = _pinned_or_none(link.known_hosts, node, link.ssh_port, run)
         try:
             seen = contact(link.ssh_bin, node, link.user, link.key_path, link.known_hosts, link.remote_port,
                            link.ssh_port, accept_new=True, authorized=link.authorized)
         except ForeverError as exc:
             reasons.append(str(exc))
+            # ssh records an unknown host key before it offers ours: say so even when the login failed.
+            _say_pinned(say, before, node, link.known_hosts, link.ssh_port, run, only_new=True)
             say("The test failed: %s" % exc)
             continue
-        _say_pinned(say, seen.stderr, node, link.known_hosts, link.ssh_port, run)
+        _say_pinned(say, before, node, link.known_hosts, link.ssh_port, run)
         if seen.runs_commands:
             say("%s ran a command for this key: its ~/.ssh/authorized_keys still has an older line for it that "
                 "is not forward-only. Replace every line with this key by the line above." % where)
             return ("%s lets the tunnel key run commands (an older authorized_keys line): replace it with the "
                     "printed line" % where)
+        login_user = link.user or _local_user()
+        for gap in seen.gaps:
+            if gap != GAP_TUN_UNTESTED or login_user == "root":
+                say("! " + gap_warning(gap, where, login_user))
         found = sshtunnel.diagnose(seen.stderr, node, link.known_hosts, link.key_path, link.ssh_port,
                                    link.authorized)
         if seen.answered:
@@ -300,6 +409,33 @@ def _test_node(ask, say, contact, link, node, tries, run):
     return summary
 
 
+def _local_user():
+    """The user ssh logs in as when FS_SSH_USER is empty: this one."""
+    import pwd
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return ""
+
+
+def gap_warning(gap, where, user):
+    """What config --ssh says about a hole the forward-only line leaves open on a login node."""
+    if gap == GAP_LISTEN:
+        return ("%s lets this key open a listener on its 127.0.0.1:1 (ssh -R), because %s may listen on a port "
+                "below 1024 there. authorized_keys options cannot refuse it while they allow the forward. Log "
+                "in as an unprivileged user for the tunnel (FS_SSH_USER), or ask the admins for "
+                "`AllowTcpForwarding local` (or `PermitListen none`) in a Match block for this user."
+                % (where, user or "the login user"))
+    if gap == GAP_TUN:
+        return ("%s lets this key open a tun device (ssh -w: a network link into the login node), because its "
+                "sshd sets PermitTunnel and %s may create one. authorized_keys options cannot refuse it while "
+                "they allow the forward. Ask the admins for `PermitTunnel no` (the default), or log in as an "
+                "unprivileged user." % (where, user or "the login user"))
+    return ("Could not test whether %s lets this key open a tun device (ssh -w needs root on this machine to "
+            "try). It can only where the login node's sshd sets PermitTunnel (off by default) and %s may "
+            "create a tun device there (root can)." % (where, user or "the login user"))
+
+
 def _first_sentences(message):
     """A message's first line without a trailing "do this:" lead-in to the lines that followed it."""
     first = message.splitlines()[0] if message else ""
@@ -308,18 +444,45 @@ def _first_sentences(message):
     return first.rstrip(".")
 
 
-def _say_pinned(say, stderr, node, known_hosts, ssh_port, run):
-    """Show the host key the tunnel now trusts, so the user can compare it with what the admins publish."""
+def _pinned_or_none(known_hosts, node, ssh_port, run):
     try:
-        prints = pinned_fingerprints(known_hosts, node, ssh_port, run)
+        return pinned_fingerprints(known_hosts, node, ssh_port, run) if os.path.exists(known_hosts) else []
     except ForeverError:
-        return
+        return None
+
+
+def _say_pinned(say, before, node, known_hosts, ssh_port, run, only_new=False):
+    """Show the host key the tunnel now trusts, so the user can compare it with what the admins publish.
+
+    before: the fingerprints recorded before this contact (None: unknown)."""
+    prints = _pinned_or_none(known_hosts, node, ssh_port, run)
     if not prints:
         return
-    new = any(l.startswith("Warning: Permanently added") for l in stderr)
+    new = before is not None and prints != before
+    if only_new and not new:
+        return
     say("%s the host key of %s: %s. The tunnel accepts only this key; compare it with the fingerprint "
         "its admins publish (on the login node: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)."
         % ("Recorded" if new else "Already recorded", node, ", ".join(prints)))
+
+
+def local_port_holder(port, proc_root="/proc"):
+    """"" when ssh could listen on 127.0.0.1:port now, else who holds it (for the log and config --ssh)."""
+    if ports.port_free("127.0.0.1", port):
+        return ""
+    pids = ports.listening_pids(port, proc_root)
+    if pids:
+        return ", ".join("pid %d (%s)" % (pid, ports.program_name(pid, proc_root)) for pid in pids)
+    user = ports.port_user(port, None, proc_root)
+    return {"you": "another program of yours", "": "another program"}.get(user, "another user (%s)" % user)
+
+
+def listens_on(pid, port, proc_root="/proc"):
+    """Does process pid listen on port? True when /proc cannot tell (then any answer counts)."""
+    listeners = ports.listening_inodes(port, proc_root)
+    if not listeners:
+        return True
+    return bool(set(listeners) & ports.socket_inodes_of(pid, proc_root))
 
 
 def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subprocess.Popen,
@@ -350,13 +513,15 @@ def tunnel_from_settings(settings, layout, pacing=sshtunnel.Pacing(), popen=subp
 
     def reachable(node):
         # Short: a node that drops packets must not hold up the look at the next one.
-        return sshtunnel.tcp_reachable(node, ssh_port, timeout=0.5)
+        return sshtunnel.sshd_answers(node, ssh_port, timeout=0.5)
 
     def explain(stderr, node):
         return sshtunnel.diagnose(stderr, node, known_hosts, key_path, ssh_port)
 
     tunnel = sshtunnel.Tunnel(argv_for_node, nodes, probe, reachable=reachable, explain=explain,
-                              describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote))
+                              describe="tunnel 127.0.0.1:%d -> :%d" % (local, remote),
+                              local_port_user=lambda: local_port_holder(local),
+                              forwards_through=lambda pid: listens_on(pid, local))
     return sshtunnel.Supervisor(tunnel, pacing, popen=popen, clock=clock, sleep=sleep)
 
 

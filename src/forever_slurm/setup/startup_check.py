@@ -8,19 +8,24 @@ import time
 from . import configure
 from ..common.errors import ConfigError
 from ..core import state
-from ..observe import joblog, traefik_health
+from ..observe import loop_alive, traefik_health
+from ..systems import slurm_output
 from ..systems import proc
+from ..common import ports
 
 PORT_KEYS = (("FS_TRAEFIK_PORT", "FS_TRAEFIK_BIND"), ("FS_TRAEFIK_PING_PORT", None))
 PROGRESS_SECONDS = 15.0     # without a terminal, a progress line at least this often
 
 
-def port_review(layout, prompter, assume_yes, say, tries=5):
-    """A check of the answers before .env is written: Traefik's ports must be free, or held by our Traefik."""
+def port_review(layout, prompter, assume_yes, say, tries=5, skip=()):
+    """A check of the answers before .env is written: Traefik's ports must be free, or held by our Traefik.
+
+    skip: keys this host takes from .env.<host>, whose answers in .env are not what it listens on."""
     def review(answers):
         pid = traefik_health.our_pid(layout)
         for key, host_key in PORT_KEYS:
-            answers[key] = _free_port_answer(key, host_key, answers, pid, prompter, assume_yes, say, tries)
+            if key not in skip:
+                answers[key] = _free_port_answer(key, host_key, answers, pid, prompter, assume_yes, say, tries)
         return answers
     return review
 
@@ -30,10 +35,10 @@ def _free_port_answer(key, host_key, answers, our_pid, prompter, assume_yes, say
     host = answers.get(host_key, "127.0.0.1") if host_key else "127.0.0.1"
     for _ in range(tries):
         port = int(answers[key])
-        user = traefik_health.port_user(port, our_pid)
-        if user == "ours" or traefik_health.port_free(host, port):
+        user = ports.port_user(port, our_pid)
+        if user == "ours" or ports.port_free(host, port):
             return answers[key]
-        free = traefik_health.free_port_near(host, port, {int(answers[k]) for k, _ in PORT_KEYS})
+        free = ports.free_port_near(host, port, {int(answers[k]) for k, _ in PORT_KEYS})
         problem = "%s=%d: that port on %s is in use by %s" % (key, port, host, _holder(user))
         if assume_yes:
             raise ConfigError("%s; pass --set %s=%d (free now) or stop what holds it" % (problem, key, free))
@@ -74,42 +79,31 @@ def wait_until_up(layout, conf, report, say, seconds, clock=time.time, sleep=tim
     return problems
 
 
-def running_loop_pid(layout, conf, now, proc_root="/proc"):
-    """The loop's pid when it is alive and wrote state.json recently, or holds the root's lock, else None.
+def running_loop_pid(layout, conf=None, now=None, proc_root="/proc"):
+    """The pid of the loop that holds this root's lock (observe/loop_alive), else None.
 
-    The lock counts too: the first state.json comes after the first squeue, which may take FS_SLURM_TIMEOUT."""
+    Not the pid in state.json: after `uninstall` and a new `config` that is the old loop's."""
+    return loop_alive.running_loop_pid(layout, proc_root)
+
+
+def current_snapshot(layout, proc_root="/proc"):
+    """state.json when the running loop wrote it, else an empty snapshot: an earlier loop's routes and
+    jobs (before an uninstall) must not pass for the new loop's."""
     snap = state.load(layout.state_file)
-    if snap.pid and snap.updated_at is not None and now - snap.updated_at <= max(60.0, 3 * conf.sleep_interval) \
-            and _runs_for_root(snap.pid, layout, proc_root):
-        return snap.pid
-    try:
-        with open(layout.lock_file) as handle:
-            text = handle.read(32).strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if text.isdigit() and _runs_for_root(int(text), layout, proc_root):
-        return int(text)
-    return None
-
-
-def _runs_for_root(pid, layout, proc_root):
-    """pid is alive and names this root on its command line (units run `... --root ROOT run`), not a reused pid."""
-    try:
-        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
-            return os.fsencode(layout.root) in handle.read().split(b"\0")
-    except OSError:
-        return False
+    pid = running_loop_pid(layout, proc_root=proc_root)
+    return snap if pid is not None and snap.pid == pid else state.empty_snapshot()
 
 
 def _loop_problem(layout, report, run):
     from . import units
     why = "the loop (forever-slurm) is not running"
     if report.method == "systemd":
-        unit_state = units.unit_states(["forever-slurm"], run, os.environ).get("forever-slurm")
+        unit = units.unit_name(layout, "forever-slurm")
+        unit_state = units.unit_states([unit], run, os.environ).get(unit)
         if unit_state:
             why += " (systemd says: %s)" % unit_state
     log_path = os.path.join(layout.log, "forever-slurm.log")
-    tail = [line.strip() for line in joblog.tail(log_path, 3) if line.strip()]
+    tail = [line.strip() for line in slurm_output.tail(log_path, 3) if line.strip()]
     if tail:
         why += "; %s ends with: %s" % (os.path.relpath(log_path, layout.root), " | ".join(tail))
     return why
@@ -130,7 +124,7 @@ def wait_for_first_backends(layout, conf, say, wait_seconds, clock=time.time, sl
     line, said_line, said_at = "", "", None
     snap = None
     while clock() < deadline:
-        snap = state.load(layout.state_file)
+        snap = current_snapshot(layout)
         routed = {name for name, servers in snap.routes.items() if any(s.weight for s in servers)}
         pending = [j for j in snap.jobs if j.name in wanted and j.pending]
         running = sum(1 for j in snap.jobs if j.name in wanted and j.running)

@@ -4,23 +4,24 @@ import hashlib
 import http.client
 import os
 import platform
-import re
-import shutil
 import socket
 import stat
 import sys
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 import zipfile
 from typing import NamedTuple, Optional
 
-from ..common import fsutil
-from ..systems import proc
-from ..common.errors import CommandError, ConfigError, ForeverError
+from ..common import fsutil, logfiles
+from ..systems.traefik_binary import installed_path, locate
+from ..common.errors import ForeverError
 
 VERSION = "3.7.15"
 CHUNK = 1 << 20
+DOWNLOAD_SECONDS = 900      # the whole download (about 50 MB): 55 kB/s at least
 
 
 class Pin(NamedTuple):
@@ -56,78 +57,6 @@ def platform_key(system=None, machine=None):
     system = (system or platform.system()).lower()
     machine = (machine or platform.machine()).lower()
     return system, _MACHINES.get(machine, machine)
-
-
-def _executable(path):
-    return os.path.isfile(path) and os.access(path, os.X_OK)
-
-
-def installed_path(layout):
-    return os.path.join(layout.bin, "traefik")
-
-
-def locate(traefik_bin_setting, layout, environ):
-    """FS_TRAEFIK_BIN, else traefik on environ's PATH, else .work/bin/traefik; None when none is there."""
-    if traefik_bin_setting:
-        path = os.path.expanduser(traefik_bin_setting)
-        if not _executable(path):
-            raise ConfigError("FS_TRAEFIK_BIN=%s is not an executable file; fix the path in %s or leave it "
-                              "empty to use traefik from PATH or %s"
-                              % (traefik_bin_setting, layout.env_file, installed_path(layout)))
-        return os.path.abspath(path)
-    found = shutil.which("traefik", path=environ.get("PATH", os.defpath))
-    if found:
-        return found
-    local = installed_path(layout)
-    return local if _executable(local) else None
-
-
-def parse_version(text):
-    """(3, 7, 15) from `traefik version` output ("Version:      3.7.15"), or None when it names none."""
-    match = re.search(r"^\s*Version:\s*v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", text or "", re.MULTILINE)
-    if match is None:
-        return None
-    return tuple(int(part) for part in match.groups("0"))
-
-
-def version_cache(layout):
-    return os.path.join(layout.work, "traefik-version")
-
-
-def version_in_use(traefik_bin_setting, layout, environ, run=proc.run, remember=True):
-    """The version of the Traefik `forever_slurm traefik` would start, as a tuple, or None when unknown.
-
-    Asked from `traefik version` once per binary and kept in .work/traefik-version with the binary's
-    path, size and mtime, so a cycle costs one stat and an upgraded binary is asked again.  Unknown
-    (no binary, no answer) means: render only what every Traefik v3 understands.  Readers (`check`)
-    pass remember=False: they may use the cache but never write it.
-    """
-    try:
-        binary = locate(traefik_bin_setting, layout, environ)
-        info = os.stat(binary) if binary else None
-    except (ConfigError, OSError):
-        return None
-    if info is None:
-        return None
-    stamp = "%s %d %d" % (binary, info.st_size, int(info.st_mtime))
-    cache = version_cache(layout)
-    try:
-        cached_stamp, _, cached = fsutil.read_text_file(cache, "version cache", 4096).partition("\n")
-        if cached_stamp == stamp:
-            return parse_version(cached)
-    except (FileNotFoundError, ConfigError):
-        pass
-    try:
-        output = run([binary, "version"], timeout=15, env=dict(environ)).stdout
-    except CommandError:
-        return None
-    version = parse_version(output)
-    if version is not None and remember:
-        try:
-            fsutil.atomic_write(cache, "%s\nVersion: %s\n" % (stamp, ".".join(map(str, version))))
-        except OSError:
-            pass    # the next cycle asks again; nothing depends on the cache but speed
-    return version
 
 
 def ensure(traefik_bin_setting, layout, environ, say, download=True, pins=None, key=None, stream=None):
@@ -183,8 +112,10 @@ def _remove(path):
         pass
 
 
-def fetch(pin, layout, stream=None, timeout=60):
-    """Download pin.url to a temp file in .work/bin and return its path; the caller removes it."""
+def fetch(pin, layout, stream=None, timeout=60, seconds=DOWNLOAD_SECONDS):
+    """Download pin.url to a temp file in .work/bin and return its path; the caller removes it.
+    timeout bounds each wait for the server, seconds the whole body (a server that trickles it is cut)."""
+    deadline = time.monotonic() + seconds
     os.makedirs(layout.bin, exist_ok=True)
     stream = sys.stderr if stream is None else stream
     tty = hasattr(stream, "isatty") and stream.isatty()
@@ -192,23 +123,31 @@ def fetch(pin, layout, stream=None, timeout=60):
     try:
         with os.fdopen(fd, "wb") as out:
             response = urllib.request.urlopen(pin.url, timeout=timeout)
-            with response:
-                total = int(response.headers.get("Content-Length") or pin.size)
-                done = 0
-                while True:
-                    try:
-                        chunk = response.read(CHUNK)
-                    except http.client.IncompleteRead as exc:
-                        out.write(exc.partial)
-                        done += len(exc.partial)
-                        break  # the size check below names it
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    done += len(chunk)
-                    if tty:
-                        stream.write("\r  traefik: %3d%% of %.1f MB" % (100 * done // max(total, 1), total / 1e6))
-                        stream.flush()
+            watchdog = _cut_at(response, deadline)
+            try:
+                with response:
+                    total = int(response.headers.get("Content-Length") or pin.size)
+                    done = 0
+                    while True:
+                        if time.monotonic() >= deadline:
+                            raise socket.timeout("the download took longer than %ds" % seconds)
+                        try:
+                            chunk = response.read(CHUNK)
+                        except http.client.IncompleteRead as exc:
+                            out.write(exc.partial)
+                            done += len(exc.partial)
+                            break  # the size check below names it
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        done += len(chunk)
+                        if tty:
+                            stream.write("\r  traefik: %3d%% of %.1f MB" % (100 * done // max(total, 1), total / 1e6))
+                            stream.flush()
+                if time.monotonic() >= deadline:
+                    raise socket.timeout("the download took longer than %ds" % seconds)
+            finally:
+                watchdog.cancel()
         if tty:
             stream.write("\n")
             stream.flush()
@@ -220,6 +159,23 @@ def fetch(pin, layout, stream=None, timeout=60):
         _remove(tmp)
         raise
     return tmp
+
+
+def _cut_at(response, deadline):
+    """A timer that shuts the response's socket at the deadline, so a read blocked on a server that
+    sends a byte now and then returns (each read's own timeout restarts with every byte)."""
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+
+    def cut():
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
+    timer.daemon = True
+    if sock is not None:
+        timer.start()
+    return timer
 
 
 def sha256_file(path):
@@ -307,7 +263,11 @@ def run_in_place(layout, conf, print_only=False, say=print):
         return 0
     traefik_files.write_if_changed(layout.traefik_static, text, layout.staging_tmp)
     binary = ensure(conf.traefik_bin, layout, os.environ, say=say)
-    with open(os.path.join(layout.work, "traefik.pid"), "w") as handle:
+    # Traefik makes its logs by the umask (0644) and keeps the mode of files that exist: private first.
+    for name in ("traefik.log", "traefik-access.log"):
+        fsutil.private_log(os.path.join(layout.log, name))
+    logfiles.private_std_streams(layout)
+    with open(layout.traefik_pid, "w") as handle:
         handle.write("%d\n" % os.getpid())
     sys.stdout.flush()
     sys.stderr.flush()

@@ -12,7 +12,7 @@ import time
 from typing import NamedTuple
 
 from ..common import fsutil
-from ..observe import joblog
+from ..systems import slurm_output
 from ..common.errors import CommandError, ForeverError
 
 UNIT_NAMES = ("forever-traefik", "forever-slurm", "forever-ssh-forward")
@@ -23,6 +23,7 @@ DESCRIPTIONS = {
     "forever-ssh-forward": "forever-slurm: ssh tunnel to Traefik on the login node",
 }
 CRON_MARK = " # forever-slurm:"
+HEADER = "# Written by forever-slurm; `forever_slurm.pyz uninstall` removes it. Edits are replaced on install."
 # `StandardOutput=append:` arrived in systemd 240; RHEL 8 ships 239, where it would be ignored.
 APPEND_MIN_SYSTEMD = 240
 # The programs the units run or call, in the order their directories go on the units' PATH.
@@ -36,12 +37,18 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class UnitSpec(NamedTuple):
-    name: str
+    name: str               # what it is: forever-traefik, forever-slurm, forever-ssh-forward
     description: str
     argv: list
     workdir: str
     log_path: str
     environment: tuple = ()  # (key, value) pairs the process needs (PATH: systemd and cron start bare)
+    unit: str = ""          # its systemd unit, name-<root and host id> (unit_name); "" = name
+    machine: str = ""       # the host name systemd must have to start it (ConditionHost); "" = any
+
+    @property
+    def unit_name(self):
+        return self.unit or self.name
 
 
 class Report(NamedTuple):
@@ -57,26 +64,71 @@ class Report(NamedTuple):
 
 
 def minimal_path(python, search_path, extra=()):
-    """A short PATH for the units: the directories of python, extra and PATH_TOOLS found on search_path.
+    """A short PATH for the units on which every tool of PATH_TOOLS is the very file search_path finds.
 
-    Not the caller's whole PATH: that is long, differs between shells, and would rewrite the units
-    and the crontab each time `config` is run from another one."""
+    It holds the directories of python, extra, each tool found on search_path and BASE_PATH, in that
+    order of preference, except that a tool's directory comes before every other one holding a program
+    of that name: a login node with the distribution's /usr/bin/squeue beside a site's Slurm loaded by
+    `module load` must not run the wrong squeue because python3 lives in /usr/bin. Not the caller's
+    whole PATH: that is long, differs between shells, and would rewrite the units and the crontab each
+    time `config` is run from another one (the order here depends only on what the tools resolve to)."""
+    resolved = {tool: _found(shutil.which(tool, path=search_path or "")) for tool in PATH_TOOLS}
+    candidates = [python] + list(extra) + [found for found in resolved.values() if found]
     dirs = []
-    found = [python] + list(extra) + [shutil.which(tool, path=search_path or "") for tool in PATH_TOOLS]
-    for program in found:
-        if program and os.path.isabs(program):
-            directory = os.path.dirname(program)
-            if directory not in dirs:
-                dirs.append(directory)
-    dirs += [d for d in BASE_PATH if d not in dirs]
-    return os.pathsep.join(dirs)
+    for directory in [os.path.dirname(p) for p in candidates if p and os.path.isabs(p)] + list(BASE_PATH):
+        directory = os.path.normpath(directory)
+        if directory not in dirs:
+            dirs.append(directory)
+    # before[d]: directories that must come before d (they hold the tool d also has).
+    before = {d: set() for d in dirs}
+    for tool, found in resolved.items():
+        if not found:
+            continue
+        home = os.path.dirname(found)
+        for other in dirs:
+            if other != home and _is_program(os.path.join(other, tool)):
+                before[other].add(home)
+    ordered = []
+    while len(ordered) < len(dirs):
+        ready = [d for d in dirs if d not in ordered and before[d] <= set(ordered)]
+        # No cycle is possible (each tool resolves to one directory of search_path); guard anyway.
+        ordered.append(ready[0] if ready else next(d for d in dirs if d not in ordered))
+    return os.pathsep.join(ordered)
 
 
-def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm"), path=None, extra_env=()):
+def _found(path):
+    return os.path.normpath(os.path.abspath(path)) if path else None
+
+
+def _is_program(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def path_differences(unit_path, search_path, tools=PATH_TOOLS):
+    """[(tool, what search_path runs, what unit_path runs)] for each tool the two find differently:
+    what `config` checks before the units run Slurm's commands."""
+    differences = []
+    for tool in tools:
+        mine = _found(shutil.which(tool, path=search_path or ""))
+        theirs = _found(shutil.which(tool, path=unit_path or ""))
+        if mine and mine != theirs:
+            differences.append((tool, mine, theirs))
+    return differences
+
+
+def unit_name(layout, name):
+    """The systemd unit of `name` for this root on this host: forever-slurm-<Layout.unit_id>. Earlier
+    versions named them `name` alone, per user: a second root's `config` rewrote the first's."""
+    return "%s-%s" % (name, layout.unit_id)
+
+
+def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm"), path=None, extra_env=(),
+                   machine=""):
     """The units forever-slurm installs, each running `python pyz --root ROOT <subcommand>`.
 
-    extra_env: (key, value) pairs from the session that ran `config` which the Slurm clients need
-    under systemd or cron too (e.g. SLURM_CONF set by a site's module)."""
+    extra_env: (key, value) pairs from the session that ran `config` which the units need under systemd
+    or cron too (SLURM_CONF set by a site's module, FOREVER_HOST). machine: the host name (gethostname)
+    that may start them, since a home shared by login nodes shows every host's units to every host."""
     env = [("PYTHONUNBUFFERED", "1")]  # logs go to a file: without this, lines sit in a buffer
     if path:
         env.insert(0, ("PATH", path))
@@ -92,12 +144,15 @@ def standard_specs(layout, python, pyz, which=("forever-traefik", "forever-slurm
             workdir=layout.root,
             log_path=os.path.join(layout.log, name + ".log"),
             environment=tuple(env),
+            unit=unit_name(layout, name),
+            machine=machine,
         ))
     return specs
 
 
 def _check_text(spec):
-    for value in [spec.name, spec.description, spec.workdir, spec.log_path] + list(spec.argv) + \
+    for value in [spec.name, spec.unit, spec.machine, spec.description, spec.workdir, spec.log_path] + \
+            list(spec.argv) + \
             [k + "=" + v for k, v in spec.environment]:
         if _CONTROL.search(str(value)):
             raise ForeverError("%s: %r contains a newline or control character; use a path without one"
@@ -126,11 +181,16 @@ def render_unit(spec, systemd_version=None):
     _check_text(spec)
     pct = lambda text: str(text).replace("%", "%%")  # noqa: E731 (unit values expand %specifiers)
     lines = [
-        "# Written by forever-slurm; `forever_slurm.pyz uninstall` removes it. Edits are replaced on install.",
+        HEADER,
         "[Unit]",
         "Description=" + pct(spec.description),
         # RestartSec below keeps restarts slow, so the start rate limit would only stop a unit for good.
         "StartLimitIntervalSec=0",
+    ]
+    if spec.machine:
+        # Every login node sharing the home sees this file: only the one that installed it starts it.
+        lines.append("ConditionHost=" + pct(spec.machine))
+    lines += [
         "",
         "[Service]",
         "Type=simple",
@@ -160,7 +220,7 @@ def render_unit(spec, systemd_version=None):
 
 def cron_lock(layout, name):
     """flock(1) and fcntl locks do not see each other on Linux, so cron runs get their own lock file."""
-    return os.path.join(layout.work, "cron-%s.lock" % name)
+    return os.path.join(layout.host_work, "cron-%s.lock" % name)
 
 
 def _cron_escape(text):
@@ -169,7 +229,10 @@ def _cron_escape(text):
 
 
 def cron_marker(layout, name):
-    return _cron_escape(CRON_MARK + layout.root + " " + name)
+    """The comment that ends our crontab lines: root and name, as every earlier version wrote them, and
+    on a host that is not the root's first the host too (two hosts of one machine share its crontab)."""
+    host = "" if layout.is_first_host else " @" + layout.host
+    return _cron_escape(CRON_MARK + layout.root + " " + name + host)
 
 
 def shell_command(spec, layout):
@@ -197,14 +260,13 @@ def cron_lines(specs, layout):
 
 
 def cron_owner(line, layout):
-    """The unit name if this crontab line is ours for this root, else None."""
-    head, sep, rest = line.rstrip().rpartition(CRON_MARK)
-    if not sep or not head.strip():
-        return None
-    root, _, name = rest.rpartition(" ")
-    if root != _cron_escape(layout.root) or name not in UNIT_NAMES:
-        return None
-    return name
+    """The unit name if this crontab line is ours for this root and host, else None."""
+    line = line.rstrip()
+    for name in UNIT_NAMES:
+        marker = cron_marker(layout, name)
+        if line.endswith(marker) and line[:-len(marker)].strip():
+            return name
+    return None
 
 
 def merge_crontab(old_text, new_lines, layout, names):
@@ -303,7 +365,7 @@ def write_unit_files(specs, directory, version=None, now=None):
     os.makedirs(directory, exist_ok=True)
     written, backups = [], []
     for spec in specs:
-        path = os.path.join(directory, spec.name + ".service")
+        path = os.path.join(directory, spec.unit_name + ".service")
         text = render_unit(spec, version)
         old = _read(path)
         if old == text:
@@ -323,6 +385,9 @@ def install_supervision(specs, layout, run, environ, say, uid=None, run_user_dir
     unit whose inputs or unit text differ from the ones it was last started with is restarted, so a
     changed setting takes effect whatever the supervisor."""
     layout.make_dirs()
+    for spec in specs:
+        # systemd's append: and cron's >> create the unit's log by the umask (0644), but keep a file's mode.
+        fsutil.private_log(spec.log_path)
     inputs = inputs or {}
     env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
     usable, why = systemd_usable(run, env)
@@ -336,7 +401,7 @@ def install_supervision(specs, layout, run, environ, say, uid=None, run_user_dir
 
 def started_record(layout, name):
     """Where install notes what a unit was last (re)started with."""
-    return os.path.join(layout.work, "started-%s.sha256" % name)
+    return os.path.join(layout.host_work, "started-%s.sha256" % name)
 
 
 def fingerprint(unit_text, inputs):
@@ -366,31 +431,81 @@ def _say_actions(say, method, started, restarted, unchanged):
 
 
 def _install_systemd(specs, layout, run, env, say, inputs):
-    names = [s.name for s in specs]
     directory = unit_dir(env)
     version = systemd_version(run, env)
+    systemctl = lambda *args: run(["systemctl", "--user"] + list(args), timeout=60, env=env)  # noqa: E731
+    # An earlier version's unit of this root holds Traefik's port and the root's lock: gone first.
+    replaced = remove_legacy_units([s.name for s in specs], layout, directory, run, env, say)
     written, backups = write_unit_files(specs, directory, version)
     for path in backups:
         say("kept your previous unit file as %s" % path)
-    systemctl = lambda *args: run(["systemctl", "--user"] + list(args), timeout=60, env=env)  # noqa: E731
     systemctl("daemon-reload")
+    units = {s.unit_name: s.name for s in specs}
+    names = list(units)
     was_active = _active(run, env, names)
-    prints = {s.name: fingerprint(render_unit(s, version), inputs.get(s.name)) for s in specs}
-    restarted = [n for n in was_active if _recorded(layout, n) != prints[n]]
+    prints = {s.unit_name: fingerprint(render_unit(s, version), inputs.get(s.name)) for s in specs}
+    restarted = [n for n in was_active if _recorded(layout, units[n]) != prints[n]]
     systemctl("enable", "--now", *names)
     # enable --now leaves a running unit alone; restart so a new .pyz, unit or setting takes effect.
     if restarted:
         systemctl("restart", *restarted)
     for name in names:
-        _record(layout, name, prints[name])
+        _record(layout, units[name], prints[name])
     _say_actions(say, "systemd", [n for n in names if n not in was_active], restarted,
                  [n for n in was_active if n not in restarted])
+    if replaced:
+        say("systemd: the units %s of an earlier version, which ran this root, are replaced by %s"
+            % (", ".join(replaced), ", ".join(names)))
     notes = []
     advice = linger_advice(run, user_name(env), env)
     if advice:
         say(advice)
         notes.append(advice)
     return Report("systemd", written, backups, notes, [n for n in names if n not in was_active], restarted)
+
+
+def legacy_unit_files(names, layout, directory):
+    """{name: path} of units an earlier version installed as `name`.service (one per user) whose
+    ExecStart runs this root; another root's are not ours to touch."""
+    found = {}
+    for name in names:
+        path = os.path.join(directory, name + ".service")
+        text = _read(path)
+        if text is not None and runs_root(text, layout.root):
+            found[name] = path
+    return found
+
+
+def runs_root(unit_text, root):
+    """True when the unit's ExecStart passes `--root <root>` (the same directory, however spelled)."""
+    for line in unit_text.splitlines():
+        if not line.startswith("ExecStart="):
+            continue
+        try:
+            words = [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(line[len("ExecStart="):])]
+        except ValueError:
+            continue
+        for flag, value in zip(words, words[1:]):
+            if flag == "--root" and os.path.realpath(value) == os.path.realpath(root):
+                return True
+    return False
+
+
+def remove_legacy_units(names, layout, directory, run, env, say):
+    """Stop, disable and remove the earlier version's units of this root; the names it removed."""
+    found = legacy_unit_files(names, layout, directory)
+    if not found:
+        return []
+    legacy = sorted(found, key=names.index)
+    run(["systemctl", "--user", "stop"] + legacy, timeout=60, env=env, check=False)
+    run(["systemctl", "--user", "disable"] + legacy, timeout=60, env=env, check=False)
+    for name in legacy:
+        if not _read(found[name]).startswith(HEADER):
+            say("kept your edited unit file as %s" % fsutil.backup(found[name]))
+        os.remove(found[name])
+        say("removed %s (an earlier version's unit of this root)" % found[name])
+    run(["systemctl", "--user", "daemon-reload"], timeout=60, env=env, check=False)
+    return legacy
 
 
 def _active(run, env, names):
@@ -420,7 +535,7 @@ def read_crontab(run, env):
 
 
 def _write_crontab(run, env, layout, old, new):
-    backup = os.path.join(layout.work, "crontab.bak")
+    backup = os.path.join(layout.host_work, "crontab.bak")
     fsutil.atomic_write(backup, old)
     run(["crontab", "-"], timeout=30, env=env, input=new)
     return backup
@@ -492,7 +607,7 @@ def watch_start(children, layout, seconds=START_CHECK_SECONDS, clock=time.monoto
                 waiting.remove((spec, child))
                 if code == 1 and lock_holders(cron_lock(layout, spec.name)):
                     continue    # flock -n: a copy that cron started a moment ago holds the lock
-                tail = [line for line in joblog.tail(spec.log_path, 0, 16384) if line.strip()][-3:]
+                tail = [line for line in slurm_output.tail(spec.log_path, 0, 16384) if line.strip()][-3:]
                 problems.append("%s stopped at once (exit %d)%s" % (
                     spec.name, code, "; %s ends with:\n    %s" % (spec.log_path, "\n    ".join(tail)) if tail else ""))
         if not waiting or clock() >= deadline:
@@ -547,14 +662,16 @@ def uninstall(names, layout, run, environ, say, uid=None, run_user_dir="/run/use
     env = session_env(environ, os.getuid() if uid is None else uid, run_user_dir)
     removed = []
     directory = unit_dir(env)
-    files = [os.path.join(directory, n + ".service") for n in names]
-    present = [n for n, f in zip(names, files) if os.path.exists(f)]
+    # This root's units on this host, and an earlier version's units of this root (never another's).
+    files = [(unit_name(layout, n), os.path.join(directory, unit_name(layout, n) + ".service")) for n in names]
+    files += [(name, path) for name, path in sorted(legacy_unit_files(names, layout, directory).items())]
+    present = [n for n, f in files if os.path.exists(f)]
     usable, why = systemd_usable(run, env)
     if present and usable:
         run(["systemctl", "--user", "disable", "--now"] + present, timeout=60, env=env, check=False)
     elif present:
         say("systemctl --user does not answer (%s); removing the unit files only" % why)
-    for name, path in zip(names, files):
+    for name, path in files:
         if os.path.exists(path):
             os.remove(path)
             removed.append(path)

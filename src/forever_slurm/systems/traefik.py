@@ -49,11 +49,6 @@ def dynamic_name(service):
     return service + ".yml"
 
 
-def valid_server_url(url):
-    """True for http(s)://host:port with a port in 1..65535 (no path, no user info)."""
-    return urls.valid_backend_url(url)
-
-
 def parse_template(text, path, service, traefik_version=None):
     """Template from a service's .yml text (traefik_files.load_template reads it; bundled templates come
     from pkgutil); ConfigError naming path:line for anything Traefik would reject."""
@@ -131,7 +126,7 @@ def render_dynamic(service, template, servers, traefik_version=None, neighbours=
         lb["passiveHealthCheck"] = dict(PASSIVE_HEALTH_CHECK)
     data = _namespaced(data, service, template.balancer)
     # Checked before the servers go in: _server_entry has checked those, and walking thousands of them
-    # again each cycle would cost more than everything else in the render.
+    # again at each pass would cost more than everything else in the render.
     validate(data, service, "<rendered config for %s>" % service, {}, traefik_version)
     _check_neighbours(data, service, neighbours)
     lb["servers"] = entries
@@ -180,7 +175,7 @@ def render_static(settings, layout, log_level="INFO"):
 
 def _server_entry(server):
     url, weight = server.url, server.weight
-    if not valid_server_url(url):
+    if not urls.valid_backend_url(url):
         raise ConfigError("server URL %r is not http(s)://host:port" % (url,))
     if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
         raise ConfigError("server %s: weight must be a whole number >= 0, got %r" % (url, weight))

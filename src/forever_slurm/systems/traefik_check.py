@@ -12,8 +12,8 @@ import re
 
 from . import yamlish
 from . import traefik_schema as schema
+from ..common import validate as validate_mod
 from ..common.errors import ConfigError
-from ..common.settings import SERVICE_NAME_RE
 
 ENTRY_POINTS = ("web",)
 MAX_PRIORITY = 1000000   # far below the priorities Traefik keeps for its own routers
@@ -25,7 +25,7 @@ def has_feature(version, since):
 
 
 def check_service_name(service):
-    if not isinstance(service, str) or not SERVICE_NAME_RE.match(service):
+    if not validate_mod.is_service_name(service):
         raise ConfigError("%r is not a service name (letters, digits, . _ -, no spaces)" % (service,))
 
 
@@ -175,7 +175,7 @@ class _Walker:
         if not isinstance(value, dict):
             self.fail(keys, "%s must be a mapping of names, got %s" % (_dotted(keys), _kind(value)))
         for name, body in value.items():
-            if not isinstance(name, str) or not schema.NAME_RE.match(name):
+            if not isinstance(name, str) or not schema.NAME_RE.fullmatch(name):
                 self.fail(keys + (name,), "%r is not a usable name: use letters, digits, . _ - (no '@', which "
                           "names another provider's objects)" % (name,))
             self.value(body, item, keys + (name,))

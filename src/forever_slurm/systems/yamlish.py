@@ -15,12 +15,12 @@ from typing import Dict, NamedTuple, Tuple
 
 from ..common.errors import ConfigError
 
-_INT_RE = re.compile(r"^[-+]?[0-9]+$")
-_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+_INT_RE = re.compile(r"^[-+]?[0-9]+\Z")
+_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z|^[-+]?[0-9]+[eE][-+]?[0-9]+\Z")
 _TRUE = ("true", "True", "TRUE")
 _FALSE = ("false", "False", "FALSE")
 _NULL = ("null", "Null", "NULL", "~")
-_SAFE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_SAFE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
 # Words other YAML readers (1.1) take as bools or null, so a key spelled like this gets quotes.
 _AMBIGUOUS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 _ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "v": "\v", "f": "\f",
@@ -47,17 +47,13 @@ def line_of(lines, keys):
     return None
 
 
-def load(text, path):
-    """The top-level mapping of `text`; ConfigError(path, line) for anything outside the subset."""
-    return parse(text, path).data
-
-
 MAX_DEPTH = 40       # Traefik's deepest key is 6 levels down; deeper nesting is a mistake, or an attack
 MAX_INT_DIGITS = 64  # a longer run of digits stays text (int() of 4,301 digits raises since Python 3.11)
 
 
 def parse(text, path):
-    """Like load, but returns a Document that also knows the line of every key and item."""
+    """The Document of `text`: its data and the line of every key and item; ConfigError(path, line)
+    for anything outside the subset."""
     reader = _Reader(_lines(text, path), path)
     try:
         data = reader.document()

@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Callable, List, NamedTuple, Optional
 
+from ..systems import httpget
+
 log = logging.getLogger(__name__)
 
 # What one probe through the tunnel saw.
@@ -39,14 +41,26 @@ def _ssh_path(path):
     return path
 
 
+def known_hosts_option(known_hosts):
+    """The -o word naming our own known_hosts (also how `config --ssh` recognises our tunnel's ssh)."""
+    return "UserKnownHostsFile=%s" % _ssh_path(known_hosts)
+
+
 def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remote_port, ssh_port=None,
-             alive_interval=2, alive_count=3, host_key_checking="yes", connect_timeout=5, command=None):
+             alive_interval=2, alive_count=3, host_key_checking="yes", connect_timeout=5, command=None,
+             forward=None):
     """The argv of one tunnel ssh: forward 127.0.0.1:local here to 127.0.0.1:remote on the login node.
 
     command: instead of the forward, run this argv there (to check that the key cannot).
+    forward: instead of the -L, these options (with -N; to check what else the key may open).
     """
     target = "%s@%s" % (user, login_node) if user else login_node
-    what = ["-N", "-L", "127.0.0.1:%d:127.0.0.1:%d" % (int(local_port), int(remote_port))] if command is None else []
+    if command is not None:
+        what = []
+    elif forward is not None:
+        what = ["-N"] + list(forward)
+    else:
+        what = ["-N", "-L", "127.0.0.1:%d:127.0.0.1:%d" % (int(local_port), int(remote_port))]
     argv = [ssh_bin] + what + [
         "-i", key_path.replace("%", "%%"),
         # Only our key: an agent or ~/.ssh/id_* keys could log in without the permitopen restriction.
@@ -63,7 +77,7 @@ def ssh_argv(ssh_bin, login_node, user, key_path, known_hosts, local_port, remot
         # A node that drops packets would hold each try for minutes (SYN retries); 5 s is ample on a
         # cluster network and lets the next login node take over well within 10 s.
         "-o", "ConnectTimeout=%d" % connect_timeout,
-        "-o", "UserKnownHostsFile=%s" % _ssh_path(known_hosts),
+        "-o", known_hosts_option(known_hosts),
         "-o", "StrictHostKeyChecking=%s" % host_key_checking,
         # A ControlMaster from the user's ~/.ssh/config would carry the forward inside another
         # connection, where ExitOnForwardFailure and our restarts mean nothing.
@@ -83,35 +97,50 @@ def host_pattern(login_node, ssh_port=None):
 
 
 def http_probe(port, path="/", timeout=2.0, host="127.0.0.1"):
-    """One HTTP request through the tunnel: PROBE_OK on any HTTP response, else why not."""
-    try:
-        sock = socket.create_connection((host, int(port)), timeout=timeout)
-    except OSError:
-        return PROBE_REFUSED
-    try:
-        request = ("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: forever-slurm-tunnel-probe\r\n"
-                   "Connection: close\r\n\r\n" % (path, host))
-        sock.sendall(request.encode("ascii"))
-        head = b""
-        while len(head) < 5:
-            chunk = sock.recv(5 - len(head))
-            if not chunk:
-                break
-            head += chunk
-        return PROBE_OK if head.startswith(b"HTTP/") else PROBE_NO_ANSWER
-    except OSError:
-        return PROBE_NO_ANSWER
-    finally:
-        sock.close()
+    """One HTTP request through the tunnel: PROBE_OK on any HTTP answer within timeout (in all, however
+    it trickles in), else why not."""
+    answer = httpget.fetch_all({"": httpget.Get(host, int(port), path)}, timeout,
+                               time.monotonic() + 2 * timeout).get("", httpget.Answer(None))
+    if answer.status is not None:
+        return PROBE_OK
+    return PROBE_NO_ANSWER if answer.connected else PROBE_REFUSED
 
 
 def tcp_reachable(host, port, timeout=1.0):
-    """True when host accepts a TCP connection on port (its sshd is back)."""
+    """True when host accepts a TCP connection on port (its sshd is back), its name resolved and the
+    connection made within timeout each."""
+    answer = httpget.fetch_all({"": httpget.Get(host, int(port), None)}, timeout,
+                               time.monotonic() + 2 * timeout).get("", httpget.Answer(None))
+    return answer.status == 0
+
+
+def sshd_answers(host, port, timeout=1.0):
+    """True when an sshd greets us on host:port ("SSH-2.0-..."): its sshd is back and working.
+
+    A TCP connection alone is not enough: the kernel accepts connections for a stopped or hung sshd
+    (SIGSTOP, a full disk) into its listen backlog, and ssh would then wait out its ConnectTimeout.
+    The whole exchange has one deadline: an sshd that trickles its greeting costs `timeout`, no more."""
+    deadline = time.monotonic() + timeout
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-        return True
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError:
         return False
+    try:
+        greeting = b""
+        while b"\n" not in greeting and len(greeting) < 256:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            sock.settimeout(left)
+            chunk = sock.recv(256)
+            if not chunk:
+                break
+            greeting += chunk
+        return greeting.startswith(b"SSH-")
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 def diagnose(stderr_lines, login_node, known_hosts, key_path, ssh_port=None, authorized=None):
@@ -237,6 +266,10 @@ class Tunnel(NamedTuple):
     # (ssh's stderr lines, node) -> (message, line) or None, as diagnose().
     explain: Optional[Callable] = None
     describe: str = "tunnel"                    # how log lines name this tunnel
+    # () -> "" when the local port is free for ssh, else who holds it. None: not checked.
+    local_port_user: Optional[Callable[[], str]] = None
+    # ssh's pid -> does that process listen on the local port? None: not checked (any answer counts).
+    forwards_through: Optional[Callable[[int], bool]] = None
 
 
 class Pacing(NamedTuple):
@@ -257,6 +290,12 @@ class Pacing(NamedTuple):
 
 # ssh's words when ServerAlive gave up: the node stopped answering under an open connection.
 _SERVER_SILENT = "not responding"
+# ssh's words when it could not listen on the local port (it logged in first, then gave up).
+_LOCAL_TAKEN = ("Address already in use", "cannot listen to port", "Could not request local forwarding")
+
+
+def _local_port_taken(stderr_lines):
+    return any(words in line for line in stderr_lines for words in _LOCAL_TAKEN)
 
 
 def _unreachable(stderr_lines):
@@ -300,7 +339,8 @@ class Supervisor:
         self.history = collections.deque(maxlen=100)
         self.starts = 0
         self._last_message = None
-        self._down_since = None
+        self._down_since = None    # the first sign of trouble since the tunnel was last up
+        self._last_answer = None   # (clock, node) of the last probe answered through the tunnel
         self._failing = set()      # nodes that failed since the tunnel was last up
 
     @property
@@ -315,6 +355,12 @@ class Supervisor:
             outcome, stderr = self._run_once(node, stop)
             if outcome == "stopped":
                 break
+            if outcome == "local":
+                # A program of this machine holds the local port: no login node can help, and each
+                # try would log in for nothing. Back off until the port is free.
+                wait, self.delay = self.delay, min(self.delay * 2, self.pacing.backoff_max)
+                self._wait(self._jittered(wait), stop, set(), look=False)
+                continue
             refused = outcome == "failed" and _unreachable(stderr)
             # Also away: a node that stopped answering before the tunnel was up (ServerAlive gave up).
             away = refused or (outcome == "failed" and any(_SERVER_SILENT in l for l in stderr))
@@ -330,8 +376,9 @@ class Supervisor:
                 self._switch((self.index + 1) % len(self.nodes), why)
                 if outcome != "empty" and self.node not in self._failing:
                     continue  # a node not tried yet: no reason to wait
-            # After a loss the tunnel had worked: one quick retry before the backoff counts.
-            wait = min(self.delay, self.pacing.backoff_initial) if was_up else self.delay
+            # After a loss of a tunnel that had stayed up (healthy_reset), the delay is back at its
+            # start: a quick retry. One that keeps coming up and falling over backs off like any failure.
+            wait = self.delay
             self.delay = min(self.delay * 2, self.pacing.backoff_max)
             self._wait(self._jittered(wait), stop, {node} if refused else set())
         self.state = "stopped"
@@ -361,9 +408,12 @@ class Supervisor:
         found = self.tunnel.explain(lines, node) if self.tunnel.explain is not None else None
         return found[0] if found else None
 
-    def _down(self, node, why, stderr):
+    def _trouble(self, now=None):
         if self._down_since is None:
-            self._down_since = self.clock()
+            self._down_since = self.clock() if now is None else now
+
+    def _down(self, node, why, stderr):
+        self._trouble()
         message = "down (%s): %s; ssh said: %s" % (node, why, summarize(stderr))
         detail = self._explain(stderr, node)
         if detail:
@@ -371,7 +421,17 @@ class Supervisor:
         self._set_state("down", message, logging.WARNING)
 
     def _up(self, node, now):
-        after = "" if self._down_since is None else " after %.1fs down" % (now - self._down_since)
+        """Log "up", saying how long clients may have had no answer: since the last answer through
+        the tunnel, not since ssh was seen to fail (a frozen node costs the ServerAlive seconds first)."""
+        if self._last_answer is not None:
+            answered_at, answered_via = self._last_answer
+            after = ("; clients had no answer through the tunnel for at most %.1fs (the last answer came "
+                     "through %s %.1fs ago" % (now - answered_at, answered_via, now - answered_at))
+            if self._down_since is not None:
+                after += ", trouble was first seen %.1fs ago" % (now - self._down_since)
+            after += ")"
+        else:
+            after = "" if self._down_since is None else " after %.1fs down" % (now - self._down_since)
         self._down_since = None
         self._failing.clear()
         self._set_state("up", "up via %s%s" % (node, after))
@@ -383,6 +443,13 @@ class Supervisor:
         exited), stalled (was up, then probes went unanswered: a node that went silent), or empty (ssh
         works but nothing answered behind it, and another node may do better).
         """
+        holder = self.tunnel.local_port_user() if self.tunnel.local_port_user is not None else ""
+        if holder:
+            self._trouble()
+            self._set_state("down", "down: the local port is taken by %s; not logging in to %s until it is "
+                            "free (stop that program or choose another FS_SSH_LOCAL_PORT with config --ssh)"
+                            % (holder, node), logging.WARNING)
+            return "local", []
         argv = self.tunnel.argv_for_node(node)
         log.debug("%s: starting %s", self.describe, " ".join(argv))
         try:
@@ -409,6 +476,8 @@ class Supervisor:
     def _ssh_exited(self, watch):
         lines = watch.ssh.stderr_lines()
         self._down(watch.node, "ssh exited with status %s" % watch.ssh.returncode(), lines)
+        if _local_port_taken(lines):
+            return "local", lines
         if watch.up_since is None:
             return "failed", lines
         return ("stalled" if any(_SERVER_SILENT in l for l in lines) else "lost"), lines
@@ -417,6 +486,11 @@ class Supervisor:
         """One probe through the tunnel and what follows from it: (outcome, lines) when this ssh is done."""
         mark = watch.ssh.count
         result = self.tunnel.probe()
+        if result == PROBE_OK and self.tunnel.forwards_through is not None \
+                and not self.tunnel.forwards_through(watch.ssh.pid):
+            # Another program answered on the local port: ssh is not forwarding from it (yet).
+            log.debug("%s: an answer on the local port came from another program than ssh", self.describe)
+            result = PROBE_REFUSED
         behind = []
         if result == PROBE_NO_ANSWER:
             # ssh reports "open failed" just before it closes our connection; give its stderr reader a
@@ -440,6 +514,7 @@ class Supervisor:
         elif now - watch.up_since >= pace.healthy_reset and self.delay != pace.backoff_initial:
             self.delay = pace.backoff_initial
             self.failed_starts = 0
+        self._last_answer = (now, watch.node)
         watch.next_probe = now + pace.probe_interval
         return None
 
@@ -474,6 +549,7 @@ class Supervisor:
 
     def _unanswered(self, watch, now):
         """A tunnel that worked got no answer: restart ssh after probe_failures of these in a row."""
+        self._trouble(now)
         watch.failures += 1
         if watch.failures >= self.pacing.probe_failures:
             lines = watch.ssh.stop()
@@ -483,17 +559,18 @@ class Supervisor:
         watch.next_probe = now + self.pacing.recheck_interval
         return None
 
-    def _wait(self, seconds, stop, silent):
+    def _wait(self, seconds, stop, silent, look=True):
         """Back off for seconds, but reconnect as soon as a login node that did not answer answers again.
 
         silent: nodes known not to accept connections. Each node's port is tried until it answers once,
         so a node that answers but refuses us otherwise sees one extra connection per backoff, not a stream.
+        look False: no login node is looked at (the trouble is on this machine).
         """
         end = self.clock() + seconds
         silent = set(silent)
         answered = set()
         next_look = self.clock()
-        reachable = self.tunnel.reachable
+        reachable = self.tunnel.reachable if look else None
         while not stop.is_set():
             now = self.clock()
             if now >= end:
@@ -507,7 +584,7 @@ class Supervisor:
                     if not reachable(node):
                         silent.add(node)
                     elif node in silent:
-                        log.info("%s: %s accepts connections again; reconnecting now", self.describe, node)
+                        log.info("%s: %s's sshd answers again; reconnecting now", self.describe, node)
                         if index != self.index:
                             self._switch(index, "it accepts connections again")
                         return
