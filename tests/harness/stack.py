@@ -16,6 +16,10 @@ import time
 from .net import free_port
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# state() reads state.json with the loop's own reader: src/ must be importable for every caller, the
+# benches too (they put only tests/ on the path; under pytest tests/conftest.py adds src/ as well).
+if os.path.join(TOP, "src") not in sys.path:
+    sys.path.append(os.path.join(TOP, "src"))
 
 
 def find_traefik():
