@@ -6,6 +6,9 @@ PYTHON ?= python3
 BASE_PYTHON := $(shell command -v $(PYTHON))
 VENV := $(CURDIR)/.venv
 PYTEST ?= $(VENV)/bin/python -m pytest
+# The fast tests run on every core (pytest-xdist; each test has its own temp root, ports and fake Slurm);
+# the real-component ones one at a time, since each starts a cluster of its own.
+FAST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 # The venv's console scripts (pytest, vermin, traefik) and python3 come first on PATH.
 export PATH := $(VENV)/bin:$(PATH)
 
@@ -36,10 +39,11 @@ llm-deps:
 
 # Every test, nothing skipped: a skipped real-component test fails the run (tests/conftest.py).
 test: pyz provision llm-deps
-	$(PYTEST) -q -rs tests
+	$(PYTEST) -q -rs -n $(FAST_WORKERS) -m "not e2e" tests
+	$(PYTEST) -q -rs -m e2e tests
 
 test-fast: pyz tools
-	$(PYTEST) -q -m "not e2e" tests
+	$(PYTEST) -q -rs -n $(FAST_WORKERS) -m "not e2e" tests
 
 test-e2e: pyz provision llm-deps
 	$(PYTEST) -q -rs -m e2e tests

@@ -1,15 +1,21 @@
-"""Shared test set-up: src/ and tests/ on sys.path, shim Slurm on PATH, a temp root."""
+"""Shared test set-up: src/ and tests/ on sys.path, and the fixtures many modules use: shim Slurm on
+PATH or an in-process one, a temp root and its layout, a taken port, a fake Traefik. The doubles
+themselves are in fakes.py."""
 
 import os
+import subprocess
 import sys
 
 import pytest
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(TESTS)
-SHIMS = os.path.join(TESTS, "shims")
 sys.path.insert(0, os.path.join(TOP, "src"))
 sys.path.insert(0, TESTS)
+
+import fakes  # noqa: E402  (needs the paths above)
+from forever_slurm.common import settings  # noqa: E402
+from forever_slurm.observe import traefik_health  # noqa: E402
 
 
 @pytest.fixture
@@ -18,11 +24,17 @@ def shim_state(tmp_path, monkeypatch):
     state_dir = tmp_path / "shim-state"
     state_dir.mkdir()
     monkeypatch.setenv("FS_SHIM_STATE", str(state_dir))
-    monkeypatch.setenv("PATH", SHIMS + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("PATH", fakes.SHIMS + os.pathsep + os.environ["PATH"])
     for key in list(os.environ):
         if key.startswith(("SQUEUE_", "SBATCH_", "FS_SHIM_START", "FS_SHIM_TIME")):
             monkeypatch.delenv(key, raising=False)
     return state_dir
+
+
+@pytest.fixture
+def shim_slurm(shim_state):
+    """The shim processes' cluster read and changed like a FakeSlurm (fakes.ShimSlurm)."""
+    return fakes.ShimSlurm(shim_state)
 
 
 @pytest.fixture
@@ -33,8 +45,47 @@ def root(tmp_path):
     return path
 
 
-def write_env(root, text):
-    (root / ".env").write_text(text)
+@pytest.fixture
+def fake_slurm():
+    """An in-process Slurm with the shims' rules (fakes.FakeSlurm): the loop's tests use its client()."""
+    return fakes.FakeSlurm()
+
+
+@pytest.fixture
+def layout(tmp_path):
+    """The layout of an empty root, its folders made."""
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    result = settings.Layout(str(root))
+    result.make_dirs()
+    return result
+
+
+@pytest.fixture
+def taken():
+    """A loopback port something else listens on."""
+    listener = fakes.Listener()
+    yield listener.port
+    listener.close()
+
+
+@pytest.fixture
+def fake_traefik(tmp_path, layout):
+    """start(web, ping): a program named `traefik` on those ports, its pid where `pyz traefik` writes it."""
+    started = []
+
+    def start(web, ping):
+        child = subprocess.Popen([fakes.write_fake_traefik(tmp_path / "bin"), str(web), str(ping)],
+                                 stdout=subprocess.PIPE)
+        started.append(child)
+        assert child.stdout.readline().strip() == b"listening"
+        with open(traefik_health.pid_file(layout), "w") as handle:
+            handle.write("%d\n" % child.pid)
+        return child
+    yield start
+    for child in started:
+        child.kill()
+        child.wait(timeout=10)
 
 
 # A skipped test proves nothing. `make test` must run every test, so a skip fails the run unless

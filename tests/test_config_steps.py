@@ -14,98 +14,15 @@ from forever_slurm.common import ports, settings
 from forever_slurm.observe import traefik_health
 from forever_slurm.common.errors import ForeverError
 
-from test_configure import Script
+from fakes import FAKE_BIN, Clock, Script, free_port, no_input, traefik_ports_conf
 
-
-class Listener:
-    """Something else on a port, as another user's Traefik on a shared login node."""
-
-    def __init__(self, port=0):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(5)
-        self.port = self.sock.getsockname()[1]
-
-    def close(self):
-        self.sock.close()
-
-
-@pytest.fixture
-def taken():
-    listener = Listener()
-    yield listener.port
-    listener.close()
-
-
-@pytest.fixture
-def layout(tmp_path):
-    root = tmp_path / "root"
-    root.mkdir()
-    result = settings.Layout(str(root))
-    result.make_dirs()
-    return result
-
-
-FAKE_TRAEFIK = """#!%s
-import http.server, sys
-class Ping(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/ping" else 404)
-        self.end_headers()
-        self.wfile.write(b"OK")
-    def log_message(self, *a):
-        pass
-web = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ping)
-ping = http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), Ping) if sys.argv[2] != "0" else None
-print("listening", flush=True)
-if ping:
-    import threading
-    threading.Thread(target=ping.serve_forever, daemon=True).start()
-web.serve_forever()
-"""
-
-
-@pytest.fixture
-def fake_traefik(tmp_path, layout):
-    """Start a program named `traefik` on given ports and write its pid where `pyz traefik` would."""
-    procs = []
-
-    def start(web, ping):
-        path = tmp_path / "bin" / "traefik"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(FAKE_TRAEFIK % sys.executable)
-        path.chmod(0o755)
-        proc = subprocess.Popen([str(path), str(web), str(ping)], stdout=subprocess.PIPE)
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == b"listening"
-        with open(traefik_health.pid_file(layout), "w") as handle:
-            handle.write("%d\n" % proc.pid)
-        return proc
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def free_port():
-    return ports.free_port_near("127.0.0.1", 20000 + os.getpid() % 20000)
-
-
-def conf_for(layout, web, ping):
-    with open(layout.env_file, "w") as handle:
-        handle.write("FS_TRAEFIK_PORT=%d\nFS_TRAEFIK_PING_PORT=%d\n" % (web, ping))
-    return settings.load(layout)
-
-
-def answers(web, ping, bind="127.0.0.1"):
-    return {"FS_TRAEFIK_PORT": str(web), "FS_TRAEFIK_BIND": bind, "FS_TRAEFIK_PING_PORT": str(ping)}
+# The fixtures layout, taken and fake_traefik are conftest.py's.
 
 
 # ---------------------------------------------------------------- is the Traefik ours and up
 
 def test_no_traefik_says_so_with_the_last_error_of_its_log(layout, taken):
-    conf = conf_for(layout, taken, free_port())
+    conf = traefik_ports_conf(layout, taken, free_port())
     with open(traefik_health.traefik_log(layout), "w") as handle:
         handle.write('2026-12-02T16:47:19Z INF Traefik version 3.7.15\n'
                      '2026-12-02T16:47:19Z ERR Command error error="command traefik error: listen tcp '
@@ -119,7 +36,7 @@ def test_no_traefik_says_so_with_the_last_error_of_its_log(layout, taken):
 
 
 def test_a_stale_pid_file_is_not_believed(layout):
-    conf = conf_for(layout, free_port(), free_port() + 1)
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         with open(traefik_health.pid_file(layout), "w") as handle:
@@ -136,7 +53,7 @@ def test_our_traefik_listening_and_answering_its_ping_is_running(layout, fake_tr
     web = free_port()
     ping = ports.free_port_near("127.0.0.1", web, {web})
     proc = fake_traefik(web, ping)
-    health = traefik_health.check(layout, conf_for(layout, web, ping))
+    health = traefik_health.check(layout, traefik_ports_conf(layout, web, ping))
     assert health == traefik_health.Health(True, proc.pid, "")
 
 
@@ -144,14 +61,14 @@ def test_our_traefik_without_a_ping_is_not_called_running(layout, fake_traefik):
     web = free_port()
     ping = ports.free_port_near("127.0.0.1", web, {web})
     proc = fake_traefik(web, 0)
-    health = traefik_health.check(layout, conf_for(layout, web, ping))
+    health = traefik_health.check(layout, traefik_ports_conf(layout, web, ping))
     assert not health.running and health.pid == proc.pid
     assert "nothing answers its ping on 127.0.0.1:%d" % ping in health.problem
 
 
 def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken, fake_traefik):
     from forever_slurm.observe import status
-    conf_for(layout, taken, free_port())
+    traefik_ports_conf(layout, taken, free_port())
     report = status.collect(layout)
     assert report["traefik"]["running"] is False and "port %d is taken" % taken in report["traefik"]["problem"]
     text = status.render(report)
@@ -169,29 +86,12 @@ def test_status_reports_traefik_and_prints_curl_only_while_it_runs(layout, taken
     assert "<service>" not in text
 
 
-# ---------------------------------------------------------------- a clock for the waits (see test_startup_check)
-
-def _no_input(prompt):
-    raise AssertionError("asked %r" % prompt)
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 # ---------------------------------------------------------------- the root
 
 def test_config_yes_creates_a_missing_root_and_says_so(tmp_path):
     said = []
     layout = settings.Layout(str(tmp_path / "new root"))
-    config_steps.ensure_root(layout, configure.Prompter(_no_input, _no_input), True, said.append)
+    config_steps.ensure_root(layout, configure.Prompter(no_input, no_input), True, said.append)
     assert os.path.isdir(layout.root) and said == ["Created %s (it did not exist)." % layout.root]
 
 
@@ -241,11 +141,10 @@ def test_every_subcommand_help_has_a_description():
 @pytest.fixture
 def fake_session(tmp_path, monkeypatch):
     """os.environ with the fake systemctl/loginctl/crontab first on a long PATH, and a .pyz to run."""
-    fakes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
     noise = os.pathsep.join(str(tmp_path / ("junk%d" % i)) for i in range(30))
     home = tmp_path / "home"
     home.mkdir()
-    monkeypatch.setenv("PATH", os.pathsep.join([fakes, noise, os.environ["PATH"]]))
+    monkeypatch.setenv("PATH", os.pathsep.join([FAKE_BIN, noise, os.environ["PATH"]]))
     monkeypatch.setenv("FAKE_STATE", str(tmp_path / "fake-state"))
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("USER", "alice")
@@ -264,7 +163,7 @@ def test_install_says_the_linger_advice_once_and_writes_a_short_path(layout, fak
     unit = (fake_session / ".config" / "systemd" / "user" /
             (units.unit_name(layout, "forever-slurm") + ".service")).read_text()
     path = unit.split('"PATH=')[1].split('"')[0]
-    assert "junk" not in path and "fakes" not in path
+    assert "junk" not in path and "fake_bin" not in path
     assert path.split(os.pathsep)[0] == os.path.dirname(sys.executable)
 
 
@@ -284,9 +183,9 @@ def test_units_run_as_the_host_config_ran_as(tmp_path, fake_session, monkeypatch
 
 def test_a_loop_unit_that_failed_is_named_with_systemds_word(layout, fake_session, monkeypatch, taken):
     monkeypatch.setenv("FAKE_FAILED_UNITS", units.unit_name(layout, "forever-slurm"))
-    conf = conf_for(layout, taken, free_port())
+    conf = traefik_ports_conf(layout, taken, free_port())
     report = config_steps.install_supervision(layout, ("forever-traefik", "forever-slurm"), lambda text="": None, inputs={})
-    clock = FakeClock()
+    clock = Clock(1000.0)
     problems = startup_check.wait_until_up(layout, conf, report, lambda text="": None, 5, clock=clock, sleep=clock.sleep)
     assert "the loop (forever-slurm) is not running (systemd says: failed)" in problems[1]
 

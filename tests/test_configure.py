@@ -1,15 +1,8 @@
 """Tests for the `config` conversation: prompts, validators, the service menu, and .env written safely."""
 
-import fcntl
 import glob
 import os
-import pty
-import select
 import shutil
-import signal
-import socket
-import struct
-import termios
 import time
 
 import pytest
@@ -18,59 +11,9 @@ from forever_slurm.setup import configure
 from forever_slurm.common import envfile, services, settings
 from forever_slurm.common.errors import ConfigError
 
+from fakes import Script, Terminal, free_ports, no_input
+
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-MAX_PROMPTS = 500       # a scripted session never needs this many; more means the flow loops
-
-
-class Script:
-    """input_fn answering by prompt: the next queued answer for the first matching prefix, else Enter.
-
-    An answer that is an exception class is raised instead, as the terminal would on Ctrl-C or Ctrl-D.
-    """
-
-    def __init__(self, answers=None):
-        self.queues = {prefix: list(items) for prefix, items in (answers or {}).items()}
-        self.prompts = []
-        self.lines = []
-
-    def __call__(self, prompt):
-        self.prompts.append(prompt)
-        self.lines.append(prompt)
-        if len(self.prompts) > MAX_PROMPTS:
-            raise AssertionError("the flow asked %d questions; last: %r" % (MAX_PROMPTS, prompt))
-        for prefix, queue in self.queues.items():
-            # FS_TRAEFIK_BIN must not answer FS_TRAEFIK_BIND: a prefix ends at a word boundary.
-            after = prompt[len(prefix):len(prefix) + 1]
-            if prompt.startswith(prefix) and not (_word(prefix[-1:]) and _word(after)) and queue:
-                answer = queue.pop(0)
-                if isinstance(answer, type) and issubclass(answer, BaseException):
-                    raise answer()
-                return answer
-        if prompt == "Pick a number or a name: ":
-            # The menu has no default while nothing is chosen: a script that picks no service says Done.
-            return "Done"
-        return ""
-
-    def say(self, text=""):
-        self.lines.append(text)
-
-    def prompter(self):
-        return configure.Prompter(self, self.say, interactive=True)
-
-    def asked(self, prefix):
-        return [p for p in self.prompts if p.startswith(prefix)]
-
-    @property
-    def output(self):
-        return "\n".join(self.lines)
-
-
-def _word(char):
-    return char.isalnum() or char == "_"
-
-
-def no_input(prompt):
-    raise AssertionError("asked %r although no question was expected" % prompt)
 
 
 def asked_keys(layout, scaling=False):
@@ -478,91 +421,11 @@ sys.exit(cli.main(["--root", sys.argv[2], "config", "--no-install"]))
 """
 
 
-def free_ports(count):
-    """Ports free now and different from each other (config checks them before it writes .env)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def pythons():
     found = [shutil.which("python3")]
     # The .pyz must run on 3.6; drive the same session with it when one is installed.
     found += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.6*/bin/python3.6")))[:1]
     return [p for p in found if p]
-
-
-class Terminal:
-    """A child process on a real pseudo-terminal; every read is bounded by a deadline."""
-
-    def __init__(self, argv, cwd, timeout=20):
-        self.timeout = timeout
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
-        env["TERM"] = "dumb"        # no terminal escape codes from readline in the transcript
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            try:
-                os.chdir(cwd)
-                os.execve(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        # A fixed, wide window: the default depends on whoever runs the tests.
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-        self.seen = b""
-        self.pos = 0
-
-    def expect(self, text):
-        wanted = text.encode()
-        deadline = time.monotonic() + self.timeout
-        while wanted not in self.seen[self.pos:]:
-            if not self._read(deadline - time.monotonic()):
-                raise AssertionError("no %r on the terminal; it shows:\n%s" % (text, self.transcript()))
-        self.pos = self.seen.index(wanted, self.pos) + len(wanted)
-
-    def type(self, text):
-        os.write(self.fd, text.encode())
-
-    def finish(self):
-        """Exit status, after reading the rest of the output."""
-        deadline = time.monotonic() + self.timeout
-        while self._read(deadline - time.monotonic()):
-            pass
-        while time.monotonic() < deadline:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                os.close(self.fd)
-                return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-            time.sleep(0.05)
-        self.kill()
-        raise AssertionError("the session did not end; it shows:\n%s" % self.transcript())
-
-    def kill(self):
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        except OSError:
-            pass
-
-    def transcript(self):
-        return self.seen.decode("utf-8", "replace").replace("\r\n", "\n")
-
-    def _read(self, left):
-        if left <= 0:
-            return False
-        ready, _, _ = select.select([self.fd], [], [], left)
-        if not ready:
-            return False
-        try:
-            chunk = os.read(self.fd, 4096)
-        except OSError:         # EIO: the child closed the terminal
-            return False
-        self.seen += chunk
-        return bool(chunk)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ test_probe, test_proc and test_traefik_bin)."""
 
 import ipaddress
 import socket
-import socketserver
-import threading
 import time
 
 import pytest
@@ -14,18 +12,7 @@ from forever_slurm.observe import traefik_health
 from forever_slurm.systems import httpget
 from forever_slurm.tunnel import sshtunnel
 
-
-def serve(script):
-    class Handler(socketserver.BaseRequestHandler):
-        def handle(self):
-            try:
-                script(self.request)
-            except OSError:
-                pass
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+from fakes import ScriptedServer, free_port
 
 
 def trickle(conn):
@@ -38,10 +25,9 @@ def trickle(conn):
 
 @pytest.fixture
 def trickling():
-    server = serve(trickle)
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    server = ScriptedServer(trickle)
+    yield server.port
+    server.close()
 
 
 def timed(call):
@@ -61,12 +47,11 @@ def test_a_ping_answer_with_its_message_in_a_later_packet_is_read():
         conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 7\r\n\r\n")
         time.sleep(0.1)
         conn.sendall(b"not yet")
-    server = serve(later)
+    server = ScriptedServer(later)
     try:
-        assert traefik_health.ping(server.server_address[1]) == "its ping answered HTTP 503 not yet"
+        assert traefik_health.ping(server.port) == "its ping answered HTTP 503 not yet"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 def test_the_tunnel_probe_that_trickles_is_cut_at_its_timeout(trickling):
@@ -75,10 +60,7 @@ def test_the_tunnel_probe_that_trickles_is_cut_at_its_timeout(trickling):
 
 
 def test_the_tunnel_probe_tells_refused_from_no_answer():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     assert sshtunnel.http_probe(port, timeout=0.5) == sshtunnel.PROBE_REFUSED
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -17,7 +17,7 @@ from forever_slurm.common import settings
 from forever_slurm.common.errors import LockedError
 from forever_slurm.core import lock, probe, run
 
-from test_loop import calls, jobs_file, make, publish_all, routed
+from fakes import add_other_service, make_controller, routed
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(TOP, "src")
@@ -40,12 +40,12 @@ def watch_text(layout, service):
 
 
 # -- 5, 6, 7, 8: what wrappers and old Slurm print ----------------------------------------------------
-def test_a_banner_and_a_footer_around_squeue_change_nothing(root, shim_state, tmp_path, monkeypatch, caplog):
+def test_a_banner_and_a_footer_around_squeue_change_nothing(root, shim_slurm, tmp_path, monkeypatch, caplog):
     wrap(tmp_path, monkeypatch, "squeue", 'echo "*** cluster maintenance Sunday ***"; REAL "$@"; printf "%s" "-- end --"')
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n')
+    ctl, clock, prober, layout = make_controller(root, shim_slurm, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n')
     assert ctl.look() is True                          # an empty queue with a banner is an empty queue
-    assert len([c for c in calls(shim_state) if c[0] == "sbatch"]) == 2
-    publish_all(shim_state)
+    assert len([c for c in shim_slurm.calls if c[0] == "sbatch"]) == 2
+    shim_slurm.publish_all()
     clock.sleep(10)
     assert ctl.look() is True
     text = watch_text(layout, "hello-python")
@@ -54,14 +54,14 @@ def test_a_banner_and_a_footer_around_squeue_change_nothing(root, shim_state, tm
     assert caplog.text.count("not a row (set aside; said once)") == 1
 
 
-def test_a_duplicated_listing_counts_each_job_once(root, shim_state, tmp_path, monkeypatch):
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n')
-    routed(ctl, clock, shim_state)
+def test_a_duplicated_listing_counts_each_job_once(root, shim_slurm, tmp_path, monkeypatch):
+    ctl, clock, prober, layout = make_controller(root, shim_slurm, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n')
+    routed(ctl, clock, shim_slurm)
     wrap(tmp_path, monkeypatch, "squeue", 'REAL "$@"; REAL "$@"')     # a wrapper asking twice
     for _ in range(3):
         clock.sleep(60)
         assert ctl.look() is True
-    assert len(jobs_file(shim_state)) == 2                    # nothing more submitted
+    assert len(shim_slurm.jobs) == 2                    # nothing more submitted
     assert len(ctl.snapshot.jobs) == 2 and text_has_servers(watch_text(layout, "hello-python"), 2)
 
 
@@ -69,13 +69,13 @@ def text_has_servers(text, count):
     return text.count("- url:") == count
 
 
-def test_old_slurm_without_me_is_asked_by_uid_and_runs(root, shim_state, caplog):
+def test_old_slurm_without_me_is_asked_by_uid_and_runs(root, shim_state, shim_slurm, caplog):
     (shim_state / "squeue-no-me").write_text("")
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    ctl, clock, prober, layout = make_controller(root, shim_slurm, 'SERVICE_LIST="hello-python/1"\n')
     assert ctl.look() is True and ctl.look() is True
-    squeues = [c for c in calls(shim_state) if c[0] == "squeue"]
+    squeues = [c for c in shim_slurm.calls if c[0] == "squeue"]
     assert "--me" in squeues[0] and all(c[1:3] == ["-u", str(os.getuid())] for c in squeues[1:])
-    assert len(squeues) == 3 and len(jobs_file(shim_state)) == 1
+    assert len(squeues) == 3 and len(shim_slurm.jobs) == 1
     assert caplog.text.count("squeue has no --me here") == 1 and "unrecognized option '--me'" in caplog.text
 
 
@@ -90,12 +90,12 @@ def test_check_reports_old_slurm(root, shim_state, capsys):
     assert "squeue: squeue exited 1: slurm_load_jobs error: Unable to contact" in capsys.readouterr().out
 
 
-def test_sbatch_that_prints_a_notice_before_the_id_is_a_submission(root, shim_state, tmp_path, monkeypatch):
+def test_sbatch_that_prints_a_notice_before_the_id_is_a_submission(root, shim_slurm, tmp_path, monkeypatch):
     wrap(tmp_path, monkeypatch, "sbatch", 'echo "Accounting: charged to project p123 (80% used)"; REAL "$@"; '
                                           'echo "Remaining budget: 1500 core hours"')
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    ctl, clock, prober, layout = make_controller(root, shim_slurm, 'SERVICE_LIST="hello-python/1"\n')
     assert ctl.look() is True
-    submitted = [j["id"] for j in jobs_file(shim_state)]
+    submitted = [j["id"] for j in shim_slurm.jobs]
     assert len(submitted) == 1
     memory = ctl.snapshot.memory
     assert list(memory.jobs) == [str(submitted[0])]
@@ -104,7 +104,7 @@ def test_sbatch_that_prints_a_notice_before_the_id_is_a_submission(root, shim_st
 
 
 # -- 1: a slow backend at the loop --------------------------------------------------------------------
-def test_a_trickling_backend_neither_stalls_the_loop_nor_keeps_a_dead_one_routed(root, shim_state):
+def test_a_trickling_backend_neither_stalls_the_loop_nor_keeps_a_dead_one_routed(root, shim_slurm):
     import socketserver
 
     class Trickle(socketserver.BaseRequestHandler):
@@ -120,16 +120,16 @@ def test_a_trickling_backend_neither_stalls_the_loop_nor_keeps_a_dead_one_routed
     slow = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Trickle)
     slow.daemon_threads = True
     threading.Thread(target=slow.serve_forever, daemon=True).start()
-    from test_hardening import add_other_service, set_comment
     add_other_service(root)
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1 other/1"\nFS_SPREAD=no\n'
+    ctl, clock, prober, layout = make_controller(root, shim_slurm, 'SERVICE_LIST="hello-python/1 other/1"\n'
+                                                 'FS_SPREAD=no\n'
                                             'FS_PROBE_TIMEOUT=0.5\n')
-    routed(ctl, clock, shim_state)
-    ids = {j["name"]: j["id"] for j in jobs_file(shim_state)}
+    routed(ctl, clock, shim_slurm)
+    ids = {j["name"]: j["id"] for j in shim_slurm.jobs}
     other_url = ctl.snapshot.memory.jobs[ids["other"]].url
     assert other_url in watch_text(layout, "other")     # routed by the fake prober
     ctl.probe_all = probe.probe_all                     # from now on the real one
-    set_comment(shim_state, ids["hello-python"], "traefik,hello-python,http://127.0.0.1:%d" % slow.server_address[1])
+    shim_slurm.set_comment(ids["hello-python"], "traefik,hello-python,http://127.0.0.1:%d" % slow.server_address[1])
     clock.sleep(10)
     try:
         started = time.monotonic()
@@ -157,7 +157,7 @@ def python36():
 
 @pytest.mark.parametrize("name", [b"j\xc3\xb6rg", b"j\xf6rg"])
 @pytest.mark.parametrize("python", ["3.6", "current"])
-def test_a_root_path_that_is_not_ascii_keeps_its_jobs_under_any_locale(tmp_path, shim_state, name, python):
+def test_a_root_path_that_is_not_ascii_keeps_its_jobs_under_any_locale(tmp_path, shim_slurm, name, python):
     """Two `run --once` under LC_ALL=C: the first job is recognised as ours (not foreign, not submitted
     again) and every log line with the path is written."""
     interpreter = python36() if python == "3.6" else sys.executable
@@ -173,7 +173,7 @@ def test_a_root_path_that_is_not_ascii_keeps_its_jobs_under_any_locale(tmp_path,
         done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         assert b"Traceback" not in done.stderr and b"Logging error" not in done.stderr, done.stderr
-    jobs = jobs_file(shim_state)
+    jobs = shim_slurm.jobs
     assert len(jobs) == 1 and os.fsencode(jobs[0]["chdir"]) == root + b"/.work/slurm-output"
     assert os.fsencode(jobs[0]["env_root"]) == root          # FOREVER_ROOT in the job's environment
     log_text = open(os.path.join(root, b".work", b"log", b"loop.log"), "rb").read()
@@ -321,7 +321,7 @@ def test_a_loop_that_finds_another_holding_its_lock_stops_with_a_clear_message(r
 
 
 # -- 4: closed stdio, a full disk ------------------------------------------------------------------------
-def test_run_with_stderr_closed_runs_and_logs_to_its_file(root, shim_state):
+def test_run_with_stderr_closed_runs_and_logs_to_its_file(root, shim_slurm):
     (root / ".env").write_text('SERVICE_LIST="hello-python/1"\n')
     env = dict(os.environ, PYTHONPATH=SRC)
     done = subprocess.run(["sh", "-c", 'exec "$0" -m forever_slurm --root "$1" run --once 2>&- >&- <&-',
@@ -329,7 +329,7 @@ def test_run_with_stderr_closed_runs_and_logs_to_its_file(root, shim_state):
     assert done.returncode == 0
     text = open(os.path.join(str(root), ".work", "log", "loop.log")).read()
     assert "submitted job" in text
-    assert len(jobs_file(shim_state)) == 1
+    assert len(shim_slurm.jobs) == 1
 
 
 def test_status_with_stdout_closed_does_not_fail_silently(root, shim_state):

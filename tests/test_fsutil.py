@@ -84,3 +84,15 @@ def test_make_private_dir(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_create_once_without_hard_links_falls_back_to_an_exclusive_create(tmp_path, monkeypatch):
+    import errno as errno_mod
+
+    def no_links(src, dst):
+        raise OSError(errno_mod.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    path = str(tmp_path / "first")
+    assert fsutil.create_once(path, "one") is True
+    assert fsutil.create_once(path, "two") is False
+    assert open(path).read() == "one" and os.listdir(str(tmp_path)) == ["first"]

@@ -1,6 +1,6 @@
 """Issue 11: the loop never dies, never forgets its own jobs, and one service never hurts another.
 
-Each class of fault gets its own tests, against the shim Slurm (tests/shims) with fake clocks;
+Each class of fault gets its own tests, against the in-process Slurm (fakes.FakeSlurm) with fake clocks;
 large classes (Comments, odd bytes) are fed randomised inputs with a fixed seed.
 """
 
@@ -14,28 +14,12 @@ import pytest
 
 from forever_slurm.common import fsutil, settings
 from forever_slurm.core import absorb, lock, loop, model, outcomes, planner, probe, routes, scheduler, state
-from forever_slurm.systems import slurm
 from forever_slurm.observe import status
 from forever_slurm.common.errors import ConfigError
 
-from test_loop import Clock, Prober, calls, jobs_file, make, publish_all, routed
+from fakes import add_other_service, make_controller, routed
 
 TWO = 'SERVICE_LIST="hello-python/1 other/1"\nFS_SPREAD=no\n'
-
-
-def add_other_service(root):
-    """A second service, so tests can show that one service's trouble leaves the other alone."""
-    folder = root / "services" / "other"
-    folder.mkdir(parents=True)
-    (folder / "other.sub").write_text("#!/bin/bash\n#SBATCH --job-name other\nsleep 100\n")
-
-
-def set_comment(shim_state, job_id, comment):
-    data = json.loads((shim_state / "jobs.json").read_text())
-    for job in data["jobs"]:
-        if job["id"] == job_id:
-            job["comment"] = comment
-    (shim_state / "jobs.json").write_text(json.dumps(data))
 
 
 def watch_file(layout, service):
@@ -43,17 +27,17 @@ def watch_file(layout, service):
     return open(path).read() if os.path.exists(path) else ""
 
 
-def two_services(root, shim_state, prober=None):
+def two_services(root, fake_slurm, prober=None):
     add_other_service(root)
-    ctl, clock, prober_, layout = make(root, TWO)
+    ctl, clock, prober_, layout = make_controller(root, fake_slurm, TWO)
     if prober is not None:
         ctl.probe_all = prober
-    routed(ctl, clock, shim_state)
+    routed(ctl, clock, fake_slurm)
     return ctl, clock, layout
 
 
-def job_of(shim_state, name):
-    return [j for j in jobs_file(shim_state) if j["name"] == name and j["state"] == "R"][0]
+def job_of(fake_slurm, name):
+    return [j for j in fake_slurm.jobs if j["name"] == name and j["state"] == "R"][0]
 
 
 # -- 1. bad data never stops the loop ----------------------------------------------------------------
@@ -62,12 +46,13 @@ EVIL_HOSTS = ["a..b", "x" * 100, "-a.b", "a_b-", "169.254.169.254", "0xa9fea9fe"
 EVIL_PORTS = ["\u0664\u0660", "\uff18\uff10", "0", "65536", "99999", "-1", "8O"]
 
 
-def test_comments_the_http_client_would_choke_on_are_refused_with_the_real_prober(root, shim_state):
-    ctl, clock, layout = two_services(root, shim_state, prober=probe.probe_all)
-    victim = job_of(shim_state, "hello-python")["id"]
+def test_comments_the_http_client_would_choke_on_are_refused_with_the_real_prober(root, fake_slurm):
+    fake_slurm.nodes = ["127.0.0.1"]    # backends the real prober reaches without asking DNS (5 s at times)
+    ctl, clock, layout = two_services(root, fake_slurm, prober=probe.probe_all)
+    victim = job_of(fake_slurm, "hello-python")["id"]
     for host in EVIL_HOSTS:
         for port in ["80"] + EVIL_PORTS[:2]:
-            set_comment(shim_state, victim, "traefik,hello-python,http://%s:%s" % (host, port))
+            fake_slurm.set_comment(victim, "traefik,hello-python,http://%s:%s" % (host, port))
             clock.sleep(10)
             assert ctl.look() is True
             assert ctl.snapshot.memory.jobs[victim].comment_problem
@@ -96,13 +81,13 @@ def random_comment(rng, service):
     return "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 12)))
 
 
-def test_random_comments_never_stop_the_loop_nor_add_a_job(root, shim_state):
-    ctl, clock, layout = two_services(root, shim_state)
+def test_random_comments_never_stop_the_loop_nor_add_a_job(root, fake_slurm):
+    ctl, clock, layout = two_services(root, fake_slurm)
     rng = random.Random(1234)
-    ids = sorted(j["id"] for j in jobs_file(shim_state))
-    victim = job_of(shim_state, "hello-python")["id"]
+    ids = sorted(j["id"] for j in fake_slurm.jobs)
+    victim = job_of(fake_slurm, "hello-python")["id"]
     for _ in range(150):
-        set_comment(shim_state, victim, random_comment(rng, "hello-python"))
+        fake_slurm.set_comment(victim, random_comment(rng, "hello-python"))
         clock.sleep(10)
         assert ctl.look() is True
         assert sorted(ctl.snapshot.memory.jobs) == ids                 # no phantom job, none lost
@@ -112,23 +97,23 @@ def test_random_comments_never_stop_the_loop_nor_add_a_job(root, shim_state):
         assert "node" in watch_file(layout, "other")                   # the other service is still routed
 
 
-def test_a_comment_shaped_like_squeue_rows_never_makes_a_phantom_job(root, shim_state):
-    ctl, clock, layout = two_services(root, shim_state)
-    victim = job_of(shim_state, "hello-python")["id"]
+def test_a_comment_shaped_like_squeue_rows_never_makes_a_phantom_job(root, fake_slurm):
+    ctl, clock, layout = two_services(root, fake_slurm)
+    victim = job_of(fake_slurm, "hello-python")["id"]
     before = sorted(ctl.snapshot.memory.jobs)
     for sep in ["\n", "\x1e", "\u2028", "\r\n", "\x85"]:
         fake = "9999|R|hello-python|node9|1:00:00|0:01|None|%s|traefik,hello-python,http://evil:1" % (
             layout.slurm_output)
-        set_comment(shim_state, victim, "traefik,hello-python,http://node1:40001" + sep + fake)
+        fake_slurm.set_comment(victim, "traefik,hello-python,http://node1:40001" + sep + fake)
         clock.sleep(10)
         ctl.look()
         assert sorted(ctl.snapshot.memory.jobs) == before
         assert "evil" not in watch_file(layout, "hello-python")
 
 
-def test_odd_bytes_from_squeue_are_skipped_and_reported_once(root, shim_state, caplog):
-    ctl, clock, layout = two_services(root, shim_state)
-    (shim_state / "squeue-extra-bytes").write_bytes(b"\xff\xfe garbage \x00\x80\n")
+def test_odd_bytes_from_squeue_are_skipped_and_reported_once(root, fake_slurm, caplog):
+    ctl, clock, layout = two_services(root, fake_slurm)
+    fake_slurm.squeue_extra_bytes = b"\xff\xfe garbage \x00\x80\n"
     caplog.set_level(logging.WARNING)
     for _ in range(3):
         clock.sleep(10)
@@ -137,8 +122,8 @@ def test_odd_bytes_from_squeue_are_skipped_and_reported_once(root, shim_state, c
     assert len(ctl.snapshot.memory.jobs) == 2
 
 
-def test_a_bug_while_planning_one_service_costs_only_that_service(root, shim_state, monkeypatch, caplog):
-    ctl, clock, layout = two_services(root, shim_state)
+def test_a_bug_while_planning_one_service_costs_only_that_service(root, fake_slurm, monkeypatch, caplog):
+    ctl, clock, layout = two_services(root, fake_slurm)
     hello = watch_file(layout, "hello-python")
     real = planner.plan_service
 
@@ -152,13 +137,13 @@ def test_a_bug_while_planning_one_service_costs_only_that_service(root, shim_sta
     for _ in range(3):
         clock.sleep(10)
         ctl.look()
-    assert len([j for j in jobs_file(shim_state) if j["name"] == "other"]) == 2   # the other goes on
+    assert len([j for j in fake_slurm.jobs if j["name"] == "other"]) == 2   # the other goes on
     assert watch_file(layout, "hello-python") == hello                             # last good file kept
     assert caplog.text.count("Traceback") == 1 and "planning hello-python failed" in caplog.text
 
 
-def test_the_loop_goes_on_after_a_bug_in_a_cycle(root, shim_state, caplog):
-    ctl, clock, prober, layout = make(root)
+def test_the_loop_goes_on_after_a_bug_in_a_cycle(root, fake_slurm, caplog):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm)
     real = ctl.look
     seen = []
 
@@ -183,17 +168,17 @@ def scale_to_zero(ctl, layout, clock):
         ctl.look()
 
 
-def foreign_job(root, name="hello-python"):
+def foreign_job(root, fake_slurm, name="hello-python"):
     script = root / ("own-%s.sub" % name)
     script.write_text("#!/bin/bash\n#SBATCH --job-name %s\nsleep 1\n" % name)
-    assert os.system("sbatch --parsable %s >/dev/null" % script) == 0
+    assert fake_slurm.sbatch_as_user(script)
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "garbage", "wrong types", "directory"])
-def test_after_state_json_is_lost_its_own_jobs_are_rebuilt_from_slurm(root, shim_state, damage):
-    ctl, clock, prober, layout = make(root)
-    routed(ctl, clock, shim_state)
-    foreign_job(root)
+def test_after_state_json_is_lost_its_own_jobs_are_rebuilt_from_slurm(root, fake_slurm, damage):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm)
+    routed(ctl, clock, fake_slurm)
+    foreign_job(root, fake_slurm)
     ours = sorted(ctl.snapshot.memory.jobs)
     text = open(layout.state_file).read()
     os.unlink(layout.state_file)
@@ -210,36 +195,36 @@ def test_after_state_json_is_lost_its_own_jobs_are_rebuilt_from_slurm(root, shim
         open(layout.state_file, "w").write(json.dumps(data))
     elif damage == "directory":
         os.mkdir(layout.state_file)
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
+    again = loop.Controller(layout, settings.load(layout), fake_slurm.client(), clock=clock,
                             probe_all=prober)
     clock.sleep(10)
-    (shim_state / "calls.log").write_text("")
+    fake_slurm.calls.clear()
     again.look()
     assert sorted(again.snapshot.memory.jobs) == ours
-    assert not [c for c in calls(shim_state) if c[0] == "sbatch"]    # nothing submitted twice
+    assert not fake_slurm.commands("sbatch")    # nothing submitted twice
     scale_to_zero(again, layout, clock)
-    cancelled = sorted(i for c in calls(shim_state) if c[0] == "scancel" for i in c[1:])
+    cancelled = sorted(i for c in fake_slurm.calls if c[0] == "scancel" for i in c[1:])
     assert cancelled == ours                                          # ours cancelled, the foreign one not
 
 
-def test_a_kill_between_sbatch_and_saving_neither_orphans_nor_doubles(root, shim_state, monkeypatch):
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+def test_a_kill_between_sbatch_and_saving_neither_orphans_nor_doubles(root, fake_slurm, monkeypatch):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm, 'SERVICE_LIST="hello-python/1"\n')
     saved = []
     real_save = state.save
     monkeypatch.setattr(state, "save", lambda path, snap: (saved.append(state.to_json(snap)), real_save(path, snap)))
     ctl.look()
-    assert len(jobs_file(shim_state)) == 1
+    assert len(fake_slurm.jobs) == 1
     intent_only = saved[0]                                  # what was on disk while sbatch ran
     assert any(k.startswith(model.INTENT_PREFIX) for k in json.loads(intent_only)["jobs"])
     monkeypatch.setattr(state, "save", real_save)
     open(layout.state_file, "w").write(intent_only)         # the loop died right after sbatch
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
+    again = loop.Controller(layout, settings.load(layout), fake_slurm.client(), clock=clock,
                             probe_all=prober)
     for _ in range(3):
         clock.sleep(10)
         again.look()
-    assert len(jobs_file(shim_state)) == 1                  # not doubled
-    assert list(again.snapshot.memory.jobs) == [jobs_file(shim_state)[0]["id"]]   # and not orphaned
+    assert len(fake_slurm.jobs) == 1                  # not doubled
+    assert list(again.snapshot.memory.jobs) == [fake_slurm.jobs[0]["id"]]   # and not orphaned
 
 
 def test_an_intent_that_never_shows_up_is_dropped_without_counting_a_crash():
@@ -248,16 +233,16 @@ def test_an_intent_that_never_shows_up_is_dropped_without_counting_a_crash():
     assert memory.jobs == {} and "never showed up" in events[0] and "svc" not in memory.services
 
 
-def test_same_named_jobs_it_did_not_submit_are_never_counted_or_routed(root, shim_state):
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
-    foreign_job(root)
-    publish_all(shim_state)
-    foreign = jobs_file(shim_state)[0]
+def test_same_named_jobs_it_did_not_submit_are_never_counted_or_routed(root, fake_slurm):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm, 'SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
+    foreign_job(root, fake_slurm)
+    fake_slurm.publish_all()
+    foreign = fake_slurm.jobs[0]
     ctl.look()
-    publish_all(shim_state)
+    fake_slurm.publish_all()
     clock.sleep(10)
     ctl.look()
-    ours = [j for j in jobs_file(shim_state) if j["id"] != foreign["id"]]
+    ours = [j for j in fake_slurm.jobs if j["id"] != foreign["id"]]
     assert len(ours) == 1                                             # submitted its own all the same
     text = watch_file(layout, "hello-python")
     assert ours[0]["comment"].split(",")[2] in text and foreign["comment"].split(",")[2] not in text
@@ -268,9 +253,9 @@ def test_same_named_jobs_it_did_not_submit_are_never_counted_or_routed(root, shi
 
 
 # -- 3. filesystem faults --------------------------------------------------------------------------
-def test_a_full_disk_is_logged_once_retried_and_nothing_is_submitted_unrecorded(root, shim_state, monkeypatch,
+def test_a_full_disk_is_logged_once_retried_and_nothing_is_submitted_unrecorded(root, fake_slurm, monkeypatch,
                                                                                 caplog):
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
+    ctl, clock, prober, layout = make_controller(root, fake_slurm, 'SERVICE_LIST="hello-python/1"\n')
     real = fsutil.atomic_write
 
     def full(*args, **kwargs):
@@ -279,19 +264,19 @@ def test_a_full_disk_is_logged_once_retried_and_nothing_is_submitted_unrecorded(
     for _ in range(3):
         clock.sleep(10)
         ctl.look()
-    assert jobs_file(shim_state) == [] if (shim_state / "jobs.json").exists() else True
+    assert fake_slurm.jobs == []
     assert caplog.text.count("No space left on device; retrying") == 1
     assert "state" in ctl.faults
     monkeypatch.setattr(fsutil, "atomic_write", real)
     clock.sleep(10)
     ctl.look()
-    assert len(jobs_file(shim_state)) == 1 and "state" not in ctl.faults
-    assert list(state.load(layout.state_file).memory.jobs) == [jobs_file(shim_state)[0]["id"]]
+    assert len(fake_slurm.jobs) == 1 and "state" not in ctl.faults
+    assert list(state.load(layout.state_file).memory.jobs) == [fake_slurm.jobs[0]["id"]]
 
 
-def test_the_disk_reserve_lets_the_loop_record_a_submission_and_drop_a_gone_job(root, shim_state, monkeypatch):
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
-    routed(ctl, clock, shim_state)
+def test_the_disk_reserve_lets_the_loop_record_a_submission_and_drop_a_gone_job(root, fake_slurm, monkeypatch):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm, 'SERVICE_LIST="hello-python/1"\n')
+    routed(ctl, clock, fake_slurm)
     assert os.path.getsize(ctl.reserve.path) == ctl.reserve.size
     real = fsutil.atomic_write
 
@@ -301,24 +286,22 @@ def test_the_disk_reserve_lets_the_loop_record_a_submission_and_drop_a_gone_job(
         return real(*args, **kwargs)
     monkeypatch.setattr(fsutil, "atomic_write", full_while_reserved)
     monkeypatch.setattr(fsutil.Reserve, "ensure", lambda self: False)       # the disk stays full
-    gone = jobs_file(shim_state)[0]
+    gone = fake_slurm.jobs[0]
     prober.dead.add(gone["comment"].split(",")[2])                          # the job dies
     clock.sleep(2)
     ctl.probe_pass()
     assert gone["comment"].split(",")[2] not in watch_file(layout, "hello-python")   # out of Traefik
-    data = json.loads((shim_state / "jobs.json").read_text())
-    data["jobs"][0]["state"] = "F"
-    (shim_state / "jobs.json").write_text(json.dumps(data))
+    fake_slurm.job(gone["id"])["state"] = "F"
     clock.sleep(10)
     ctl.look()
     saved = state.load(layout.state_file)
-    new = [j["id"] for j in jobs_file(shim_state) if j["id"] != gone["id"]]
+    new = [j["id"] for j in fake_slurm.jobs if j["id"] != gone["id"]]
     assert gone["id"] not in saved.memory.jobs and sorted(saved.memory.jobs) == new   # the replacement recorded
     assert not os.path.exists(ctl.reserve.path) and "state" not in ctl.faults
 
 
-def test_an_unwritable_watch_folder_keeps_the_others_and_is_shown(root, shim_state, monkeypatch):
-    ctl, clock, layout = two_services(root, shim_state)
+def test_an_unwritable_watch_folder_keeps_the_others_and_is_shown(root, fake_slurm, monkeypatch):
+    ctl, clock, layout = two_services(root, fake_slurm)
     real = fsutil.atomic_write
 
     def refuse_hello(path, *args, **kwargs):
@@ -328,7 +311,7 @@ def test_an_unwritable_watch_folder_keeps_the_others_and_is_shown(root, shim_sta
     monkeypatch.setattr(fsutil, "atomic_write", refuse_hello)
     monkeypatch.setattr(routes.traefik_files, "write_if_changed",
                         lambda path, text, tmp: refuse_hello(path, text, tmp_dir=tmp, only_if_changed=True))
-    prober_dead = job_of(shim_state, "other")
+    prober_dead = job_of(fake_slurm, "other")
     clock.sleep(10)
     ctl.look()
     assert "traefik:hello-python" in ctl.faults
@@ -338,7 +321,7 @@ def test_an_unwritable_watch_folder_keeps_the_others_and_is_shown(root, shim_sta
 
 
 @pytest.mark.parametrize("kind", ["directory", "fifo", "device", "huge", "binary"])
-def test_a_sub_that_is_not_a_sane_file_is_refused_and_the_others_go_on(root, shim_state, kind, caplog):
+def test_a_sub_that_is_not_a_sane_file_is_refused_and_the_others_go_on(root, fake_slurm, kind, caplog):
     add_other_service(root)
     folder = root / "services" / "hello-python"
     folder.mkdir(parents=True)
@@ -353,9 +336,9 @@ def test_a_sub_that_is_not_a_sane_file_is_refused_and_the_others_go_on(root, shi
         target.write_bytes(b"#!/bin/bash\n#SBATCH --job-name hello-python\n" + b"#" * (2 * 1024 * 1024))
     else:
         target.write_bytes(b"#!/bin/bash\n#SBATCH --job-name hello-python\n\xff\xfe\n")
-    ctl, clock, prober, layout = make(root, TWO)
+    ctl, clock, prober, layout = make_controller(root, fake_slurm, TWO)
     ctl.look()
-    names = [j["name"] for j in jobs_file(shim_state)]
+    names = [j["name"] for j in fake_slurm.jobs]
     assert names == ["other"]
     assert "hello-python.sub" in ctl.snapshot.service_errors["hello-python"]
 
@@ -369,12 +352,12 @@ def test_an_unusable_lock_file_is_a_clear_error(root):
 
 
 # -- 6. time, retries ------------------------------------------------------------------------------
-def test_a_wall_clock_jump_back_does_not_stop_looking_at_slurm(root, shim_state):
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/1"\n')
-    routed(ctl, clock, shim_state)
+def test_a_wall_clock_jump_back_does_not_stop_looking_at_slurm(root, fake_slurm):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm, 'SERVICE_LIST="hello-python/1"\n')
+    routed(ctl, clock, fake_slurm)
     wall = {"offset": 0.0}
     ctl.clock = lambda: clock.now + wall["offset"]
-    (shim_state / "calls.log").write_text("")
+    fake_slurm.calls.clear()
     start = clock.now
     looks = []
     real = ctl.look
@@ -386,33 +369,33 @@ def test_a_wall_clock_jump_back_does_not_stop_looking_at_slurm(root, shim_state)
         return real()
     ctl.look = look
     scheduler.run_forever(ctl, lambda: clock.now - start > 60, monotonic=clock, wait=clock.sleep)
-    assert len([c for c in calls(shim_state) if c[0] == "squeue"]) >= 5
+    assert len(fake_slurm.commands("squeue")) >= 5
 
 
-def test_a_failing_scancel_backs_off_and_the_route_does_not_flap(root, shim_state):
-    ctl, clock, prober, layout = make(root, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n')
-    routed(ctl, clock, shim_state)
+def test_a_failing_scancel_backs_off_and_the_route_does_not_flap(root, fake_slurm):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n')
+    routed(ctl, clock, fake_slurm)
     (root / ".env").write_text('SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
     ctl.settings = settings.load(layout)
-    (shim_state / "fail-scancel").write_text("scancel: error: Kill job error: Access/permission denied\n")
+    fake_slurm.fail["scancel"] = "scancel: error: Kill job error: Access/permission denied\n"
     seen_backends = []
     attempts = []
     for step in range(40):
         clock.sleep(5)
-        before = len([c for c in calls(shim_state) if c[0] == "scancel"])
+        before = len(fake_slurm.commands("scancel"))
         ctl.look() if step % 2 == 0 else ctl.probe_pass()
-        if len([c for c in calls(shim_state) if c[0] == "scancel"]) > before:
+        if len(fake_slurm.commands("scancel")) > before:
             attempts.append(clock.now)
         if attempts:        # (before that the surplus job drains: weight 0, still listed)
             seen_backends.append(watch_file(layout, "hello-python").count("url:"))
     assert set(seen_backends) == {1}                                  # never back to 2, never 0
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
     assert len(attempts) >= 3 and gaps == sorted(gaps) and gaps[-1] > gaps[0]   # backing off
-    (shim_state / "fail-scancel").unlink()
+    del fake_slurm.fail["scancel"]
     for _ in range(20):
         clock.sleep(10)
         ctl.look()
-    assert sorted(j["state"] for j in jobs_file(shim_state)) == ["CA", "R"]
+    assert sorted(j["state"] for j in fake_slurm.jobs) == ["CA", "R"]
 
 
 # -- 5. readers read ---------------------------------------------------------------------------------
@@ -468,40 +451,37 @@ def test_an_unwritable_log_folder_does_not_stop_the_loop(root, shim_state, capsy
     assert "cannot create the folders under" in capsys.readouterr().err      # one clear line, no traceback
 
 
-def test_an_empty_answer_while_every_backend_still_answers_is_not_believed_at_once(root, shim_state, caplog):
+def test_an_empty_answer_while_every_backend_still_answers_is_not_believed_at_once(root, fake_slurm, caplog):
     """One empty squeue answer (exit 0, nothing printed: a site's wrapper, a controller restarted from
     an old state) had dropped every route and submitted a job. It is asked again first; an answer that
     says the same twice is believed."""
-    ctl, clock, prober, layout = make(root)
-    routed(ctl, clock, shim_state)
+    ctl, clock, prober, layout = make_controller(root, fake_slurm)
+    routed(ctl, clock, fake_slurm)
     before = watch_file(layout, "hello-python")
-    saved = (shim_state / "jobs.json").read_text()
-    data = json.loads(saved)
-    (shim_state / "jobs.json").write_text(json.dumps(dict(data, jobs=[])))
-    (shim_state / "calls.log").write_text("")
+    saved = fake_slurm.data["jobs"]
+    fake_slurm.data["jobs"] = []
+    fake_slurm.calls.clear()
     clock.sleep(10)
     assert ctl.look() is False
-    assert [c[0] for c in calls(shim_state)] == ["squeue"] and watch_file(layout, "hello-python") == before
+    assert [c[0] for c in fake_slurm.calls] == ["squeue"] and watch_file(layout, "hello-python") == before
     assert "not believed" in caplog.text and ctl.next_look_in() == planner.FOLLOW_UP_DELAY
-    (shim_state / "jobs.json").write_text(saved)             # the next answer is whole again
+    fake_slurm.data["jobs"] = saved                          # the next answer is whole again
     clock.sleep(2)
     assert ctl.look() is True and watch_file(layout, "hello-python") == before
-    assert [c[0] for c in calls(shim_state)] == ["squeue", "squeue"]
-    (shim_state / "jobs.json").write_text(json.dumps(dict(data, jobs=[])))
+    assert [c[0] for c in fake_slurm.calls] == ["squeue", "squeue"]
+    fake_slurm.data["jobs"] = []
     for _ in range(2):                                        # said twice: believed
         clock.sleep(2)
         ctl.look()
-    assert "sbatch" in [c[0] for c in calls(shim_state)]
+    assert "sbatch" in [c[0] for c in fake_slurm.calls]
 
 
-def test_a_job_whose_server_stopped_answering_is_believed_gone_at_once(root, shim_state):
-    ctl, clock, prober, layout = make(root)
-    routed(ctl, clock, shim_state)
-    data = json.loads((shim_state / "jobs.json").read_text())
-    gone = data["jobs"].pop(0)
-    (shim_state / "jobs.json").write_text(json.dumps(data))
+def test_a_job_whose_server_stopped_answering_is_believed_gone_at_once(root, fake_slurm):
+    ctl, clock, prober, layout = make_controller(root, fake_slurm)
+    routed(ctl, clock, fake_slurm)
+    gone = fake_slurm.data["jobs"].pop(0)
     prober.dead.add(gone["comment"].split(",")[2])
     clock.sleep(2)
     ctl.probe_pass()
-    (shim_state / "calls.log").write_text("")
-    assert ctl.look() is True and "sbatch" in [c[0] for c in calls(shim_state)]
+    fake_slurm.calls.clear()
+    assert ctl.look() is True and "sbatch" in [c[0] for c in fake_slurm.calls]

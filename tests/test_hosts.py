@@ -6,18 +6,12 @@ import os
 from forever_slurm.common import settings
 from forever_slurm.core import follow, hosts, model, state
 
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from fakes import Clock
 
 
 def test_a_host_reports_changes_at_once_only_when_they_matter(tmp_path):
     layout = settings.Layout(str(tmp_path), "login2", "login1")
-    clock = Clock()
+    clock = Clock(1000.0)
     reporter = hosts.Reporter(layout, clock, clock)
     assert reporter.report("follower", 1.0, {"svc": hosts.Load(0, 0, 0)})
     clock.now += 1
@@ -32,7 +26,7 @@ def test_a_host_reports_changes_at_once_only_when_they_matter(tmp_path):
 
 
 def test_the_leader_sums_the_fresh_loads_of_the_others(tmp_path):
-    clock = Clock()
+    clock = Clock(1000.0)
     for name, load in (("login2", hosts.Load(2, 1, 4)), ("login3", hosts.Load(1, 0, 2))):
         hosts.Reporter(settings.Layout(str(tmp_path), name, "login1"), clock, clock).report(
             "follower", 1.0, {"svc": load})
@@ -51,7 +45,7 @@ def test_a_follower_takes_the_leaders_decisions_and_its_own_readiness(tmp_path):
     leader = model.Memory({"1": model.JobMemory("svc", url="http://a:1", ready_since=5.0, drain_since=9.0),
                            "2": model.JobMemory("svc", url="http://b:2", ready_since=5.0)}, {})
     state.save(path, state.empty_snapshot()._replace(memory=leader, desired={"svc": 2}))
-    clock = Clock()
+    clock = Clock(1000.0)
     view = follow.LeaderView(path, clock)
     own = model.Memory({"1": model.JobMemory("svc", url="http://a:1", ready_since=None, probe_failures=2),
                         "2": model.JobMemory("svc", url="http://old:2", ready_since=7.0)}, {})

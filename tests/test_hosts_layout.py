@@ -16,7 +16,7 @@ from forever_slurm.common.errors import ConfigError
 from forever_slurm.observe import checks
 from forever_slurm.setup import config_steps, configure
 
-from test_configure import Script
+from fakes import Script
 
 
 @pytest.fixture

@@ -4,17 +4,11 @@ import os
 
 from forever_slurm.core import lease
 
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from fakes import Clock
 
 
 def pair(tmp_path, clock=None, alive=lambda pid: True):
-    clock = clock or Clock()
+    clock = clock or Clock(1000.0)
     directory = str(tmp_path / "leader")
     a = lease.Lease(directory, "login1", pid=11, clock=clock, monotonic=clock, pid_alive=alive)
     b = lease.Lease(directory, "login2", pid=22, clock=clock, monotonic=clock, pid_alive=alive)
@@ -80,7 +74,7 @@ def test_never_two_leaders_at_once_over_a_random_schedule(tmp_path):
 
 
 def test_a_restart_on_the_same_host_takes_over_at_once(tmp_path):
-    clock = Clock()
+    clock = Clock(1000.0)
     directory = str(tmp_path / "leader")
     old = lease.Lease(directory, "login1", pid=11, clock=clock, monotonic=clock, pid_alive=lambda pid: False)
     old.step()

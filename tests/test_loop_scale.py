@@ -1,14 +1,13 @@
 """loop.Controller with MIN-MAX services: demand sets the count, a held request wakes, routes go to the
-wake proxy while no backend takes requests. Shim Slurm, fake clock, fake prober, fake proxy."""
+wake proxy while no backend takes requests. In-process Slurm, fake clock, fake prober, fake proxy."""
 
 import json
 import os
 
 from forever_slurm.core import loop, planner, scheduler, wake
 from forever_slurm.common import settings
-from forever_slurm.systems import slurm
 
-from test_loop import Clock, Prober, calls, jobs_file, publish_all
+from fakes import Clock, Inflight, Prober, url_of
 
 
 class FakeWake:
@@ -43,26 +42,16 @@ class FakeWake:
         self.shut = True
 
 
-class Inflight:
-    """count_inflight: `per_url` requests in flight on every URL."""
-
-    def __init__(self):
-        self.per_url = 0
-
-    def __call__(self, urls):
-        return {key: self.per_url for key in urls}
-
-
 ENV = ('SERVICE_LIST="hello-python/0-3"\nFS_SPREAD=no\nFS_SLEEP_INTERVAL=60\nFS_SCALE_TARGET=2\n'
        'FS_SCALE_WINDOW=4\nFS_SCALE_DOWN_SECONDS=20\nFS_IDLE_SECONDS=60\n')
 
 
-def make(root, env=ENV):
+def make(root, fake_slurm, env=ENV):
     (root / ".env").write_text(env)
     layout = settings.Layout(str(root))
     layout.make_dirs()
-    clock, prober, counter, proxy = Clock(), Prober(), Inflight(), FakeWake()
-    ctl = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
+    clock, prober, counter, proxy = Clock(), Prober(), Inflight(0), FakeWake()
+    ctl = loop.Controller(layout, settings.load(layout), fake_slurm.client(), clock=clock,
                           probe_all=prober, count_inflight=counter, wake=proxy)
     return ctl, clock, counter, proxy, layout
 
@@ -71,23 +60,23 @@ def route_file(layout):
     return open(os.path.join(layout.watch, "hello-python.yml")).read()
 
 
-def sbatches(shim_state):
-    return [c for c in calls(shim_state) if c[0] == "sbatch"]
+def sbatches(fake_slurm):
+    return fake_slurm.commands("sbatch")
 
 
-def test_asleep_submits_nothing_and_routes_to_the_wake_proxy(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
+def test_asleep_submits_nothing_and_routes_to_the_wake_proxy(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     for _ in range(3):
         ctl.look()
         clock.sleep(60)
-    assert sbatches(shim_state) == []
+    assert sbatches(fake_slurm) == []
     assert "http://127.0.0.1:%d" % proxy.listening["hello-python"] in route_file(layout)
     assert ctl.snapshot.scale["hello-python"]["phase"] == "asleep"
     assert proxy.timeout == 600.0
 
 
-def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
+def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     ctl.look()
     proxy.holding["hello-python"] = 1
     ctl.probe_pass()
@@ -96,14 +85,14 @@ def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(ro
     assert ctl.snapshot.scale["hello-python"]["held"] == 1
     clock.sleep(1)
     ctl.look()
-    assert len(sbatches(shim_state)) == 1
+    assert len(sbatches(fake_slurm)) == 1
     assert scheduler._nap(ctl, 60) == scheduler.WAKING_PROBE_DELAY
     assert ctl.next_look_in() == planner.MIN_LOOK_GAP, "the job's start is looked for every second"
-    publish_all(shim_state)
+    fake_slurm.publish_all()
     clock.sleep(1)
     ctl.look()
-    job = jobs_file(shim_state)[0]
-    url = "http://%s:%d" % (job["nodes"], 40000 + int(job["id"]) % 1000)
+    job = fake_slurm.jobs[0]
+    url = url_of(job)
     assert proxy.boards["hello-python"] == wake.Board((url,)), "the proxy forwards the held requests here"
     text = route_file(layout)
     assert url in text and "127.0.0.1:%d" % proxy.listening["hello-python"] not in text
@@ -111,21 +100,21 @@ def test_a_held_request_wakes_at_once_and_the_route_follows_the_first_backend(ro
     assert ctl.snapshot.scale["hello-python"]["phase"] == "up"
 
 
-def test_load_scales_up_then_down_after_the_delay_then_to_zero_when_idle(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
+def test_load_scales_up_then_down_after_the_delay_then_to_zero_when_idle(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     proxy.holding["hello-python"] = 1
     ctl.look()
     proxy.holding.clear()
-    publish_all(shim_state)
+    fake_slurm.publish_all()
     clock.sleep(1)
     ctl.look()
     counter.per_url = 5         # 5 in flight on one backend, 2 per backend wanted: 3 instances
     for _ in range(6):
         clock.sleep(1)
         ctl.look()
-        publish_all(shim_state)
+        fake_slurm.publish_all()
     assert ctl.snapshot.desired["hello-python"] == 3
-    running = [j for j in jobs_file(shim_state) if j["state"] == "R"]
+    running = [j for j in fake_slurm.jobs if j["state"] == "R"]
     assert len(running) == 3
     counter.per_url = 0
     targets = []
@@ -140,14 +129,14 @@ def test_load_scales_up_then_down_after_the_delay_then_to_zero_when_idle(root, s
     assert "127.0.0.1:%d" % proxy.listening["hello-python"] in route_file(layout), "asleep again: wake route"
 
 
-def test_fixed_services_never_get_a_wake_route(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root, 'SERVICE_LIST="hello-python/0"\nFS_SPREAD=no\n')
+def test_fixed_services_never_get_a_wake_route(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm, 'SERVICE_LIST="hello-python/0"\nFS_SPREAD=no\n')
     ctl.look()
     assert proxy.listening == {} and not os.path.exists(os.path.join(layout.watch, "hello-python.yml"))
 
 
-def test_a_service_no_longer_min_max_closes_its_listener(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
+def test_a_service_no_longer_min_max_closes_its_listener(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     ctl.look()
     assert "hello-python" in proxy.listening
     (root / ".env").write_text('SERVICE_LIST="hello-python/1"\nFS_SPREAD=no\n')
@@ -156,33 +145,33 @@ def test_a_service_no_longer_min_max_closes_its_listener(root, shim_state):
     assert proxy.closed == ["hello-python"]
 
 
-def test_demand_survives_a_restart(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
+def test_demand_survives_a_restart(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     proxy.holding["hello-python"] = 1
     ctl.look()
     saved = json.loads(open(layout.state_file).read())["scale"]["hello-python"]
     assert saved["target"] == 1 and saved["last_request_at"] == clock()
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
-                            probe_all=Prober(), count_inflight=Inflight(), wake=FakeWake())
+    again = loop.Controller(layout, settings.load(layout), fake_slurm.client(), clock=clock,
+                            probe_all=Prober(), count_inflight=Inflight(0), wake=FakeWake())
     clock.sleep(5)
     again.look()
     assert again.snapshot.desired["hello-python"] == 1, "a restart does not put a busy service to sleep"
 
 
-def test_a_restarted_loop_asks_for_the_wake_port_traefik_still_names(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
+def test_a_restarted_loop_asks_for_the_wake_port_traefik_still_names(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     ctl.look()
     port = proxy.listening["hello-python"]
     assert json.loads(open(layout.state_file).read())["scale"]["hello-python"]["wake_port"] == port
     fresh = FakeWake()
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
-                            probe_all=Prober(), count_inflight=Inflight(), wake=fresh)
+    again = loop.Controller(layout, settings.load(layout), fake_slurm.client(), clock=clock,
+                            probe_all=Prober(), count_inflight=Inflight(0), wake=fresh)
     again.look()
     assert fresh.asked_port == port
 
 
-def test_a_request_seen_in_the_access_log_keeps_it_up(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
+def test_a_request_seen_in_the_access_log_keeps_it_up(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     proxy.holding["hello-python"] = 1
     ctl.look()
     proxy.holding.clear()
@@ -197,8 +186,8 @@ def test_a_request_seen_in_the_access_log_keeps_it_up(root, shim_state):
         assert ctl.snapshot.desired["hello-python"] == 1
 
 
-def test_a_job_waiting_in_the_queue_is_looked_for_less_often_as_it_waits(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
+def test_a_job_waiting_in_the_queue_is_looked_for_less_often_as_it_waits(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     proxy.holding["hello-python"] = 2
     ctl.look()                                     # submitted; the shim job stays pending
     delays = {}
@@ -214,11 +203,11 @@ def test_a_job_waiting_in_the_queue_is_looked_for_less_often_as_it_waits(root, s
         assert ctl.next_look_in() == delay, age
 
 
-def test_a_fixed_service_made_min_max_keeps_its_jobs_until_idle(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n'
+def test_a_fixed_service_made_min_max_keeps_its_jobs_until_idle(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm, 'SERVICE_LIST="hello-python/2"\nFS_SPREAD=no\n'
                                                     'FS_SLEEP_INTERVAL=60\nFS_IDLE_SECONDS=60\n')
     ctl.look()
-    publish_all(shim_state)
+    fake_slurm.publish_all()
     clock.sleep(2)
     ctl.look()
     (root / ".env").write_text(ENV)
@@ -231,33 +220,33 @@ def test_a_fixed_service_made_min_max_keeps_its_jobs_until_idle(root, shim_state
     assert targets[-1] == 0 and targets.index(0) * 2 >= 60 - 2, "idle counts from the change"
 
 
-def test_a_stopping_loop_leaves_no_route_to_a_wake_port_nobody_owns(root, shim_state):
+def test_a_stopping_loop_leaves_no_route_to_a_wake_port_nobody_owns(root, fake_slurm):
     """Once the loop stops, its wake port is free for any local user to bind and receive the
     service's requests: Traefik's file must not name it (503 until a restarted loop takes it back)."""
-    ctl, clock, counter, proxy, layout = make(root)
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
     ctl.look()
     wake_url = "http://127.0.0.1:%d" % proxy.listening["hello-python"]
     assert wake_url in route_file(layout)
     scheduler.run_forever(ctl, lambda: True, monotonic=clock, wait=clock.sleep)
     assert proxy.shut and wake_url not in route_file(layout) and "servers: []" in route_file(layout)
-    again = loop.Controller(layout, settings.load(layout), slurm.Slurm(), clock=clock,
-                            probe_all=Prober(), count_inflight=Inflight(), wake=FakeWake())
+    again = loop.Controller(layout, settings.load(layout), fake_slurm.client(), clock=clock,
+                            probe_all=Prober(), count_inflight=Inflight(0), wake=FakeWake())
     again.look()
     assert again.wake.asked_port == proxy.listening["hello-python"], "a restarted loop takes its port back"
     assert wake_url in route_file(layout)
 
 
-def test_while_sbatch_keeps_failing_the_wake_proxy_is_told_why_and_until_when(root, shim_state):
-    ctl, clock, counter, proxy, layout = make(root)
-    (shim_state / "fail-sbatch").write_text("sbatch: error: QOSMaxSubmitJobPerUserLimit\n")
+def test_while_sbatch_keeps_failing_the_wake_proxy_is_told_why_and_until_when(root, fake_slurm):
+    ctl, clock, counter, proxy, layout = make(root, fake_slurm)
+    fake_slurm.fail["sbatch"] = "sbatch: error: QOSMaxSubmitJobPerUserLimit\n"
     proxy.holding["hello-python"] = 1
     ctl.look()
     board = proxy.boards["hello-python"]
-    assert len(sbatches(shim_state)) == 1 and board.ready_urls == ()
+    assert len(sbatches(fake_slurm)) == 1 and board.ready_urls == ()
     assert "sbatch failed" in board.refusing and "QOSMaxSubmitJobPerUserLimit" in board.refusing
     assert board.refusing.endswith("next try in %d s" % board.retry_after) and 8 <= board.retry_after <= 12
-    (shim_state / "fail-sbatch").unlink()
+    del fake_slurm.fail["sbatch"]
     clock.sleep(board.retry_after)
     ctl.look()
-    assert len(sbatches(shim_state)) == 2
+    assert len(sbatches(fake_slurm)) == 2
     assert proxy.boards["hello-python"] == wake.Board(), "a job is on its way: requests are held again"

@@ -4,7 +4,6 @@ import functools
 import http.server
 import ipaddress
 import socket
-import socketserver
 import ssl
 import subprocess
 import threading
@@ -33,6 +32,8 @@ def loopback_only(monkeypatch):
             return super().connect(address)
     monkeypatch.setattr(socket, "socket", Guarded)
 
+from fakes import ScriptedServer, free_port
+
 
 class Backend:
     """A local HTTP server answering each path with the status its name says (/status/503)."""
@@ -49,7 +50,7 @@ class Backend:
                 pass
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
@@ -63,12 +64,7 @@ def backend():
     server.close()
 
 
-def closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+closed_port = free_port      # nothing listens on a free port: connection refused
 
 
 @pytest.mark.parametrize("path, expect, result", [
@@ -104,32 +100,12 @@ def test_a_silent_backend_times_out():
     assert result == ProbeResult(False, "no answer within 0.2s")
 
 
-class Scripted:
-    """A local TCP server whose every connection runs `script(conn)` in its own thread."""
-
-    def __init__(self, script):
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                try:
-                    script(self.request)
-                except OSError:
-                    pass
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def scripted():
     servers = []
 
     def start(script):
-        servers.append(Scripted(script))
+        servers.append(ScriptedServer(script))
         return servers[-1]
     yield start
     for server in servers:

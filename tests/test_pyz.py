@@ -2,7 +2,6 @@
 
 import glob
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -10,8 +9,9 @@ import sys
 
 import pytest
 
+from fakes import SHIMS, shim_calls
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIMS = os.path.join(TOP, "tests", "shims")
 PYENV = os.path.expanduser("~/.pyenv/versions")
 
 
@@ -49,6 +49,12 @@ def build(tmp_path, name):
     return out
 
 
+@pytest.fixture(scope="module")
+def built_pyz(tmp_path_factory):
+    """One build for the module's tests: test_build_is_reproducible shows every build is the same."""
+    return build(tmp_path_factory.mktemp("pyz"), "built.pyz")
+
+
 def test_build_is_reproducible(tmp_path):
     first, second = build(tmp_path, "a.pyz"), build(tmp_path, "b.pyz")
     digest = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (first, second)]
@@ -64,11 +70,11 @@ def test_build_is_reproducible(tmp_path):
 
 
 @pytest.mark.optional
-def test_old_python_gets_one_clear_line(tmp_path):
+def test_old_python_gets_one_clear_line(built_pyz):
     old = os.path.join(PYENV, "2.7.18", "bin", "python")
     if not os.path.exists(old):
         pytest.skip("no Python 2.7 here")
-    pyz = build(tmp_path, "f.pyz")
+    pyz = built_pyz
     done = subprocess.run([old, pyz, "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=30)
     assert done.returncode == 1
@@ -76,8 +82,8 @@ def test_old_python_gets_one_clear_line(tmp_path):
 
 
 @pytest.mark.parametrize("label,python", pythons())
-def test_pyz_alone_submits_and_routes(tmp_path, label, python):
-    pyz_src = build(tmp_path, "built.pyz")
+def test_pyz_alone_submits_and_routes(tmp_path, built_pyz, label, python):
+    pyz_src = built_pyz
     root = tmp_path / "empty"
     root.mkdir()
     shutil.copy2(pyz_src, str(root / "forever_slurm.pyz"))
@@ -98,7 +104,7 @@ def test_pyz_alone_submits_and_routes(tmp_path, label, python):
     again = subprocess.run(cmd + ["run", "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            universal_newlines=True, cwd=elsewhere, env=env, timeout=120)
     assert again.returncode == 0, again.stderr
-    calls = [json.loads(line) for line in (state / "calls.log").read_text().splitlines()]
+    calls = shim_calls(state)
     # One job per cycle, the second avoiding the first one's node (spread).
     assert [c[0] for c in calls] == ["squeue", "sinfo", "scontrol", "sbatch"] * 2
     assert "--exclude=node1" in calls[7]

@@ -12,11 +12,13 @@ from forever_slurm.common.errors import ConfigError
 from forever_slurm.systems import traefik
 from forever_slurm.systems.slurm import Job
 
-from test_configure import Script
-# The fixtures (layout, taken, fake_traefik) and helpers of the config flow's tests serve here too.
-from test_status import LoopStandIn
-from test_config_steps import FakeClock, _no_input, answers, conf_for, free_port
-from test_config_steps import fake_traefik, layout, taken  # noqa: F401,F811
+from fakes import Clock, LoopStandIn, Script, free_port, no_input, traefik_ports_conf
+
+# The fixtures layout, taken and fake_traefik are conftest.py's.
+
+
+def answers(web, ping, bind="127.0.0.1"):
+    return {"FS_TRAEFIK_PORT": str(web), "FS_TRAEFIK_BIND": bind, "FS_TRAEFIK_PING_PORT": str(ping)}
 
 
 # ---------------------------------------------------------------- ports before use
@@ -53,17 +55,17 @@ def test_the_ports_of_our_own_running_traefik_are_fine(layout, fake_traefik):
     web, ping = free_port(), None
     ping = ports.free_port_near("127.0.0.1", web, {web})
     fake_traefik(web, ping)
-    review = startup_check.port_review(layout, configure.Prompter(_no_input, _no_input), True, lambda text="": None)
+    review = startup_check.port_review(layout, configure.Prompter(no_input, no_input), True, lambda text="": None)
     assert review(answers(web, ping)) == answers(web, ping)
 
 
 # ---------------------------------------------------------------- after the units start
 
 def test_a_loop_that_did_not_start_is_named_with_the_end_of_its_log(layout, taken):
-    conf = conf_for(layout, taken, free_port())
+    conf = traefik_ports_conf(layout, taken, free_port())
     with open(os.path.join(layout.log, "forever-slurm.log"), "w") as handle:
         handle.write("Traceback (most recent call last):\nforever-slurm: .env:3: FS_SURGE must be a number\n")
-    clock = FakeClock()
+    clock = Clock(1000.0)
     said = []
     report = units.Report("cron", [], [], [])
     problems = startup_check.wait_until_up(layout, conf, report, said.append, 10, clock=clock, sleep=clock.sleep)
@@ -76,13 +78,13 @@ def test_a_loop_that_did_not_start_is_named_with_the_end_of_its_log(layout, take
 
 
 def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, monkeypatch):
-    conf = conf_for(layout, free_port(), free_port() + 1)
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
     conf = conf._replace(service_list=[("hello", settings.Instances(1, 1))])
     job = Job("41", "PD", "hello", "", None, None, "Resources", "")
     snap = state.empty_snapshot()._replace(jobs=[job], slurm_ok=True, updated_at=1000.0, pid=os.getpid())
     monkeypatch.setattr(state, "load", lambda path: snap)
     monkeypatch.setattr(startup_check, "running_loop_pid", lambda *args, **kwargs: os.getpid())
-    clock = FakeClock()
+    clock = Clock(1000.0)
     said = []
     problems = startup_check.wait_for_first_backends(layout, conf, said.append, 60, clock=clock, sleep=clock.sleep,
                                                 tty=False)
@@ -94,12 +96,13 @@ def test_waiting_without_a_terminal_prints_progress_and_slurms_reason(layout, mo
 
 
 def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkeypatch):
-    conf = conf_for(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", settings.Instances(1, 1))])
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
+    conf = conf._replace(service_list=[("hello", settings.Instances(1, 1))])
     snap = state.empty_snapshot()._replace(slurm_ok=False, slurm_error="squeue: fatal: no configuration",
                                            pid=os.getpid())
     monkeypatch.setattr(state, "load", lambda path: snap)
     monkeypatch.setattr(startup_check, "running_loop_pid", lambda *args, **kwargs: os.getpid())
-    clock = FakeClock()
+    clock = Clock(1000.0)
     said = []
     problems = startup_check.wait_for_first_backends(layout, conf, said.append, 90, clock=clock, sleep=clock.sleep,
                                                 tty=False)
@@ -108,7 +111,7 @@ def test_slurm_not_answering_ends_the_wait_at_once_with_its_words(layout, monkey
 
 
 def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
-    conf = conf_for(layout, free_port(), free_port() + 1)
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)
     assert startup_check.running_loop_pid(layout, conf, 1000.0) is None
     loop = LoopStandIn(layout)
     try:
@@ -125,20 +128,20 @@ def test_the_loop_counts_as_up_once_it_holds_the_roots_lock(layout, tmp_path):
 def test_after_uninstall_and_config_the_old_loops_state_does_not_pass_for_the_new_one(layout):
     """config had judged the new loop from state.json the old loop left: its routes counted as the first
     backends routed before the new loop had looked at Slurm at all."""
-    conf = conf_for(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", settings.Instances(1, 1))])
+    conf = traefik_ports_conf(layout, free_port(), free_port() + 1)._replace(service_list=[("hello", settings.Instances(1, 1))])
     old = state.empty_snapshot()._replace(pid=999999, updated_at=900.0, slurm_ok=True,
                                           routes={"hello": [traefik.Server("http://n1:1", 1)]})
     state.save(layout.state_file, old)
     loop = LoopStandIn(layout)
     try:
-        clock = FakeClock()
+        clock = Clock(1000.0)
         said = []
         startup_check.wait_for_first_backends(layout, conf, said.append, 30, clock=clock, sleep=clock.sleep,
                                               tty=False)
         assert clock.now >= 1030, "it took the old routes for the new loop's"
         assert said[-1] == "no job is queued yet; `status` and .work/log/loop.log show what the loop does."
         state.save(layout.state_file, old._replace(pid=loop.pid))      # the new loop's own first look
-        clock = FakeClock()
+        clock = Clock(1000.0)
         startup_check.wait_for_first_backends(layout, conf, said.append, 30, clock=clock, sleep=clock.sleep,
                                               tty=False)
         assert clock.now < 1010

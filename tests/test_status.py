@@ -9,6 +9,8 @@ from forever_slurm.common import settings
 from forever_slurm.observe import status
 from forever_slurm.systems.slurm import Job
 
+from fakes import LoopStandIn
+
 
 def snapshot_with(jobs, memory, now):
     return state.empty_snapshot()._replace(memory=memory, jobs=jobs, observed_at=now, updated_at=now,
@@ -98,33 +100,6 @@ def test_show_prints_once_or_every_interval_and_reads_only(root, capsys):
 
 
 # ---------------------------------------------------------------- a loop that runs, or not
-
-HOLD_LOCK = """
-import sys, time
-sys.path.insert(0, sys.argv[1])
-from forever_slurm.core.lock import RootLock
-with RootLock(sys.argv[2]):
-    print("locked", flush=True)
-    time.sleep(120)
-"""
-
-
-class LoopStandIn:
-    """A process that holds the root's lock as `run` does (core/lock.RootLock), stopped for sure."""
-
-    def __init__(self, layout):
-        import subprocess
-        import sys
-        src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, src, layout.lock_file],
-                                     stdout=subprocess.PIPE, universal_newlines=True)
-        assert self.proc.stdout.readline().strip() == "locked"
-        self.pid = self.proc.pid
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
 
 def _stale_root(root, pid, now):
     (root / ".env").write_text('SERVICE_LIST="svc/1"\n')

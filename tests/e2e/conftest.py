@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.fixtures import clean_cluster, local_cluster  # noqa: E402,F401  (fixtures by import)
+from harness.fixtures import clean_cluster, clean_shared_cluster, local_cluster, shared_cluster  # noqa: E402,F401
 
 
 def pytest_configure(config):

@@ -18,7 +18,7 @@ from harness.net import free_port, http_get, wait_for
 pytestmark = pytest.mark.e2e
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAKES = os.path.join(TOP, "tests", "fakes")
+FAKES = os.path.join(TOP, "tests", "fake_bin")
 
 
 @pytest.fixture(scope="module")

@@ -487,7 +487,7 @@ def test_the_cli_config_ssh_then_tunnel_reach_the_login_node(tmp_path, server, b
 # ---------------------------------------------------------------- `config --ssh` as a user runs it
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAKES = os.path.join(TOP, "tests", "fakes")
+FAKES = os.path.join(TOP, "tests", "fake_bin")
 
 
 @pytest.fixture(scope="module")
@@ -546,7 +546,8 @@ def test_config_ssh_yes_installs_the_unit_shows_the_pinned_host_key_and_the_next
                           universal_newlines=True, timeout=30).stdout.split()[1]
     assert "Recorded the host key of 127.0.0.1: ED25519 %s." % real in done.stdout
     assert "Traefik answers through it" in done.stdout
-    assert (home / ".config" / "systemd" / "user" / "forever-ssh-forward.service").exists()
+    unit_id = settings_mod.Layout(str(root)).unit_id
+    assert (home / ".config" / "systemd" / "user" / ("forever-ssh-forward-%s.service" % unit_id)).exists()
     assert "Next: " in done.stdout and "tunnel.log" in done.stdout
 
 
@@ -560,7 +561,7 @@ sys.exit(cli.main(["--root", sys.argv[2], "config", "--ssh", "--no-install"]))
 
 def _terminal(root):
     import sys
-    from test_configure import Terminal  # one pty driver for every prompt test
+    from fakes import Terminal  # one pty driver for every prompt test
     return Terminal([sys.executable, "-c", DRIVER, os.path.join(TOP, "src"), str(root)], cwd=str(root))
 
 

@@ -52,3 +52,32 @@ def clean_cluster(local_cluster):
     assert local_cluster.cancel_all(timeout=40), "jobs from an earlier test would not go away"
     local_cluster.wait_idle(timeout=40)
     return local_cluster
+
+
+@pytest.fixture(scope="session")
+def shared_cluster():
+    """A running SharedCluster (3 nodes, GraceTime 5 s, partition `short` with MaxTime 5) in a temp dir,
+    stopped at session end. Tests change it only through its helpers and undo what they change."""
+    from .shared_cluster import SharedCluster
+    missing = missing_packages()
+    if missing:
+        pytest.skip("Slurm is not installed; run bin/install-slurm (Debian packages: %s)" % " ".join(missing))
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root")
+    base_dir = tempfile.mkdtemp(prefix="fss-", dir="/tmp")
+    cluster = SharedCluster(base_dir, grace_time=5)
+    try:
+        cluster.start(timeout=60)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_shared_cluster(shared_cluster):
+    """The shared cluster with no job of any user left and every node idle."""
+    assert shared_cluster.stop_filling(timeout=30), "the other user's jobs would not go away"
+    assert shared_cluster.cancel_all(timeout=40), "jobs from an earlier test would not go away"
+    shared_cluster.wait_idle(timeout=40)
+    return shared_cluster

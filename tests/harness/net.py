@@ -8,6 +8,7 @@ import time
 
 
 def free_port():
+    """ports.free_port for the harness, which stays free of src/ (bench scripts run it without)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -23,6 +23,7 @@ class Result(NamedTuple):
     hours: float                # simulated hours of service
     job_hours: float            # hours of every job's running time (what the cluster bills)
     given_up: float             # share of job-hours beyond instances x hours: the price of renewal
+    limit_unused: float         # share of the ended jobs' time limits they did not run (renewed early)
     below_seconds: float        # seconds with fewer than `instances` ready backends (after the start)
     lead: float                 # the renewal lead the planner computed at the end
 
@@ -92,8 +93,10 @@ def simulate(instances, hours=24.0, limit=8 * 3600, startup=30.0, queue_wait=Non
     used = sum(min(job.end if job.end is not None else end, end) - job.start
                for job in jobs.values() if job.start < end)
     served = instances * (end - (serving_from or 0.0))
+    ended = [job for job in jobs.values() if job.end is not None and job.start < job.end <= end]
+    unused = sum(job.limit - (job.end - job.start) for job in ended) / max(1.0, sum(job.limit for job in ended))
     lead = planner.renew_lead(memory.services.get("svc", model.ServiceMemory()), policy)
-    return Result(instances, hours, used / 3600.0, max(0.0, used - served) / used, below, lead)
+    return Result(instances, hours, used / 3600.0, max(0.0, used - served) / used, unused, below, lead)
 
 
 if __name__ == "__main__":

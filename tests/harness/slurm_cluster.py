@@ -113,10 +113,16 @@ def port_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def render_config(base_dir, hostname, ports, nodes, munge_socket=None, user="root", cluster_name="forever"):
+DEFAULT_PARTITIONS = ("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",)
+
+
+def render_config(base_dir, hostname, ports, nodes, munge_socket=None, user="root", cluster_name="forever",
+                  extra=(), partitions=DEFAULT_PARTITIONS, return_to_service=2):
     """slurm.conf text for a cluster of `nodes` virtual nodes that all live on this host.
 
-    munge_socket: a private munged's socket, or None to use the system one.
+    munge_socket: a private munged's socket, or None to use the system one. extra: more global
+    lines (before the nodes); partitions: the PartitionName lines (a shared cluster has several);
+    return_to_service: 2 brings back even a node an administrator set DOWN, at its next contact.
     """
     last = len(ports["nodes"])
     node_ports = "%d-%d" % (ports["nodes"][0], ports["nodes"][-1]) if last > 1 else str(ports["nodes"][0])
@@ -156,7 +162,7 @@ def render_config(base_dir, hostname, ports, nodes, munge_socket=None, user="roo
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core",
         # Nodes rejoin by themselves after a daemon restart.
-        "ReturnToService=2",
+        "ReturnToService=%d" % return_to_service,
         # Jobs start within about a second instead of the default minute.
         "SchedulerParameters=sched_interval=1",
         # Finished jobs leave squeue quickly, as the reconcile loop expects on a real cluster.
@@ -165,11 +171,13 @@ def render_config(base_dir, hostname, ports, nodes, munge_socket=None, user="roo
         "MessageTimeout=3",
         # Virtual nodes claim a CPU count that differs from the real one.
         "SlurmdParameters=config_overrides",
+    ]
+    lines += list(extra)
+    lines += [
         "NodeName=%s NodeHostname=%s NodeAddr=127.0.0.1 CPUs=4 RealMemory=2000 Port=%s State=UNKNOWN"
         % (node_range, hostname, node_ports),
-        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
-        "",
     ]
+    lines += list(partitions) + [""]
     return "\n".join(lines)
 
 
@@ -388,13 +396,17 @@ class LocalCluster(object):
             with port_lock():
                 pids["ports"] = choose_ports(self.nodes)
                 with open(self.conf, "w") as f:
-                    f.write(render_config(self.base_dir, self.hostname, pids["ports"], self.nodes, munge_socket))
+                    f.write(self.render(pids["ports"], munge_socket))
                 self._start_daemons(pids, deadline)
         except BaseException:
             # Leave the logs for the error message, not half a cluster.
             self.stop()
             raise
         return True
+
+    def render(self, ports, munge_socket):
+        """This cluster's slurm.conf text (a subclass adds partitions and settings)."""
+        return render_config(self.base_dir, self.hostname, ports, self.nodes, munge_socket)
 
     def _start_daemons(self, pids, deadline):
         """slurmctld, then one slurmd per node; returns once every node is idle (ports now bound)."""

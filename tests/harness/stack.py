@@ -9,21 +9,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
+from .net import free_port
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+# state() reads state.json with the loop's own reader: src/ must be importable for every caller, the
+# benches too (they put only tests/ on the path; under pytest tests/conftest.py adds src/ as well).
+if os.path.join(TOP, "src") not in sys.path:
+    sys.path.append(os.path.join(TOP, "src"))
 
 
 def find_traefik():

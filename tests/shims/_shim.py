@@ -7,6 +7,11 @@ printed on stderr, exit 1) or FS_SHIM_FAIL=<command>[,<command>]; a file hang-<c
 seconds makes the command sleep that long first. squeue prints its header (the format with each
 field's title) unless -h; a file squeue-no-me makes it a Slurm < 20.11 that refuses --me as getopt
 does; squeue-extra-bytes and squeue-after-bytes hold text printed before and after the rows.
+sinfo -R lists the lines of a file nodes-down ("node state reason"), `scontrol show reservation`
+prints a file reservations (`scontrol -o show reservation` lines), else "No reservations".
+
+The rules (what each command does to the jobs) are `call`, which works on a plain dict and an
+environment: tests/fakes.py runs the same rules in-process, with the jobs kept in memory.
 """
 
 import fcntl
@@ -16,7 +21,8 @@ import re
 import sys
 import time
 
-STATE = os.environ.get("FS_SHIM_STATE")
+COMMANDS = ("squeue", "sbatch", "scontrol", "scancel", "sinfo")
+DEFAULT_ERROR = "%s: error: Unable to contact slurm controller (connect failure)\n"
 
 
 def fmt_duration(seconds):
@@ -53,6 +59,10 @@ def parse_time_limit(text):
     return int(a) * 60          # minutes
 
 
+def empty_data():
+    return {"next_id": 1000, "jobs": []}
+
+
 class Store:
     def __init__(self, path):
         self.path = path
@@ -63,7 +73,7 @@ class Store:
             with open(os.path.join(path, "jobs.json")) as handle:
                 self.data = json.load(handle)
         except (OSError, ValueError):
-            self.data = {"next_id": 1000, "jobs": []}
+            self.data = empty_data()
 
     def save(self):
         tmp = os.path.join(self.path, "jobs.json.tmp")
@@ -72,25 +82,57 @@ class Store:
         os.replace(tmp, os.path.join(self.path, "jobs.json"))
 
 
-def now_left(job):
+class Answer:
+    """What one command printed and returned."""
+
+    def __init__(self, code=0):
+        self.code = code
+        self.out = []
+        self.err = []
+
+    def print(self, text):
+        self.out.append(text)
+
+    def error(self, text, code=1):
+        self.err.append(text)
+        self.code = code
+        return self
+
+    def stdout(self, before=b"", after=b""):
+        """What it printed, as bytes: paths (the workdir) are bytes on the way in (argv) and out, as
+        Slurm's are. before/after: odd bytes around the rows (a warning, a site's banner), squeue only."""
+        if self.code:
+            before = after = b""
+        return before + "".join(self.out).encode("utf-8", "surrogateescape") + after
+
+
+def call(command, argv, data, env, now=time.time):
+    """The Answer of `command argv` on the jobs in `data` (changed in place). env: the command's
+    environment (FS_SHIM_NODES, FS_SHIM_START_STATE, FS_SHIM_TIME_LEFT, FS_SHIM_MIN_JOB_AGE, and
+    FOREVER_ROOT, which sbatch records; main() adds what the state folder's files say:
+    FS_SHIM_NO_ME, FS_SHIM_NODES_DOWN, FS_SHIM_RESERVATIONS); now: the clock."""
+    rules = {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel, "sinfo": sinfo}
+    return rules[command](data, argv, env, now, Answer())
+
+
+def now_left(job, now):
     if job.get("end") is None:
         return None
-    return max(0, job["end"] - time.time())
+    return max(0, job["end"] - now())
 
 
 TITLES = {"i": "JOBID", "A": "JOBID", "t": "ST", "j": "NAME", "N": "NODELIST", "L": "TIME_LEFT",
           "M": "TIME", "r": "REASON", "k": "COMMENT", "Z": "WORK_DIR", "S": "START_TIME", "e": "END_TIME"}
 
 
-def squeue(store, argv):
+def squeue(data, argv, env, now, answer):
     fmt = "%i %t %j"
     states = None
     names = None
     header = True
     i = 0
-    if "--me" in argv and os.path.exists(os.path.join(STATE, "squeue-no-me")):
-        sys.stderr.write("squeue: unrecognized option '--me'\nTry \"squeue --help\" for more information\n")
-        return 1
+    if "--me" in argv and env.get("FS_SHIM_NO_ME"):
+        return answer.error("squeue: unrecognized option '--me'\nTry \"squeue --help\" for more information\n")
     while i < len(argv):
         arg = argv[i]
         if arg in ("-h", "--noheader"):
@@ -109,11 +151,12 @@ def squeue(store, argv):
             names = argv[i + 1].split(",")
             i += 1
         i += 1
-    out = []
-    for job in store.data["jobs"]:
+    min_job_age = float(env.get("FS_SHIM_MIN_JOB_AGE", "300"))
+    if header:
+        answer.print(re.sub(r"%([a-zA-Z])", lambda m: TITLES.get(m.group(1), m.group(1).upper()), fmt) + "\n")
+    for job in data["jobs"]:
         active = job["state"] in ("PD", "R", "CG", "CF", "S")
-        min_job_age = float(os.environ.get("FS_SHIM_MIN_JOB_AGE", "300"))
-        if not active and not (states and "all" in states and time.time() - job.get("ended", 0) < min_job_age):
+        if not active and not (states and "all" in states and now() - job.get("ended", 0) < min_job_age):
             continue
         if states and job["state"] not in states and "all" not in states:
             continue
@@ -123,32 +166,19 @@ def squeue(store, argv):
         fields = {
             "i": job["id"], "A": job["id"], "t": job["state"], "j": job["name"],
             "N": job.get("nodes", "") if job["state"] == "R" else "",
-            "L": fmt_duration(now_left(job)) if job["state"] == "R" else fmt_duration(job.get("limit")),
-            "M": fmt_duration(time.time() - started) if started else "0:00",
+            "L": fmt_duration(now_left(job, now)) if job["state"] == "R" else fmt_duration(job.get("limit")),
+            "M": fmt_duration(now() - started) if started else "0:00",
             "r": job.get("reason", "None"), "k": job.get("comment") or "(null)",
             "Z": job.get("chdir") or "",
             "S": fmt_time(started) if started else "N/A",
             "e": fmt_time(job.get("end")) if job.get("end") and job["state"] == "R" else (
                 fmt_time(job.get("ended")) if job.get("ended") else ("NONE" if job.get("limit") is None else "N/A")),
         }
-        out.append(re.sub(r"%([a-zA-Z])", lambda m: str(fields.get(m.group(1), "")), fmt))
-    raw = os.path.join(STATE, "squeue-extra-bytes")     # odd bytes (a warning line, say) before the rows
-    if os.path.exists(raw):
-        sys.stdout.buffer.write(open(raw, "rb").read())
-        sys.stdout.buffer.flush()
-    if header:
-        out.insert(0, re.sub(r"%([a-zA-Z])", lambda m: TITLES.get(m.group(1), m.group(1).upper()), fmt))
-    # Paths (the workdir) are bytes on the way in (argv) and out, as Slurm's are.
-    sys.stdout.buffer.write("".join(line + "\n" for line in out).encode("utf-8", "surrogateescape"))
-    sys.stdout.buffer.flush()
-    after = os.path.join(STATE, "squeue-after-bytes")     # a footer after the last row
-    if os.path.exists(after):
-        sys.stdout.buffer.write(open(after, "rb").read())
-        sys.stdout.buffer.flush()
-    return 0
+        answer.print(re.sub(r"%([a-zA-Z])", lambda m: str(fields.get(m.group(1), "")), fmt) + "\n")
+    return answer
 
 
-def sbatch(store, argv):
+def sbatch(data, argv, env, now, answer):
     opts = {}
     script = None
     for arg in argv:
@@ -160,109 +190,124 @@ def sbatch(store, argv):
         else:
             script = arg
     if script is None or not os.path.isfile(script):
-        sys.stderr.write("sbatch: error: Unable to open file %s\n" % script)
-        return 1
+        return answer.error("sbatch: error: Unable to open file %s\n" % script)
     name = None
-    limit = int(os.environ.get("FS_SHIM_TIME_LEFT", "3600"))
+    limit = int(env.get("FS_SHIM_TIME_LEFT", "3600"))
     for line in open(script):
         line = line.strip()
         m = re.match(r"^#SBATCH\s+(--job-name|-J)[= ]\s*\"?([^\"\s]+)\"?", line)
         if m:
             name = m.group(2)
         m = re.match(r"^#SBATCH\s+(--time|-t)[= ]\s*(\S+)", line)
-        if m and "FS_SHIM_TIME_LEFT" not in os.environ:
+        if m and "FS_SHIM_TIME_LEFT" not in env:
             limit = parse_time_limit(m.group(2)) or limit
     name = opts.get("--job-name", name) or os.path.basename(script)
-    nodes = os.environ.get("FS_SHIM_NODES", "node1,node2,node3").split(",")
+    nodes = env.get("FS_SHIM_NODES", "node1,node2,node3").split(",")
     excluded = set(opts.get("--exclude", "").split(",")) - {""}
     allowed = [n for n in nodes if n not in excluded]
     if not allowed:
-        sys.stderr.write("sbatch: error: Batch job submission failed: Requested node configuration is not available\n")
-        return 1
-    running = [j for j in store.data["jobs"] if j["state"] == "R"]
+        return answer.error("sbatch: error: Batch job submission failed: "
+                            "Requested node configuration is not available\n")
+    running = [j for j in data["jobs"] if j["state"] == "R"]
     node = min(allowed, key=lambda n: (sum(1 for j in running if j.get("nodes") == n), nodes.index(n)))
-    job_id = store.data["next_id"]
-    store.data["next_id"] += 1
-    state = os.environ.get("FS_SHIM_START_STATE", "R")
+    job_id = data["next_id"]
+    data["next_id"] += 1
+    state = env.get("FS_SHIM_START_STATE", "R")
     job = {"id": str(job_id), "name": name, "state": state, "limit": limit, "script": script,
            "chdir": opts.get("--chdir"), "exclude": sorted(excluded), "comment": "",
            "reason": "None" if state == "R" else "Priority",
-           "env_root": os.environ.get("FOREVER_ROOT", "")}
+           "env_root": env.get("FOREVER_ROOT", "")}
     if state == "R":
-        job.update(nodes=node, started=time.time(), end=time.time() + limit)
-    store.data["jobs"].append(job)
-    store.save()
-    print("%d" % job_id if "--parsable" in opts else "Submitted batch job %d" % job_id)
-    return 0
+        job.update(nodes=node, started=now(), end=now() + limit)
+    data["jobs"].append(job)
+    answer.print("%d\n" % job_id if "--parsable" in opts else "Submitted batch job %d\n" % job_id)
+    return answer
 
 
-def scontrol(store, argv):
+def scontrol(data, argv, env, now, answer):
     if len(argv) >= 2 and argv[0] == "update":
         fields = dict(a.split("=", 1) for a in argv[1:] if "=" in a)
         job_id = fields.pop("JobId", fields.pop("JobID", None))
-        for job in store.data["jobs"]:
+        for job in data["jobs"]:
             if job["id"] == job_id and job["state"] in ("PD", "R"):
                 if "Comment" in fields:
                     job["comment"] = fields["Comment"]
                 if "ExcNodeList" in fields:
                     job["exclude"] = [n for n in fields["ExcNodeList"].split(",") if n]
-                store.save()
-                return 0
-        sys.stderr.write("slurm_update error: Invalid job id specified\n")
-        return 1
+                return answer
+        return answer.error("slurm_update error: Invalid job id specified\n")
     if argv[:1] == ["ping"]:
-        print("Slurmctld(primary) at shim is UP")
-        return 0
+        answer.print("Slurmctld(primary) at shim is UP\n")
+        return answer
     if [a for a in argv if a != "-o"] == ["show", "reservation"]:
-        # A test puts `scontrol -o show reservation` lines in <state>/reservations.
-        path = os.path.join(STATE, "reservations")
-        text = open(path).read() if os.path.exists(path) else ""
-        print(text.rstrip("\n") if text.strip() else "No reservations in the system")
-        return 0
-    sys.stderr.write("scontrol shim: unsupported %s\n" % argv)
-    return 1
+        text = env.get("FS_SHIM_RESERVATIONS", "")
+        answer.print((text.rstrip("\n") if text.strip() else "No reservations in the system") + "\n")
+        return answer
+    return answer.error("scontrol shim: unsupported %s\n" % argv)
 
 
-def sinfo(store, argv):
-    """`sinfo -h -R -o FORMAT`: one row per line of <state>/nodes-down ("node state reason"), in the format."""
+def sinfo(data, argv, env, now, answer):
+    """`sinfo -h -R -o FORMAT`: one row per line of FS_SHIM_NODES_DOWN ("node state reason")."""
     fmt = argv[argv.index("-o") + 1] if "-o" in argv else "%N %t %E"
-    path = os.path.join(STATE, "nodes-down")
-    for line in (open(path).read().splitlines() if os.path.exists(path) else []):
+    for line in env.get("FS_SHIM_NODES_DOWN", "").splitlines():
         node, state, reason = (line.split(None, 2) + ["", ""])[:3]
-        print(fmt.replace("%N", node).replace("%t", state).replace("%E", reason))
-    return 0
+        answer.print(fmt.replace("%N", node).replace("%t", state).replace("%E", reason) + "\n")
+    return answer
 
 
-def scancel(store, argv):
+def scancel(data, argv, env, now, answer):
     ids = [a for a in argv if not a.startswith("-")]
-    for job in store.data["jobs"]:
+    for job in data["jobs"]:
         if job["id"] in ids and job["state"] in ("PD", "R"):
             job["state"] = "CA"
-            job["ended"] = time.time()
-    store.save()
-    return 0
+            job["ended"] = now()
+    return answer
 
 
 def main():
     command = sys.argv[1]
     argv = sys.argv[2:]
-    if not STATE:
+    state = os.environ.get("FS_SHIM_STATE")
+    if not state:
         sys.stderr.write("%s shim: FS_SHIM_STATE is not set\n" % command)
         return 2
-    os.makedirs(STATE, exist_ok=True)
-    with open(os.path.join(STATE, "calls.log"), "a") as handle:
+    os.makedirs(state, exist_ok=True)
+    with open(os.path.join(state, "calls.log"), "a") as handle:
         handle.write(json.dumps([command] + argv) + "\n")
-    hang = os.path.join(STATE, "hang-" + command)
+    hang = os.path.join(state, "hang-" + command)
     if os.path.exists(hang):
         time.sleep(float(open(hang).read().strip() or "60"))
-    fail = os.path.join(STATE, "fail-" + command)
+    fail = os.path.join(state, "fail-" + command)
     if os.path.exists(fail) or command in os.environ.get("FS_SHIM_FAIL", "").split(","):
         message = open(fail).read() if os.path.exists(fail) else ""
-        sys.stderr.write(message or "%s: error: Unable to contact slurm controller (connect failure)\n" % command)
+        sys.stderr.write(message or DEFAULT_ERROR % command)
         return 1
-    store = Store(STATE)
-    return {"squeue": squeue, "sbatch": sbatch, "scontrol": scontrol, "scancel": scancel,
-            "sinfo": sinfo}[command](store, argv)
+    store = Store(state)
+    before = json.dumps(store.data, sort_keys=True)
+    env = dict(os.environ)
+    if os.path.exists(os.path.join(state, "squeue-no-me")):
+        env["FS_SHIM_NO_ME"] = "1"
+    for name, key in (("nodes-down", "FS_SHIM_NODES_DOWN"), ("reservations", "FS_SHIM_RESERVATIONS")):
+        text = _read_bytes(state, name).decode("utf-8", "surrogateescape")
+        if text:
+            env[key] = text
+    answer = call(command, argv, store.data, env)
+    if json.dumps(store.data, sort_keys=True) != before:
+        store.save()
+    around = (_read_bytes(state, "squeue-extra-bytes"), _read_bytes(state, "squeue-after-bytes")) \
+        if command == "squeue" else (b"", b"")
+    sys.stdout.buffer.write(answer.stdout(*around))
+    sys.stdout.buffer.flush()
+    sys.stderr.write("".join(answer.err))
+    return answer.code
+
+
+def _read_bytes(state, name):
+    path = os.path.join(state, name)
+    if not os.path.exists(path):
+        return b""
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 if __name__ == "__main__":

@@ -77,6 +77,20 @@ def create_once(path, data, mode=PRIVATE_FILE):
             return True
         except FileExistsError:
             return os.stat(tmp).st_nlink == 2
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV):
+                raise
+        # A filesystem without hard links (some FUSE and SMB mounts): O_EXCL, exclusive on local disks
+        # and NFSv3+, then the data (a reader meanwhile sees an empty file, which reads as unreadable).
+        try:
+            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            return False
+        with os.fdopen(out, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
     finally:
         try:
             os.unlink(tmp)

@@ -281,6 +281,6 @@ def probe_targets(memory, jobs):
     for job in jobs:
         if job.state in RUNNING_STATES:
             m = known(job.job_id)
-            if m is not None and m.url and m.cancelled_at is None and not m.cancel_failures:   # not m.stopping
+            if m is not None and m.url and not m.stopping:
                 found[job.job_id] = m.url
     return {job_id: found[job_id] for job_id in sorted(found)}

@@ -50,11 +50,11 @@ class Controller:
         self.count_inflight = count_inflight
         self.policy = model.policy_from(settings)
         self.scale_policy = scale.policy_from(settings)
-        self.workdirs = {os.path.normpath(layout.slurm_output),
-                         os.path.normpath(os.path.realpath(layout.slurm_output))}
+        self.workdirs = frozenset([os.path.normpath(layout.slurm_output),        # (frozen: hashed once
+                                   os.path.normpath(os.path.realpath(layout.slurm_output))])  # a look)
         self.faults = Faults()
         self.reserve = fsutil.Reserve(layout.disk_reserve)
-        self.snapshot = self._load_state()
+        self.snapshot = self._load_state(set_aside=lease is None)
         self.saver = state.Saver(layout.state_file, self.reserve, self.faults)
         self.files = ServiceFiles(layout, self.snapshot.service_errors)
         self.executor = Executor(layout, slurm, self._save_intents, pyz, may_act=self.may_act)
@@ -83,9 +83,13 @@ class Controller:
         self._traefik_ok = None         # (when, whether this host's Traefik answered its ping)
         self.look_owed = False          # this loop took the lead and has not looked at Slurm since
 
-    def _load_state(self):
+    def _load_state(self, set_aside=True):
+        """The saved snapshot. An unreadable state.json is set aside (kept) by the loop that leads: with
+        several login nodes, state.json is the leader's, and a follower never moves or writes it."""
         snapshot, problem = state.read(self.layout.state_file)
-        if problem:
+        if problem and not set_aside:
+            log.warning("%s; starting with an empty memory (the leading loop sets it aside)", problem)
+        elif problem:
             aside = state.set_aside(self.layout.state_file, self.clock())
             log.error("%s; %s. Starting with an empty memory: our jobs are found again in squeue by their "
                       "working directory", problem, "kept it as %s" % aside if aside else "could not move it aside")
@@ -169,6 +173,8 @@ class Controller:
             term = self.lease.current
             if leading:
                 log.info("this host (%s) leads now (term %d): it looks at Slurm and acts", self.host, term.epoch)
+                if state.read(self.layout.state_file)[1]:
+                    self._load_state(set_aside=True)        # unreadable: kept aside, rebuilt from Slurm
                 memory = follow.merged(self.leader_view.read().memory, self.snapshot.memory)
                 previous = self.lease.previous
                 if previous is not None and previous.host != self.host:

@@ -52,6 +52,7 @@ class JobMemory(NamedTuple):
     ends_at: Optional[float] = None         # the end Slurm last gave it while running (time limit)
     cut_short_at: Optional[float] = None    # when Slurm moved that end earlier (preemption's GraceTime)
     held_since: Optional[float] = None      # requeued or suspended after it ran: not serving, not counted
+    renewing_since: Optional[float] = None  # entered its renewal lead: it stays renewed (the lead moves)
 
     @property
     def stopping(self):

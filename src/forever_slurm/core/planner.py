@@ -17,8 +17,9 @@ from ..systems.traefik import Server
 from . import model
 from .model import CARRYING, Cancel, ClearExclude, JobMemory, Memory, Phase, Plan, ServiceMemory, Submit
 
-# Hot loops below test `job.state in RUNNING_STATES` rather than the property job.running, and
-# JobMemory.stopping's two fields inline: the same test without a Python call, 10,000 times a pass.
+# Hot loops below test `job.state in RUNNING_STATES` rather than the property job.running: the same
+# test without a Python call, 10,000 times a pass. A job's phase is model.phase, its stopping
+# JobMemory.stopping: one definition each.
 
 def renew_lead(service_memory, policy, warning_seconds=0):
     """Seconds before its end a job is replaced: what a replacement of this service needed from
@@ -118,8 +119,8 @@ def _unseen_and_ready(job_mem, observed_ids):
     for job_id, m in job_mem.items():
         if m.seen_at is None and job_id not in observed_ids:
             unseen.append(job_id)
-        if m.ready_since is not None and m.url and m.cancelled_at is None and not m.cancel_failures:
-            ready.append(job_id)    # (not m.stopping)
+        if m.ready_since is not None and m.url and not m.stopping:
+            ready.append(job_id)
     return sorted(unseen), frozenset(ready)
 
 
@@ -186,6 +187,12 @@ def plan_service(view, policy, fresh, budget, inflight, follow=False):
     view = view._replace(service=service)
     retiring = retiring_jobs(view)
     jobs = {}
+    if not follow:
+        for job in retiring:
+            m = view.memory_of(job)
+            if m.renewing_since is None:
+                jobs[job.job_id] = m._replace(renewing_since=view.now)
+        view = _with_memory(view, jobs)
     for job in [] if follow else drains_to_start(view, retiring, policy):
         jobs[job.job_id] = view.memory_of(job)._replace(drain_since=view.now)
         events.append("job %s of %s draining (%ds left)" % (job.job_id, view.name, view.left(job)))
@@ -231,16 +238,18 @@ def _reset_backoff_if_healthy(view, policy, events):
 
 
 def retiring_jobs(view):
-    """Running jobs within the renewal lead of their end, and those Slurm cut short (preemption),
-    soonest end first."""
+    """Running jobs within the renewal lead of their end (or that entered it before: the lead moves as
+    start-ups are measured, and a job half renewed must not count again), and those Slurm cut short
+    (preemption) or whose node went, soonest end first."""
     near = []
     age, lead, mem = view.age, view.lead, view.jobs
     for job in view.running:
+        m = mem.get(job.job_id)
         if job.time_left is not None:
             left = job.time_left - age      # view.left(job), inline: every running job, every pass
-            if left <= lead or _must_go(view, job, mem.get(job.job_id)):
+            if left <= lead or (m is not None and m.renewing_since is not None) or _must_go(view, job, m):
                 near.append((left, job))
-        elif _must_go(view, job, mem.get(job.job_id)):
+        elif _must_go(view, job, m):
             near.append((float("inf"), job))
     near.sort(key=_first)
     return [job for _, job in near]

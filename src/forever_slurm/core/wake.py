@@ -505,12 +505,9 @@ class _Loop:
                 self._watch(client)
 
     def _read_request(self, client):
-        try:
-            data = client.sock.recv(CHUNK)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(client.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             return self._drop(client)       # gone while sending: nobody to answer
         client.inbuf += data
@@ -585,12 +582,9 @@ class _Loop:
 
     def _watch(self, client):
         """A held or forwarded client's socket is readable: its end (hang up), or bytes we ignore."""
-        try:
-            data = client.sock.recv(CHUNK)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(client.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if data:
             client.watching = False         # it sent more: stop watching, or we would spin
             return self._update(client)
@@ -606,12 +600,9 @@ class _Loop:
         """Drop what the client still sends (a body we refused, most often): a client that is still
         sending when we close would get a reset instead of our answer."""
         for _ in range(16):         # then the others get their turn
-            try:
-                data = client.sock.recv(CHUNK)
-            except (BlockingIOError, InterruptedError):
+            data = _recv(client.sock)
+            if data is None:
                 break
-            except OSError:
-                data = b""
             client.linger_left -= len(data)
             if not data or client.linger_left <= 0:
                 return self._drop(client)
@@ -1145,3 +1136,13 @@ def _close(sock):
         sock.close()
     except OSError:
         pass
+
+
+def _recv(sock):
+    """A client's next bytes: None when there are none yet, b"" at its end (or its reset)."""
+    try:
+        return sock.recv(CHUNK)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
