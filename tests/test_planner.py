@@ -393,6 +393,18 @@ class TestSharedCluster:
         plan = planner.plan({"svc": 2}, jobs, memory, 1200.0, POLICY)
         assert sorted(s.weight for s in plan.routes["svc"]) == [0, 1, 1]
 
+    def test_a_job_requeued_soon_after_it_was_submitted_does_not_hold_back_its_replacement(self):
+        """bench C4: a node went down 10 s after its job started; Slurm requeued the job, and the
+        spreading rule took it for a submission still being placed, so the replacement waited the
+        whole spread_patience (58 s) instead of going at once."""
+        jobs = [job(1), job(2, node="node2")]
+        memory, _ = absorb.absorb(ready_memory(jobs), jobs, 1000.0, POLICY)
+        memory.jobs["1"] = memory.jobs["1"]._replace(submitted_at=995.0)
+        jobs = [job(1, state="PD", reason="BeginTime"), job(2, node="node2")]
+        memory, _ = absorb.absorb(memory, jobs, 1005.0, POLICY)
+        plan = planner.plan({"svc": 2}, jobs, memory, 1005.0, POLICY)
+        assert kinds(plan.actions) == ["Submit"]
+
     def test_a_job_whose_end_moves_earlier_is_drained_and_replaced_at_once(self):
         memory = self.two_running()
         assert memory.jobs["1"].ends_at == 1000.0 + 3600

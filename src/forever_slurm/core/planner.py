@@ -380,11 +380,13 @@ def submissions(view, retiring, cancels, policy, budget, count, idle=0):
 
 
 def _placing(view, policy):
-    """Jobs of the service submitted within spread_patience that have no node yet."""
+    """Jobs of the service submitted within spread_patience that have had no node yet. A job that ran
+    and is pending again (requeued: HELD) or being cancelled is not being placed for us."""
     placing = 0
     for job_id in itertools.chain(view.unseen, (job.job_id for job in view.pending)):
         m = view.jobs.get(job_id)
-        if m is not None and m.submitted_at is not None and view.now - m.submitted_at < policy.spread_patience:
+        if m is not None and m.submitted_at is not None and view.now - m.submitted_at < policy.spread_patience \
+                and m.held_since is None and m.cancelled_at is None:
             placing += 1
     return placing
 
