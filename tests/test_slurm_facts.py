@@ -93,7 +93,10 @@ def test_a_job_that_would_cross_a_maintenance_asks_only_the_time_left():
     assert window.time_limit == 900 - maintenance.MARGIN and "m at" in window.note
     assert maintenance.window(now, coming, {"node1"}, 600, 140).time_limit is None        # ends before it
     assert maintenance.window(now, coming, {"node9"}, 1800, 140) == maintenance.Window(None, "")   # not ours
-    assert maintenance.window(now, [reservation(now + 200)], {"node1"}, 1800, 140).time_limit is None  # too close
+    assert maintenance.window(now, [reservation(now + 170)], {"node1"}, 1800, 140).time_limit is None  # too close
+    # A job that serves at least as long as its start takes is worth it: the service runs up to the margin.
+    assert maintenance.window(now, [reservation(now + 260)], {"node1"}, 1800, 140).time_limit == 200
+    assert maintenance.window(now, [reservation(now + 260)], {"node1"}, 1800, 240).time_limit is None
     during = maintenance.window(now, [reservation(now - 60)], {"node1"}, 1800, 140)
     assert during.time_limit is None and "wait for its end" in during.note
     assert maintenance.window(now, [reservation(now + 900, flags=())], {"node1"}, 1800, 140).note == ""

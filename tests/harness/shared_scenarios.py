@@ -156,17 +156,24 @@ def job_on_a_node(stack):
 
 # ---- the scenarios --------------------------------------------------------------------------------
 
-def c1_busy_queue(cluster, base, wait_seconds=150, job_minutes=6, renewals=2, wanted=2):
+def c1_busy_queue(cluster, base, wait_seconds=150, job_minutes=6, renewals=2, wanted=2, busy_from_start=False):
     """Replacements wait about wait_seconds in a queue kept full by another user. The jobs last
     job_minutes, so the observation spans `renewals` renewals of each. Target: 0 s below N, 0 failed.
     Needs from the loop: a renewal lead learnt from submission-to-ready of past replacements (here
-    ~150 s of queue), and pending replacements followed through %S/%r."""
+    ~150 s of queue), and pending replacements followed through %S/%r.
+
+    busy_from_start=False: the queue fills once the service runs, so its first renewal meets a wait
+    its history has never seen (the loop learns from it). True: the queue is full before the loop
+    starts (its first jobs wait too), as on a cluster that has been busy all along."""
+    fill = cluster.fill(run_seconds=wait_seconds, keep=True) if busy_from_start else None
     stack = make_stack(cluster, base, wanted, time_limit=job_minutes)
     try:
-        wait_ready(stack, wanted)
-        fill = cluster.fill(run_seconds=wait_seconds, keep=True)
+        wait_ready(stack, wanted, timeout=300 + 2 * wait_seconds)
+        if fill is None:
+            fill = cluster.fill(run_seconds=wait_seconds, keep=True)
         return observe(stack, "C1", renewals * job_minutes * 60 + 60, wanted,
-                       notes={"fillers": fill.cpus, "expected_wait": fill.expected_wait, "job_minutes": job_minutes})
+                       notes={"fillers": fill.cpus, "expected_wait": fill.expected_wait, "job_minutes": job_minutes,
+                              "busy_from_start": busy_from_start})
     finally:
         cluster.stop_filling()
         stack.stop()
@@ -222,7 +229,7 @@ def c4_node_down(cluster, base, wanted=2, seconds=150):
             cluster.set_node(node, "resume")
 
 
-def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wanted=2):
+def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wanted=2, after_seconds=180):
     """A maint reservation on every node starting in starts_in seconds for `minutes`, the jobs asking
     job_minutes. Slurm itself stops nothing when a reservation begins (flags=maint,ignore_jobs lets it
     cover running jobs), so the administrator's part is played here: at the start every node is set
@@ -248,7 +255,7 @@ def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wan
                 cluster.set_node(node, "resume")
             if any(r.name == "bench-maint" for r in cluster.reservations()):    # Slurm drops it once over
                 cluster.delete_reservation("bench-maint")
-        after = observe(stack, "C5 after", 180, wanted, event=lambda: {"ended": "reservation over, nodes resumed"},
+        after = observe(stack, "C5 after", after_seconds, wanted, event=lambda: {"ended": "reservation over, nodes resumed"},
                         event_at=0.0)
         return before, after
     finally:

@@ -4,17 +4,20 @@ reservation begins (pure).
 Slurm does not start a job whose time limit crosses a MAINT reservation on its nodes: it waits,
 pending with `ReqNodeNotAvail, Reserved for maintenance`, until the reservation ends. Sites announce
 maintenance days ahead, so a service asking 8-hour jobs would go dark 8 hours early. Instead, the
-replacements submitted before it get a time limit that ends MARGIN before it begins, and the service
-runs right up to it; a job too short to be worth starting (less than MIN_JOB, or less than twice the
-renewal lead) is submitted as the script asks and simply waits for the end of the maintenance, as
-are all jobs submitted during it, so the service is back as soon as the nodes are.
+replacements submitted before it get a time limit that ends MARGIN before it begins (the margin covers
+the replacement's wait in the queue: Slurm starts it only if it ends in time), and the service runs
+right up to it. A job too short to be worth starting (less than MIN_JOB, or than the renewal lead: it
+would serve for less than its own start takes) is submitted as the script asks and simply waits for
+the end of the maintenance, as are all jobs submitted during it, so the service is back as soon as
+the nodes are. The service is below N for at most MARGIN plus the minute Slurm's limits are counted
+in before the maintenance (and the lead, when even that is too short a job).
 """
 
 import time
 from typing import NamedTuple, Optional
 
 MARGIN = 60.0       # seconds between a shortened job's end and the reservation's start
-MIN_JOB = 300.0     # a job shorter than this is not worth starting before a maintenance
+MIN_JOB = 120.0     # a job shorter than this is not worth starting before a maintenance (Slurm: whole minutes)
 
 
 class Window(NamedTuple):
@@ -38,7 +41,7 @@ def window(now, reservations, nodes, script_limit, lead):
     if script_limit is not None and script_limit <= room:
         return Window(None, "maintenance %s at %s: jobs as asked still end before it" % (
             first.name, _at(first.start)))
-    if room < max(MIN_JOB, 2 * lead):
+    if room < max(MIN_JOB, lead):
         return Window(None, "maintenance %s at %s: too close to start a job before it; new jobs wait for "
                             "its end (%s)" % (first.name, _at(first.start), _at(first.end)))
     return Window(room, "maintenance %s at %s: jobs submitted now ask %d min so they end before it"
