@@ -40,13 +40,13 @@ llm-deps:
 # Every test, nothing skipped: a skipped real-component test fails the run (tests/conftest.py).
 test: pyz provision llm-deps
 	$(PYTEST) -q -rs -n $(FAST_WORKERS) -m "not e2e" tests
-	$(PYTEST) -q -rs -m e2e tests
+	$(PYTEST) -q -rs --durations=30 -m e2e tests
 
 test-fast: pyz tools
 	$(PYTEST) -q -rs -n $(FAST_WORKERS) -m "not e2e" tests
 
 test-e2e: pyz provision llm-deps
-	$(PYTEST) -q -rs -m e2e tests
+	$(PYTEST) -q -rs --durations=30 -m e2e tests
 
 vermin: tools
 	vermin --no-tips --violations -t=3.6- src

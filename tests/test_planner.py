@@ -334,6 +334,25 @@ def test_renewing_with_its_replacement_on_the_way_looks_only_for_its_start():
     assert (plan.next_look, plan.why) == (50.0, "start of a job of svc")
 
 
+@pytest.mark.parametrize("startups, age, expect", [
+    ((), 10, planner.FOLLOW_UP_DELAY),              # nothing known: every 2 s for 30 s
+    ((3.0, 2.0), 10, planner.FOLLOW_UP_DELAY),      # an idle cluster: the same
+    ((3.0, 2.0), 40, 20.0),                         # then every half its age
+    ((150.0, 160.0), 10, 10.0),                     # a busy queue: 15 looks over the quickest start
+    ((150.0, 160.0), 149, 10.0),
+    ((150.0, 160.0), 0.5, 10.0),
+])
+def test_a_submission_is_looked_for_as_often_as_this_services_starts_make_worth_it(startups, age, expect):
+    """bench C1: replacements waiting ~150 s in a busy queue were looked for every 2 s from their
+    submission (18 squeue calls a minute while renewing)."""
+    jobs = [job(1, left=36000)]
+    memory = ready_memory(jobs)
+    memory.jobs["2"] = model.JobMemory(service="svc", submitted_at=1000.0 - age)
+    memory = memory._replace(services={"svc": model.ServiceMemory(startup=startups)})
+    plan = planner.plan({"svc": 2}, jobs, memory, 1000.0, POLICY, fresh=False, steady=60)
+    assert (plan.next_look, plan.why) == (expect, "start of a job of svc")
+
+
 def test_next_look_waits_for_a_backoff_only_when_something_is_missing():
     memory = outcomes.record_submit_failed(model.empty_memory(), "svc", "QOS", 1000.0, POLICY)
     plan = planner.plan({"svc": 1}, [], memory, 1000.0, POLICY, fresh=False, steady=60)

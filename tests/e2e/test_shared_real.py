@@ -1,9 +1,8 @@
 """Forever on a shared, busy cluster (issue 24), on the real local cluster made shared: the loop, the
 real Traefik and the original tool's hello-python (its server dies at once on SIGTERM), 10 requests/s.
 Shorter variants of bench/shared_cluster's scenarios (tests/harness/shared_scenarios.py), with the
-issue's targets asserted; C1 (a queue kept busy over two renewals) and C5 (a maintenance window) take
-15 and 30 minutes and run in the bench only, their decisions covered by tests/test_planner.py,
-tests/test_loop.py, tests/test_slurm_facts.py and tests/test_renewal_cost.py.
+issue's targets asserted: C1 with 3-minute jobs and a 60 s queue, C5 with a reservation 5 minutes
+ahead; the bench runs them at the issue's size (13 and 30 minutes).
 """
 
 import os
@@ -54,9 +53,34 @@ def show(outcome):
               outcome.notes))
 
 
+def test_c1_on_a_queue_busy_all_along_renewals_wait_in_it_and_the_service_never_drops_below_n(busy):
+    """The queue is full before the loop starts, so the service's history holds the wait (a cluster
+    busy all along); bench C1 also runs the colder case, a queue that fills after the start."""
+    cluster, folder = fresh(busy, "c1")
+    outcome = scenarios.c1_busy_queue(cluster, folder, wait_seconds=60, job_minutes=3, renewals=1,
+                                      busy_from_start=True)
+    show(outcome)
+    assert outcome.sbatch_calls >= 2, "no renewal in the observation"
+    assert outcome.failed == 0, outcome.failures
+    assert outcome.below_seconds <= 1.0
+
+
+def test_c5_an_announced_maintenance_shortens_the_last_jobs_before_it_and_the_service_is_back_after(busy):
+    cluster, folder = fresh(busy, "c5")
+    before, after = scenarios.c5_maintenance(cluster, folder, starts_in=300, minutes=1, job_minutes=3,
+                                             after_seconds=90, announced_first=True)
+    show(before)
+    show(after)
+    assert any("to end before a maintenance" in line for line in before.notes["submitted"]), before.notes
+    assert before.failed == 0, before.failures
+    # The last jobs end a minute before it (the margin for their queue wait) plus what whole minutes lose.
+    assert before.below_seconds <= 60 + 60 + 5
+    assert after.back_to_wanted is not None and after.back_to_wanted <= 30
+
+
 def test_c2_a_preempted_job_is_replaced_within_its_grace_time_and_no_request_fails(busy):
     cluster, folder = fresh(busy, "c2")
-    outcome = scenarios.c2_preemption(cluster, folder, grace=60)
+    outcome = scenarios.c2_preemption(cluster, folder, grace=60, seconds=120)
     show(outcome)
     # The warning (%e moved to now + GraceTime, ~3 s after the preemptor came) is seen at the next
     # look, at most a steady interval (60 s) later; Slurm signals the job ~10 s after the grace ends.
@@ -69,7 +93,7 @@ def test_c3_c4_a_node_set_down_is_replaced_at_once_and_its_requeued_job_leaves_n
     """C4 (the node under a backend set DOWN: Slurm requeues its job, as `scontrol requeue` does in
     C3), watched long enough for the requeued job to run again (BeginTime ~120 s) and be the surplus."""
     cluster, folder = fresh(busy, "c4")
-    outcome = scenarios.c4_node_down(cluster, folder, seconds=240)
+    outcome = scenarios.c4_node_down(cluster, folder, seconds=200)
     show(outcome)
     assert outcome.failed == 0, outcome.failures
     assert outcome.first_sbatch is not None and outcome.first_sbatch <= 10

@@ -148,6 +148,11 @@ def below_wanted(points, wanted, since):
     return short, back
 
 
+def submissions(stack):
+    """The loop's 'submitted job ...' log lines (a shortened one says so: 'N min to end before a maintenance')."""
+    return [line.split(" INFO ", 1)[-1] for line in stack.loop_log().splitlines() if " submitted job " in line]
+
+
 def job_on_a_node(stack):
     """A running job of the service as (job id, node)."""
     job = sorted((j for j in active_jobs(stack) if j["state"] == "R"), key=lambda j: int(j["id"]))[0]
@@ -179,7 +184,7 @@ def c1_busy_queue(cluster, base, wait_seconds=150, job_minutes=6, renewals=2, wa
         stack.stop()
 
 
-def c2_preemption(cluster, base, grace=60, wanted=2):
+def c2_preemption(cluster, base, grace=60, wanted=2, seconds=None):
     """A `high` job takes the node of one of the two backends (GraceTime grace). Targets: 0 failed; and
     seconds to N ready again. Needs from the loop: %e earlier than start + limit read as a preemption
     warning (within 0.5 s of the preemptor's submission): drain that backend and submit at once, with a
@@ -189,7 +194,7 @@ def c2_preemption(cluster, base, grace=60, wanted=2):
     try:
         wait_ready(stack, wanted)
         job_id, node = job_on_a_node(stack)
-        return observe(stack, "C2", grace + 150, wanted, event=lambda: {
+        return observe(stack, "C2", seconds or grace + 150, wanted, event=lambda: {
             "preempted": job_id, "node": node, "preemptor": cluster.preempt(node, 900)},
             notes={"grace": grace})
     finally:
@@ -229,7 +234,8 @@ def c4_node_down(cluster, base, wanted=2, seconds=150):
             cluster.set_node(node, "resume")
 
 
-def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wanted=2, after_seconds=180):
+def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wanted=2, after_seconds=180,
+                   announced_first=False):
     """A maint reservation on every node starting in starts_in seconds for `minutes`, the jobs asking
     job_minutes. Slurm itself stops nothing when a reservation begins (flags=maint,ignore_jobs lets it
     cover running jobs), so the administrator's part is played here: at the start every node is set
@@ -237,15 +243,23 @@ def c5_maintenance(cluster, base, starts_in=900, minutes=10, job_minutes=30, wan
     before it begins; after it ends, N ready within a job's start + 10 s. Returns (before, after): the
     observation up to its start, then from its end. Needs from the loop: `scontrol -o show reservation`
     at most every 10 minutes; submissions with --time ending before a MAINT reservation on its nodes
-    (or --time-min), normal ones again once it has ended."""
+    (or --time-min), normal ones again once it has ended.
+
+    announced_first: the reservation exists before the loop starts (sites announce days ahead), so
+    jobs shorter than starts_in are renewed before it, each with a time limit that ends before it."""
+    begins = int(time.time()) + starts_in
+    if announced_first:
+        cluster.create_reservation("bench-maint", begins, minutes)
     stack = make_stack(cluster, base, wanted, time_limit=job_minutes)
     try:
         wait_ready(stack, wanted)
-        begins = int(time.time()) + starts_in
-        cluster.create_reservation("bench-maint", begins, minutes)
+        if not announced_first:
+            begins = int(time.time()) + starts_in
+            cluster.create_reservation("bench-maint", begins, minutes)
         try:
             before = observe(stack, "C5 before", max(begins - time.time(), 1), wanted,
                              notes={"reservation": "%d s from its creation for %d min" % (starts_in, minutes)})
+            before = before._replace(notes=dict(before.notes, submitted=submissions(stack)))
             time.sleep(max(0.0, begins - time.time()))
             for node in cluster.node_names:
                 cluster.set_node(node, "down", "maintenance")

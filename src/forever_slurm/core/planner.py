@@ -420,7 +420,8 @@ def servers_for(view, stopping_now):
 
 MAX_AVOIDED = 64           # down or drained nodes named in --exclude at most
 FOLLOW_UP_DELAY = 2.0       # seconds between looks while a fresh submission starts
-FOLLOW_UP_WINDOW = 30.0     # ... for this long after the submission; then every half its age
+FOLLOW_UP_WINDOW = 30.0     # ... for this long after the submission (or the quickest recent start); then every half its age
+FOLLOW_UP_LOOKS = 15        # looks in that first stretch at most (30 s / 2 s)
 WAKING_LOOK_SHARE = 0.1     # while requests are held: a look every tenth of the job's wait so far
 MIN_LOOK_GAP = 1.0          # the planner never asks for two looks closer than this
 
@@ -435,7 +436,9 @@ def service_next_look(view, policy, inflight, waking=False, stopping_now=frozens
     answering since the last look (did its job end?), instances missing with nothing on its way (a
     higher count, a held request), and a submission not yet started: looked for every 2 s for its
     first 30 s, then every half its age (a job that starts late is seen late by a bounded share, at a
-    few calls in all), every tenth of its age while requests wait for it."""
+    few calls in all), every tenth of its age while requests wait for it. Where this service's
+    quickest recent start took longer (a busy queue), the first stretch is that long and its looks a
+    tenth of it apart: as many looks, none spent before a start was ever seen to come."""
     best = (float("inf"), "steady")
     now = view.now
     observed_at = now - view.age
@@ -452,7 +455,9 @@ def service_next_look(view, policy, inflight, waking=False, stopping_now=frozens
         if waking:
             delay = max(MIN_LOOK_GAP, age * WAKING_LOOK_SHARE)
         else:
-            delay = FOLLOW_UP_DELAY if age < FOLLOW_UP_WINDOW else age / 2
+            quickest = min(view.service.startup) if view.service.startup else 0.0
+            window = max(FOLLOW_UP_WINDOW, quickest)
+            delay = max(FOLLOW_UP_DELAY, window / FOLLOW_UP_LOOKS) if age < window else age / 2
         best = min(best, (delay, "start of a job of %s" % view.name))
     for job in view.running:
         left = view.left(job)
