@@ -9,7 +9,7 @@ from forever_slurm.systems.slurm import Job
 POLICY = model.Policy(surge=1, drain_seconds=20, renew_lead=None, renew_margin=60, default_startup=60)
 
 
-def job(job_id, state="R", name="svc", node="node1", left=3600, used=60, comment=None, reason="None"):
+def job(job_id, state="R", name="svc", node="node1", left=3600, used=3600, comment=None, reason="None"):
     if comment is None:
         comment = "traefik,%s,http://%s:%s" % (name, node or "h", 40000 + int(job_id)) if state == "R" else ""
     return Job(str(job_id), state, name, node if state == "R" else "", left, used, reason, comment)
@@ -474,3 +474,35 @@ def test_a_job_that_entered_its_renewal_stays_renewed_when_the_lead_shrinks():
     jobs = [job(1, left=190), job(2, state="PD")]
     plan = planner.plan({"svc": 1}, jobs, memory, 1010.0, POLICY)
     assert not [a for a in plan.actions if isinstance(a, model.Cancel)]
+
+
+def test_a_lead_longer_than_half_a_job_renews_it_at_half_its_time_not_as_soon_as_it_starts():
+    """bench C5: replacements that waited out a maintenance made the lead (289 s) longer than the
+    3-minute jobs; each new job was renewed as soon as it ran, 16 sbatch in 90 s."""
+    svc = model.ServiceMemory(startup=(224.0, 224.0))
+    fresh = [job(1, left=175, used=5), job(2, left=175, used=5, node="node2")]
+    memory = ready_memory(fresh)._replace(services={"svc": svc})
+    plan = planner.plan({"svc": 2}, fresh, memory, 1000.0, POLICY, fresh=False, steady=60)
+    assert plan.actions == [] and (plan.next_look, plan.why) == (60.0, "steady")     # 175 - 90 = 85 s
+    half = [job(1, left=89, used=91), job(2, left=175, used=5, node="node2")]
+    plan = planner.plan({"svc": 2}, half, ready_memory(half)._replace(services={"svc": svc}), 1000.0, POLICY)
+    assert [(a.reason, a.service) for a in plan.actions] == [("renewal", "svc")]
+    long_jobs = [job(1, left=3000, used=600)]
+    assert planner.job_lead(289.0, long_jobs[0]) == 289.0
+
+
+def test_a_wait_for_a_maintenance_or_a_node_is_no_start_up_sample():
+    memory = outcomes.record_submitted(model.empty_memory(), "svc", "7", 1000.0)
+    waiting = [job(7, state="PD", reason="ReqNodeNotAvail, Reserved for maintenance")]
+    memory, _ = absorb.absorb(memory, waiting, 1010.0, POLICY)
+    assert memory.jobs["7"].not_queued
+    running = [job(7, used=1)]
+    memory, _ = absorb.absorb(memory, running, 1300.0, POLICY)
+    memory, _ = absorb.apply_probes(memory, {"7": model.ProbeResult(True)}, 1301.0, POLICY)
+    assert memory.jobs["7"].ready_since == 1301.0 and memory.services.get("svc", model.ServiceMemory()).startup == ()
+    # A wait for its turn (Priority, Resources) is one.
+    memory = outcomes.record_submitted(model.empty_memory(), "svc", "8", 1000.0)
+    memory, _ = absorb.absorb(memory, [job(8, state="PD", reason="Priority")], 1010.0, POLICY)
+    memory, _ = absorb.absorb(memory, [job(8, used=1)], 1150.0, POLICY)
+    memory, _ = absorb.apply_probes(memory, {"8": model.ProbeResult(True)}, 1151.0, POLICY)
+    assert memory.services["svc"].startup == (151.0,)

@@ -6,6 +6,7 @@ Pure functions only (no I/O, no clock): the loop passes `now` in. Every job give
 import functools
 
 from ..common import urls
+from ..systems import slurm_facts
 from ..systems.slurm import ACTIVE_STATES, RUNNING_STATES, job_number
 from .model import JobMemory, Memory, ServiceMemory, is_intent
 from .outcomes import fail_service
@@ -96,7 +97,8 @@ def _absorb_known(job_mem, seen, now, policy):
                     and _same_end(old.ends_at, job.time_left, now)):
                 continue    # running, published, ending as before: _absorb_job would find nothing new
             if (old.seen_at is not None and old.running_since is None and not old.url and not old.comment_problem
-                    and job.state not in RUNNING_STATES):
+                    and job.state not in RUNNING_STATES
+                    and (old.not_queued or not slurm_facts.not_a_queue_wait(job.reason))):
                 continue    # pending as before: nothing new either
             result = _absorb_job(old, job, now, policy)
             if not result[1] and not result[2]:
@@ -169,6 +171,8 @@ def _absorb_job(old, job, now, policy):
         events.append("job %s of %s %s: out of Traefik and not counted; a replacement is submitted"
                       % (job.job_id, job.name, how))
         return new, events, ""
+    if not running and not old.not_queued and slurm_facts.not_a_queue_wait(job.reason):
+        new = new._replace(not_queued=True)
     if running and old.running_since is None:
         new = new._replace(running_since=now - (job.time_used or 0), held_since=None, cut_short_at=None)
         events.append("job %s of %s started on %s" % (job.job_id, job.name, job.nodes or "?"))
@@ -240,7 +244,7 @@ def apply_probes(memory, results, now, policy):
             new = old._replace(probe_failures=0, probe_detail="")
             if old.ready_since is None:
                 new = new._replace(ready_since=now, ever_ready=True, unready_at=None)
-                if old.submitted_at is not None and not old.ever_ready:
+                if old.submitted_at is not None and not old.ever_ready and not old.not_queued:
                     svc = services.get(old.service, ServiceMemory())
                     startup = (svc.startup + (round(now - old.submitted_at, 1),))[-STARTUP_SAMPLES:]
                     services[old.service] = svc._replace(startup=startup)

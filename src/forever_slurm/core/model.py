@@ -53,6 +53,8 @@ class JobMemory(NamedTuple):
     cut_short_at: Optional[float] = None    # when Slurm moved that end earlier (preemption's GraceTime)
     held_since: Optional[float] = None      # requeued or suspended after it ran: not serving, not counted
     renewing_since: Optional[float] = None  # entered its renewal lead: it stays renewed (the lead moves)
+    not_queued: bool = False                # pended for a reservation, a node, a partition or a hold:
+                                            # its wait says nothing of the queue (no start-up sample)
 
     @property
     def stopping(self):

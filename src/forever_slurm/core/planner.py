@@ -37,6 +37,17 @@ def renew_lead(service_memory, policy, warning_seconds=0):
     return lead + (warning_seconds + 60 if warning_seconds else 0)
 
 
+def job_lead(lead, job):
+    """A running job's own renewal lead: the service's, but at most half the job's time limit. A lead
+    longer than that (replacements that waited out a long queue, or jobs of a few minutes) would have
+    every job renewed as soon as it starts, and its replacement too: a job then costs more than twice
+    what it serves, and the service churns. Half keeps the cost at most twice and still renews every
+    job before its end."""
+    if job.time_used is None or job.time_left is None:
+        return lead
+    return min(lead, (job.time_left + job.time_used) / 2.0)
+
+
 def percentile(values, share):
     """The nearest-rank percentile of values (share 0.9: the 90th)."""
     ordered = sorted(values)
@@ -247,7 +258,8 @@ def retiring_jobs(view):
         m = mem.get(job.job_id)
         if job.time_left is not None:
             left = job.time_left - age      # view.left(job), inline: every running job, every pass
-            if left <= lead or (m is not None and m.renewing_since is not None) or _must_go(view, job, m):
+            if left <= lead and left <= job_lead(lead, job) or (m is not None and m.renewing_since is not None) \
+                    or _must_go(view, job, m):
                 near.append((left, job))
         elif _must_go(view, job, m):
             near.append((float("inf"), job))
@@ -461,8 +473,9 @@ def service_next_look(view, policy, inflight, waking=False, stopping_now=frozens
         best = min(best, (delay, "start of a job of %s" % view.name))
     for job in view.running:
         left = view.left(job)
-        if left is not None and left > view.lead:
-            best = min(best, (left - view.lead, "renewal of job %s" % job.job_id))
+        lead = job_lead(view.lead, job)
+        if left is not None and left > lead:
+            best = min(best, (left - lead, "renewal of job %s" % job.job_id))
         m = view.jobs.get(job.job_id)
         if m is None or job.job_id in stopping_now or (m.drain_since is None and m.cancel_retry_at is None):
             continue    # (the common case, decided without the two checks below)

@@ -88,7 +88,7 @@ _TYPES = {
                 "drain_since": _OPTIONAL_NUMBER, "cancelled_at": _OPTIONAL_NUMBER, "cancel_failures": int,
                 "cancel_retry_at": _OPTIONAL_NUMBER, "excluded": _NODES, "publish_late": bool,
                 "unready_at": _OPTIONAL_NUMBER, "ends_at": _OPTIONAL_NUMBER, "cut_short_at": _OPTIONAL_NUMBER,
-                "held_since": _OPTIONAL_NUMBER, "renewing_since": _OPTIONAL_NUMBER},
+                "held_since": _OPTIONAL_NUMBER, "renewing_since": _OPTIONAL_NUMBER, "not_queued": bool},
     ServiceMemory: {"failures": int, "next_try": _NUMBER, "last_error": str, "startup": _SECONDS,
                     "drains": _SECONDS},
     Job: {"job_id": str, "state": str, "name": str, "nodes": str, "time_left": (int, type(None)),

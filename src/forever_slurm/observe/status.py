@@ -135,7 +135,7 @@ def _job_row(view, job, snap, observed_age):
         "node": job.nodes, "url": m.url, "reason": job.reason if not job.running else "",
         "age_seconds": None if job.time_used is None else job.time_used + (observed_age or 0),
         "time_left_seconds": left, "health": _health(job, m),
-        "renew_in_seconds": None if left is None or not job.running else max(0.0, left - view.lead),
+        "renew_in_seconds": None if left is None or not job.running else max(0.0, left - planner.job_lead(view.lead, job)),
         "owned": True, "comment_problem": m.comment_problem,
     }
 
@@ -194,7 +194,8 @@ def _shared_cluster_notes(view, definition, snap):
 
 def _late_replacement(view):
     """A pending replacement Slurm expects to start after the retiring job it replaces has ended."""
-    ending = [(view.left(job), job) for job in view.running if view.left(job) is not None and view.left(job) <= view.lead]
+    ending = [(view.left(job), job) for job in view.running
+              if view.left(job) is not None and view.left(job) <= planner.job_lead(view.lead, job)]
     waiting = [job for job in view.pending if job.starts_in is not None and model.phase(
         view.memory_of(job), job.state) == model.Phase.PENDING]
     if not ending or not waiting:

@@ -219,6 +219,17 @@ def lasting_pending_reason(reason, unavailable_nodes=()):
     return None
 
 
+# Pending reasons of a job that waits for something other than its turn in the queue: a reservation
+# (a maintenance), nodes that are down, a partition that is down or too small, a begin time (a
+# requeue's hold), a dependency or a hold. Such a wait is no measure of how long starts take.
+_NOT_QUEUE_REASONS = ("ReqNodeNotAvail", "Reservation", "Partition", "BeginTime", "Dependency", "JobHeld",
+                      "Held", "NodeDown")
+
+
+def not_a_queue_wait(reason):
+    return bool(reason) and reason.startswith(_NOT_QUEUE_REASONS)
+
+
 def time_limit_seconds_or_none(text):
     """$SBATCH_TIMELIMIT (which beats the script's #SBATCH --time) in seconds; None when unset or odd."""
     return time_limit_seconds(text) if text else None
