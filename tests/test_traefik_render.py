@@ -526,6 +526,28 @@ def test_passive_health_check_golden_for_the_original_template(tmp_path):
     check_golden("original-hello-python-2-servers-traefik-3.7.yml", text)
 
 
+@pytest.mark.parametrize("interval, rendered", [
+    ('"900s"', "10s"), ('"15m"', "10s"), ("900", "10s"), ('"1m30s"', "10s"),
+    ('"10s"', "10s"), ('"5s"', "5s"), ('"500ms"', "500ms"),
+])
+def test_where_we_add_the_passive_check_the_active_one_runs_at_least_every_10s(tmp_path, interval, rendered):
+    """A server the passive check took out returns only at the next active check: with the original
+    tool's 900 s, a Traefik continued after a pause (its login node stopped, bench/ha H2) answered 503
+    from healthy backends for the rest of the run."""
+    text = ORIGINAL.replace('interval: "900s"', "interval: %s" % interval)
+    template = traefik_files.load_template(write(tmp_path, text), "hello-python")
+    lb = lb_of(traefik.render_dynamic("hello-python", template, [], (3, 7, 15)))
+    assert lb["healthCheck"]["interval"] == rendered
+    # Where Traefik has no passive check, or the template sets its own, the interval is the template's.
+    as_written = interval.strip('"')
+    assert str(lb_of(traefik.render_dynamic("hello-python", template, [], (3, 5, 0)))["healthCheck"]["interval"]) \
+        == as_written
+    own = text.replace("        healthCheck:", "        passiveHealthCheck: {failureWindow: 3s}\n        healthCheck:")
+    template = traefik_files.load_template(write(tmp_path, own), "hello-python")
+    assert str(lb_of(traefik.render_dynamic("hello-python", template, [], (3, 7, 15)))["healthCheck"]["interval"]) \
+        == as_written
+
+
 def test_a_template_setting_its_own_passive_check_keeps_it_and_old_traefik_refuses_it(tmp_path):
     text = ORIGINAL.replace("        healthCheck:", "        passiveHealthCheck: {failureWindow: 3s}\n        healthCheck:")
     template = traefik_files.load_template(write(tmp_path, text), "hello-python")

@@ -26,6 +26,11 @@ ACCESS_LOG_FIELDS = ("DownstreamStatus", "Duration", "RequestPath", "RouterName"
 # has even seen the job end; the active health check, or the window, brings it back.  Two, not one,
 # so a single 5xx from a live server does not take it out.
 PASSIVE_HEALTH_CHECK = {"failureWindow": "10s", "maxFailedAttempts": 2}
+# A server the passive check took out comes back only at the next active check when there is one: with
+# the original tool's `interval: 900s`, a Traefik that was stopped for a while (its login node paused)
+# or two timeouts in a row kept healthy backends out for up to 15 minutes, 503 all along (bench/ha H2).
+# Where we add the passive check, the active one runs at least this often.
+ACTIVE_WITH_PASSIVE = 10.0
 PASSIVE_SINCE = schema.LOAD_BALANCER["passiveHealthCheck"].since
 
 
@@ -124,6 +129,12 @@ def render_dynamic(service, template, servers, traefik_version=None, neighbours=
             del lb[key]
     elif has_feature(traefik_version, PASSIVE_SINCE) and find_key(lb, "passiveHealthCheck")[0] is None:
         lb["passiveHealthCheck"] = dict(PASSIVE_HEALTH_CHECK)
+        active = find_key(lb, "healthCheck")[1]
+        if isinstance(active, dict):
+            key, interval = find_key(active, "interval")
+            seconds = schema.duration_seconds(interval) if key is not None else None
+            if seconds is not None and seconds > ACTIVE_WITH_PASSIVE:
+                active[key] = "%ds" % ACTIVE_WITH_PASSIVE
     data = _namespaced(data, service, template.balancer)
     # Checked before the servers go in: _server_entry has checked those, and walking thousands of them
     # again at each pass would cost more than everything else in the render.

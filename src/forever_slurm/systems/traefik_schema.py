@@ -49,6 +49,22 @@ def _is_duration(text):
     return _is_int(text) or bool(_DURATION_RE.match(text))
 
 
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def duration_seconds(value):
+    """Seconds of a duration Traefik accepts (a whole number is seconds, else "10s", "1m30s"), or None."""
+    text = go_text(value)
+    if text is None or not _is_duration(text):
+        return None
+    if _is_int(text):
+        return float(int(text))
+    sign = -1.0 if text.startswith("-") else 1.0
+    return sign * sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text))
+
+
 def _check_scalar(test):
     def check(value):
         text = go_text(value)
