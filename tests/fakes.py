@@ -394,6 +394,24 @@ class Terminal:
     def type(self, text):
         os.write(self.fd, text.encode())
 
+    def interrupt(self, until, patience=2.0, tries=5):
+        """Ctrl-C as a person presses it again when nothing happens, until `until` shows or the program
+        ends: one that arrives while Python is between printing a prompt and reading the line is only
+        seen at the next key press, and on a loaded machine that window is wide. (The terminal echoes
+        ^C at once either way, so only the program's own answer counts.)"""
+        wanted = until.encode()
+        for _ in range(tries):
+            os.write(self.fd, b"\x03")
+            deadline = time.monotonic() + patience
+            while wanted not in self.seen[self.pos:]:
+                if not self._read(deadline - time.monotonic()):
+                    if time.monotonic() < deadline:
+                        return      # the terminal closed: the program ended
+                    break
+            else:
+                return
+        raise AssertionError("Ctrl-C %d times, no %r; it shows:\n%s" % (tries, until, self.transcript()))
+
     def finish(self):
         """Exit status, after reading the rest of the output."""
         deadline = time.monotonic() + self.timeout

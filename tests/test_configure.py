@@ -489,11 +489,7 @@ def test_ctrl_c_on_a_real_terminal_changes_nothing(layout, terminal, python):
     term.expect("FS_TRAEFIK_PORT [")
     term.type("14000\r")
     term.expect("FS_TRAEFIK_BIND [%s]: " % settings.load_values(layout)["FS_TRAEFIK_BIND"].value)
-    # A person's Ctrl-C comes well after the prompt; one sent while Python is still between
-    # printing the prompt and waiting for input is only seen at the next key press.
-    time.sleep(0.3)
-    term.type("\x03")
-    term.expect("config cancelled; nothing was changed")
+    term.interrupt("config cancelled; nothing was changed")
     assert term.finish() == 130
     assert read(layout.env_file) == "FS_SURGE=2\n"
     assert leftovers(layout.root) == []
@@ -539,8 +535,7 @@ def test_a_new_root_on_a_real_terminal_is_created_when_asked(tmp_path, terminal,
     term.type("yes\r")
     term.expect("Created %s (it did not exist)." % root)
     term.expect("FS_TRAEFIK_PORT [")
-    time.sleep(0.3)
-    term.type("\x03")
+    term.interrupt("config cancelled")
     assert term.finish() == 130
     assert root.is_dir() and not (root / ".env").exists()
 
