@@ -258,6 +258,7 @@ def retiring_jobs(view):
         m = mem.get(job.job_id)
         if job.time_left is not None:
             left = job.time_left - age      # view.left(job), inline: every running job, every pass
+            # (job_lead is at most the lead: asked only of jobs within it, not of every job every pass)
             if left <= lead and left <= job_lead(lead, job) or (m is not None and m.renewing_since is not None) \
                     or _must_go(view, job, m):
                 near.append((left, job))

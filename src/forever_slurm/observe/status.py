@@ -135,7 +135,8 @@ def _job_row(view, job, snap, observed_age):
         "node": job.nodes, "url": m.url, "reason": job.reason if not job.running else "",
         "age_seconds": None if job.time_used is None else job.time_used + (observed_age or 0),
         "time_left_seconds": left, "health": _health(job, m),
-        "renew_in_seconds": None if left is None or not job.running else max(0.0, left - planner.job_lead(view.lead, job)),
+        "renew_in_seconds": None if left is None or not job.running
+        else max(0.0, left - planner.job_lead(view.lead, job)),
         "owned": True, "comment_problem": m.comment_problem,
     }
 
